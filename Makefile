@@ -1,0 +1,41 @@
+# Two commands do everything: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STORE ?= demo_store
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: setup demo test lint bench browser clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Debian's chromium for the browser test (playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+demo: setup
+	$(VENV)/bin/clay-search ingest sample --store $(STORE)
+	$(VENV)/bin/clay-search app --store $(STORE) --host $(HOST) --port $(PORT)
+
+test: setup browser
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	$(PY) bench/model_throughput.py
+
+clean:
+	rm -rf $(STORE) .pytest_cache test-artifacts

@@ -1,0 +1,46 @@
+"""``clay-search info``: sensors known to the model and the bundled weights."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clay_search.cli.options import WeightsOpt, handle_errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to ``app``."""
+    app.command("info")(info)
+
+
+@handle_errors
+def info(
+    weights: WeightsOpt = None,
+    sensor: Annotated[str | None, typer.Option(help="Show one sensor's bands.")] = None,
+) -> None:
+    """List sensors (or one sensor's bands) and describe the model weights."""
+    from clay_search.model import SensorRegistry, load_encoder
+
+    console = Console()
+    reg = SensorRegistry.default()
+    if sensor:
+        s = reg.get(sensor)
+        t = Table(title=f"{s.name} (GSD {s.gsd} m)")
+        for col in ("band", "id", "wavelength (um)", "mean", "std"):
+            t.add_column(col)
+        for b in s.bands:
+            t.add_row(b.name, b.id or "", f"{b.wavelength}", f"{b.mean}", f"{b.std}")
+        console.print(t)
+        return
+    t = Table(title="sensors")
+    for col in ("sensor", "GSD (m)", "bands"):
+        t.add_column(col)
+    for name in reg.names:
+        s = reg.get(name)
+        t.add_row(name, f"{s.gsd}", ", ".join(s.band_names))
+    console.print(t)
+    _, winfo = load_encoder(weights)
+    console.print(f"weights: {winfo.path}\nmodel id: {winfo.model_id}\nconfig: {winfo.config}")

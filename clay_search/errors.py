@@ -1,0 +1,71 @@
+"""Every error clay-search raises on purpose.
+
+One root, :class:`ClaySearchError`; each subclass also inherits the builtin that fits, so
+``except FileNotFoundError`` and ``except ValueError`` keep working. Messages say what was wrong
+and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class ClaySearchError(Exception):
+    """Root of all clay-search errors."""
+
+
+class SourceNotFoundError(ClaySearchError, FileNotFoundError):
+    """An input file, folder, STAC document or asset does not exist or cannot be reached."""
+
+
+class SourceReadError(ClaySearchError, OSError):
+    """A source exists but cannot be read as imagery (corrupt, truncated, not a raster)."""
+
+
+class MissingCRSError(ClaySearchError, ValueError):
+    """A georeferenced workflow met a raster without a CRS."""
+
+
+class UnknownSensorError(ClaySearchError, ValueError):
+    """A sensor name that the sensor metadata does not know."""
+
+
+class BandMismatchError(ClaySearchError, ValueError):
+    """Bands that cannot be mapped onto a sensor (wrong count, unknown names)."""
+
+
+class NoDataError(ClaySearchError, ValueError):
+    """A source or chip holds only nodata."""
+
+
+class CheckpointError(ClaySearchError, ValueError):
+    """Weights that cannot be loaded: wrong format, mismatched keys or shapes."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A weights file that does not exist (clay-search never downloads weights)."""
+
+
+class StoreNotFoundError(ClaySearchError, FileNotFoundError):
+    """No store (or no chips table) at the given path."""
+
+
+class StoreMismatchError(ClaySearchError, ValueError):
+    """Embeddings from another model (or of another dimension) than the store holds."""
+
+
+class UnknownChipError(ClaySearchError, KeyError):
+    """A chip id that is not in the store."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class QueryError(ClaySearchError, ValueError):
+    """A search request that cannot be answered as given (no positives, bad bbox, ...)."""
+
+
+class IndexStaleError(ClaySearchError, RuntimeError):
+    """A vector index that does not match the table version."""
+
+
+class NetworkDisabledError(ClaySearchError, ConnectionError):
+    """An operation would need the network; give a local file instead."""

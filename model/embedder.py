@@ -1,0 +1,181 @@
+"""Batched inference: chips of any supported sensor in, CLS (and patch) embeddings out.
+
+Fast path: the wavelength-generated patch-embedding weights are cached per band set, position
+encodings are reused, and on CPUs with native bf16 (AVX512-BF16 / AMX) the transformer runs
+under bf16 autocast. Outputs are always float32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clay_search.model.checkpoints import WeightsInfo, load_encoder
+from clay_search.model.clay import ClayEncoder
+from clay_search.model.encoding import encode_latlon, encode_time
+from clay_search.model.normalise import Normaliser, sensor_normaliser
+from clay_search.model.sensors import Band, Sensor, SensorRegistry
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class EmbeddingBatch:
+    """Embeddings of one batch: ``cls`` ``[B, D]`` and optionally ``patches`` ``[B, L, D]``."""
+
+    cls: np.ndarray
+    patches: np.ndarray | None = None
+
+
+class Embedder:
+    """Turns normalised chips into embeddings with a Clay encoder.
+
+    ``precision``: ``"auto"`` (bf16 where the CPU/GPU supports it, else fp32), ``"bf16"`` or
+    ``"fp32"``. ``cache_weights`` caches the generated patch weights per wavelength set.
+    """
+
+    def __init__(
+        self,
+        encoder: ClayEncoder,
+        info: WeightsInfo | None = None,
+        *,
+        sensors: SensorRegistry | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        cache_weights: bool = True,
+    ) -> None:
+        if precision not in {"auto", "bf16", "fp32"}:
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+        self.device = torch.device(device)
+        self.encoder = encoder.to(self.device).eval()
+        self.info = info
+        self.sensors = sensors or SensorRegistry.default()
+        if precision == "auto":
+            use_bf16 = (
+                torch.cuda.is_bf16_supported()
+                if self.device.type == "cuda"
+                else cpu_supports_bf16()
+            )
+            precision = "bf16" if use_bf16 else "fp32"
+        self.precision = precision
+        self.cache_weights = cache_weights
+        self._weight_cache: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    @classmethod
+    def from_weights(cls, path: str | Path | None = None, **kwargs) -> Embedder:
+        """Load weights (``None``: the weights shipped with clay-search) and wrap them."""
+        encoder, info = load_encoder(path)
+        return cls(encoder, info, **kwargs)
+
+    # -- facts -----------------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        """Identity of the weights (stores never mix model ids)."""
+        return self.info.model_id if self.info else "unversioned"
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return self.encoder.dim
+
+    @property
+    def patch_size(self) -> int:
+        """Patch size P in pixels; chip sizes must be multiples of it."""
+        return self.encoder.patch_size
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def patch_weights(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Generated patch-embedding weights for ``waves`` (cached per wavelength set)."""
+        key = tuple(round(float(w), 6) for w in waves.tolist())
+        hit = self._weight_cache.get(key) if self.cache_weights else None
+        if hit is None:
+            with torch.inference_mode():
+                hit = self.encoder.patch_embedding.generate(waves.to(self.device).float())
+            if self.cache_weights:
+                self._weight_cache[key] = hit
+        return hit
+
+    # -- embedding -------------------------------------------------------------------------------
+    def embed(
+        self,
+        pixels: np.ndarray | torch.Tensor,
+        *,
+        waves: Sequence[float] | torch.Tensor,
+        gsd: float,
+        datetimes: Sequence[datetime | None] | None = None,
+        lonlats: Sequence[tuple[float, float] | None] | None = None,
+        patches: bool = False,
+    ) -> EmbeddingBatch:
+        """Embed normalised pixels ``[B, C, H, W]``.
+
+        ``waves``: central wavelengths (um) of the C bands; ``datetimes`` and ``lonlats`` (chip
+        centres, degrees) feed the time/location encodings (zeros where unknown).
+        """
+        x = (
+            torch.as_tensor(
+                np.asarray(pixels, dtype=np.float32) if not torch.is_tensor(pixels) else pixels
+            )
+            .float()
+            .to(self.device)
+        )
+        if x.ndim == 3:
+            x = x[None]
+        b = x.shape[0]
+        waves_t = torch.as_tensor(waves, dtype=torch.float32)
+        time = encode_time(datetimes if datetimes is not None else [None] * b).to(self.device)
+        latlon = encode_latlon(lonlats if lonlats is not None else [None] * b).to(self.device)
+        weights = self.patch_weights(waves_t)
+        with torch.inference_mode(), self._autocast():
+            tokens = self.encoder(
+                x, time=time, latlon=latlon, gsd=float(gsd), waves=waves_t, patch_weights=weights
+            )
+        tokens = tokens.float()
+        out = EmbeddingBatch(cls=tokens[:, 0].cpu().numpy())
+        if patches:
+            out.patches = tokens[:, 1:].cpu().numpy()
+        return out
+
+    def embed_raw(
+        self,
+        raw: np.ndarray,
+        sensor: Sensor | str,
+        bands: Sequence[str | Band],
+        *,
+        normaliser: Normaliser | None = None,
+        valid: np.ndarray | None = None,
+        gsd: float | None = None,
+        datetimes: Sequence[datetime | None] | None = None,
+        lonlats: Sequence[tuple[float, float] | None] | None = None,
+        patches: bool = False,
+    ) -> EmbeddingBatch:
+        """Normalise raw sensor values ``[B, C, H, W]`` for ``bands`` and embed them."""
+        s = self.sensors.get(sensor) if isinstance(sensor, str) else sensor
+        blist = [b if isinstance(b, Band) else s.band(b) for b in bands]
+        norm = normaliser or sensor_normaliser(s, blist)
+        x = norm(raw, valid)
+        return self.embed(
+            x,
+            waves=[b.wavelength for b in blist],
+            gsd=s.gsd if gsd is None else gsd,
+            datetimes=datetimes,
+            lonlats=lonlats,
+            patches=patches,
+        )
