@@ -1,0 +1,301 @@
+"""Keep the FAISS index in ``<store>/index/`` in step with the chips table.
+
+Files: ``index.faiss`` (vectors, normalised; FAISS ids are row numbers ``0..n-1``),
+``ids.arrow`` (the id map: row number -> ``chip_id``) and ``index.json`` (the table version the
+index matches, kind, count, search parameters). ``index.json`` is written last, so a reader that
+finds it consistent with the other two files can trust them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from clay_search.errors import IndexStaleError, StoreNotFoundError
+from clay_search.index.faiss_index import apply_params, build_index, choose_kind, tune
+from clay_search.index.vectors import read_ids, read_ids_and_vectors
+from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.arrow"
+META_FILE = "index.json"
+_HISTORY_KEYS = ("total_rows", "total_data_files", "total_deletion_files")
+
+
+@dataclass
+class IndexReport:
+    """What :func:`sync_index` did."""
+
+    action: str  # "unchanged", "added", "rebuilt"
+    kind: str
+    table_version: int
+    count: int
+    added: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain dict (for JSON and the CLI)."""
+        return asdict(self)
+
+
+@dataclass
+class LoadedIndex:
+    """An index read from disk: the FAISS index, its id map and ``index.json``."""
+
+    index: faiss.Index
+    ids: pa.Array
+    meta: dict
+
+    @property
+    def table_version(self) -> int:
+        """The table version this index matches."""
+        return int(self.meta["table_version"])
+
+    @property
+    def kind(self) -> str:
+        """``flat``, ``ivf`` or ``hnsw``."""
+        return str(self.meta["kind"])
+
+
+def _history(table, version: int) -> dict | None:
+    for v in table.list_versions():
+        if int(v["version"]) == version:
+            meta = v.get("metadata") or {}
+            return {k: int(meta[k]) for k in _HISTORY_KEYS if k in meta}
+    return None
+
+
+def _only_appended(table, since: int, now: int) -> bool:
+    """Whether every commit after ``since`` up to ``now`` only added rows (no delete/update)."""
+    versions = {int(v["version"]): v.get("metadata") or {} for v in table.list_versions()}
+    if since not in versions:
+        return False
+    prev = versions[since]
+    for ver in sorted(v for v in versions if since < v <= now):
+        cur = versions[ver]
+        try:
+            if int(cur["total_deletion_files"]) != int(prev["total_deletion_files"]):
+                return False
+            if int(cur["total_data_files"]) < int(prev["total_data_files"]):
+                return False
+            if int(cur["total_rows"]) < int(prev["total_rows"]):
+                return False
+        except (KeyError, ValueError):
+            return False
+        prev = cur
+    return True
+
+
+def read_index_meta(info: StoreInfo) -> dict | None:
+    """``index.json`` of a store, or ``None`` if there is no index yet."""
+    path = info.index_path / META_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def load_index(store_path: str | Path) -> LoadedIndex:
+    """Read the store's index; :class:`IndexStaleError` if it is missing or inconsistent."""
+    info = read_store_info(store_path)
+    meta = read_index_meta(info)
+    if meta is None:
+        raise IndexStaleError(f"store {info.path} has no index; run `clay-search index --rebuild`")
+    index = faiss.read_index(str(info.index_path / INDEX_FILE))
+    with ipc.open_file(str(info.index_path / IDS_FILE)) as reader:
+        ids = reader.read_all().column("chip_id").combine_chunks()
+    if index.ntotal != meta["count"] or len(ids) != meta["count"]:
+        raise IndexStaleError(
+            f"index files of {info.path} disagree (a sync was interrupted?); "
+            "run `clay-search index --rebuild`"
+        )
+    apply_params(index, meta["kind"], meta.get("params", {}))
+    return LoadedIndex(index, ids, meta)
+
+
+def _save(info: StoreInfo, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+    folder = info.index_path
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / META_FILE
+    if meta_path.exists():
+        meta_path.unlink()  # readers see "no index" rather than a mismatched one meanwhile
+    tmp = folder / (INDEX_FILE + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, folder / INDEX_FILE)
+    tmp_ids = folder / (IDS_FILE + ".tmp")
+    with ipc.new_file(str(tmp_ids), pa.schema([("chip_id", pa.string())])) as writer:
+        writer.write_table(pa.table({"chip_id": ids.cast(pa.string())}))
+    os.replace(tmp_ids, folder / IDS_FILE)
+    tmp_meta = folder / (META_FILE + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp_meta, meta_path)
+
+
+def sync_index(
+    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0
+) -> IndexReport:
+    """Bring ``<store>/index/`` up to the current table version and report what was done.
+
+    Adds the new rows when the table only grew since the indexed version (no deletes or
+    updates, same ids in the same order); rebuilds otherwise, or when ``rebuild`` is set, or
+    when ``kind`` (``auto``/``flat``/``ivf``/``hnsw``) asks for another kind than the index has.
+    """
+    t0 = time.perf_counter()
+    info = read_store_info(store_path)
+    try:
+        table = open_chips_table(info, create=False)
+    except StoreNotFoundError:
+        table = open_chips_table(info, create=True)
+    version = int(table.version)
+    n = table.count_rows()
+    meta = None if rebuild else read_index_meta(info)
+    wanted = choose_kind(n, kind)
+
+    reason = "rebuild asked" if rebuild else "no index yet"
+    if meta is not None:
+        same_kind = meta.get("kind") == wanted or (
+            kind == "auto" and meta.get("kind_asked", "auto") == "auto" and meta.get("kind") == wanted
+        )
+        if meta.get("kind_asked", "auto") != "auto" and kind == "auto":
+            wanted, same_kind = meta["kind"], True  # keep an explicit earlier choice
+        if not same_kind:
+            reason = f"index kind {meta.get('kind')} -> {wanted}"
+        elif meta.get("model_id") != info.model_id or meta.get("dim") != info.dim:
+            reason = "store model changed"
+        elif int(meta["table_version"]) == version and int(meta["count"]) == n:
+            return IndexReport("unchanged", meta["kind"], version, n, 0,
+                               time.perf_counter() - t0, "index matches the table",
+                               meta.get("params", {}))
+        elif _can_append(table, meta, version, n):
+            try:
+                loaded = load_index(info.path)
+            except IndexStaleError as e:
+                reason = str(e)
+            else:
+                new_ids, new_vecs = read_ids_and_vectors(table, info.dim, offset=loaded.index.ntotal)
+                loaded.index.add(new_vecs)
+                params = dict(meta.get("params", {}))
+                if meta["kind"] != "flat" and n >= 2 * max(int(meta.get("tuned_count", 1)), 1):
+                    _, all_vecs = read_ids_and_vectors(table, info.dim)
+                    params.update(tune(loaded.index, meta["kind"], all_vecs, seed=seed))
+                    meta["tuned_count"] = n
+                ids = pa.concat_arrays([loaded.ids, new_ids.cast(pa.string())])
+                meta.update(
+                    table_version=version, count=n, params=params,
+                    history=_history(table, version), updated=_now(),
+                )
+                _save(info, loaded.index, ids, meta)
+                return IndexReport("added", meta["kind"], version, n, len(new_ids),
+                                   time.perf_counter() - t0, "table grew", params)
+        else:
+            reason = "rows deleted or updated since the index was built"
+
+    ids, vecs = read_ids_and_vectors(table, info.dim)
+    index, params = build_index(vecs, wanted, seed=seed)
+    meta = {
+        "table_version": version,
+        "kind": wanted,
+        "kind_asked": kind,
+        "count": n,
+        "dim": info.dim,
+        "metric": "cosine",
+        "model_id": info.model_id,
+        "params": params,
+        "tuned_count": n,
+        "history": _history(table, version),
+        "built": _now(),
+    }
+    _save(info, index, ids, meta)
+    return IndexReport("rebuilt", wanted, version, n, n, time.perf_counter() - t0, reason, params)
+
+
+def _can_append(table, meta: dict, version: int, n: int) -> bool:
+    old_count = int(meta["count"])
+    if version < int(meta["table_version"]) or n < old_count:
+        return False
+    if meta["kind"] == "ivf" and n > 4 * max(int(meta.get("tuned_count", old_count)), 1):
+        return False  # the coarse quantiser was trained on far fewer rows: retrain
+    if not _only_appended(table, int(meta["table_version"]), version):
+        return False
+    return True
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class IndexCheck:
+    """What :func:`check_index` found: rows missing from the index, or stale in it."""
+
+    table_version: int
+    index_version: int | None
+    table_rows: int
+    index_rows: int
+    missing: list[str]
+    stale: list[str]
+    extra: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """Whether the index matches the table exactly."""
+        return not (self.missing or self.stale or self.extra) and (
+            self.index_version == self.table_version
+        )
+
+    def to_dict(self) -> dict:
+        """Plain dict, with the id lists cut to their first 20 entries and counted."""
+        d = asdict(self)
+        for key in ("missing", "stale", "extra"):
+            d[f"{key}_count"] = len(d[key])
+            d[key] = d[key][:20]
+        d["ok"] = self.ok
+        return d
+
+
+def check_index(store_path: str | Path, *, atol: float = 1e-5) -> IndexCheck:
+    """Compare the index with the table row by row (ids and vectors)."""
+    info = read_store_info(store_path)
+    table = open_chips_table(info, create=False)
+    ids, vecs = read_ids_and_vectors(table, info.dim)
+    table_ids = ids.to_pylist()
+    try:
+        loaded = load_index(info.path)
+    except IndexStaleError:
+        return IndexCheck(int(table.version), None, len(table_ids), 0, table_ids, [], [])
+    index_ids = loaded.ids.to_pylist()
+    pos = {cid: i for i, cid in enumerate(index_ids)}
+    table_set = set(table_ids)
+    missing = [c for c in table_ids if c not in pos]
+    extra = [c for c in index_ids if c not in table_set]
+    stale: list[str] = []
+    present = [(i, pos[c]) for i, c in enumerate(table_ids) if c in pos]
+    if present:
+        stored = _reconstruct(loaded, np.array([p for _, p in present], dtype=np.int64))
+        rows = vecs[[i for i, _ in present]]
+        bad = np.abs(stored - rows).max(axis=1) > atol
+        stale = [table_ids[present[j][0]] for j in np.flatnonzero(bad)]
+    return IndexCheck(int(table.version), loaded.table_version, len(table_ids),
+                      len(index_ids), missing, stale, extra)
+
+
+def _reconstruct(loaded: LoadedIndex, rows: np.ndarray) -> np.ndarray:
+    index = loaded.index
+    if loaded.kind == "ivf":
+        faiss.extract_index_ivf(index).make_direct_map()
+    return np.vstack([index.reconstruct(int(r)) for r in rows]) if len(rows) < 1000 else (
+        index.reconstruct_n(0, index.ntotal)[rows]
+    )

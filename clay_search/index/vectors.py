@@ -1,0 +1,45 @@
+"""Reading embeddings out of the chips table as normalised float32 matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A ``[n, dim]`` float32 matrix from a fixed-size-list (or list) embedding column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    if column.null_count:
+        raise ValueError(f"{column.null_count} chips have no embedding")
+    if column.offset:
+        column = pa.concat_arrays([column])
+    values = column.flatten() if hasattr(column, "flatten") else column.values
+    mat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
+    return mat.reshape(n, dim)
+
+
+def l2_normalise(mat: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero); float32, C-contiguous."""
+    mat = np.ascontiguousarray(mat, dtype=np.float32)
+    norms = np.linalg.norm(mat, axis=-1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(mat / norms, dtype=np.float32)
+
+
+def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array, np.ndarray]:
+    """Chip ids and normalised embeddings of the rows from ``offset`` on, in scan order."""
+    query = table.search().select(["chip_id", "embedding"]).limit(None)
+    if offset:
+        query = query.offset(offset)
+    data = query.to_arrow()
+    ids = data.column("chip_id").combine_chunks()
+    return ids, l2_normalise(embedding_matrix(data.column("embedding"), dim))
+
+
+def read_ids(table) -> pa.Array:
+    """All chip ids in scan order."""
+    return table.search().select(["chip_id"]).limit(None).to_arrow().column("chip_id").combine_chunks()
