@@ -80,8 +80,11 @@ def tune(index: faiss.Index, kind: str, vectors: np.ndarray, *, seed: int = 0) -
     truth = exact_topk(vectors, q, k)
     if kind == "ivf":
         ivf = faiss.extract_index_ivf(index)
-        steps = [s for s in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024)
-                 if s <= ivf.nlist] or [ivf.nlist]
+        steps = [
+            s
+            for s in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024)
+            if s <= ivf.nlist
+        ] or [ivf.nlist]
         key = "nprobe"
     else:
         steps = [16, 32, 48, 64, 96, 128, 192, 256, 384, 512]
@@ -120,6 +123,8 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of each truth row's ids found (ids < 0 ignored)."""
     if truth.size == 0:
         return 1.0
-    hits = [len(set(f[f >= 0].tolist()) & set(t.tolist())) / max(len(t), 1)
-            for f, t in zip(found, truth, strict=True)]
+    hits = [
+        len(set(f[f >= 0].tolist()) & set(t.tolist())) / max(len(t), 1)
+        for f, t in zip(found, truth, strict=True)
+    ]
     return float(np.mean(hits))

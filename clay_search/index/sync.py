@@ -22,7 +22,7 @@ import pyarrow.ipc as ipc
 
 from clay_search.errors import IndexStaleError, StoreNotFoundError
 from clay_search.index.faiss_index import apply_params, build_index, choose_kind, tune
-from clay_search.index.vectors import read_ids, read_ids_and_vectors
+from clay_search.index.vectors import read_ids_and_vectors
 from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
 
 INDEX_FILE = "index.faiss"
@@ -166,9 +166,7 @@ def sync_index(
 
     reason = "rebuild asked" if rebuild else "no index yet"
     if meta is not None:
-        same_kind = meta.get("kind") == wanted or (
-            kind == "auto" and meta.get("kind_asked", "auto") == "auto" and meta.get("kind") == wanted
-        )
+        same_kind = meta.get("kind") == wanted
         if meta.get("kind_asked", "auto") != "auto" and kind == "auto":
             wanted, same_kind = meta["kind"], True  # keep an explicit earlier choice
         if not same_kind:
@@ -176,16 +174,25 @@ def sync_index(
         elif meta.get("model_id") != info.model_id or meta.get("dim") != info.dim:
             reason = "store model changed"
         elif int(meta["table_version"]) == version and int(meta["count"]) == n:
-            return IndexReport("unchanged", meta["kind"], version, n, 0,
-                               time.perf_counter() - t0, "index matches the table",
-                               meta.get("params", {}))
+            return IndexReport(
+                "unchanged",
+                meta["kind"],
+                version,
+                n,
+                0,
+                time.perf_counter() - t0,
+                "index matches the table",
+                meta.get("params", {}),
+            )
         elif _can_append(table, meta, version, n):
             try:
                 loaded = load_index(info.path)
             except IndexStaleError as e:
                 reason = str(e)
             else:
-                new_ids, new_vecs = read_ids_and_vectors(table, info.dim, offset=loaded.index.ntotal)
+                new_ids, new_vecs = read_ids_and_vectors(
+                    table, info.dim, offset=loaded.index.ntotal
+                )
                 loaded.index.add(new_vecs)
                 params = dict(meta.get("params", {}))
                 if meta["kind"] != "flat" and n >= 2 * max(int(meta.get("tuned_count", 1)), 1):
@@ -194,12 +201,23 @@ def sync_index(
                     meta["tuned_count"] = n
                 ids = pa.concat_arrays([loaded.ids, new_ids.cast(pa.string())])
                 meta.update(
-                    table_version=version, count=n, params=params,
-                    history=_history(table, version), updated=_now(),
+                    table_version=version,
+                    count=n,
+                    params=params,
+                    history=_history(table, version),
+                    updated=_now(),
                 )
                 _save(info, loaded.index, ids, meta)
-                return IndexReport("added", meta["kind"], version, n, len(new_ids),
-                                   time.perf_counter() - t0, "table grew", params)
+                return IndexReport(
+                    "added",
+                    meta["kind"],
+                    version,
+                    n,
+                    len(new_ids),
+                    time.perf_counter() - t0,
+                    "table grew",
+                    params,
+                )
         else:
             reason = "rows deleted or updated since the index was built"
 
@@ -288,14 +306,23 @@ def check_index(store_path: str | Path, *, atol: float = 1e-5) -> IndexCheck:
         rows = vecs[[i for i, _ in present]]
         bad = np.abs(stored - rows).max(axis=1) > atol
         stale = [table_ids[present[j][0]] for j in np.flatnonzero(bad)]
-    return IndexCheck(int(table.version), loaded.table_version, len(table_ids),
-                      len(index_ids), missing, stale, extra)
+    return IndexCheck(
+        int(table.version),
+        loaded.table_version,
+        len(table_ids),
+        len(index_ids),
+        missing,
+        stale,
+        extra,
+    )
 
 
 def _reconstruct(loaded: LoadedIndex, rows: np.ndarray) -> np.ndarray:
     index = loaded.index
     if loaded.kind == "ivf":
         faiss.extract_index_ivf(index).make_direct_map()
-    return np.vstack([index.reconstruct(int(r)) for r in rows]) if len(rows) < 1000 else (
-        index.reconstruct_n(0, index.ntotal)[rows]
+    return (
+        np.vstack([index.reconstruct(int(r)) for r in rows])
+        if len(rows) < 1000
+        else (index.reconstruct_n(0, index.ntotal)[rows])
     )

@@ -42,4 +42,5 @@ def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array,
 
 def read_ids(table) -> pa.Array:
     """All chip ids in scan order."""
-    return table.search().select(["chip_id"]).limit(None).to_arrow().column("chip_id").combine_chunks()
+    data = table.search().select(["chip_id"]).limit(None).to_arrow()
+    return data.column("chip_id").combine_chunks()

@@ -68,7 +68,9 @@ def read_store_info(path: str | Path) -> StoreInfo:
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
-        raise StoreNotFoundError(f"{meta_path} is not valid JSON ({e}); the store is damaged") from e
+        raise StoreNotFoundError(
+            f"{meta_path} is not valid JSON ({e}); the store is damaged"
+        ) from e
     if meta.get("format") != STORE_FORMAT:
         raise StoreNotFoundError(f"{meta_path} is not a clay-search store description")
     return StoreInfo(
@@ -134,9 +136,7 @@ def open_chips_table(info: StoreInfo, *, create: bool = True):
     if TABLE_NAME in _table_names(db):
         return db.open_table(TABLE_NAME)
     if not create:
-        raise StoreNotFoundError(
-            f"store {info.path} has no chips yet; ingest or import some first"
-        )
+        raise StoreNotFoundError(f"store {info.path} has no chips yet; ingest or import some first")
     return db.create_table(TABLE_NAME, schema=chips_schema(info.dim, patch_dim=info.patch_dim))
 
 
