@@ -175,14 +175,23 @@ def _load_own(path: Path) -> tuple[ClayEncoder, WeightsInfo]:
 
 
 def _load_lightning(path: Path, size: str | None) -> tuple[ClayEncoder, WeightsInfo]:
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (not a torch zip archive); expected a "
+            "Clay .ckpt or a clay-search weights folder"
+        )
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e) and "Unsupported operand" not in str(e):
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0]})"
+            ) from None
         raise CheckpointError(
             f"{path} holds Python objects beyond tensors and plain values, which clay-search "
             f"refuses to unpickle ({str(e).splitlines()[0]}). Re-save its state_dict only."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError, KeyError) as e:
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}); expected a Clay .ckpt or a "
