@@ -1,0 +1,83 @@
+"""The thumbnail gallery: one card per chip with its image, score and Positive/Negative toggles."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import MutableMapping
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from clay_search.app import state as S
+
+PAGE_SIZE = 24
+COLUMNS = 6
+
+
+def _toggle(chip_id: str, value: int) -> None:
+    S.toggle_label(st.session_state, chip_id, value)
+
+
+def card_caption(row: pd.Series, label: int | None) -> str:
+    """Text under a thumbnail: rank and score (results), class label, chip id."""
+    parts = []
+    if "rank" in row and pd.notna(row["rank"]):
+        parts.append(f"#{int(row['rank'])}")
+    if "score" in row and pd.notna(row["score"]):
+        parts.append(f"score {float(row['score']):.3f}")
+    if "label" in row and isinstance(row["label"], str) and row["label"]:
+        parts.append(row["label"])
+    if label is not None:
+        parts.append("POSITIVE" if label == S.POSITIVE else "NEGATIVE")
+    parts.append(str(row["chip_id"])[:10])
+    return " | ".join(parts)
+
+
+def page_rows(df: pd.DataFrame, page: int, page_size: int = PAGE_SIZE) -> pd.DataFrame:
+    """Rows of ``df`` on 1-based ``page`` (clamped to the pages that exist)."""
+    pages = max(1, math.ceil(len(df) / page_size))
+    page = min(max(1, page), pages)
+    return df.iloc[(page - 1) * page_size : page * page_size]
+
+
+def render_gallery(df: pd.DataFrame, ss: MutableMapping[str, Any], *, key: str) -> None:
+    """Draw ``df`` (rows with ``chip_id``, ``thumbnail`` and maybe ``score``) as cards."""
+    if df.empty:
+        return
+    pages = max(1, math.ceil(len(df) / PAGE_SIZE))
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}-page", width=160))
+    rows = page_rows(df, page)
+    labels = S.labels(ss)
+    cols = st.columns(COLUMNS)
+    for i, (_, row) in enumerate(rows.iterrows()):
+        chip_id = str(row["chip_id"])
+        lab = labels.get(chip_id)
+        with cols[i % COLUMNS], st.container(border=True, key=f"card-{key}-{chip_id}"):
+            thumb = row.get("thumbnail")
+            if isinstance(thumb, bytes | bytearray) and thumb:
+                st.image(bytes(thumb), width="stretch")
+            else:
+                st.caption("(no thumbnail)")
+            st.caption(card_caption(row, lab))
+            left, right = st.columns(2)
+            left.button(
+                "✓ Pos" if lab == S.POSITIVE else "Pos",
+                key=f"{key}-pos-{chip_id}",
+                type="primary" if lab == S.POSITIVE else "secondary",
+                on_click=_toggle,
+                args=(chip_id, S.POSITIVE),
+                help="Mark as positive (click again to clear)",
+                width="stretch",
+            )
+            right.button(
+                "✗ Neg" if lab == S.NEGATIVE else "Neg",
+                key=f"{key}-neg-{chip_id}",
+                type="primary" if lab == S.NEGATIVE else "secondary",
+                on_click=_toggle,
+                args=(chip_id, S.NEGATIVE),
+                help="Mark as negative (click again to clear)",
+                width="stretch",
+            )

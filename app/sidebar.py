@@ -1,0 +1,140 @@
+"""The sidebar: store overview, filters, k and map options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import streamlit as st
+
+from clay_search.app.filters import Filters, check_bbox, parse_area
+from clay_search.errors import QueryError
+
+AREA_MODES = ["Anywhere", "Map view (box)", "Drawn area (WKT / GeoJSON)"]
+
+
+@dataclass
+class Controls:
+    """What the sidebar decided: filters, result count, map options, and filter problems."""
+
+    filters: Filters
+    k: int
+    basemap: bool
+    problem: str | None = None
+
+
+def _as_date(v: Any) -> date | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.date()
+    if isinstance(v, date):
+        return v
+    try:
+        return datetime.fromisoformat(str(v)).date()
+    except ValueError:
+        return None
+
+
+def _first(info: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if info.get(k) not in (None, "", [], {}):
+            return info[k]
+    return None
+
+
+def date_range(info: dict[str, Any]) -> tuple[date | None, date | None]:
+    """The store's first and last acquisition dates from its overview, if known."""
+    rng = _first(info, "date_range", "datetime_range")
+    if isinstance(rng, list | tuple) and len(rng) == 2:
+        return _as_date(rng[0]), _as_date(rng[1])
+    return _as_date(_first(info, "start", "date_min", "min_datetime")), _as_date(
+        _first(info, "end", "date_max", "max_datetime")
+    )
+
+
+def _names(v: Any) -> list[str]:
+    if isinstance(v, dict):
+        return [str(k) for k in v]
+    if isinstance(v, list | tuple | set):
+        return [str(x) for x in v]
+    return [str(v)] if v else []
+
+
+def render_overview(uri: str, info: dict[str, Any]) -> None:
+    """Chip count, sensors, date range, model id and table version."""
+    st.subheader("Store")
+    st.caption(uri)
+    count = _first(info, "chips", "count", "rows")
+    version = _first(info, "version", "table_version")
+    a, b = st.columns(2)
+    a.metric("Chips", f"{int(count):,}" if count is not None else "?")
+    b.metric("Table version", str(version) if version is not None else "?")
+    start, end = date_range(info)
+    sensors = _names(_first(info, "sensors"))
+    labels = _names(_first(info, "labels"))
+    st.markdown(
+        f"**Sensors:** {', '.join(sensors) or 'none'}  \n"
+        f"**Dates:** {start or '?'} .. {end or '?'}  \n"
+        f"**Model:** `{str(_first(info, 'model_id') or '?')[:16]}`  \n"
+        f"**Labels:** {len(labels) if labels else 'none'}"
+    )
+    if "overview_error" in info:
+        st.warning(f"Overview incomplete: {info['overview_error']}")
+
+
+def render_filters(info: dict[str, Any], current_view: tuple | None) -> Controls:
+    """Filter widgets; returns the Controls (with a problem message instead of raising)."""
+    st.subheader("Filters")
+    problem = None
+    start = end = None
+    lo, hi = date_range(info)
+    if lo and hi and st.checkbox("Filter by date", key="f-date-on"):
+        picked = st.date_input("Date range", (lo, hi), min_value=lo, max_value=hi, key="f-date")
+        if isinstance(picked, tuple | list):
+            start = picked[0] if len(picked) > 0 else None
+            end = picked[1] if len(picked) > 1 else None
+    sensors = _names(_first(info, "sensors"))
+    sensor = st.multiselect("Sensor", sensors, key="f-sensor", placeholder="any sensor")
+    labels = _names(_first(info, "labels"))
+    label = (
+        st.multiselect("Label", labels, key="f-label", placeholder="any label") if labels else []
+    )
+    area = st.radio("Area", AREA_MODES, key="f-area")
+    bbox = geometry = None
+    if area == AREA_MODES[1]:
+        w0, s0, e0, n0 = current_view or (-180.0, -90.0, 180.0, 90.0)
+        c1, c2 = st.columns(2)
+        w = c1.number_input("West", -180.0, 180.0, float(w0), format="%.5f", key="f-w")
+        e = c2.number_input("East", -180.0, 180.0, float(e0), format="%.5f", key="f-e")
+        s = c1.number_input("South", -90.0, 90.0, float(s0), format="%.5f", key="f-s")
+        n = c2.number_input("North", -90.0, 90.0, float(n0), format="%.5f", key="f-n")
+        try:
+            bbox = check_bbox(w, s, e, n)
+        except QueryError as err:
+            problem = str(err)
+    elif area == AREA_MODES[2]:
+        text = st.text_area(
+            "Area (lon/lat)",
+            key="f-wkt",
+            placeholder="POLYGON((lon lat, ...)) or a GeoJSON Polygon / Feature",
+            help="Draw it in any GIS or geojson.io, then paste the polygon here.",
+        )
+        if text.strip():
+            try:
+                geometry = parse_area(text)
+            except QueryError as err:
+                problem = str(err)
+    st.subheader("Results")
+    k = int(st.slider("k (results)", 1, 500, 50, key="k"))
+    basemap = st.toggle("Basemap (needs internet)", value=False, key="basemap")
+    flt = Filters(
+        start=start,
+        end=end,
+        sensor=tuple(sensor) or None,
+        label=tuple(label) or None,
+        bbox=bbox,
+        geometry=geometry,
+    )
+    return Controls(filters=flt, k=k, basemap=basemap, problem=problem)

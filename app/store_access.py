@@ -1,0 +1,56 @@
+"""Where the store is (command line or environment) and opening it through the Python API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ENV_VAR = "CLAY_SEARCH_STORE"
+
+
+def store_uri(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
+    """The store: ``--store PATH`` / ``--store=PATH`` (after ``--``), else $CLAY_SEARCH_STORE."""
+    args = list(argv)
+    for i, a in enumerate(args):
+        if a == "--store" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--store="):
+            return a.split("=", 1)[1]
+    value = environ.get(ENV_VAR, "").strip()
+    return value or None
+
+
+@dataclass
+class Opened:
+    """The outcome of opening a store: the Store, or a message saying why not."""
+
+    store: Any = None
+    error: str | None = None
+    kind: str = "ok"  # "ok", "missing" (no store there), "error" (could not open)
+
+
+def open_store(uri: str) -> Opened:
+    """Open ``uri`` with :func:`clay_search.connect`; never raises for a bad path."""
+    import clay_search
+    from clay_search.errors import ClaySearchError, StoreNotFoundError
+
+    try:
+        return Opened(store=clay_search.connect(uri))
+    except StoreNotFoundError as e:
+        return Opened(error=str(e), kind="missing")
+    except (ClaySearchError, OSError, ValueError) as e:
+        return Opened(error=f"could not open the store at {uri}: {e}", kind="error")
+
+
+def overview(store: Any) -> dict[str, Any]:
+    """``store.overview()`` plus the basics from the Store itself, whatever overview holds."""
+    try:
+        info = dict(store.overview())
+    except Exception as e:  # noqa: BLE001 - shown on the page, not fatal
+        info = {"overview_error": str(e)}
+    info.setdefault("chips", len(store))
+    info.setdefault("model_id", getattr(store, "model_id", None))
+    info.setdefault("version", getattr(store, "version", None))
+    return info
