@@ -1,0 +1,545 @@
+"""The query side of a store: :func:`connect` and :class:`Store`.
+
+A :class:`Store` is pinned to one table version (the latest at connect time unless ``version`` is
+given), so every answer it gives is reproducible and says which version it came from. Per version
+it holds in memory the chips' attributes (no embeddings, no thumbnails), the filter arrays and,
+when needed, the normalised embedding matrix.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from clay_search.errors import (
+    IndexStaleError,
+    QueryError,
+    StoreMismatchError,
+    StoreNotFoundError,
+    UnknownChipError,
+)
+from clay_search.filters import FilterEngine, Filters, make_filters
+from clay_search.index.sync import LoadedIndex, load_index, sync_index
+from clay_search.index.vectors import l2_normalise, read_ids_and_vectors
+from clay_search.results import Results
+from clay_search.search import NEGATIVE_WEIGHT, exact_search, query_vector
+from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
+
+#: Columns not held in memory (the embeddings; thumbnails are read for the results only).
+HEAVY_COLUMNS = ("embedding", "patch_embeddings", "thumbnail")
+INDEX_MODES = ("auto", "exact")
+
+Example = str | Sequence[float] | np.ndarray
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def connect(
+    uri: str | Path,
+    *,
+    version: int | None = None,
+    weights: str | Path | None = None,
+    index: str = "auto",
+    sync: bool = True,
+) -> Store:
+    """Open the store at ``uri`` for querying.
+
+    ``version`` pins a table version (default: the latest). ``weights`` are the model weights used
+    to embed query images (default: the bundled weights). ``index="exact"`` always scores every
+    chip with numpy; ``"auto"`` uses the FAISS index when it matches the table version. When the
+    index is behind the latest version, ``sync=True`` updates it first (otherwise exact search is
+    used); either way ``Results.meta["index"]`` says what answered.
+    Object-store URIs (``s3://``, ``gs://``, ...) open the LanceDB database there directly, with
+    exact search (no FAISS index).
+    """
+    if index not in INDEX_MODES:
+        raise QueryError(f"index must be one of {INDEX_MODES}, got {index!r}")
+    uri_s = str(uri)
+    if _is_remote(uri_s):
+        import lancedb
+
+        from clay_search.schema import TABLE_NAME
+
+        db = lancedb.connect(uri_s)
+        try:
+            table = db.open_table(TABLE_NAME)
+        except Exception as e:
+            raise StoreNotFoundError(f"no chips table in the LanceDB database at {uri_s}") from e
+        dim = table.schema.field("embedding").type.list_size
+        first = table.search().select(["model_id"]).limit(1).to_arrow().column("model_id")
+        model_id = first[0].as_py() if len(first) else "unknown"
+        info = StoreInfo(Path(uri_s), str(model_id), int(dim), None, "")
+        return Store(info, table, version=version, weights=weights, index="exact", sync=False)
+    path = Path(uri_s.removeprefix("file://"))
+    info = read_store_info(path)
+    table = open_chips_table(info, create=False)
+    return Store(info, table, version=version, weights=weights, index=index, sync=sync)
+
+
+class Store:
+    """A chips table pinned to one version, with its index, filters and query methods."""
+
+    def __init__(
+        self,
+        info: StoreInfo,
+        table: Any,
+        *,
+        version: int | None = None,
+        weights: str | Path | None = None,
+        index: str = "auto",
+        sync: bool = True,
+    ) -> None:
+        self.info = info
+        self.latest_version = int(table.version)
+        if version is not None:
+            known = [int(v["version"]) for v in table.list_versions()]
+            if int(version) not in known:
+                shown = known if len(known) <= 6 else [*known[:3], "...", *known[-3:]]
+                raise QueryError(
+                    f"table version {version} does not exist in {info.path}; known: {shown}"
+                )
+            table.checkout(int(version))
+        self.table = table
+        self.version = int(table.version)
+        self.weights = weights
+        self._index_mode = index
+        self._sync = sync
+        self._lock = threading.RLock()
+        self._attrs: pa.Table | None = None
+        self._id_rows: dict[str, int] | None = None
+        self._engine: FilterEngine | None = None
+        self._vectors: np.ndarray | None = None
+        self._index: LoadedIndex | None = None
+        self._index_note: str | None = None
+        self._embedder = None
+
+    # -- facts -----------------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The store folder."""
+        return self.info.path
+
+    @property
+    def model_id(self) -> str:
+        """The model id every embedding in this store comes from."""
+        return self.info.model_id
+
+    @property
+    def dim(self) -> int:
+        """Embedding size."""
+        return self.info.dim
+
+    def __len__(self) -> int:
+        return self.attrs.num_rows
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, version={self.version}, chips={len(self)})"
+
+    @property
+    def attrs(self) -> pa.Table:
+        """Every chip's columns except embeddings and thumbnails, in table order."""
+        with self._lock:
+            if self._attrs is None:
+                cols = [f.name for f in self.table.schema if f.name not in HEAVY_COLUMNS]
+                data = self.table.search().select(cols).limit(None).to_arrow()
+                self._attrs = data.combine_chunks()
+            return self._attrs
+
+    def overview(self) -> dict:
+        """Counts, extent, time range, sensors, labels and index state of this version."""
+        a = self.attrs
+        eng = self.engine
+        ok = ~np.isnan(eng.minx)
+        times = eng.time_us[eng.has_time]
+        self._ensure_index()
+
+        def counts(name: str) -> dict:
+            vc = a.column(name).value_counts().to_pylist()
+            return {str(d["values"]): int(d["counts"]) for d in vc}
+
+        return {
+            "path": str(self.path),
+            "version": self.version,
+            "latest_version": self.latest_version,
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "chips": a.num_rows,
+            "georeferenced": int(ok.sum()),
+            "bbox": [
+                float(eng.minx[ok].min()),
+                float(eng.miny[ok].min()),
+                float(eng.maxx[ok].max()),
+                float(eng.maxy[ok].max()),
+            ]
+            if ok.any()
+            else None,
+            "time_range": [
+                str(np.datetime64(int(times.min()), "us")),
+                str(np.datetime64(int(times.max()), "us")),
+            ]
+            if len(times)
+            else None,
+            "sensors": counts("sensor"),
+            "labels": counts("label"),
+            "index": self._index.meta if self._index is not None else None,
+            "index_note": self._index_note,
+        }
+
+    # -- per-version state -----------------------------------------------------------------------
+    @property
+    def engine(self) -> FilterEngine:
+        """Filter arrays of this version (built on first use)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = FilterEngine(self.attrs)
+            return self._engine
+
+    def _rows_of(self, chip_ids: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            if self._id_rows is None:
+                ids = self.attrs.column("chip_id").to_pylist()
+                self._id_rows = {c: i for i, c in enumerate(ids)}
+        unknown = [c for c in chip_ids if c not in self._id_rows]
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise UnknownChipError(
+                f"chip id {shown}{more} not in store {self.path} (version {self.version}); "
+                "list ids with store.chips() or `clay-search info`"
+            )
+        return np.array([self._id_rows[c] for c in chip_ids], dtype=np.int64)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """``[n, D]`` normalised embeddings in table order (read on first use)."""
+        with self._lock:
+            if self._vectors is None:
+                idx = self._ensure_index()
+                if idx is not None and idx.kind == "flat":
+                    import faiss
+
+                    flat = faiss.downcast_index(idx.index)
+                    n = flat.ntotal
+                    self._vectors = (
+                        faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+                        if n
+                        else np.zeros((0, self.dim), np.float32)
+                    )
+                else:
+                    ids, vecs = read_ids_and_vectors(self.table, self.dim)
+                    if not ids.equals(self.attrs.column("chip_id").combine_chunks()):
+                        raise IndexStaleError("the table changed while reading; reconnect")
+                    self._vectors = vecs
+            return self._vectors
+
+    def _ensure_index(self) -> LoadedIndex | None:
+        """The FAISS index if it matches this version (syncing it first if allowed), else None."""
+        with self._lock:
+            if self._index is not None or self._index_note is not None:
+                return self._index
+            if self._index_mode == "exact":
+                self._index_note = "exact search (index='exact')"
+                return None
+            try:
+                idx = load_index(self.path)
+                matches = idx.table_version == self.version
+            except (IndexStaleError, OSError, RuntimeError):
+                idx, matches = None, False
+            if not matches and self.version == self.latest_version and self._sync:
+                report = sync_index(self.path)
+                note = f"index synced to version {report.table_version} ({report.action})"
+                idx = load_index(self.path)
+                matches = idx.table_version == self.version
+                warnings.warn(f"clay-search: {note}", stacklevel=3)
+            if (
+                idx is not None
+                and matches
+                and idx.ids.equals(self.attrs.column("chip_id").combine_chunks())
+            ):
+                self._index = idx
+                return idx
+            self._index_note = (
+                f"the index does not match table version {self.version}; exact search used "
+                "(run `clay-search index --rebuild` for the latest version)"
+            )
+            warnings.warn(f"clay-search: {self._index_note}", stacklevel=3)
+            return None
+
+    # -- building results ------------------------------------------------------------------------
+    def _results(self, rows: np.ndarray, scores: np.ndarray | None, meta: dict) -> Results:
+        rows = np.asarray(rows, dtype=np.int64)
+        t = self.attrs.take(pa.array(rows))
+        score = (
+            pa.array(scores, pa.float32())
+            if scores is not None
+            else pa.nulls(len(rows), pa.float32())
+        )
+        t = t.append_column("score", score)
+        t = t.append_column("rank", pa.array(np.arange(1, len(rows) + 1), pa.int32()))
+        table = self.table
+        has_thumb = "thumbnail" in self.table.schema.names
+
+        def fetch(res: pa.Table) -> pa.Table:
+            if not has_thumb or "thumbnail" in res.column_names:
+                return res
+            if len(rows):
+                thumbs = table.take_offsets(rows.tolist()).select(["thumbnail"]).to_arrow()
+                col = thumbs.column("thumbnail")
+            else:
+                col = pa.array([], pa.binary())
+            return res.append_column("thumbnail", col)
+
+        meta = {"index": self._index.kind if self._index is not None else "exact", **meta}
+        if self._index_note:
+            meta["index_note"] = self._index_note
+        return Results(t, version=self.version, meta=meta, fetch=fetch)
+
+    def _filters(self, **kw: Any) -> Filters:
+        return make_filters(**kw)
+
+    def _resolve(
+        self, examples: Example | Sequence[Example] | None, what: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors [m, D] normalised, row numbers of the examples given as chip ids)."""
+        if examples is None:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
+        if isinstance(examples, str):
+            examples = [examples]
+        elif isinstance(examples, np.ndarray) and examples.ndim == 1:
+            examples = [examples]
+        elif isinstance(examples, np.ndarray) and examples.ndim == 2:
+            examples = list(examples)
+        elif (
+            isinstance(examples, Sequence)
+            and examples
+            and all(isinstance(v, int | float | np.floating) for v in examples)
+        ):
+            examples = [np.asarray(examples, dtype=np.float32)]
+        ids = [e for e in examples if isinstance(e, str)]
+        rows = self._rows_of(ids) if ids else np.zeros(0, np.int64)
+        vecs = []
+        for e in examples:
+            if isinstance(e, str):
+                continue
+            v = np.asarray(e, dtype=np.float32)
+            if v.ndim != 1 or v.shape[0] != self.dim:
+                raise QueryError(
+                    f"{what} vector has shape {tuple(v.shape)}; this store holds {self.dim}-"
+                    f"dimensional embeddings (model {self.model_id})"
+                )
+            if not np.all(np.isfinite(v)):
+                raise QueryError(f"{what} vector holds NaN or infinite values")
+            vecs.append(v)
+        parts = []
+        if len(rows):
+            parts.append(self.vectors[rows])
+        if vecs:
+            parts.append(l2_normalise(np.vstack(vecs)))
+        mat = np.vstack(parts) if parts else np.zeros((0, self.dim), np.float32)
+        return mat, rows
+
+    # -- queries ---------------------------------------------------------------------------------
+    def get(self, chip_ids: str | Sequence[str]) -> Results:
+        """The chips with these ids, in the order given (:class:`UnknownChipError` if absent)."""
+        ids = [chip_ids] if isinstance(chip_ids, str) else list(chip_ids)
+        return self._results(self._rows_of(ids), None, {"query": "get"})
+
+    def chips(self, *, limit: int | None = None, **filters: Any) -> Results:
+        """The chips matching the filters, in table order (no ranking)."""
+        f = self._filters(**filters)
+        rows = self.engine.rows(f) if not f.empty else np.arange(len(self))
+        if limit is not None:
+            rows = rows[:limit]
+        return self._results(rows, None, {"query": "chips", "filters": f.to_dict()})
+
+    def search(
+        self,
+        positives: Example | Sequence[Example] = (),
+        negatives: Example | Sequence[Example] = (),
+        k: int = 50,
+        *,
+        bbox: Sequence[float] | None = None,
+        geometry: Any = None,
+        start: Any = None,
+        end: Any = None,
+        sensor: str | Sequence[str] | None = None,
+        label: str | Sequence[str] | None = None,
+        alpha: float = NEGATIVE_WEIGHT,
+        exclude_examples: bool = True,
+    ) -> Results:
+        """Chips most like the positives and least like the negatives (see ``search.py``).
+
+        Examples are chip ids or vectors. Example chips are left out of the results unless
+        ``exclude_examples=False``. With any filter the search is exact within the filter.
+        """
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise QueryError(f"k must be a positive integer, got {k!r}")
+        f = self._filters(
+            bbox=bbox, geometry=geometry, start=start, end=end, sensor=sensor, label=label
+        )
+        pos, pos_rows = self._resolve(positives, "positive")
+        if len(pos) == 0:
+            raise QueryError(
+                "no positives: give at least one chip id or vector to search for "
+                "(--positive ID on the command line)"
+            )
+        neg, neg_rows = self._resolve(negatives, "negative")
+        q = query_vector(pos, neg, alpha=alpha)
+        exclude = np.unique(np.concatenate([pos_rows, neg_rows])) if exclude_examples else None
+        return self._search_q(
+            q,
+            int(k),
+            f,
+            exclude,
+            {"query": "search", "alpha": alpha, "positives": len(pos), "negatives": len(neg)},
+        )
+
+    def _search_q(
+        self, q: np.ndarray, k: int, f: Filters, exclude: np.ndarray | None, meta: dict
+    ) -> Results:
+        meta = {**meta, "filters": f.to_dict(), "k": k}
+        if not f.empty:
+            rows = self.engine.rows(f)
+            r, s = exact_search(self.vectors, q, k, rows=rows, exclude=exclude)
+            meta["candidates"] = int(len(rows))
+            res = self._results(r, s, meta)
+            res.meta["index"] = "exact-in-filter"
+            return res
+        idx = self._ensure_index()
+        if idx is None:
+            r, s = exact_search(self.vectors, q, k, exclude=exclude)
+            return self._results(r, s, meta)
+        n_ex = 0 if exclude is None else len(exclude)
+        kk = min(k + n_ex, idx.index.ntotal)
+        if kk == 0:
+            return self._results(np.zeros(0, np.int64), np.zeros(0, np.float32), meta)
+        d, i = idx.index.search(q[None, :], kk)
+        d, i = d[0], i[0]
+        keep = i >= 0
+        if n_ex:
+            keep &= ~np.isin(i, exclude)
+        r, s = i[keep][:k], d[keep][:k]
+        return self._results(r, s, meta)
+
+    def search_vector(
+        self, vector: Sequence[float] | np.ndarray, k: int = 50, **filters: Any
+    ) -> Results:
+        """Chips nearest to a raw embedding ``vector`` (cosine)."""
+        v = np.asarray(vector, dtype=np.float32)
+        if v.ndim != 1:
+            raise QueryError(f"give one vector of {self.dim} values, got shape {v.shape}")
+        return self.search([v], (), k, **filters)
+
+    def search_point(self, lon: float, lat: float, k: int = 50, **filters: Any) -> Results:
+        """Search with the chip(s) under ``lon, lat`` as positives (all chips covering it)."""
+        import shapely
+
+        lon, lat = float(lon), float(lat)
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise QueryError(f"lon {lon}, lat {lat} is out of range (EPSG:4326 degrees)")
+        rows = self.engine.rows(make_filters(geometry=shapely.Point(lon, lat)))
+        if len(rows) == 0:
+            raise QueryError(
+                f"no chip in the store covers lon {lon}, lat {lat}; see store.overview()['bbox']"
+            )
+        ids = self.attrs.column("chip_id").take(pa.array(rows)).to_pylist()
+        res = self.search(ids, (), k, **filters)
+        res.meta.update(query="point", point=[lon, lat], query_chips=ids)
+        return res
+
+    def search_image(
+        self,
+        image: str | Path | np.ndarray,
+        k: int = 50,
+        *,
+        sensor: str | None = None,
+        bands: Sequence[str] | None = None,
+        **filters: Any,
+    ) -> Results:
+        """Embed an image (GeoTIFF/PNG/JPEG path, or raw ``[C, H, W]`` array) and search with it.
+
+        ``sensor`` defaults to ``sentinel-2-l2a``; ``bands`` to red, green, blue for 3-band input.
+        The embedder's model id must match the store's.
+        """
+        from clay_search.store.query_image import embed_image
+
+        emb = self._get_embedder()
+        vec, notes = embed_image(emb, image, sensor=sensor, bands=bands)
+        res = self.search([vec], (), k, **filters)
+        res.meta.update(query="image", image_notes=notes)
+        return res
+
+    def _get_embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                from clay_search.model.embedder import Embedder
+
+                emb = Embedder.from_weights(self.weights, precision="fp32")
+                if emb.model_id != self.model_id:
+                    raise StoreMismatchError(
+                        f"the weights {self.weights or '(bundled)'} are model {emb.model_id!r} "
+                        f"but store {self.path} holds model {self.model_id!r}; pass the store's "
+                        "weights: connect(path, weights=...)"
+                    )
+                self._embedder = emb
+            return self._embedder
+
+    def refine(
+        self,
+        positives: Example | Sequence[Example],
+        negatives: Example | Sequence[Example] = (),
+        *,
+        k: int | None = None,
+        background: int = 10,
+        exclude_examples: bool = True,
+        seed: int = 0,
+        **filters: Any,
+    ) -> Results:
+        """Fit a logistic regression on the labelled chips and rank chips by its probability.
+
+        Scores every chip matching the filters (all chips without filters). ``k=None`` returns
+        all of them. Without negatives, ``background`` x positives random chips act as class 0.
+        """
+        from clay_search.refine import background_rows, fit_scorer, score_rows
+
+        f = self._filters(**filters)
+        pos, pos_rows = self._resolve(positives, "positive")
+        if len(pos) == 0:
+            raise QueryError("no positives: refine needs at least one labelled positive chip")
+        neg, neg_rows = self._resolve(negatives, "negative")
+        labelled = np.unique(np.concatenate([pos_rows, neg_rows]))
+        used_background = 0
+        if len(neg) == 0:
+            bg = background_rows(len(self), labelled, background * len(pos), seed=seed)
+            if len(bg) == 0:
+                raise QueryError("refine needs negatives: the store has no other chips")
+            neg, used_background = self.vectors[bg], len(bg)
+        model = fit_scorer(pos, neg, seed=seed)
+        rows = self.engine.rows(f) if not f.empty else np.arange(len(self))
+        if exclude_examples and len(labelled):
+            rows = rows[~np.isin(rows, labelled)]
+        scores = score_rows(model, self.vectors[rows]) if len(rows) else np.zeros(0, np.float32)
+        order = np.lexsort((rows, -scores))
+        if k is not None:
+            if k < 1:
+                raise QueryError(f"k must be a positive integer, got {k!r}")
+            order = order[:k]
+        return self._results(
+            rows[order],
+            scores[order],
+            {
+                "query": "refine",
+                "positives": len(pos),
+                "negatives": len(neg),
+                "background": used_background,
+                "filters": f.to_dict(),
+            },
+        )
