@@ -6,7 +6,7 @@ STORE ?= demo_store
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: setup demo test lint bench browser clean
+.PHONY: setup demo test lint bench reference browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,7 +34,16 @@ test: setup browser
 lint: setup
 	$(PY) -m ruff check .
 
-bench: setup
+# The reference implementation (claymodel 1.5.0) for the parity fixture and the model benchmark.
+# It is unpacked, never installed: its wheel ships generic top-level module names.
+reference: bench/.reference/model.py
+
+bench/.reference/model.py:
+	mkdir -p bench/.reference
+	$(PIP) download --no-deps claymodel==1.5.0 -d bench/.reference/wheel
+	$(PY) -m zipfile -e bench/.reference/wheel/claymodel-1.5.0-py3-none-any.whl bench/.reference
+
+bench: setup reference
 	$(PY) bench/model_throughput.py
 
 clean:

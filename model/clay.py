@@ -178,7 +178,8 @@ class ClayEncoder(nn.Module):
         self, patches: torch.Tensor, time: torch.Tensor, latlon: torch.Tensor, gsd
     ) -> torch.Tensor:
         """Add position, time and location encodings.  ``[B, L, D] -> [B, L, D]``."""
-        return patches + metadata_encoding(patches.shape[1], self.dim, time, latlon, gsd)
+        enc = metadata_encoding(patches.shape[1], self.dim, time, latlon, gsd)
+        return patches + enc.to(patches.dtype)
 
     def mask_out(
         self,

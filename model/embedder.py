@@ -1,13 +1,14 @@
 """Batched inference: chips of any supported sensor in, CLS (and patch) embeddings out.
 
-Fast path: the wavelength-generated patch-embedding weights are cached per band set, position
-encodings are reused, and on CPUs with native bf16 (AVX512-BF16 / AMX) the transformer runs
-under bf16 autocast. Outputs are always float32 numpy arrays.
+Fast path: the wavelength-generated patch-embedding weights are computed in fp32 once per band
+set and cached, and on CPUs with native bf16 (AVX512-BF16 / AMX) or bf16-capable GPUs the encoder
+runs from a bf16 copy of its weights (no per-call casts, unlike autocast). Outputs are always
+float32 numpy arrays.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +72,11 @@ class Embedder:
             )
             precision = "bf16" if use_bf16 else "fp32"
         self.precision = precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        # bf16: a bf16 copy of the weights runs the transformer; fp32 weights generate patches
+        self._runner = (
+            copy.deepcopy(self.encoder).to(self.dtype) if precision == "bf16" else self.encoder
+        )
         self.cache_weights = cache_weights
         self._weight_cache: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
@@ -97,18 +103,14 @@ class Embedder:
         return self.encoder.patch_size
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def patch_weights(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Generated patch-embedding weights for ``waves`` (cached per wavelength set)."""
+        """Patch-embedding weights for ``waves``, generated in fp32, in the run dtype (cached)."""
         key = tuple(round(float(w), 6) for w in waves.tolist())
         hit = self._weight_cache.get(key) if self.cache_weights else None
         if hit is None:
             with torch.inference_mode():
-                hit = self.encoder.patch_embedding.generate(waves.to(self.device).float())
+                w, b = self.encoder.patch_embedding.generate(waves.to(self.device).float())
+                hit = (w.to(self.dtype), None if b is None else b.to(self.dtype))
             if self.cache_weights:
                 self._weight_cache[key] = hit
         return hit
@@ -140,12 +142,17 @@ class Embedder:
             x = x[None]
         b = x.shape[0]
         waves_t = torch.as_tensor(waves, dtype=torch.float32)
-        time = encode_time(datetimes if datetimes is not None else [None] * b).to(self.device)
-        latlon = encode_latlon(lonlats if lonlats is not None else [None] * b).to(self.device)
+        time = encode_time(datetimes if datetimes is not None else [None] * b)
+        latlon = encode_latlon(lonlats if lonlats is not None else [None] * b)
         weights = self.patch_weights(waves_t)
-        with torch.inference_mode(), self._autocast():
-            tokens = self.encoder(
-                x, time=time, latlon=latlon, gsd=float(gsd), waves=waves_t, patch_weights=weights
+        with torch.inference_mode():
+            tokens = self._runner(
+                x.to(self.dtype),
+                time=time.to(self.device, self.dtype),
+                latlon=latlon.to(self.device, self.dtype),
+                gsd=float(gsd),
+                waves=waves_t,
+                patch_weights=weights,
             )
         tokens = tokens.float()
         out = EmbeddingBatch(cls=tokens[:, 0].cpu().numpy())
