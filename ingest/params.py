@@ -1,0 +1,75 @@
+"""The parameters of an ingest run, checked once, and the error for bad options."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from clay_search.errors import ClaySearchError
+
+DEFAULT_CHIP_SIZE = 64
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_NODATA = 0.5
+DEFAULT_FLUSH_ROWS = 256
+THUMBNAIL_SIZE = 64
+
+
+class IngestOptionError(ClaySearchError, ValueError):
+    """An ingest option with a value that cannot work (chip size, stride, stats, ...)."""
+
+
+@dataclass
+class IngestParams:
+    """Everything that shapes which chips an ingest run makes and how they are embedded.
+
+    ``chip_size`` and ``stride`` are in pixels of the source grid; ``bands`` names a file's bands
+    in order (sensor common names or band ids); ``stats`` is ``auto`` (the sensor's statistics
+    when the source's values fit them, else statistics computed from the source), ``sensor``,
+    ``source`` or a JSON file path.
+    """
+
+    chip_size: int = DEFAULT_CHIP_SIZE
+    stride: int | None = None
+    sensor: str | None = None
+    bands: list[str] | None = None
+    datetime: datetime | None = None
+    patch_embeddings: bool = False
+    max_nodata: float = DEFAULT_MAX_NODATA
+    stats: str = "auto"
+    assets: list[str] | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int = 2
+    flush_rows: int = DEFAULT_FLUSH_ROWS
+    fail_fast: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def check(self, patch_size: int) -> None:
+        """Raise :class:`IngestOptionError` for values that cannot work with the model."""
+        if self.chip_size <= 0 or self.chip_size % patch_size:
+            raise IngestOptionError(
+                f"--chip-size {self.chip_size} must be a positive multiple of the model's patch "
+                f"size {patch_size} (e.g. 64, 128 or 256)"
+            )
+        if self.stride is not None and self.stride <= 0:
+            raise IngestOptionError(f"--stride {self.stride} must be a positive number of pixels")
+        if not 0.0 <= self.max_nodata <= 1.0:
+            raise IngestOptionError(f"--max-nodata {self.max_nodata} must be between 0 and 1")
+        if self.batch_size < 1 or self.workers < 0 or self.flush_rows < 1:
+            raise IngestOptionError("--batch-size must be >= 1 and --workers >= 0")
+        if self.stats not in {"auto", "sensor", "source"} and not Path(self.stats).is_file():
+            raise IngestOptionError(
+                f"--stats {self.stats!r} must be auto, sensor, source or an existing JSON file "
+                'mapping band names to {"mean": ..., "std": ...}'
+            )
+
+    @property
+    def step(self) -> int:
+        """The stride in pixels (the chip size when not given)."""
+        return self.stride or self.chip_size
+
+    def to_dict(self) -> dict:
+        """JSON-able form for the run manifest."""
+        d = asdict(self)
+        d["datetime"] = self.datetime.isoformat() if self.datetime else None
+        return d

@@ -1,0 +1,240 @@
+"""Windowed reads of one source on a common pixel grid.
+
+Single files are read directly; the files of a band set (or of a multi-asset STAC item) are
+resampled onto the grid of the finest one with a ``WarpedVRT``. Reads outside the raster are
+padded and marked invalid, so every chip has the requested size and memory stays bounded by the
+chip size, whatever the scene size.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from clay_search.errors import MissingCRSError, SourceNotFoundError, SourceReadError
+from clay_search.ingest.sources import Source
+
+_URL = re.compile(r"^(https?|s3|gs)://")
+
+
+def _gdal_path(path: str) -> str:
+    if path.startswith(("http://", "https://")):
+        return "/vsicurl/" + path
+    return path
+
+
+@dataclass
+class RasterMeta:
+    """What a source looks like on its common grid."""
+
+    width: int
+    height: int
+    count: int  # bands over all files, in source order
+    dtype: str
+    crs: object | None  # rasterio CRS or None
+    transform: object  # affine.Affine
+    nodata: list[float | None]  # per band
+    descriptions: list[str | None]
+    colorinterp: list[str]
+    georeferenced: bool
+
+
+class SourceReader:
+    """Open a :class:`Source` and read windows of chosen bands (0-based, source order)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._datasets: list = []
+        self._views: list = []
+        self._band_file: list[tuple[int, int]] = []  # band -> (file index, 1-based band)
+        self.meta: RasterMeta | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+    def _open_one(self, path: str):
+        is_url = bool(_URL.match(path))
+        if not is_url:
+            from pathlib import Path
+
+            if not Path(path).exists():
+                raise SourceNotFoundError(f"{path} does not exist (asset or file missing)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(_gdal_path(path))
+        except RasterioIOError as e:
+            if is_url:
+                raise SourceNotFoundError(
+                    f"could not reach {path} ({e}); check the network or use a local copy"
+                ) from e
+            raise SourceReadError(
+                f"{path} cannot be read as a raster ({e}); is it a corrupt or truncated "
+                "GeoTIFF, or not an image at all?"
+            ) from e
+
+    def open(self) -> RasterMeta:
+        """Open the files and work out the common grid (the finest file's grid)."""
+        try:
+            for p in self.source.paths:
+                self._datasets.append(self._open_one(p))
+            ref = min(self._datasets, key=lambda d: abs(d.transform.a) * abs(d.transform.e))
+            georef = ref.crs is not None and not ref.transform.is_identity
+            if not georef and self.source.needs_crs:
+                raise MissingCRSError(
+                    f"{self.source.display} has no CRS or geotransform, so its chips cannot be "
+                    "placed on the map; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX "
+                    "-a_ullr ...) or ingest it as a JPEG/PNG chip without georeference"
+                )
+            views = []
+            for d in self._datasets:
+                same = (
+                    d.width == ref.width
+                    and d.height == ref.height
+                    and d.transform.almost_equals(ref.transform)
+                    and d.crs == ref.crs
+                )
+                if same or not georef:
+                    views.append(d)
+                else:
+                    views.append(
+                        WarpedVRT(
+                            d,
+                            crs=ref.crs,
+                            transform=ref.transform,
+                            width=ref.width,
+                            height=ref.height,
+                            resampling=Resampling.bilinear,
+                            src_nodata=d.nodata,
+                            nodata=d.nodata,
+                        )
+                    )
+            self._views = views
+            nodata, desc, ci = [], [], []
+            for fi, d in enumerate(self._datasets):
+                for bi in range(1, d.count + 1):
+                    self._band_file.append((fi, bi))
+                    nodata.append(d.nodata)
+                    desc.append(d.descriptions[bi - 1])
+                    try:
+                        ci.append(d.colorinterp[bi - 1].name)
+                    except (IndexError, AttributeError):
+                        ci.append(ColorInterp.undefined.name)
+            self.meta = RasterMeta(
+                width=ref.width,
+                height=ref.height,
+                count=len(self._band_file),
+                dtype=str(self._datasets[0].dtypes[0]),
+                crs=ref.crs if georef else None,
+                transform=ref.transform,
+                nodata=nodata,
+                descriptions=desc,
+                colorinterp=ci,
+                georeferenced=georef,
+            )
+            return self.meta
+        except Exception:
+            self.close()
+            raise
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(
+        self, window: Window, bands: list[int], out_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values ``[C, h, w]`` (float32) of ``bands`` in ``window``, and a valid mask.
+
+        ``out_size`` resamples the window to ``out_size`` x ``out_size`` (whole-file chips).
+        Pixels outside the raster, non-finite or nodata in every band are invalid.
+        """
+        assert self.meta is not None, "open() first"
+        m = self.meta
+        if out_size is not None:
+            return self._read_resampled(window, bands, out_size)
+        h, w = int(window.height), int(window.width)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + h, m.height), min(c0 + w, m.width)
+        out = np.zeros((len(bands), h, w), dtype=np.float32)
+        inside = np.zeros((h, w), dtype=bool)
+        nod = np.ones((h, w), dtype=bool)
+        if rr1 > rr0 and cc1 > cc0:
+            sub = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+            ys, xs = slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0)
+            inside[ys, xs] = True
+            block = self._read_bands(bands, sub)
+            for i, b in enumerate(bands):
+                data = block[i]
+                out[i, ys, xs] = data
+                nd = m.nodata[b]
+                band_nod = ~np.isfinite(data)
+                if nd is not None and np.isfinite(nd):
+                    band_nod |= data == nd
+                nod[ys, xs] &= band_nod
+            nod &= inside
+            finite = np.isfinite(out).all(0)
+            valid = inside & ~nod & finite
+        else:
+            valid = inside
+        return out, valid
+
+    def _read_bands(self, bands: list[int], window: Window, out_shape=None) -> np.ndarray:
+        """Read ``bands`` (one read per file) as float32 ``[C, h, w]``."""
+        by_file: dict[int, list[tuple[int, int]]] = {}
+        for i, b in enumerate(bands):
+            fi, bi = self._band_file[b]
+            by_file.setdefault(fi, []).append((i, bi))
+        shape = out_shape or (int(window.height), int(window.width))
+        out = np.empty((len(bands), *shape), dtype=np.float32)
+        for fi, members in by_file.items():
+            kw = {"window": window, "indexes": [bi for _, bi in members]}
+            if out_shape is not None:
+                kw.update(out_shape=(len(members), *out_shape), resampling=Resampling.bilinear)
+            try:
+                data = self._views[fi].read(**kw)
+            except (RasterioError, OSError) as e:
+                raise SourceReadError(
+                    f"reading {self.source.paths[fi]} failed ({e}); the file may be truncated "
+                    "or corrupt"
+                ) from e
+            for k, (i, _) in enumerate(members):
+                out[i] = data[k]
+        return out
+
+    def _read_resampled(
+        self, window: Window, bands: list[int], size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        m = self.meta
+        out = np.zeros((len(bands), size, size), dtype=np.float32)
+        nod = np.ones((size, size), dtype=bool)
+        block = self._read_bands(bands, window, out_shape=(size, size))
+        for i, b in enumerate(bands):
+            data = block[i]
+            out[i] = data
+            nd = m.nodata[b]
+            band_nod = ~np.isfinite(data)
+            if nd is not None and np.isfinite(nd):
+                band_nod |= data == nd
+            nod &= band_nod
+        return out, ~nod & np.isfinite(out).all(0)
+
+    def close(self) -> None:
+        """Close every file and view."""
+        for v in self._views:
+            if isinstance(v, WarpedVRT):
+                v.close()
+        for d in self._datasets:
+            d.close()
+        self._views, self._datasets = [], []
+
+    def __enter__(self) -> SourceReader:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""Appending chips to a store's LanceDB table: one commit per flush, never a duplicate id.
+
+Rows are buffered and written with one ``table.add`` (one LanceDB version) per ``flush_rows``
+rows or at the end. A commit is atomic, so a process killed at any moment leaves whole batches
+only; on the next run the ids already in the table are read first and skipped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+
+from clay_search.errors import StoreMismatchError
+from clay_search.schema import chips_schema
+from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
+
+
+class ChipWriter:
+    """Buffered, idempotent writer of chip rows into ``<store>/lancedb`` table ``chips``."""
+
+    def __init__(self, store_path, model_id: str, dim: int, patch_dim: int | None,
+                 *, flush_rows: int = 256) -> None:
+        self.info: StoreInfo = open_or_create_store(store_path, model_id, dim, patch_dim)
+        self.table = open_chips_table(self.info, create=True)
+        names = set(self.table.schema.names)
+        self.has_patch_column = "patch_embeddings" in names
+        if patch_dim and not self.has_patch_column:
+            raise StoreMismatchError(
+                f"store {self.info.path} was created without patch embeddings; write them to "
+                "a new store (--store OTHER_PATH) or leave out --patch-embeddings"
+            )
+        if self.has_patch_column and patch_dim:
+            field = self.table.schema.field("patch_embeddings")
+            have = field.type.list_size
+            if have != patch_dim:
+                raise StoreMismatchError(
+                    f"store {self.info.path} holds patch embeddings of size {have}, not "
+                    f"{patch_dim}; use the store's chip size or a new store"
+                )
+        self.schema = chips_schema(dim, patch_dim=self.table.schema.field(
+            "patch_embeddings").type.list_size if self.has_patch_column else None)
+        self.dim = dim
+        self.flush_rows = flush_rows
+        self.model_id = model_id
+        self.existing: set[str] = set(self._read_ids())
+        self._rows: list[dict] = []
+        self.written = 0
+        self.commits = 0
+
+    def _read_ids(self) -> list[str]:
+        if self.table.count_rows() == 0:
+            return []
+        return self.table.to_arrow().select(["chip_id"]).column(0).to_pylist()
+
+    def __contains__(self, chip_id: str) -> bool:
+        return chip_id in self.existing
+
+    def add(self, row: dict) -> None:
+        """Buffer one row (``embedding`` float32 [D], optional ``patch_embeddings``)."""
+        if row["chip_id"] in self.existing:
+            return
+        self.existing.add(row["chip_id"])
+        self._rows.append(row)
+        if len(self._rows) >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write the buffered rows in one commit; returns how many."""
+        if not self._rows:
+            return 0
+        rows, self._rows = self._rows, []
+        cols: dict[str, list | pa.Array] = {}
+        for f in self.schema:
+            if f.name in ("embedding", "patch_embeddings"):
+                continue
+            cols[f.name] = [r.get(f.name) for r in rows]
+        cols["model_id"] = [self.model_id] * len(rows)
+        emb = np.stack([np.asarray(r["embedding"], dtype=np.float32) for r in rows])
+        arrays = []
+        for f in self.schema:
+            if f.name == "embedding":
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), self.dim))
+            elif f.name == "patch_embeddings":
+                size = f.type.list_size
+                if all(r.get("patch_embeddings") is not None for r in rows):
+                    flat = np.stack([np.asarray(r["patch_embeddings"], np.float32).ravel()
+                                     for r in rows])
+                    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), size))
+                else:
+                    arrays.append(pa.nulls(len(rows), f.type))
+            elif f.name == "datetime":
+                arrays.append(pa.array([_utc(v) for v in cols[f.name]], type=f.type))
+            else:
+                arrays.append(pa.array(cols[f.name], type=f.type))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        self.table.add(table)
+        self.written += len(rows)
+        self.commits += 1
+        return len(rows)
+
+    @property
+    def version(self) -> int:
+        """The table version after the last commit."""
+        return int(self.table.version)
+
+
+def _utc(v: datetime | None) -> datetime | None:
+    return v
