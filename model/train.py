@@ -418,9 +418,9 @@ def train(
         opt.step()
         row = {
             "step": step,
-            "loss": float(losses["loss"]),
-            "reconstruction_loss": float(losses["reconstruction_loss"]),
-            "representation_loss": float(losses["representation_loss"])
+            "loss": float(losses["loss"].detach()),
+            "reconstruction_loss": float(losses["reconstruction_loss"].detach()),
+            "representation_loss": float(losses["representation_loss"].detach())
             if "representation_loss" in losses
             else "",
             "lr": lr,
