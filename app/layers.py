@@ -16,6 +16,10 @@ import pandas as pd
 import pydeck as pdk
 
 LAYER_ID = "chips"
+FRAME_COLUMNS = ["chip_id", "polygon", "fill", "line", "line_px", "tip"]
+#: Streamlit's deck.gl frontend draws no basemap for this style value; without it, it falls
+#: back to Carto's tiles (a network fetch that fails offline).
+NO_BASEMAP_STYLE = "__MAP_STYLE__"
 GRID_LAYER_ID = "grid"
 
 # A dark-blue -> teal -> yellow ramp (low -> high score), as RGB stops.
@@ -77,7 +81,7 @@ def footprint_frame(df: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame
     Outline: green for positives, red for negatives.
     """
     if df.empty:
-        return pd.DataFrame(columns=["chip_id", "polygon", "fill", "line", "width", "tip"])
+        return pd.DataFrame(columns=FRAME_COLUMNS)
     rings = _polygons(df)
     scored = "score" in df.columns
     fills = score_colors(df["score"].to_numpy()) if scored else [_NEUTRAL] * len(df)
@@ -100,11 +104,11 @@ def footprint_frame(df: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame
                 "polygon": ring,
                 "fill": fills[i],
                 "line": line,
-                "width": 3 if lab is not None else 1,
+                "line_px": 3 if lab is not None else 1,
                 "tip": tip,
             }
         )
-    return pd.DataFrame(rows, columns=["chip_id", "polygon", "fill", "line", "width", "tip"])
+    return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
 
 def extent(frame: pd.DataFrame) -> tuple[float, float, float, float] | None:
@@ -164,7 +168,7 @@ def build_deck(frame: pd.DataFrame, *, basemap: bool = False, height: int = 480)
             get_polygon="polygon",
             get_fill_color="fill",
             get_line_color="line",
-            get_line_width="width",
+            get_line_width="line_px",  # not "width": deck.gl reads that as the viewport
             line_width_units="pixels",
             line_width_min_pixels=1,
             stroked=True,
@@ -173,16 +177,17 @@ def build_deck(frame: pd.DataFrame, *, basemap: bool = False, height: int = 480)
             auto_highlight=True,
         )
     )
-    kwargs: dict[str, Any] = {"map_provider": "carto", "map_style": "light"}
-    if not basemap:
-        kwargs = {"map_provider": None, "map_style": None}
-    return pdk.Deck(
+    deck = pdk.Deck(
         layers=layers,
         initial_view_state=view_state(bounds),
         tooltip={"text": "{tip}"},
         height=height,
-        **kwargs,
+        map_provider="carto" if basemap else None,
+        map_style="light" if basemap else None,
     )
+    if not basemap:
+        deck.map_style = NO_BASEMAP_STYLE
+    return deck
 
 
 def picked_chip(selection: Any) -> str | None:

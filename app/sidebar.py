@@ -46,7 +46,7 @@ def _first(info: dict[str, Any], *keys: str) -> Any:
 
 def date_range(info: dict[str, Any]) -> tuple[date | None, date | None]:
     """The store's first and last acquisition dates from its overview, if known."""
-    rng = _first(info, "date_range", "datetime_range")
+    rng = _first(info, "time_range", "date_range")
     if isinstance(rng, list | tuple) and len(rng) == 2:
         return _as_date(rng[0]), _as_date(rng[1])
     return _as_date(_first(info, "start", "date_min", "min_datetime")), _as_date(

@@ -8,17 +8,28 @@ from dataclasses import dataclass
 from typing import Any
 
 ENV_VAR = "CLAY_SEARCH_STORE"
+WEIGHTS_ENV_VAR = "CLAY_SEARCH_WEIGHTS"
+
+
+def _arg(argv: Sequence[str], name: str) -> str | None:
+    args = list(argv)
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
 
 
 def store_uri(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
     """The store: ``--store PATH`` / ``--store=PATH`` (after ``--``), else $CLAY_SEARCH_STORE."""
-    args = list(argv)
-    for i, a in enumerate(args):
-        if a == "--store" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--store="):
-            return a.split("=", 1)[1]
-    value = environ.get(ENV_VAR, "").strip()
+    value = _arg(argv, "--store") or environ.get(ENV_VAR, "").strip()
+    return value or None
+
+
+def weights_path(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
+    """Weights to embed uploads: ``--weights`` or $CLAY_SEARCH_WEIGHTS (default: bundled)."""
+    value = _arg(argv, "--weights") or environ.get(WEIGHTS_ENV_VAR, "").strip()
     return value or None
 
 
@@ -31,13 +42,14 @@ class Opened:
     kind: str = "ok"  # "ok", "missing" (no store there), "error" (could not open)
 
 
-def open_store(uri: str) -> Opened:
+def open_store(uri: str, weights: str | None = None) -> Opened:
     """Open ``uri`` with :func:`clay_search.connect`; never raises for a bad path."""
     import clay_search
     from clay_search.errors import ClaySearchError, StoreNotFoundError
 
     try:
-        return Opened(store=clay_search.connect(uri))
+        kwargs = {"weights": weights} if weights else {}
+        return Opened(store=clay_search.connect(uri, **kwargs))
     except StoreNotFoundError as e:
         return Opened(error=str(e), kind="missing")
     except (ClaySearchError, OSError, ValueError) as e:

@@ -17,7 +17,14 @@ import streamlit as st
 from clay_search.app import exports, gallery, layers
 from clay_search.app import state as S
 from clay_search.app.sidebar import Controls, render_filters, render_overview
-from clay_search.app.store_access import ENV_VAR, Opened, open_store, overview, store_uri
+from clay_search.app.store_access import (
+    ENV_VAR,
+    Opened,
+    open_store,
+    overview,
+    store_uri,
+    weights_path,
+)
 from clay_search.app.upload import UploadError, validate_upload
 from clay_search.errors import ClaySearchError
 
@@ -27,17 +34,15 @@ CLICK_ACTIONS = ["Mark positive", "Mark negative", "Just show"]
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _open(uri: str, token: int) -> Opened:
-    """Open a store once per (path, reload token), shared by sessions."""
-    return open_store(uri)
+def _open(uri: str, weights: str | None, token: int) -> Opened:
+    """Open a store once per (path, weights, reload token), shared by sessions."""
+    return open_store(uri, weights)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _browse(uri: str, version: Any, filters_key: str, _store: Any, _kwargs: dict) -> pd.DataFrame:
     """Chips to show before a search: the filtered listing, at most BROWSE_LIMIT rows."""
-    res = _store.chips(**_kwargs)
-    df = res.to_pandas()
-    return df.head(BROWSE_LIMIT).reset_index(drop=True)
+    return _store.chips(limit=BROWSE_LIMIT, **_kwargs).to_pandas()
 
 
 def _notice(level: str, message: str) -> None:
@@ -66,15 +71,17 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
             res = store.search(positives=pos, negatives=neg, k=controls.k, **kw)
             desc = f"search: {len(pos)} positive, {len(neg)} negative"
         elif kind == "refine":
-            if not pos or not neg:
+            if not pos:
                 _notice(
                     "warning",
                     "Refine trains a classifier on your labels: mark at least one Positive "
-                    "and one Negative chip first.",
+                    "(and, better, some Negative) chips first.",
                 )
                 return
             res = store.refine(pos, neg, k=controls.k, **kw)
             desc = f"refine: classifier on {len(pos)} positive, {len(neg)} negative"
+            if not neg:
+                desc += " (random chips as background)"
         elif kind == "upload":
             chip = ss.get(S.UPLOAD)
             if chip is None:
@@ -269,7 +276,8 @@ def main() -> None:
     st.title("clay-search: find it by example")
     uri = store_uri(sys.argv[1:])
     ss["store-uri"] = uri
-    opened = _open(uri, int(ss.get("reload-token", 0))) if uri else None
+    weights = weights_path(sys.argv[1:])
+    opened = _open(uri, weights, int(ss.get("reload-token", 0))) if uri else None
     if opened is None or opened.store is None:
         render_no_store(uri, opened)
         return

@@ -76,7 +76,8 @@ def test_footprints_colours_and_outlines() -> None:
     deck = json.loads(layers.build_deck(frame).to_json())
     ids = [lay["id"] for lay in deck["layers"]]
     assert ids == [layers.GRID_LAYER_ID, layers.LAYER_ID]
-    assert deck.get("mapProvider") in (None, "") and 6 < deck["initialViewState"]["zoom"] < 9
+    assert deck.get("mapProvider") is None and deck["mapStyle"] == layers.NO_BASEMAP_STYLE
+    assert 6 < deck["initialViewState"]["zoom"] < 9
 
 
 def test_score_colours_edge_cases() -> None:

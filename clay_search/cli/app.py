@@ -1,9 +1,84 @@
-"""Placeholder: being written in this session (see issues). Replaced by the real command."""
+"""``clay-search app``: serve the Streamlit search app for a store (loopback unless told)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from clay_search.cli.options import StoreOpt, WeightsOpt, handle_errors
+
+STORE_ENV = "CLAY_SEARCH_STORE"
+WEIGHTS_ENV = "CLAY_SEARCH_WEIGHTS"
+
+
+def script_path() -> Path:
+    """The Streamlit script shipped in ``clay_search.app``."""
+    import clay_search.app
+
+    return Path(clay_search.app.__file__).resolve().parent / "streamlit_app.py"
+
+
+def streamlit_command(store: Path, host: str, port: int, weights: Path | None = None) -> list[str]:
+    """The ``streamlit run`` command line that serves the app for ``store``."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script_path()),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+        "--",
+        "--store",
+        str(store),
+        *(["--weights", str(weights)] if weights else []),
+    ]
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    """Add the command to ``app``."""
+    app.command("app")(serve)
+
+
+@handle_errors
+def serve(
+    store: StoreOpt,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback by default; 0.0.0.0 = all).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8501,
+    weights: WeightsOpt = None,
+) -> None:
+    """Serve the search app: map, gallery, search / refine, filters, upload, export."""
+    from clay_search.errors import CheckpointNotFoundError
+    from clay_search.store.layout import read_store_info
+
+    read_store_info(store)  # a clear one-line error now rather than a blank page later
+    store = store.resolve()
+    if weights is not None and not weights.exists():
+        raise CheckpointNotFoundError(f"weights {weights} do not exist")
+    cmd = streamlit_command(store, host, port, weights.resolve() if weights else None)
+    typer.echo(f"clay-search app for {store} on http://{host}:{port} (Ctrl+C stops it)")
+    env = {**os.environ, STORE_ENV: str(store)}
+    if weights:
+        env[WEIGHTS_ENV] = str(weights.resolve())
+    try:
+        rc = subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:  # pragma: no cover - interactive stop
+        rc = 0
+    raise typer.Exit(rc)
