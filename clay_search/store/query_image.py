@@ -52,13 +52,15 @@ def embed_image(
     *,
     sensor: str | None = None,
     bands: Sequence[str] | None = None,
+    when: datetime | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """The CLS embedding of ``image`` and notes on how it was read and normalised.
 
     The centre square (at most 256 px, a multiple of the patch size) is embedded. Statistics come
     from the sensor metadata when the values fit them, else from the image itself (noted).
+    ``when`` (acquisition time) feeds the time encoding.
     """
-    from clay_search.model.normalise import fits_sensor_stats, sensor_normaliser, source_normaliser
+    from clay_search.model.normalise import sensor_normaliser, source_normaliser
 
     notes: list[str] = []
     lonlat = None
@@ -91,11 +93,17 @@ def embed_image(
     raw = _crop(raw[keep].astype(np.float32), embedder.patch_size)
     blist = [blist[i] for i in keep]
     norm = sensor_normaliser(s, blist)
-    fits, why = fits_sensor_stats(raw, norm)
-    if not fits:
+    # one chip is too small a sample to judge spread: only an 8-bit rendering of a sensor whose
+    # statistics are far above 255 gets statistics computed from the image itself
+    if float(np.nanmax(raw)) <= 255 and float(np.min(norm.mean)) > 255:
         norm = source_normaliser(s, [raw])
-        notes.append(f"statistics computed from the image ({why})")
+        notes.append("8-bit image: statistics computed from the image")
     emb = embedder.embed_raw(
-        raw[None], s, blist, normaliser=norm, lonlats=[lonlat] if lonlat else None
+        raw[None],
+        s,
+        blist,
+        normaliser=norm,
+        lonlats=[lonlat] if lonlat else None,
+        datetimes=[when] if when else None,
     )
     return emb.cls[0], notes

@@ -462,17 +462,22 @@ class Store:
         *,
         sensor: str | None = None,
         bands: Sequence[str] | None = None,
+        when: Any = None,
         **filters: Any,
     ) -> Results:
         """Embed an image (GeoTIFF/PNG/JPEG path, or raw ``[C, H, W]`` array) and search with it.
 
         ``sensor`` defaults to ``sentinel-2-l2a``; ``bands`` to red, green, blue for 3-band input.
-        The embedder's model id must match the store's.
+        ``when`` is the acquisition time (date, datetime or ISO text) if known. The embedder's
+        model id must match the store's.
         """
         from clay_search.store.query_image import embed_image
 
         emb = self._get_embedder()
-        vec, notes = embed_image(emb, image, sensor=sensor, bands=bands)
+        from clay_search.filters import _as_utc
+
+        at = None if when is None else _as_utc(when, end=False)
+        vec, notes = embed_image(emb, image, sensor=sensor, bands=bands, when=at)
         res = self.search([vec], (), k, **filters)
         res.meta.update(query="image", image_notes=notes)
         return res

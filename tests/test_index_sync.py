@@ -1,0 +1,77 @@
+"""The FAISS index follows the table: incremental adds, rebuilds, checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from clay_search.index import check_index, load_index, sync_index
+from clay_search.schema import chips_schema
+from clay_search.store import open_chips_table, open_or_create_store
+
+DIM = 16
+
+
+def _rows(start: int, stop: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    schema = chips_schema(DIM)
+    n = stop - start
+    cols = {f.name: pa.nulls(n, f.type) for f in schema}
+    cols["chip_id"] = pa.array([f"c{i}" for i in range(start, stop)])
+    vec = rng.normal(size=(n, DIM)).astype(np.float32)
+    cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DIM)
+    cols["model_id"] = pa.array(["m"] * n)
+    return pa.table(cols, schema=schema)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    info = open_or_create_store(tmp_path / "s", "m", DIM)
+    return info, open_chips_table(info)
+
+
+def test_incremental_add_then_rebuild_after_delete(store):
+    info, table = store
+    table.add(_rows(0, 100, 1))
+    first = sync_index(info.path)
+    assert (first.action, first.count, first.kind) == ("rebuilt", 100, "flat")
+    table.add(_rows(100, 130, 2))
+    grown = sync_index(info.path)
+    assert (grown.action, grown.added, grown.count) == ("added", 30, 130)
+    assert grown.table_version == table.version
+    assert sync_index(info.path).action == "unchanged"
+    loaded = load_index(info.path)
+    assert loaded.ids.to_pylist() == [f"c{i}" for i in range(130)]
+    assert check_index(info.path).ok
+
+    table.delete("chip_id = 'c7'")
+    report = check_index(info.path)
+    assert not report.ok and report.extra == ["c7"] and report.index_version < report.table_version
+    after = sync_index(info.path)
+    assert after.action == "rebuilt" and after.count == 129
+    assert check_index(info.path).ok
+
+
+def test_check_finds_missing_and_stale_rows(store):
+    info, table = store
+    table.add(_rows(0, 50, 1))
+    sync_index(info.path)
+    table.add(_rows(50, 60, 2))  # not synced: missing
+    # an in-place update of c3's embedding: stale
+    table.update(where="chip_id = 'c3'", values={"embedding": [1.0] * DIM})
+    report = check_index(info.path)
+    assert set(report.missing) == {f"c{i}" for i in range(50, 60)}
+    assert report.stale == ["c3"]
+    assert sync_index(info.path).action == "rebuilt"  # an update is not an append
+    assert check_index(info.path).ok
+
+
+def test_index_kind_override_is_kept(store):
+    info, table = store
+    table.add(_rows(0, 200, 3))
+    assert sync_index(info.path, kind="hnsw").kind == "hnsw"
+    table.add(_rows(200, 220, 4))
+    report = sync_index(info.path)
+    assert (report.kind, report.action) == ("hnsw", "added")
+    assert check_index(info.path).ok
