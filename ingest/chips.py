@@ -67,10 +67,10 @@ def footprint(crs, transform, window: Window, *, densify: int = 8):
                            np.full_like(t, c0)])
     rows = np.concatenate([np.full_like(t, r0), r0 + (r1 - r0) * t, np.full_like(t, r1),
                            r1 - (r1 - r0) * t])
-    xs, ys = transform * (cols, rows)
+    xs, ys = transform @ (cols, rows)
     tr = _to_wgs84(crs.to_wkt())
     lon, lat = tr.transform(np.asarray(xs), np.asarray(ys))
-    cx, cy = transform * ((c0 + c1) / 2, (r0 + r1) / 2)
+    cx, cy = transform @ ((c0 + c1) / 2, (r0 + r1) / 2)
     clon, clat = tr.transform(cx, cy)
     if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         return None, None, None

@@ -30,11 +30,12 @@ def copy_tif(src: Path, dst: Path, window: Window | None = None,
         profile = s.profile.copy()
         profile.update(driver="GTiff", width=int(window.width), height=int(window.height),
                        transform=s.window_transform(window), compress="deflate",
-                       predictor=2, tiled=False)
+                       predictor=2, tiled=False, photometric="MINISBLACK")
         profile.pop("blockxsize", None)
         profile.pop("blockysize", None)
         with rasterio.open(dst, "w", **profile) as d:
             d.write(data)
+            d.colorinterp = s.colorinterp  # keep "no colour meaning" (no alpha band)
             for i, name in enumerate(descriptions or []):
                 d.set_band_description(i + 1, name)
 
