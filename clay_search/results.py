@@ -14,38 +14,6 @@ import shapely
 
 #: Columns never written to GeoJSON properties (binary or huge).
 BINARY_COLUMNS = ("geometry", "thumbnail", "embedding", "patch_embeddings")
-CRS_4326 = {  # PROJJSON of EPSG:4326 with lon/lat axis order, as GeoParquet expects for OGC:CRS84
-    "$schema": "https://proj.org/schemas/v0.7/projjson.schema.json",
-    "type": "GeographicCRS",
-    "name": "WGS 84 (CRS84)",
-    "datum_ensemble": {
-        "name": "World Geodetic System 1984 ensemble",
-        "members": [{"name": "World Geodetic System 1984"}],
-        "ellipsoid": {
-            "name": "WGS 84",
-            "semi_major_axis": 6378137,
-            "inverse_flattening": 298.257223563,
-        },
-    },
-    "coordinate_system": {
-        "subtype": "ellipsoidal",
-        "axis": [
-            {
-                "name": "Geodetic longitude",
-                "abbreviation": "Lon",
-                "direction": "east",
-                "unit": "degree",
-            },
-            {
-                "name": "Geodetic latitude",
-                "abbreviation": "Lat",
-                "direction": "north",
-                "unit": "degree",
-            },
-        ],
-    },
-    "id": {"authority": "OGC", "code": "CRS84"},
-}
 
 
 class Results:
@@ -180,7 +148,10 @@ class Results:
         geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
         present = geoms[~shapely.is_missing(geoms)]
         types = sorted({g.geom_type for g in present})
-        col_meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": types, "crs": CRS_4326}
+        from pyproj import CRS
+
+        crs = CRS.from_user_input("OGC:CRS84").to_json_dict()  # EPSG:4326 with lon/lat axes
+        col_meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": types, "crs": crs}
         if len(present):
             col_meta["bbox"] = [float(v) for v in shapely.total_bounds(present)]
         geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": col_meta}}
