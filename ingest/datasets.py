@@ -293,7 +293,7 @@ def _scene_set(
         chips, offsets = scene_chips(scene, chip=chip, stride=stride)
         when = date_from_name(group[0].name)
         for c, (y, x) in zip(chips, offsets, strict=True):
-            cx, cy = transform * (x + chip / 2, y + chip / 2)
+            cx, cy = transform @ (x + chip / 2, y + chip / 2)
             pixels.append(c)
             names.append(f"{group[0].stem}_{y}_{x}")
             times.append(when)
