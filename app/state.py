@@ -18,6 +18,7 @@ NEGATIVE = -1
 
 LABELS = "labels"  # dict[str, int]: chip id -> POSITIVE / NEGATIVE
 RESULTS = "results"  # clay_search Results or None
+RESULTS_DF = "results_df"  # RESULTS as a pandas DataFrame (with thumbnails) or None
 QUERY = "query"  # short description of what produced RESULTS
 ROUNDS = "rounds"  # list of dicts, one per search / refine round
 PICKED = "picked"  # last chip picked on the map
@@ -27,6 +28,7 @@ UPLOAD = "upload"  # validated UploadedChip or None
 DEFAULTS: dict[str, Any] = {
     LABELS: dict,
     RESULTS: lambda: None,
+    RESULTS_DF: lambda: None,
     QUERY: lambda: "",
     ROUNDS: list,
     PICKED: lambda: None,

@@ -108,14 +108,14 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
             tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     ss[S.RESULTS] = res
-    ss["results_df"] = df
+    ss[S.RESULTS_DF] = df
     ss[S.QUERY] = f"{desc}; {controls.filters.describe()}"
     S.record_round(ss, kind, len(df), seconds)
 
 
 def _clear_results() -> None:
     st.session_state[S.RESULTS] = None
-    st.session_state["results_df"] = None
+    st.session_state[S.RESULTS_DF] = None
     st.session_state[S.QUERY] = ""
 
 
@@ -224,6 +224,8 @@ def render_labels_panel(store: Any) -> None:
                 ),
                 hide_index=True,
             )
+            pick = st.selectbox("Chip", pos + neg, key="unlabel-pick")
+            st.button("Remove label", key="unlabel", on_click=S.set_label, args=(ss, pick, None))
         st.button("Clear labels", key="clear-labels", on_click=S.clear_labels, args=(ss,))
         c1, c2 = st.columns(2)
         c1.download_button(
@@ -331,7 +333,7 @@ def main() -> None:
         render_upload(store, controls, [n for n in _sensor_names(info)])
 
     res = ss.get(S.RESULTS)
-    df = ss.get("results_df")
+    df = ss.get(S.RESULTS_DF)
     if res is not None and df is not None:
         if df.empty:
             st.warning(
