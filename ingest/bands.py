@@ -27,6 +27,19 @@ _NAME_HINTS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+_LANDSAT_C1 = re.compile(r"L[COTEM]0\d_L\w{3}_\d{6}_\d{8}_\d{8}_01_", re.I)
+
+
+def stats_caveat(source: Source, sensor: Sensor) -> str | None:
+    """Why the sensor's statistics cannot apply to this product, when its name tells."""
+    if sensor.name.startswith("landsat-c2") and any(
+        _LANDSAT_C1.search(p) for p in source.name_parts
+    ):
+        return (f"a Landsat Collection 1 product (raw DN), while the {sensor.name} statistics "
+                "are for Collection 2")
+    return None
+
+
 @dataclass
 class BandPlan:
     """A source's sensor, the bands that will be read (source indices) and notes for the user."""
@@ -35,6 +48,7 @@ class BandPlan:
     indices: list[int]  # 0-based source band indices to read
     bands: list[Band]  # the sensor bands they are, same order
     notes: list[str] = field(default_factory=list)
+    stats_caveat: str | None = None
 
     @property
     def band_names(self) -> list[str]:
@@ -186,4 +200,5 @@ def plan_bands(
         raise BandMismatchError(
             f"none of the bands of {source.display} can be used with {s.name}; check --bands"
         )
-    return BandPlan(sensor=s, indices=indices, bands=chosen, notes=notes)
+    return BandPlan(sensor=s, indices=indices, bands=chosen, notes=notes,
+                    stats_caveat=stats_caveat(source, s))

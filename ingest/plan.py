@@ -117,7 +117,10 @@ def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int) -> No
         raise NoDataError(
             f"{first.source.display}: the sampled chips hold only nodata; nothing to ingest"
         )
-    if stats == "auto" and all(b.has_stats for b in bands):
+    caveat = next((p.bands.stats_caveat for p in plans if p.bands.stats_caveat), None)
+    if stats == "auto" and caveat:
+        reason = (f"{caveat}: normalised with statistics computed from the source itself")
+    elif stats == "auto" and all(b.has_stats for b in bands):
         norm = sensor_normaliser(sensor, bands)
         big = np.concatenate([a for a, _ in samples], axis=2)
         valid = np.concatenate([v for _, v in samples], axis=1)

@@ -163,6 +163,7 @@ def walk_folder(
 def discover(args: list[str], assets: list[str] | None = None) -> list[Source | SourceFailure]:
     """Sources for the command-line arguments (files, folders, STAC JSON paths or URLs)."""
     out: list[Source | SourceFailure] = []
+    loose: dict[Path, list[Path]] = defaultdict(list)  # explicit files, grouped per folder
     for arg in args:
         arg = str(arg)
         try:
@@ -181,7 +182,9 @@ def discover(args: list[str], assets: list[str] | None = None) -> list[Source | 
             if p.is_dir():
                 out.extend(walk_folder(p, assets))
             else:
-                out.extend(group_files(p.parent, [p]))
+                loose[p.parent].append(p)
         except Exception as e:  # noqa: BLE001 - reported per argument, the others continue
             out.append(SourceFailure(arg, e))
+    for folder, files in loose.items():
+        out.extend(group_files(folder, list(dict.fromkeys(files))))
     return out
