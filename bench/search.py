@@ -246,7 +246,7 @@ def lancedb_bench(store_path, qs, boxes, years, truth, truth_f, k) -> dict:
     out: dict = {"build_s": round(time.perf_counter() - t, 1), "num_partitions": parts}
     for nprobes, refine in ((20, 10), (50, 20)):
 
-        def run(filtered: bool):
+        def run(filtered: bool, nprobes: int = nprobes, refine: int = refine):
             lat, found = [], []
             for q, b, yr in zip(qs, boxes, years, strict=True):
                 query = (
