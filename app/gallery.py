@@ -64,7 +64,7 @@ def render_gallery(df: pd.DataFrame, ss: MutableMapping[str, Any], *, key: str) 
             st.caption(card_caption(row, lab))
             left, right = st.columns(2)
             left.button(
-                "✓ Pos" if lab == S.POSITIVE else "Pos",
+                "Pos",
                 key=f"{key}-pos-{chip_id}",
                 type="primary" if lab == S.POSITIVE else "secondary",
                 on_click=_toggle,
@@ -73,7 +73,7 @@ def render_gallery(df: pd.DataFrame, ss: MutableMapping[str, Any], *, key: str) 
                 width="stretch",
             )
             right.button(
-                "✗ Neg" if lab == S.NEGATIVE else "Neg",
+                "Neg",
                 key=f"{key}-neg-{chip_id}",
                 type="primary" if lab == S.NEGATIVE else "secondary",
                 on_click=_toggle,

@@ -29,7 +29,6 @@ _RAMP = np.array(
 _NEUTRAL = [120, 144, 156, 110]
 _POS_LINE = [0, 200, 83, 255]
 _NEG_LINE = [229, 57, 53, 255]
-_PLAIN_LINE = [40, 40, 40, 160]
 
 
 def score_colors(scores: np.ndarray, alpha: int = 190) -> list[list[int]]:
@@ -39,7 +38,7 @@ def score_colors(scores: np.ndarray, alpha: int = 190) -> list[list[int]]:
         return []
     finite = np.isfinite(s)
     lo, hi = (s[finite].min(), s[finite].max()) if finite.any() else (0.0, 1.0)
-    t = np.zeros_like(s) if hi <= lo else (s - lo) / (hi - lo)
+    t = np.full_like(s, 0.5) if hi <= lo else (s - lo) / (hi - lo)
     t = np.where(finite, np.clip(t, 0, 1), 0.0) * (len(_RAMP) - 1)
     i = np.minimum(t.astype(int), len(_RAMP) - 2)
     f = (t - i)[:, None]
@@ -90,7 +89,8 @@ def footprint_frame(df: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame
         if ring is None:
             continue
         lab = labels.get(chip_id)
-        line = _POS_LINE if lab == 1 else _NEG_LINE if lab == -1 else _PLAIN_LINE
+        # unlabelled chips are outlined in their own colour, so tiny footprints keep it
+        line = _POS_LINE if lab == 1 else _NEG_LINE if lab == -1 else [*fills[i][:3], 255]
         tip = chip_id
         if scored:
             tip += f" | score {float(df['score'].iat[i]):.3f}"
@@ -109,6 +109,15 @@ def footprint_frame(df: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame
             }
         )
     return pd.DataFrame(rows, columns=FRAME_COLUMNS)
+
+
+def examples_frame(df: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame:
+    """Labelled chips that are not among the results: outlines only, so the map shows them."""
+    frame = footprint_frame(df.drop(columns=["score"], errors="ignore"), labels)
+    if not frame.empty:
+        frame["fill"] = [[0, 0, 0, 0]] * len(frame)
+        frame["tip"] = frame["tip"] + " (example)"
+    return frame
 
 
 def extent(frame: pd.DataFrame) -> tuple[float, float, float, float] | None:

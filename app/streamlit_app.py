@@ -29,6 +29,7 @@ from clay_search.app.upload import UploadError, validate_upload
 from clay_search.errors import ClaySearchError
 
 BROWSE_LIMIT = 2000  # chips drawn on the map before any search
+MAX_EXAMPLES_ON_MAP = 200  # labelled chips outlined on the results map
 TABLE_COLUMNS = ["rank", "score", "chip_id", "sensor", "datetime", "label", "source"]
 CLICK_ACTIONS = ["Mark positive", "Mark negative", "Just show"]
 
@@ -360,6 +361,8 @@ def main() -> None:
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
         frame = layers.footprint_frame(shown, S.labels(ss))
+        if res is not None:
+            frame = _with_examples(frame, store, shown)
         ss["view-bounds"] = layers.extent(frame)
         if frame.empty and not shown.empty:
             st.info("These chips have no georeference; use the gallery below.")
@@ -375,6 +378,19 @@ def main() -> None:
     gallery.render_gallery(shown, ss, key="results" if res is not None else "browse")
     if res is not None and df is not None and not df.empty:
         render_results_footer(res, df)
+
+
+def _with_examples(frame: pd.DataFrame, store: Any, shown: pd.DataFrame) -> pd.DataFrame:
+    """Add the labelled chips that are not in the results (outlines) to the map frame."""
+    lab = S.labels(st.session_state)
+    missing = [c for c in lab if c not in set(shown["chip_id"])][:MAX_EXAMPLES_ON_MAP]
+    if not missing:
+        return frame
+    try:
+        extra = store.get(missing).to_pandas()
+    except ClaySearchError:  # a label from another store version: nothing to draw
+        return frame
+    return pd.concat([layers.examples_frame(extra, lab), frame], ignore_index=True)
 
 
 def _sensor_names(info: dict[str, Any]) -> list[str]:

@@ -117,10 +117,13 @@ def test_pick_and_search(app: AppTest, store_path: Path) -> None:
     assert len(df) == 10 and ids[0] not in set(df["chip_id"])
     assert np.all(np.diff(df["score"].to_numpy()) <= 1e-6)  # best first
     assert "10 results" in app.success[0].value
-    assert _deck_ids(app) == set(df["chip_id"])  # the map shows the results
+    assert _deck_ids(app) == set(df["chip_id"]) | {ids[0]}  # results + the example
     layer = next(x for x in _deck(app)["layers"] if x["id"] == "chips")
-    fills = {tuple(r["fill"]) for r in layer["data"]}
-    assert len(fills) > 1  # coloured by score
+    fills = {r["chip_id"]: tuple(r["fill"]) for r in layer["data"]}
+    assert len(set(fills.values())) > 2  # coloured by score
+    assert fills[ids[0]][3] == 0  # the example: outline only
+    example = next(r for r in layer["data"] if r["chip_id"] == ids[0])
+    assert example["line"][:3] == [0, 200, 83] and "(example)" in example["tip"]
     assert app.button(key=f"results-pos-{df['chip_id'].iat[0]}")  # gallery of results
     # the same query through the Python API gives the same ranking
     import clay_search
