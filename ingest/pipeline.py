@@ -326,11 +326,8 @@ def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, f
 
 
 def _sync_index(store: Path, report: IngestReport) -> dict | None:
-    try:
-        from clay_search.index import sync_index
-    except ImportError as e:
-        log.warning("the FAISS index was not updated (clay_search.index unavailable: %s)", e)
-        report.notes.append("FAISS index not updated: clay_search.index is unavailable")
-        return None
+    """Bring the FAISS index up to the table version (see clay_search.index)."""
+    from clay_search.index import sync_index
+
     res = sync_index(store)
-    return res.to_dict() if hasattr(res, "to_dict") else dict(vars(res))
+    return res.to_dict()

@@ -52,7 +52,7 @@ def test_ingest_sample_root(sample_dir, nano_embedder, tmp_path):
     assert meta["model_id"] == nano_embedder.model_id and meta["dim"] == nano_embedder.dim
     manifest = json.loads(open(report.manifest).read())
     assert manifest["status"] == "done" and manifest["totals"]["chips_written"] == len(df)
-    assert report.index is None or report.index["count"] == len(df)
+    assert report.index["count"] == len(df)  # the FAISS index was brought up to date
 
 
 def test_rerun_skips_finished_chips(sample_dir, nano_embedder, tmp_path):
