@@ -153,9 +153,18 @@ def _grid(bounds: tuple[float, float, float, float] | None) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def build_deck(frame: pd.DataFrame, *, basemap: bool = False, height: int = 480) -> pdk.Deck:
-    """The pydeck map of the footprints in ``frame`` (see :func:`footprint_frame`)."""
-    bounds = extent(frame)
+def build_deck(
+    frame: pd.DataFrame,
+    *,
+    basemap: bool = False,
+    height: int = 480,
+    bounds: tuple[float, float, float, float] | None = None,
+) -> pdk.Deck:
+    """The pydeck map of the footprints in ``frame`` (see :func:`footprint_frame`).
+
+    The view fits ``bounds`` (default: the extent of the whole frame).
+    """
+    bounds = bounds or extent(frame)
     layers = []
     if not basemap:
         layers.append(

@@ -361,13 +361,13 @@ def main() -> None:
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
         frame = layers.footprint_frame(shown, S.labels(ss))
+        ss["view-bounds"] = bounds = layers.extent(frame)  # the map fits what is shown
         if res is not None:
             frame = _with_examples(frame, store, shown)
-        ss["view-bounds"] = layers.extent(frame)
         if frame.empty and not shown.empty:
             st.info("These chips have no georeference; use the gallery below.")
         st.pydeck_chart(
-            layers.build_deck(frame, basemap=controls.basemap),
+            layers.build_deck(frame, basemap=controls.basemap, bounds=bounds),
             on_select=_on_map_select,
             selection_mode="single-object",
             key="map",
