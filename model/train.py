@@ -322,6 +322,7 @@ def train(
     teacher: nn.Module | None = None,
     teacher_dim: int | None = None,
     max_time_s: float | None = None,
+    stop_step: int | None = None,
     resume: bool = True,
     progress: Callable[[int, int, dict], None] | None = None,
     extra_meta: dict | None = None,
@@ -331,7 +332,8 @@ def train(
     ``out_dir`` receives ``checkpoint.pt`` (every ``checkpoint_every`` steps; a run resumes from
     it when ``resume``), ``losses.csv``, ``loss_curve.png`` and the weights (``model.safetensors``
     + ``config.json``). ``max_time_s`` stops early (the weights are still written, and the run can
-    be resumed). ``progress(step, total, row)`` is called after every step.
+    be resumed); ``stop_step`` stops at that step (the schedule still spans ``cfg.steps``), which
+    makes a time-limited run reproducible. ``progress(step, total, row)`` runs after each step.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -394,7 +396,8 @@ def train(
 
     model.train()
     t0 = time.monotonic()
-    while step < cfg.steps:
+    last = cfg.steps if stop_step is None else min(cfg.steps, stop_step)
+    while step < last:
         if max_time_s is not None and time.monotonic() - t0 > max_time_s:
             break
         lr = lr_at(step, base_lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)

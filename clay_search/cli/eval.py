@@ -102,6 +102,10 @@ def run_evaluation(
     from clay_search.model.checkpoints import load_encoder
     from clay_search.model.clay import ClayEncoder
 
+    from clay_search.errors import SourceNotFoundError
+
+    if not Path(data).is_dir():
+        raise SourceNotFoundError(f"data folder {data} does not exist; pass it with --data")
     t0 = time.monotonic()
     encoder, info = load_encoder(weights)
     torch.manual_seed(seed)

@@ -38,6 +38,7 @@ def run_training(
     device: str = "auto",
     teacher: Path | None = None,
     max_time_s: float | None = None,
+    stop_step: int | None = None,
     max_per_class: int | None = None,
     export: Path | None = None,
     resume: bool = True,
@@ -100,6 +101,7 @@ def run_training(
             teacher=t_mod,
             teacher_dim=t_dim,
             max_time_s=max_time_s,
+            stop_step=stop_step,
             resume=resume,
             progress=progress,
             extra_meta=extra,
@@ -144,6 +146,10 @@ def register(app: typer.Typer) -> None:
         max_time: Annotated[
             float | None, typer.Option(help="Stop after this many seconds (resumable).")
         ] = None,
+        stop_step: Annotated[
+            int | None,
+            typer.Option(help="Stop at this step; the LR schedule still spans --steps."),
+        ] = None,
         max_per_class: Annotated[
             int | None, typer.Option(help="Cap EuroSAT chips per class (quick runs).")
         ] = None,
@@ -170,6 +176,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             teacher=teacher,
             max_time_s=max_time,
+            stop_step=stop_step,
             max_per_class=max_per_class,
             export=export,
             resume=resume,
