@@ -98,11 +98,10 @@ def run_evaluation(
     """Evaluate ``weights`` (None: the bundled ones) and the baselines on ``data``."""
     import torch
 
+    from clay_search.errors import SourceNotFoundError
     from clay_search.ingest.datasets import eurosat_eval_sets, read_bigearthnet
     from clay_search.model.checkpoints import load_encoder
     from clay_search.model.clay import ClayEncoder
-
-    from clay_search.errors import SourceNotFoundError
 
     if not Path(data).is_dir():
         raise SourceNotFoundError(f"data folder {data} does not exist; pass it with --data")
