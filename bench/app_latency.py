@@ -1,0 +1,244 @@
+"""App latency: from the click on Search to rendered results, on a store of 100,000 chips.
+
+The store: real EuroSAT MS chips (../shared/data, else the shipped sample/) embedded with the
+Clay nano encoder (seeded weights), their CLS vectors lifted to 1024 dimensions (Clay v1.5
+large's size) by a fixed random projection and resampled with Gaussian noise to ``--n`` rows;
+each row keeps its source chip's real thumbnail and class label; footprints (~0.009 deg squares
+over Europe), dates (2017-2024) and sensor are random. Built once under bench/out/.
+
+Measured, each best-of and median of ``--repeats`` in the same process / on the same machine:
+- baseline: the same query through the Python API (``store.search(...).to_pandas()``),
+- AppTest: ``at.button("search").click().run()`` (the whole script rerun, no browser),
+- browser: the real server (``clay-search app``) + Chromium: click Search until the results
+  caption and the first gallery thumbnail are on screen (skipped without /usr/bin/chromium).
+
+    .venv/bin/python bench/app_latency.py [--n 100000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+OUT = REPO / "bench" / "out"
+DIM = 1024
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def build_store(path: Path, n: int, seed: int = 0) -> Path:
+    """A store of ``n`` synthetic chips derived from real ones (skipped if already built)."""
+    import shapely
+    from store_fixtures import embed_chips, eurosat_files, nano_weights, read_chips, rows_table
+
+    from clay_search.index import sync_index
+    from clay_search.index.vectors import l2_normalise
+    from clay_search.store import open_chips_table, open_or_create_store
+
+    if (path / "store.json").exists():
+        import clay_search
+
+        if len(clay_search.connect(str(path))) == n:
+            return path
+        raise SystemExit(f"{path} holds another store; remove it first")
+    shared = REPO.parent / "shared" / "data"
+    data = shared if (shared / "eurosat_ms").exists() else REPO / "sample"
+    raw, src_rows = read_chips(eurosat_files(data))
+    base = embed_chips(raw, src_rows, nano_weights(OUT / "nano_weights"))
+    rng = np.random.default_rng(seed)
+    proj = rng.normal(0, 1 / np.sqrt(base.shape[1]), (base.shape[1], DIM)).astype(np.float32)
+    lifted = l2_normalise(base @ proj)
+    info = open_or_create_store(path, "bench-synthetic-1024", DIM)
+    table = open_chips_table(info, create=True)
+    t0 = datetime(2017, 1, 1, tzinfo=UTC)
+    sensors = ["sentinel-2-l2a", "landsat-c2-l2"]
+    batch = 20_000
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        src = rng.integers(0, len(src_rows), m)
+        vec = l2_normalise(lifted[src] + rng.normal(0, 0.03, (m, DIM)).astype(np.float32))
+        lon = rng.uniform(-10, 30, m)
+        lat = rng.uniform(36, 60, m)
+        rows = []
+        for i in range(m):
+            s = src_rows[src[i]]
+            x0, y0 = float(lon[i]), float(lat[i])
+            rows.append(
+                {
+                    **s,
+                    "chip_id": f"bench-{start + i:07d}",
+                    "geometry": shapely.to_wkb(shapely.box(x0, y0, x0 + 0.009, y0 + 0.0058)),
+                    "minx": x0,
+                    "miny": y0,
+                    "maxx": x0 + 0.009,
+                    "maxy": y0 + 0.0058,
+                    "datetime": t0 + timedelta(days=int(rng.integers(0, 8 * 365))),
+                    "sensor": sensors[int(rng.integers(0, 2))],
+                }
+            )
+        table.add(rows_table(rows, vec, "bench-synthetic-1024"))
+        print(f"  wrote {start + m:,} / {n:,} chips", flush=True)
+    sync_index(path)
+    return path
+
+
+def _stats(times: list[float]) -> str:
+    return f"best {min(times) * 1e3:7.1f} ms  median {statistics.median(times) * 1e3:7.1f} ms"
+
+
+def bench_api(store_path: Path, ids: list[str], k: int) -> list[float]:
+    """Baseline: the query through the Python API, results to pandas (thumbnails included)."""
+    import clay_search
+
+    store = clay_search.connect(str(store_path))
+    store.search(ids[:1], k=k).to_pandas()  # warm: attributes, index, vectors
+    times = []
+    for i in range(1, len(ids)):
+        t = time.perf_counter()
+        store.search(ids[: i + 1], k=k).to_pandas()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_apptest(store_path: Path, repeats: int, k: int) -> tuple[float, list[float]]:
+    """Script reruns under AppTest: cold first page, then Search clicks with one more positive."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["CLAY_SEARCH_STORE"] = str(store_path)
+    t = time.perf_counter()
+    at = AppTest.from_file(str(REPO / "app" / "streamlit_app.py"), default_timeout=300).run()
+    cold = time.perf_counter() - t
+    assert not at.exception, [e.value for e in at.exception]
+    at.slider(key="k").set_value(k).run()
+    first = next(b.key for b in at.button if b.key.startswith("browse-pos-"))
+    at.button(key=first).click().run()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        at.button(key="search").click().run()
+        times.append(time.perf_counter() - t)
+        assert not at.exception and len(at.session_state["results_df"]) == k
+        nxt = next(b.key for b in at.button if b.key.startswith("results-pos-"))
+        at.button(key=nxt).click().run()  # one more positive: the next query differs
+    return cold, times
+
+
+def bench_browser(store_path: Path, repeats: int, k: int) -> tuple[float, list[float]] | None:
+    """Real server + Chromium: click Search -> results caption and thumbnails on screen."""
+    if not CHROMIUM.exists():
+        print("browser: skipped (no /usr/bin/chromium; `make browser` installs it)")
+        return None
+    from playwright.sync_api import expect, sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "clay_search.cli.main", "app", "--store", str(store_path),
+           "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                      "--no-first-run", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync",
+                      "--enable-unsafe-swiftshader"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            t = time.perf_counter()
+            page.goto(url)
+            expect(page.get_by_text("Browsing")).to_be_visible(timeout=300_000)
+            cold = time.perf_counter() - t
+            slider = page.get_by_role("slider")
+            slider.focus()
+            page.keyboard.press("Home")
+            for _ in range(k - 1):
+                page.keyboard.press("ArrowRight")
+            expect(slider).to_have_value(str(k))
+            page.get_by_role("button", name="Pos", exact=True).first.click()
+            expect(page.get_by_text("Labels: 1 positive")).to_be_visible(timeout=60_000)
+            times = []
+            for i in range(repeats):
+                t = time.perf_counter()
+                page.get_by_role("button", name="Search", exact=True).click()
+                expect(page.get_by_text(f"{k} results (search: {i + 1} positive")).to_be_visible(
+                    timeout=60_000
+                )
+                expect(page.locator("[data-testid='stImage'] img").first).to_be_visible()
+                times.append(time.perf_counter() - t)
+                page.get_by_role("button", name="Pos", exact=True).first.click()
+                expect(page.get_by_text(f"Labels: {i + 2} positive")).to_be_visible()
+            page.screenshot(path=str(OUT / "app_latency_100k.png"), full_page=True)
+            browser.close()
+        return cold, times
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
+def main() -> None:
+    """Build (or reuse) the store and print the three measurements with ratios."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"app_store_{args.n}"
+    t = time.perf_counter()
+    build_store(path, args.n)
+    print(f"store: {path} ({args.n:,} chips, dim {DIM}) ready in {time.perf_counter() - t:.1f} s")
+
+    import clay_search
+
+    store = clay_search.connect(str(path))
+    ids = store.chips(limit=args.repeats + 1).chip_ids
+    api = bench_api(path, ids, args.k)
+    cold_at, at_times = bench_apptest(path, args.repeats, args.k)
+    browser = None if args.no_browser else bench_browser(path, args.repeats, args.k)
+
+    base = statistics.median(api)
+    print(f"\nk={args.k}, {args.repeats} repeats, median ratio vs the API baseline")
+    print(f"API search + to_pandas : {_stats(api)}  (1.00x)")
+    ratio = statistics.median(at_times) / base
+    print(
+        f"AppTest Search click   : {_stats(at_times)}  ({ratio:.1f}x)  first page {cold_at:.1f} s"
+    )
+    if browser is not None:
+        cold_b, b_times = browser
+        ratio = statistics.median(b_times) / base
+        print(
+            f"Browser Search click   : {_stats(b_times)}  ({ratio:.1f}x)  first page {cold_b:.1f} s"
+        )
+        worst = max(b_times)
+        print(
+            f"target < 2 s from click to rendered results: {'met' if worst < 2 else 'MISSED'}"
+            f" (worst {worst:.2f} s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
