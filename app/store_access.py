@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,25 @@ def open_store(uri: str, weights: str | None = None) -> Opened:
         return Opened(error=str(e), kind="missing")
     except (ClaySearchError, OSError, ValueError) as e:
         return Opened(error=f"could not open the store at {uri}: {e}", kind="error")
+
+
+def warm_up(store: Any) -> threading.Thread:
+    """Load the store's embedding matrix in the background so the first Search is fast.
+
+    With an IVF index the Store reads every embedding on the first query by example (seconds
+    at 100k chips); doing it while the person looks at the first page hides that. The Store
+    locks its lazy state, so a Search that comes earlier simply waits for it.
+    """
+
+    def _load() -> None:
+        try:
+            _ = store.vectors
+        except Exception:  # noqa: BLE001 - the query that needs it will report the problem
+            pass
+
+    thread = threading.Thread(target=_load, name="clay-search-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def overview(store: Any) -> dict[str, Any]:

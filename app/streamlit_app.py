@@ -23,6 +23,7 @@ from clay_search.app.store_access import (
     open_store,
     overview,
     store_uri,
+    warm_up,
     weights_path,
 )
 from clay_search.app.upload import UploadError, validate_upload
@@ -37,7 +38,10 @@ CLICK_ACTIONS = ["Mark positive", "Mark negative", "Just show"]
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _open(uri: str, weights: str | None, token: int) -> Opened:
     """Open a store once per (path, weights, reload token), shared by sessions."""
-    return open_store(uri, weights)
+    opened = open_store(uri, weights)
+    if opened.store is not None:
+        warm_up(opened.store)
+    return opened
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
