@@ -132,13 +132,14 @@ def encoder_features(
     batch_size: int = 256,
     precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
-    """``{"cls", "mean", "cls+mean"}`` features of normalised chips ``[N, C, H, W]``.
+    """``{"cls", "mean", "mean+std", "cls+mean"}`` features of normalised ``[N, C, H, W]``.
 
-    ``mean`` is the average of the patch embeddings; ``cls+mean`` concatenates both after
+    ``mean`` is the average of the patch embeddings, ``mean+std`` appends their standard
+    deviation over the patches (``2 D``), ``cls+mean`` concatenates CLS and ``mean`` after
     L2-normalising each.
     """
     emb = Embedder(encoder, precision=precision)
-    cls_parts, mean_parts = [], []
+    cls_parts, mean_parts, std_parts = [], [], []
     for s in range(0, len(pixels), batch_size):
         sl = slice(s, s + batch_size)
         out = emb.embed(
@@ -151,10 +152,12 @@ def encoder_features(
         )
         cls_parts.append(out.cls)
         mean_parts.append(out.patches.mean(1))
+        std_parts.append(out.patches.std(1))
     cls = np.concatenate(cls_parts)
     mean = np.concatenate(mean_parts)
     return {
         "cls": cls,
         "mean": mean,
+        "mean+std": np.concatenate([mean, np.concatenate(std_parts)], axis=1),
         "cls+mean": np.concatenate([l2_normalise(cls), l2_normalise(mean)], axis=1),
     }

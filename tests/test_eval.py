@@ -86,7 +86,8 @@ def test_eval_command_on_a_small_subset(shared_data, tmp_path):
     assert ms["n_gallery"] == 60 and ms["n_query"] == 30
     feats = ms["features"]
     assert set(feats) == {
-        "bandstats", "random:cls", "random:mean", "model:cls", "model:mean", "model:cls+mean"
+        "bandstats", "random:cls", "random:mean", "random:mean+std", "model:cls", "model:mean",
+        "model:mean+std", "model:cls+mean",
     }  # fmt: skip
     for vals in feats.values():
         assert 0.0 <= vals["knn_p10"] <= 1.0 and 0.0 <= vals["linear_probe"] <= 1.0

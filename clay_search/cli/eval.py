@@ -121,6 +121,8 @@ def run_evaluation(
             "multilabel": f"leave-one-out within the set, precision@{ml_k}, relevant = shares "
             "a label",
             "random_baseline": f"same architecture, torch.manual_seed({seed}) initialisation",
+            "pooling": "cls = CLS token; mean = average of patch tokens; mean+std = average and "
+            "standard deviation of patch tokens; cls+mean = both L2-normalised, concatenated",
             "bandstats_baseline": "per band mean, std, p5, p25, p50, p75, p95 of normalised pixels",
         },
         "datasets": {},
