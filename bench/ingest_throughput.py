@@ -153,8 +153,10 @@ def peak_rss(weights: Path, chip_size: int, workers: int, tmp: Path, size: int) 
     out = subprocess.run(
         [sys.executable, "-c", RSS_SCRIPT, str(big), str(tmp / "big_store"), str(weights),
          str(chip_size), str(workers)],
-        check=True, capture_output=True, text=True,
+        check=False, capture_output=True, text=True,
     )
+    if out.returncode != 0:
+        raise SystemExit(f"the ingest process failed:\n{out.stderr[-3000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res.update(raster=f"{size}x{size}x4 uint8", file_mb=round(big.stat().st_size / 2**20, 1),
                chip_size=chip_size)

@@ -7,8 +7,6 @@ only; on the next run the ids already in the table are read first and skipped.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
 import pyarrow as pa
 
@@ -50,9 +48,12 @@ class ChipWriter:
         self.commits = 0
 
     def _read_ids(self) -> list[str]:
-        if self.table.count_rows() == 0:
+        n = self.table.count_rows()
+        if n == 0:
             return []
-        return self.table.to_arrow().select(["chip_id"]).column(0).to_pylist()
+        # only the id column is read (not the embeddings)
+        ids = self.table.search().select(["chip_id"]).limit(n).to_arrow()
+        return ids.column("chip_id").to_pylist()
 
     def __contains__(self, chip_id: str) -> bool:
         return chip_id in self.existing
@@ -90,8 +91,6 @@ class ChipWriter:
                     arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), size))
                 else:
                     arrays.append(pa.nulls(len(rows), f.type))
-            elif f.name == "datetime":
-                arrays.append(pa.array([_utc(v) for v in cols[f.name]], type=f.type))
             else:
                 arrays.append(pa.array(cols[f.name], type=f.type))
         table = pa.Table.from_arrays(arrays, schema=self.schema)
@@ -104,7 +103,3 @@ class ChipWriter:
     def version(self) -> int:
         """The table version after the last commit."""
         return int(self.table.version)
-
-
-def _utc(v: datetime | None) -> datetime | None:
-    return v
