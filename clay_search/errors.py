@@ -36,6 +36,10 @@ class NoDataError(ClaySearchError, ValueError):
     """A source or chip holds only nodata."""
 
 
+class IngestOptionError(ClaySearchError, ValueError):
+    """An ingest option with a value that cannot work (chip size, stride, stats, ...)."""
+
+
 class CheckpointError(ClaySearchError, ValueError):
     """Weights that cannot be loaded: wrong format, mismatched keys or shapes."""
 

@@ -62,7 +62,7 @@ def parse_datetime(value: str | datetime | None) -> datetime | None:
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
-            from clay_search.ingest.params import IngestOptionError
+            from clay_search.errors import IngestOptionError
 
             raise IngestOptionError(
                 f"--datetime {value!r} is not an ISO 8601 date or time; use e.g. 2020-05-18 "

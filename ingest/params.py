@@ -6,17 +6,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from clay_search.errors import ClaySearchError
+from clay_search.errors import IngestOptionError
+
+__all__ = ["IngestOptionError", "IngestParams"]
 
 DEFAULT_CHIP_SIZE = 64
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_NODATA = 0.5
 DEFAULT_FLUSH_ROWS = 256
 THUMBNAIL_SIZE = 64
-
-
-class IngestOptionError(ClaySearchError, ValueError):
-    """An ingest option with a value that cannot work (chip size, stride, stats, ...)."""
 
 
 @dataclass

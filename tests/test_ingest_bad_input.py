@@ -116,8 +116,7 @@ def test_cli_unknown_sensor_is_one_clear_line(sample_dir, nano_weights, tmp_path
 
 
 def test_bad_chip_size_and_missing_weights(sample_dir, nano_embedder, tmp_path):
-    from clay_search.errors import CheckpointNotFoundError
-    from clay_search.ingest.params import IngestOptionError
+    from clay_search.errors import CheckpointNotFoundError, IngestOptionError
 
     with pytest.raises(IngestOptionError, match="multiple of the model's patch size 8"):
         run([sample_dir], tmp_path / "s", embedder=nano_embedder, chip_size=60)
