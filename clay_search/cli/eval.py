@@ -23,8 +23,10 @@ FEATURE_ORDER = (
     "bandstats",
     "random:cls",
     "random:mean",
+    "random:mean+std",
     "model:cls",
     "model:mean",
+    "model:mean+std",
     "model:cls+mean",
 )
 
