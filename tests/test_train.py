@@ -78,6 +78,7 @@ def test_band_dropping_keeps_the_target(ms_chips):
     assert ms_chips.latlon_encoding([0]).any()  # the chips do have a location
 
 
+@pytest.mark.slow
 def test_few_steps_on_real_chips_lower_the_loss(rgb_chips, tmp_path):
     cfg = TrainConfig(
         steps=40,
@@ -99,6 +100,7 @@ def test_few_steps_on_real_chips_lower_the_loss(rgb_chips, tmp_path):
     assert info.config.name == "nano" and info.config.patch_size == 8
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(rgb_chips, ms_chips, tmp_path):
     cfg = TrainConfig(steps=6, batch_size=4, warmup=2, checkpoint_every=3, precision="fp32")
     full = train([rgb_chips, ms_chips], tmp_path / "full", cfg)
