@@ -122,7 +122,7 @@ class _Batcher:
         self.embedded += len(chips)
         for i, c in enumerate(chips):
             row = dict(c.row)
-            row["embedding"] = out.cls[i]
+            row["embedding"] = out.embedding[i]
             if out.patches is not None:
                 row["patch_embeddings"] = out.patches[i]
             self.writer.add(row)
@@ -180,7 +180,7 @@ def execute(
 
     patch_dim = None
     if params.patch_embeddings:
-        patch_dim = (params.chip_size // embedder.patch_size) ** 2 * embedder.dim
+        patch_dim = (params.chip_size // embedder.patch_size) ** 2 * embedder.token_dim
     writer = ChipWriter(store, embedder.model_id, embedder.dim, patch_dim,
                         flush_rows=params.flush_rows)
     manifest = RunManifest(writer.info.runs_path, params, embedder.model_id)

@@ -43,6 +43,7 @@ class WeightsInfo:
     path: str
     format: str  # "clay-search" | "clay-lightning"
     sensors: str = "default"
+    pooling: str = "cls"  # the chip embedding these weights recommend (see Embedder)
 
 
 def bundled_weights_dir() -> Path:
@@ -170,7 +171,14 @@ def _load_own(path: Path) -> tuple[ClayEncoder, WeightsInfo]:
     encoder = ClayEncoder.from_config(cfg)
     _load_state_into(encoder, state, st_path)
     model_id = meta.get("model_id") or make_model_id(cfg, _tensor_hash(state))
-    info = WeightsInfo(model_id, cfg, str(path), "clay-search", meta.get("sensors", "default"))
+    info = WeightsInfo(
+        model_id,
+        cfg,
+        str(path),
+        "clay-search",
+        meta.get("sensors", "default"),
+        meta.get("pooling", "cls"),
+    )
     return encoder, info
 
 

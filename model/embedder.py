@@ -33,10 +33,39 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: Ways to summarise a chip's tokens into one vector (``D`` = token width).
+POOLINGS = {
+    "cls": "the CLS token (D values)",
+    "mean": "the mean of the patch tokens (D)",
+    "mean+std": "the mean and the standard deviation of the patch tokens, concatenated (2D)",
+    "cls+mean": "CLS and the patch mean, each L2-normalised, concatenated (2D)",
+}
+
+
+def pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per chip from tokens ``[B, 1 + L, D]`` (CLS first) -> ``[B, D or 2D]``."""
+    cls, patches = tokens[:, 0], tokens[:, 1:]
+    if pooling == "cls":
+        return cls
+    if pooling == "mean":
+        return patches.mean(1)
+    if pooling == "mean+std":
+        return torch.cat([patches.mean(1), patches.std(1, correction=0)], dim=1)
+    if pooling == "cls+mean":
+        norm = torch.nn.functional.normalize
+        return torch.cat([norm(cls, dim=1), norm(patches.mean(1), dim=1)], dim=1)
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
+
+
 @dataclass
 class EmbeddingBatch:
-    """Embeddings of one batch: ``cls`` ``[B, D]`` and optionally ``patches`` ``[B, L, D]``."""
+    """Embeddings of one batch.
 
+    ``embedding`` ``[B, E]`` is the chip vector stored and searched (see ``Embedder.pooling``);
+    ``cls`` ``[B, D]`` the CLS token; ``patches`` ``[B, L, D]`` the patch grid when asked for.
+    """
+
+    embedding: np.ndarray
     cls: np.ndarray
     patches: np.ndarray | None = None
 
@@ -46,6 +75,8 @@ class Embedder:
 
     ``precision``: ``"auto"`` (bf16 where the CPU/GPU supports it, else fp32), ``"bf16"`` or
     ``"fp32"``. ``cache_weights`` caches the generated patch weights per wavelength set.
+    ``pooling`` (see :data:`POOLINGS`) makes the chip vector; ``None`` takes the one the weights
+    recommend (``pooling`` in their config.json; ``cls`` for official Clay checkpoints).
     """
 
     def __init__(
@@ -57,7 +88,12 @@ class Embedder:
         device: str | torch.device = "cpu",
         precision: str = "auto",
         cache_weights: bool = True,
+        pooling: str | None = None,
     ) -> None:
+        pooling = pooling or (info.pooling if info is not None else "cls")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
+        self.pooling = pooling
         if precision not in {"auto", "bf16", "fp32"}:
             raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
         self.device = torch.device(device)
@@ -89,13 +125,22 @@ class Embedder:
     # -- facts -----------------------------------------------------------------------------------
     @property
     def model_id(self) -> str:
-        """Identity of the weights (stores never mix model ids)."""
-        return self.info.model_id if self.info else "unversioned"
+        """Identity of the vectors: weights hash, plus the pooling unless it is CLS.
+
+        Stores never mix model ids.
+        """
+        base = self.info.model_id if self.info else "unversioned"
+        return base if self.pooling == "cls" else f"{base}-{self.pooling}"
+
+    @property
+    def token_dim(self) -> int:
+        """Token width D (CLS and each patch embedding)."""
+        return self.encoder.dim
 
     @property
     def dim(self) -> int:
-        """Embedding size D."""
-        return self.encoder.dim
+        """Size of the chip vector (``embedding``): D or 2D depending on the pooling."""
+        return self.encoder.dim * (1 if self.pooling in {"cls", "mean"} else 2)
 
     @property
     def patch_size(self) -> int:
@@ -155,7 +200,10 @@ class Embedder:
                 patch_weights=weights,
             )
         tokens = tokens.float()
-        out = EmbeddingBatch(cls=tokens[:, 0].cpu().numpy())
+        out = EmbeddingBatch(
+            embedding=pool_tokens(tokens, self.pooling).cpu().numpy(),
+            cls=tokens[:, 0].cpu().numpy(),
+        )
         if patches:
             out.patches = tokens[:, 1:].cpu().numpy()
         return out

@@ -114,7 +114,7 @@ def read_chips(files: list[Path], seed: int = 0) -> tuple[np.ndarray, list[dict]
 
 
 def embed_chips(raw: np.ndarray, rows: list[dict], weights: Path, batch: int = 64) -> np.ndarray:
-    """CLS embeddings of the chips with the weights in ``weights``."""
+    """Chip embeddings (the weights' pooling) of the chips with the weights in ``weights``."""
     from clay_search.model.embedder import Embedder
 
     emb = Embedder.from_weights(weights, precision="fp32")
@@ -129,7 +129,7 @@ def embed_chips(raw: np.ndarray, rows: list[dict], weights: Path, batch: int = 6
                 USE_BANDS,
                 datetimes=[r["datetime"] for r in part],
                 lonlats=lonlats,
-            ).cls
+            ).embedding
         )
     return np.vstack(out).astype(np.float32)
 

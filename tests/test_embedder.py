@@ -65,3 +65,42 @@ def test_from_weights_carries_model_id(tmp_path, encoder):
     info = save_weights(encoder, get_config("nano"), tmp_path / "w")
     emb = Embedder.from_weights(tmp_path / "w")
     assert emb.model_id == info.model_id and emb.dim == 128 and emb.patch_size == 8
+
+
+@pytest.mark.parametrize(
+    "pooling,width", [("cls", 1), ("mean", 1), ("mean+std", 2), ("cls+mean", 2)]
+)
+def test_pooling_makes_the_chip_vector(encoder, pooling, width):
+    emb = Embedder(encoder, precision="fp32", pooling=pooling)
+    out = emb.embed_raw(_raw(), "sentinel-2-l2a", ["red", "green", "blue", "nir"], patches=True)
+    assert emb.dim == 128 * width and out.embedding.shape == (3, emb.dim)
+    mean, std = out.patches.mean(1), out.patches.std(1)
+    expected = {
+        "cls": out.cls,
+        "mean": mean,
+        "mean+std": np.concatenate([mean, std], axis=1),
+        "cls+mean": np.concatenate(
+            [
+                out.cls / np.linalg.norm(out.cls, axis=1, keepdims=True),
+                mean / np.linalg.norm(mean, axis=1, keepdims=True),
+            ],
+            axis=1,
+        ),
+    }[pooling]
+    np.testing.assert_allclose(out.embedding, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pooling_is_part_of_the_model_id(tmp_path, encoder):
+    info = save_weights(encoder, get_config("nano"), tmp_path / "w")
+    assert Embedder.from_weights(tmp_path / "w").model_id == info.model_id  # cls by default
+    assert Embedder.from_weights(tmp_path / "w", pooling="mean").model_id == (
+        info.model_id + "-mean"
+    )
+    with pytest.raises(ValueError, match="unknown pooling"):
+        Embedder(encoder, pooling="max")
+
+
+def test_bundled_weights_recommend_mean_std_pooling():
+    emb = Embedder.from_weights()
+    assert emb.pooling == "mean+std" and emb.dim == 2 * emb.token_dim
+    assert emb.model_id.endswith("-mean+std")

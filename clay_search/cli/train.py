@@ -71,6 +71,9 @@ def run_training(
     if teacher is not None:
         t_mod, t_dim = load_teacher(teacher)
     extra = {
+        # the chip vector the Embedder uses by default: mean + std of the patch tokens beat CLS
+        # by 10+ points of EuroSAT kNN precision in the evaluation (model/weights/MODEL_CARD.md)
+        "pooling": "mean+std",
         "training_data": {
             s.name: {"chips": len(s), "bands": s.band_names, "gsd": s.gsd} for s in sets
         },

@@ -106,4 +106,4 @@ def embed_image(
         lonlats=[lonlat] if lonlat else None,
         datetimes=[when] if when else None,
     )
-    return emb.cls[0], notes
+    return emb.embedding[0], notes
