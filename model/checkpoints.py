@@ -44,6 +44,10 @@ class WeightsInfo:
     format: str  # "clay-search" | "clay-lightning"
     sensors: str = "default"
     pooling: str = "cls"  # the chip embedding these weights recommend (see Embedder)
+    #: per-feature mean/std of the pooled embedding over the training data, by pooling name:
+    #: ``{"mean+std": {"mean": [...], "std": [...], "data": "..."}}``; the Embedder standardises
+    #: chip vectors with them (part of the model id)
+    embedding_stats: dict | None = None
 
 
 def bundled_weights_dir() -> Path:
@@ -178,6 +182,7 @@ def _load_own(path: Path) -> tuple[ClayEncoder, WeightsInfo]:
         "clay-search",
         meta.get("sensors", "default"),
         meta.get("pooling", "cls"),
+        meta.get("embedding_stats"),
     )
     return encoder, info
 

@@ -9,6 +9,7 @@ float32 numpy arrays.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,9 @@ class Embedder:
     ``"fp32"``. ``cache_weights`` caches the generated patch weights per wavelength set.
     ``pooling`` (see :data:`POOLINGS`) makes the chip vector; ``None`` takes the one the weights
     recommend (``pooling`` in their config.json; ``cls`` for official Clay checkpoints).
+    ``standardise``: z-score the chip vector per feature with the statistics shipped with the
+    weights for that pooling (``None``: whenever they exist). Search is cosine on these vectors;
+    standardising first gave 3-6 points of EuroSAT kNN precision (model/weights/MODEL_CARD.md).
     """
 
     def __init__(
@@ -89,11 +93,23 @@ class Embedder:
         precision: str = "auto",
         cache_weights: bool = True,
         pooling: str | None = None,
+        standardise: bool | None = None,
     ) -> None:
         pooling = pooling or (info.pooling if info is not None else "cls")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
         self.pooling = pooling
+        stats = ((info.embedding_stats if info is not None else None) or {}).get(pooling)
+        if standardise and stats is None:
+            raise ValueError(
+                f"these weights ship no embedding statistics for pooling {pooling!r}; "
+                "use standardise=False (or None)"
+            )
+        self._standard = None
+        if stats is not None and standardise is not False:
+            mean = torch.tensor(stats["mean"], dtype=torch.float32)
+            std = torch.tensor(stats["std"], dtype=torch.float32).clamp(min=1e-6)
+            self._standard = (mean, std)
         if precision not in {"auto", "bf16", "fp32"}:
             raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
         self.device = torch.device(device)
@@ -130,7 +146,17 @@ class Embedder:
         Stores never mix model ids.
         """
         base = self.info.model_id if self.info else "unversioned"
-        return base if self.pooling == "cls" else f"{base}-{self.pooling}"
+        if self.pooling != "cls":
+            base = f"{base}-{self.pooling}"
+        if self._standard is not None:
+            h = hashlib.sha256(torch.cat(self._standard).numpy().tobytes()).hexdigest()[:8]
+            base = f"{base}-z{h}"
+        return base
+
+    @property
+    def standardised(self) -> bool:
+        """Whether chip vectors are z-scored with the statistics shipped with the weights."""
+        return self._standard is not None
 
     @property
     def token_dim(self) -> int:
@@ -200,8 +226,11 @@ class Embedder:
                 patch_weights=weights,
             )
         tokens = tokens.float()
+        vec = pool_tokens(tokens, self.pooling).cpu()
+        if self._standard is not None:
+            vec = (vec - self._standard[0]) / self._standard[1]
         out = EmbeddingBatch(
-            embedding=pool_tokens(tokens, self.pooling).cpu().numpy(),
+            embedding=vec.numpy(),
             cls=tokens[:, 0].cpu().numpy(),
         )
         if patches:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Reproduce the shipped weights (model/weights/) from ../shared/data.
 # CPU, 2 threads, fp32 (bf16 autocast measured both faster and slower on the shared machine),
-# seed 0, batch 64. Two stages in one run folder: (1) 6000 steps with a 6000-step cosine
-# schedule (25 min on 2 shared cores); (2) resumed to 12000 steps with a 12000-step schedule
-# (a warm restart: LR back to ~5e-4 at step 6000, then cosine to 1e-5; 16 more min). Re-running
-# resumes from the run folder's checkpoint. At the end the weights, config, loss CSV and
-# loss-curve PNG are copied to model/weights/. `scripts/train_weights.sh eval` then writes
-# model/weights/eval_report.json (the model card's table).
+# seed 0, batch 64. Three stages in one run folder, each a warm restart of the cosine schedule:
+# (1) 6000 steps with a 6000-step schedule (25 min on 2 shared cores); (2) resumed to 12000 steps
+# with a 12000-step schedule (16 min); (3) resumed to 20000 steps with a 20000-step schedule
+# (15 min). Re-running resumes from the run folder's checkpoint. At the end the chip-vector
+# statistics are computed and the weights, config, loss CSV and loss-curve PNG are copied to
+# model/weights/. `scripts/train_weights.sh eval` then writes model/weights/eval_report.json
+# (the model card's table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,4 +20,5 @@ fi
 COMMON=(--data "$DATA" --out "$RUN" --size nano --patch-size 8 --chip 64 --batch-size 64
   --lr 1e-3 --warmup 150 --seed 0 --precision fp32 --threads 2)
 "$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 6000
-"$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 12000 --export model/weights
+"$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 12000
+"$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 20000 --export model/weights

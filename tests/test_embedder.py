@@ -100,7 +100,19 @@ def test_pooling_is_part_of_the_model_id(tmp_path, encoder):
         Embedder(encoder, pooling="max")
 
 
-def test_bundled_weights_recommend_mean_std_pooling():
+def test_bundled_weights_recommend_mean_std_pooling_standardised():
     emb = Embedder.from_weights()
     assert emb.pooling == "mean+std" and emb.dim == 2 * emb.token_dim
-    assert emb.model_id.endswith("-mean+std")
+    assert emb.standardised and "-mean+std-z" in emb.model_id
+    plain = Embedder.from_weights(standardise=False)
+    assert not plain.standardised and plain.model_id.endswith("-mean+std")
+    raw = np.random.default_rng(0).normal(1500, 800, (2, 4, 64, 64)).clip(0)
+    args = (raw, "sentinel-2-l2a", ["red", "green", "blue", "nir"])
+    z, v = emb.embed_raw(*args).embedding, plain.embed_raw(*args).embedding
+    mean, std = (np.array(emb.info.embedding_stats["mean+std"][k]) for k in ("mean", "std"))
+    np.testing.assert_allclose(z, (v - mean) / std, rtol=1e-3, atol=1e-3)
+
+
+def test_standardise_needs_shipped_stats(encoder):
+    with pytest.raises(ValueError, match="no embedding statistics"):
+        Embedder(encoder, standardise=True)

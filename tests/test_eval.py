@@ -87,7 +87,7 @@ def test_eval_command_on_a_small_subset(shared_data, tmp_path):
     feats = ms["features"]
     assert set(feats) == {
         "bandstats", "random:cls", "random:mean", "random:mean+std", "model:cls", "model:mean",
-        "model:mean+std", "model:cls+mean",
+        "model:mean+std", "model:cls+mean", "model:shipped",
     }  # fmt: skip
     for vals in feats.values():
         assert 0.0 <= vals["knn_p10"] <= 1.0 and 0.0 <= vals["linear_probe"] <= 1.0

@@ -28,14 +28,30 @@ FEATURE_ORDER = (
     "model:mean",
     "model:mean+std",
     "model:cls+mean",
+    "model:shipped",
 )
 
 
 def _features(encoders: dict, chips, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    from clay_search.model.embedder import Embedder
     from clay_search.model.evaluate import band_stat_features, encoder_features
 
     feats = {"bandstats": band_stat_features(pixels)}
     for tag, enc in encoders.items():
+        if isinstance(enc, Embedder):  # the chip vector as shipped (pooling + standardisation)
+            feats[tag] = np.concatenate(
+                [
+                    enc.embed(
+                        pixels[s : s + 256],
+                        waves=chips.waves,
+                        gsd=chips.gsd,
+                        datetimes=None if chips.times is None else chips.times[s : s + 256],
+                        lonlats=None if chips.lonlats is None else chips.lonlats[s : s + 256],
+                    ).embedding
+                    for s in range(0, len(pixels), 256)
+                ]
+            )
+            continue
         out = encoder_features(
             enc,
             pixels,
@@ -111,7 +127,10 @@ def run_evaluation(
     encoder, info = load_encoder(weights)
     torch.manual_seed(seed)
     random_encoder = ClayEncoder.from_config(info.config).eval()
-    encoders = {"random": random_encoder, "model": encoder}
+    from clay_search.model.embedder import Embedder
+
+    shipped = Embedder(encoder, info, precision="fp32")
+    encoders = {"random": random_encoder, "model": encoder, "model:shipped": shipped}
     report: dict = {
         "model_id": info.model_id,
         "weights": info.path,
@@ -124,7 +143,9 @@ def run_evaluation(
             "a label",
             "random_baseline": f"same architecture, torch.manual_seed({seed}) initialisation",
             "pooling": "cls = CLS token; mean = average of patch tokens; mean+std = average and "
-            "standard deviation of patch tokens; cls+mean = both L2-normalised, concatenated",
+            "standard deviation of patch tokens; cls+mean = both L2-normalised, concatenated; "
+            f"shipped = the Embedder's chip vector for these weights (pooling {shipped.pooling}, "
+            f"standardised with the shipped statistics: {shipped.standardised})",
             "bandstats_baseline": "per band mean, std, p5, p25, p50, p75, p95 of normalised pixels",
         },
         "datasets": {},

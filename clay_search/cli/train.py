@@ -21,6 +21,10 @@ DEFAULT_SET_WEIGHTS = {
     "naip": 0.2,
 }
 
+#: the chip vector the Embedder uses by default for these weights: mean + std of the patch
+#: tokens beat CLS by 10+ points of EuroSAT kNN precision (model/weights/MODEL_CARD.md)
+POOLING = "mean+std"
+
 
 def run_training(
     data: Path,
@@ -71,9 +75,7 @@ def run_training(
     if teacher is not None:
         t_mod, t_dim = load_teacher(teacher)
     extra = {
-        # the chip vector the Embedder uses by default: mean + std of the patch tokens beat CLS
-        # by 10+ points of EuroSAT kNN precision in the evaluation (model/weights/MODEL_CARD.md)
-        "pooling": "mean+std",
+        "pooling": POOLING,
         "training_data": {
             s.name: {"chips": len(s), "bands": s.band_names, "gsd": s.gsd} for s in sets
         },
@@ -109,6 +111,12 @@ def run_training(
             progress=progress,
             extra_meta=extra,
         )
+    if result.steps_done >= cfg.steps:  # finished: ship the chip-vector statistics too
+        from clay_search.model.checkpoints import load_encoder
+        from clay_search.model.embedding_stats import embedding_statistics, write_embedding_stats
+
+        encoder, _ = load_encoder(out)
+        write_embedding_stats(out, POOLING, embedding_statistics(encoder, sets, pooling=POOLING))
     if export is not None:
         export.mkdir(parents=True, exist_ok=True)
         for name in SHIPPED_FILES:
