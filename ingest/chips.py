@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import math
+import struct
+import zlib
 
 import numpy as np
 from rasterio.windows import Window
@@ -29,12 +30,12 @@ def chip_windows(width: int, height: int, size: int, step: int) -> list[Window]:
 
 
 def window_json(w: Window) -> str:
-    """The ``window`` column: pixel window on the source's common grid."""
-    return json.dumps(
-        {"col_off": int(w.col_off), "row_off": int(w.row_off),
-         "width": int(w.width), "height": int(w.height)},
-        sort_keys=True,
-    )
+    """The ``window`` column: pixel window on the source's common grid.
+
+    The text of ``json.dumps`` of the four ints with ``sort_keys=True``.
+    """
+    return (f'{{"col_off": {int(w.col_off)}, "height": {int(w.height)}, '
+            f'"row_off": {int(w.row_off)}, "width": {int(w.width)}}}')
 
 
 def chip_id(identity: str, window: Window, *, chip_size: int, step: int, bands: list[str],
@@ -56,28 +57,47 @@ def _to_wgs84(crs_wkt: str):
 
 def footprint(crs, transform, window: Window, *, densify: int = 8):
     """(WKB polygon in lon/lat, (minx, miny, maxx, maxy), (lon, lat) of the centre) or Nones."""
-    from shapely.geometry import Polygon
+    return footprints(crs, transform, [window], densify=densify)[0]
 
-    if crs is None:
-        return None, None, None
-    c0, r0 = float(window.col_off), float(window.row_off)
-    c1, r1 = c0 + float(window.width), r0 + float(window.height)
-    t = np.linspace(0.0, 1.0, densify + 1)[:-1]
-    cols = np.concatenate([c0 + (c1 - c0) * t, np.full_like(t, c1), c1 - (c1 - c0) * t,
-                           np.full_like(t, c0)])
-    rows = np.concatenate([np.full_like(t, r0), r0 + (r1 - r0) * t, np.full_like(t, r1),
-                           r1 - (r1 - r0) * t])
-    xs, ys = transform @ (cols, rows)
-    tr = _to_wgs84(crs.to_wkt())
-    lon, lat = tr.transform(np.asarray(xs), np.asarray(ys))
-    cx, cy = transform @ ((c0 + c1) / 2, (r0 + r1) / 2)
-    clon, clat = tr.transform(cx, cy)
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
-        return None, None, None
-    poly = Polygon(list(zip(lon.tolist(), lat.tolist(), strict=True)))
-    if not poly.is_valid:
-        poly = poly.buffer(0)
-    return poly.wkb, tuple(float(v) for v in poly.bounds), (float(clon), float(clat))
+
+def footprints(crs, transform, windows: list[Window], *, densify: int = 8) -> list[tuple]:
+    """:func:`footprint` of many windows of one grid: one projection of all their points."""
+    import shapely
+
+    n = len(windows)
+    if crs is None or n == 0:
+        return [(None, None, None)] * n
+    win = np.array([[float(w.col_off), float(w.row_off), float(w.width), float(w.height)]
+                    for w in windows])
+    c0, r0 = win[:, :1], win[:, 1:2]
+    c1, r1 = c0 + win[:, 2:3], r0 + win[:, 3:4]
+    t = np.linspace(0.0, 1.0, densify + 1)[:-1][None, :]
+    full = np.ones_like(t)
+    cols = np.concatenate([c0 + (c1 - c0) * t, c1 * full, c1 - (c1 - c0) * t, c0 * full], 1)
+    rows = np.concatenate([r0 * full, r0 + (r1 - r0) * t, r1 * full, r1 - (r1 - r0) * t], 1)
+    k = cols.shape[1]
+    # the corner points and the centres, through the affine grid and one projection
+    px = np.concatenate([cols.ravel(), ((c0 + c1) / 2).ravel()])
+    py = np.concatenate([rows.ravel(), ((r0 + r1) / 2).ravel()])
+    xs, ys = transform @ (px, py)
+    lon, lat = _to_wgs84(crs.to_wkt()).transform(np.asarray(xs), np.asarray(ys))
+    lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    clon, clat = lon[n * k:], lat[n * k:]
+    lon, lat = lon[:n * k].reshape(n, k), lat[:n * k].reshape(n, k)
+    ok = np.isfinite(lon).all(1) & np.isfinite(lat).all(1)
+    out: list[tuple] = [(None, None, None)] * n
+    if not ok.any():
+        return out
+    idx = np.flatnonzero(ok)
+    polys = shapely.polygons(np.stack([lon[idx], lat[idx]], axis=-1))
+    bad = ~shapely.is_valid(polys)
+    if bad.any():
+        polys[bad] = shapely.buffer(polys[bad], 0)
+    wkbs = shapely.to_wkb(polys)
+    bounds = shapely.bounds(polys).tolist()
+    for j, i in enumerate(idx.tolist()):
+        out[i] = (wkbs[j], tuple(bounds[j]), (float(clon[i]), float(clat[i])))
+    return out
 
 
 def ground_sample_distance(crs, transform, lat: float | None, default: float) -> float:
@@ -102,23 +122,69 @@ def ground_sample_distance(crs, transform, lat: float | None, default: float) ->
 def thumbnail_png(chip: np.ndarray, valid: np.ndarray, rgb: list[int] | None, *,
                   size: int = 64, log: bool = False) -> bytes:
     """A small PNG: ``rgb`` band indices (grey from the first band otherwise), 2-98 % stretch."""
-    from PIL import Image
+    return thumbnails_png([chip], [valid], rgb, size=size, log=log)[0]
 
+
+def thumbnails_png(chips: list[np.ndarray], valids: list[np.ndarray], rgb: list[int] | None, *,
+                   size: int = 64, log: bool = False) -> list[bytes]:
+    """:func:`thumbnail_png` of several chips of one shape; the stretch of the chips without
+    invalid pixels is computed in one call."""
+    if not chips:
+        return []
     idx = rgb if rgb and len(rgb) == 3 else [0, 0, 0]
-    img = chip[idx].astype(np.float32)
+    img = np.stack([c[idx] for c in chips]).astype(np.float32)  # [N, 3, h, w]
     if log:
         img = 10 * np.log10(np.maximum(img, 1e-10))
-    flat = img.reshape(3, -1)
-    mask = valid.reshape(-1)
-    vals = flat[:, mask] if mask.any() else flat
-    vals = vals[:, :: max(1, vals.shape[1] // 2048)]  # a stretch needs no more pixels
-    lo, hi = np.percentile(vals, [2, 98], axis=1)
+    valid = np.stack(valids)
+    n = len(chips)
+    flat = img.reshape(n, 3, -1)
+    mask = valid.reshape(n, -1)
+    full = mask.all(1)
+    lo, hi = np.empty((n, 3), np.float64), np.empty((n, 3), np.float64)
+    if full.any():
+        step = max(1, flat.shape[2] // 2048)  # a stretch needs no more pixels
+        q = np.percentile(flat[full][:, :, ::step], [2, 98], axis=2)
+        lo[full], hi[full] = q[0], q[1]
+    for i in np.flatnonzero(~full).tolist():
+        vals = flat[i][:, mask[i]] if mask[i].any() else flat[i]
+        vals = vals[:, :: max(1, vals.shape[1] // 2048)]
+        lo[i], hi[i] = np.percentile(vals, [2, 98], axis=1)
     scale = np.where(hi > lo, 255.0 / np.maximum(hi - lo, 1e-12), 0.0)
-    out = np.clip((img - lo[:, None, None]) * scale[:, None, None], 0, 255).astype(np.uint8)
-    out[:, ~valid] = 0
-    pil = Image.fromarray(np.ascontiguousarray(np.moveaxis(out, 0, -1)), mode="RGB")
-    if pil.size != (size, size):
-        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    out = np.clip((img - lo[:, :, None, None]) * scale[:, :, None, None], 0, 255)
+    out = out.astype(np.uint8)
+    out[np.broadcast_to(~valid[:, None], out.shape)] = 0
+    pix = np.moveaxis(out, 1, -1)  # [N, h, w, 3]
+    if pix.shape[1:3] != (size, size):
+        from PIL import Image
+
+        pix = np.stack([
+            np.asarray(Image.fromarray(np.ascontiguousarray(p), mode="RGB").resize(
+                (size, size), Image.Resampling.BILINEAR))
+            for p in pix
+        ])
+    return [_png_rgb8(p) for p in pix]
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _deflate(data: bytes) -> bytes:
+    # Huffman coding only: after the Sub filter about as small as Pillow's level-1 PNG, and
+    # faster than zlib level 1 (no match search)
+    z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    return z.compress(data) + z.flush()
+
+
+def _png_rgb8(pix: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG of ``pix`` [h, w, 3]: "Sub" filter on every row, Huffman-only."""
+    h, w, _ = pix.shape
+    rows = np.empty((h, 1 + 3 * w), dtype=np.uint8)
+    rows[:, 0] = 1  # filter type Sub: each byte minus the same channel of the pixel before
+    line = pix.reshape(h, 3 * w)
+    rows[:, 1:4] = line[:, :3]
+    np.subtract(line[:, 3:], line[:, :-3], out=rows[:, 4:])
+    head = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"".join([b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", head),
+                     _png_chunk(b"IDAT", _deflate(rows.tobytes())),
+                     _png_chunk(b"IEND", b"")])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from clay_search.errors import NoDataError
-from clay_search.ingest.chips import chip_id, footprint, thumbnail_png, window_json
+from clay_search.ingest.chips import chip_id, footprints, thumbnails_png, window_json
 from clay_search.ingest.manifest import RunManifest
 from clay_search.ingest.params import THUMBNAIL_SIZE, IngestParams
 from clay_search.ingest.plan import SourcePlan, decide_normaliser, plan_source
@@ -29,6 +29,7 @@ from clay_search.ingest.writer import ChipWriter
 
 log = logging.getLogger("clay_search.ingest")
 TASK_BYTES = 32 * 2**20  # raw pixels per read task
+TASK_CHIPS = 128  # chips per read task (a task's windows are read in a few blocks)
 
 
 @dataclass
@@ -54,28 +55,54 @@ class TaskResult:
 
 def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
                params: IngestParams) -> TaskResult:
+    """Read, chip and describe a group of windows of one source (in a worker thread).
+
+    The windows are read in strips (one file read per row of chips), and the footprints and
+    thumbnails of the task's chips are made in one vectorised call each.
+    """
     res = TaskResult(index)
     src, m = plan.source, plan.meta
     try:
         with SourceReader(src) as reader:
-            for cid, win in items:
-                raw, valid = reader.read(win, plan.bands.indices,
-                                         params.chip_size if plan.whole else None)
-                if 1.0 - float(valid.mean()) > params.max_nodata:
-                    res.nodata += 1
-                    continue
-                wkb, bounds, lonlat = footprint(m.crs, m.transform, win)
-                thumb = thumbnail_png(raw, valid, plan.rgb, size=THUMBNAIL_SIZE,
-                                      log=plan.bands.sensor.transform == "db")
-                minx, miny, maxx, maxy = bounds if bounds else (None,) * 4
-                row = {
-                    "chip_id": cid, "geometry": wkb, "minx": minx, "miny": miny, "maxx": maxx,
-                    "maxy": maxy, "datetime": plan.datetime, "sensor": plan.bands.sensor.name,
-                    "gsd": plan.gsd, "source": src.display, "item_id": src.item_id,
-                    "crs": m.crs.to_string() if m.crs is not None else None,
-                    "window": window_json(win), "label": src.label, "thumbnail": thumb,
-                }
-                res.chips.append(ChipRead(cid, raw, valid, row, lonlat))
+            if plan.whole:
+                reads = [reader.read(win, plan.bands.indices, params.chip_size)
+                         for _, win in items]
+            else:
+                reads = reader.read_many([win for _, win in items], plan.bands.indices)
+        keep = []
+        for k, (_raw, valid) in enumerate(reads):
+            if 1.0 - float(valid.mean()) > params.max_nodata:
+                res.nodata += 1
+            else:
+                keep.append(k)
+        if not keep:
+            return res
+        fps = footprints(m.crs, m.transform, [items[k][1] for k in keep])
+        log_scale = plan.bands.sensor.transform == "db"
+        thumbs: list[bytes] = [b""] * len(keep)
+        by_shape: dict[tuple, list[int]] = {}
+        for j, k in enumerate(keep):
+            by_shape.setdefault(reads[k][0].shape, []).append(j)
+        for js in by_shape.values():
+            pngs = thumbnails_png([reads[keep[j]][0] for j in js],
+                                  [reads[keep[j]][1] for j in js], plan.rgb,
+                                  size=THUMBNAIL_SIZE, log=log_scale)
+            for j, png in zip(js, pngs, strict=True):
+                thumbs[j] = png
+        crs = m.crs.to_string() if m.crs is not None else None
+        common = {"datetime": plan.datetime, "sensor": plan.bands.sensor.name, "gsd": plan.gsd,
+                  "source": src.display, "item_id": src.item_id, "crs": crs,
+                  "label": src.label}
+        for j, k in enumerate(keep):
+            cid, win = items[k]
+            raw, valid = reads[k]
+            wkb, bounds, lonlat = fps[j]
+            minx, miny, maxx, maxy = bounds if bounds else (None,) * 4
+            row = {
+                "chip_id": cid, "geometry": wkb, "minx": minx, "miny": miny, "maxx": maxx,
+                "maxy": maxy, **common, "window": window_json(win), "thumbnail": thumbs[j],
+            }
+            res.chips.append(ChipRead(cid, raw, valid, row, lonlat))
     except Exception as e:  # noqa: BLE001 - reported against the source, others continue
         res.error = e
     return res
@@ -258,7 +285,8 @@ def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, f
     tasks = []
     for i, (p, items) in enumerate(zip(plans, todo, strict=True)):
         c = len(p.bands.indices)
-        per = max(1, min(params.batch_size, TASK_BYTES // (4 * c * params.chip_size ** 2)))
+        per = max(1, min(max(params.batch_size, TASK_CHIPS),
+                         TASK_BYTES // (4 * c * params.chip_size ** 2)))
         for k in range(0, len(items), per):
             tasks.append((i, items[k:k + per]))
     remaining = [0] * len(plans)

@@ -96,9 +96,15 @@ def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, W
 def read_samples(plans: list[SourcePlan], chip_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to 16 chips spread over a group's sources (or one source's windows)."""
     out = []
-    for plan, win in _sample_windows(plans, MAX_STATS_SAMPLES):
+    picks = _sample_windows(plans, MAX_STATS_SAMPLES)
+    k = 0
+    while k < len(picks):  # one open per source (consecutive picks of one plan share it)
+        plan = picks[k][0]
         with SourceReader(plan.source) as r:
-            out.append(r.read(win, plan.bands.indices, chip_size if plan.whole else None))
+            while k < len(picks) and picks[k][0] is plan:
+                out.append(r.read(picks[k][1], plan.bands.indices,
+                                  chip_size if plan.whole else None))
+                k += 1
     return out
 
 

@@ -23,6 +23,7 @@ from clay_search.errors import MissingCRSError, SourceNotFoundError, SourceReadE
 from clay_search.ingest.sources import Source
 
 _URL = re.compile(r"^(https?|s3|gs)://")
+BLOCK_BYTES = 32 * 2**20  # float32 pixels of one block read by SourceReader.read_many
 
 
 def _gdal_path(path: str) -> str:
@@ -182,6 +183,75 @@ class SourceReader:
         else:
             valid = inside
         return out, valid
+
+    def read_many(
+        self, windows: list[Window], bands: list[int]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`read` of several windows, with one file read per block of nearby windows.
+
+        Consecutive windows are gathered into blocks (the bounding box of their parts inside
+        the raster, at most ``BLOCK_BYTES`` of float32 pixels and at most twice the area of the
+        windows in it); each block is read once and the chips are sliced out of it, so the
+        pixels and valid masks are the same as :meth:`read` gives window by window. Sources
+        resampled through a ``WarpedVRT`` are read window by window.
+        """
+        assert self.meta is not None, "open() first"
+        m = self.meta
+        if any(isinstance(v, WarpedVRT) for v in self._views):
+            return [self.read(w, bands) for w in windows]
+        out: list = [None] * len(windows)
+        px_bytes = 4 * max(len(bands), 1)
+        groups: list[list[tuple[int, int, int, int, int]]] = []  # (index, r0, c0, h, w)
+        box = None  # (r0, r1, c0, c1) of the current group, inside the raster
+        area = 0
+        for k, win in enumerate(windows):
+            h, w = int(win.height), int(win.width)
+            r0, c0 = int(win.row_off), int(win.col_off)
+            rr0, rr1 = max(r0, 0), min(r0 + h, m.height)
+            cc0, cc1 = max(c0, 0), min(c0 + w, m.width)
+            if rr1 <= rr0 or cc1 <= cc0:
+                out[k] = self.read(win, bands)  # wholly outside the raster: nothing to read
+                continue
+            a = (rr1 - rr0) * (cc1 - cc0)
+            if box is not None:
+                nb = (min(box[0], rr0), max(box[1], rr1), min(box[2], cc0), max(box[3], cc1))
+                nb_area = (nb[1] - nb[0]) * (nb[3] - nb[2])
+                if nb_area * px_bytes <= BLOCK_BYTES and nb_area <= 2 * (area + a):
+                    box, area = nb, area + a
+                    groups[-1].append((k, r0, c0, h, w))
+                    continue
+            box, area = (rr0, rr1, cc0, cc1), a
+            groups.append([(k, r0, c0, h, w)])
+        for g in groups:
+            br0 = min(max(r0, 0) for _, r0, _, _, _ in g)
+            br1 = max(min(r0 + h, m.height) for _, r0, _, h, _ in g)
+            bc0 = min(max(c0, 0) for _, _, c0, _, _ in g)
+            bc1 = max(min(c0 + w, m.width) for _, _, c0, _, w in g)
+            block = self._read_bands(bands, Window(bc0, br0, bc1 - bc0, br1 - br0))
+            nod = np.ones(block.shape[1:], dtype=bool)
+            for i, b in enumerate(bands):
+                data = block[i]
+                band_nod = ~np.isfinite(data)
+                nd = m.nodata[b]
+                if nd is not None and np.isfinite(nd):
+                    band_nod |= data == nd
+                nod &= band_nod
+            bvalid = ~nod & np.isfinite(block).all(0)
+            for k, r0, c0, h, w in g:
+                rr0, rr1 = max(r0, 0), min(r0 + h, m.height)
+                cc0, cc1 = max(c0, 0), min(c0 + w, m.width)
+                bys, bxs = slice(rr0 - br0, rr1 - br0), slice(cc0 - bc0, cc1 - bc0)
+                if (rr0, rr1, cc0, cc1) == (r0, r0 + h, c0, c0 + w):
+                    raw = np.ascontiguousarray(block[:, bys, bxs])
+                    valid = np.ascontiguousarray(bvalid[bys, bxs])
+                else:  # partly outside the raster: padded with zeros, marked invalid
+                    ys, xs = slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0)
+                    raw = np.zeros((len(bands), h, w), dtype=np.float32)
+                    valid = np.zeros((h, w), dtype=bool)
+                    raw[:, ys, xs] = block[:, bys, bxs]
+                    valid[ys, xs] = bvalid[bys, bxs]
+                out[k] = (raw, valid)
+        return out
 
     def _read_bands(self, bands: list[int], window: Window, out_shape=None) -> np.ndarray:
         """Read ``bands`` (one read per file) as float32 ``[C, h, w]``."""
