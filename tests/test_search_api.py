@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from store_fixtures import build_store, cached_store, eurosat_files, nano_weights
+from store_fixtures import EUROSAT_BANDS, build_store, cached_store, eurosat_files, nano_weights
 
 import clay_search
 from clay_search.errors import (
@@ -70,21 +70,7 @@ def test_search_image_finds_its_own_chip(store_path, shared_data, tmp_path_facto
     weights = nano_weights(tmp_path_factory.getbasetemp() / "nano_weights")
     st = clay_search.connect(store_path, weights=weights)
     tif = eurosat_files(shared_data)[42]
-    bands = [
-        "B01",
-        "B02",
-        "B03",
-        "B04",
-        "B05",
-        "B06",
-        "B07",
-        "B08",
-        "B09",
-        "B10",
-        "B11",
-        "B12",
-        "B8A",
-    ]
+    bands = EUROSAT_BANDS  # the file's band order
     chips = st.chips().to_pandas().set_index("source")
     own, when = chips.loc[str(tif), "chip_id"], chips.loc[str(tif), "datetime"]
     res = st.search_image(tif, k=3, bands=bands, when=when.to_pydatetime())
