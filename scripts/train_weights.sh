@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the shipped weights (model/weights/) from ../shared/data.
 # CPU, 2 threads, fp32 (bf16 autocast measured both faster and slower on the shared machine),
-# seed 0, batch 64. Three stages in one run folder, each a warm restart of the cosine schedule:
+# seed 0, batch 64. Four stages in one run folder, each a warm restart of the cosine schedule:
 # (1) 6000 steps with a 6000-step schedule (25 min on 2 shared cores); (2) resumed to 12000 steps
 # with a 12000-step schedule (16 min); (3) resumed to 20000 steps with a 20000-step schedule
-# (15 min). Re-running resumes from the run folder's checkpoint. At the end the chip-vector
+# (15 min); (4) resumed to 36000 steps with a 36000-step schedule (27 min). Re-running resumes from the run folder's checkpoint. At the end the chip-vector
 # statistics are computed and the weights, config, loss CSV and loss-curve PNG are copied to
 # model/weights/. `scripts/train_weights.sh eval` then writes model/weights/eval_report.json
 # (the model card's table).
@@ -21,4 +21,5 @@ COMMON=(--data "$DATA" --out "$RUN" --size nano --patch-size 8 --chip 64 --batch
   --lr 1e-3 --warmup 150 --seed 0 --precision fp32 --threads 2)
 "$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 6000
 "$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 12000
-"$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 20000 --export model/weights
+"$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 20000
+"$PY" -m clay_search.cli.main train "${COMMON[@]}" --steps 36000 --export model/weights
