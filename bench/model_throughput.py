@@ -14,7 +14,6 @@ Needs the reference (``make reference``).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -118,7 +117,6 @@ def bench(size: str, repeats: int, chip: int = 256) -> dict:
         "cos_ref_bf16": _cos(out_ref_bf16[:, 0], out_ref[:, 0]),
         "maxdiff_fp32": (out_fp32 - out_ref).abs().max().item(),
         "fast_precision": fast.precision,
-        "spread": {k: statistics.pstdev(v) / statistics.mean(v) for k, v in secs.items()},
     }
 
 

@@ -279,6 +279,19 @@ class ClayDecoder(nn.Module):
             is_decoder=True,
         )
 
+    @classmethod
+    def from_config(cls, cfg: ClayConfig) -> ClayDecoder:
+        """Build the decoder of a :class:`ClayConfig`."""
+        return cls(
+            encoder_dim=cfg.dim,
+            dim=cfg.decoder_dim,
+            depth=cfg.decoder_depth,
+            heads=cfg.decoder_heads,
+            dim_head=cfg.decoder_dim_head,
+            mlp_ratio=cfg.decoder_mlp_ratio,
+            patch_size=cfg.patch_size,
+        )
+
     def forward(
         self, enc: MaskedTokens, *, time: torch.Tensor, latlon: torch.Tensor, gsd, waves
     ) -> torch.Tensor:
@@ -319,15 +332,7 @@ class ClayMAE(nn.Module):
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.encoder = ClayEncoder.from_config(cfg, mask_ratio=mask_ratio, shuffle=True)
-        self.decoder = ClayDecoder(
-            encoder_dim=cfg.dim,
-            dim=cfg.decoder_dim,
-            depth=cfg.decoder_depth,
-            heads=cfg.decoder_heads,
-            dim_head=cfg.decoder_dim_head,
-            mlp_ratio=cfg.decoder_mlp_ratio,
-            patch_size=cfg.patch_size,
-        )
+        self.decoder = ClayDecoder.from_config(cfg)
         self.teacher = teacher
         if teacher is not None:
             for p in teacher.parameters():

@@ -23,14 +23,7 @@ def _lightning_ckpt(path, enc: ClayEncoder, *, with_extras=True, hp=None):
     sd = {f"model.encoder.{k}": v for k, v in enc.state_dict().items()}
     if with_extras:
         cfg = get_config("tiny")
-        dec = ClayDecoder(
-            encoder_dim=cfg.dim,
-            dim=cfg.decoder_dim,
-            depth=cfg.decoder_depth,
-            heads=cfg.decoder_heads,
-            dim_head=cfg.decoder_dim_head,
-            mlp_ratio=cfg.decoder_mlp_ratio,
-        )
+        dec = ClayDecoder.from_config(cfg)
         sd.update({f"model.decoder.{k}": v for k, v in dec.state_dict().items()})
         sd["model.teacher.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
         sd["model.proj.weight"] = torch.zeros(768, cfg.dim)
