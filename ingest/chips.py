@@ -1,4 +1,4 @@
-"""Chip windows, deterministic chip ids, footprints in EPSG:4326, GSD and thumbnails."""
+"""Chip windows, deterministic chip ids, footprints in EPSG:4326 and GSD."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import functools
 import hashlib
 import json
 import math
-import struct
-import zlib
 
 import numpy as np
 from rasterio.windows import Window
@@ -118,73 +116,3 @@ def ground_sample_distance(crs, transform, lat: float | None, default: float) ->
         gsd *= math.cos(math.radians(lat))  # Web Mercator stretches with latitude
     return float(gsd)
 
-
-def thumbnail_png(chip: np.ndarray, valid: np.ndarray, rgb: list[int] | None, *,
-                  size: int = 64, log: bool = False) -> bytes:
-    """A small PNG: ``rgb`` band indices (grey from the first band otherwise), 2-98 % stretch."""
-    return thumbnails_png([chip], [valid], rgb, size=size, log=log)[0]
-
-
-def thumbnails_png(chips: list[np.ndarray], valids: list[np.ndarray], rgb: list[int] | None, *,
-                   size: int = 64, log: bool = False) -> list[bytes]:
-    """:func:`thumbnail_png` of several chips of one shape; the stretch of the chips without
-    invalid pixels is computed in one call."""
-    if not chips:
-        return []
-    idx = rgb if rgb and len(rgb) == 3 else [0, 0, 0]
-    img = np.stack([c[idx] for c in chips]).astype(np.float32)  # [N, 3, h, w]
-    if log:
-        img = 10 * np.log10(np.maximum(img, 1e-10))
-    valid = np.stack(valids)
-    n = len(chips)
-    flat = img.reshape(n, 3, -1)
-    mask = valid.reshape(n, -1)
-    full = mask.all(1)
-    lo, hi = np.empty((n, 3), np.float64), np.empty((n, 3), np.float64)
-    if full.any():
-        step = max(1, flat.shape[2] // 2048)  # a stretch needs no more pixels
-        q = np.percentile(flat[full][:, :, ::step], [2, 98], axis=2)
-        lo[full], hi[full] = q[0], q[1]
-    for i in np.flatnonzero(~full).tolist():
-        vals = flat[i][:, mask[i]] if mask[i].any() else flat[i]
-        vals = vals[:, :: max(1, vals.shape[1] // 2048)]
-        lo[i], hi[i] = np.percentile(vals, [2, 98], axis=1)
-    scale = np.where(hi > lo, 255.0 / np.maximum(hi - lo, 1e-12), 0.0)
-    out = np.clip((img - lo[:, :, None, None]) * scale[:, :, None, None], 0, 255)
-    out = out.astype(np.uint8)
-    out[np.broadcast_to(~valid[:, None], out.shape)] = 0
-    pix = np.moveaxis(out, 1, -1)  # [N, h, w, 3]
-    if pix.shape[1:3] != (size, size):
-        from PIL import Image
-
-        pix = np.stack([
-            np.asarray(Image.fromarray(np.ascontiguousarray(p), mode="RGB").resize(
-                (size, size), Image.Resampling.BILINEAR))
-            for p in pix
-        ])
-    return [_png_rgb8(p) for p in pix]
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def _deflate(data: bytes) -> bytes:
-    # Huffman coding only: after the Sub filter about as small as Pillow's level-1 PNG, and
-    # faster than zlib level 1 (no match search)
-    z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    return z.compress(data) + z.flush()
-
-
-def _png_rgb8(pix: np.ndarray) -> bytes:
-    """An 8-bit RGB PNG of ``pix`` [h, w, 3]: "Sub" filter on every row, Huffman-only."""
-    h, w, _ = pix.shape
-    rows = np.empty((h, 1 + 3 * w), dtype=np.uint8)
-    rows[:, 0] = 1  # filter type Sub: each byte minus the same channel of the pixel before
-    line = pix.reshape(h, 3 * w)
-    rows[:, 1:4] = line[:, :3]
-    np.subtract(line[:, 3:], line[:, :-3], out=rows[:, 4:])
-    head = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"".join([b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", head),
-                     _png_chunk(b"IDAT", _deflate(rows.tobytes())),
-                     _png_chunk(b"IEND", b"")])

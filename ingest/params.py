@@ -13,7 +13,8 @@ __all__ = ["IngestOptionError", "IngestParams"]
 DEFAULT_CHIP_SIZE = 64
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_NODATA = 0.5
-DEFAULT_FLUSH_ROWS = 256
+DEFAULT_FLUSH_ROWS = 2048  # rows per commit, at most
+DEFAULT_FLUSH_SECONDS = 30.0  # a commit at least this often while rows are waiting
 THUMBNAIL_SIZE = 64
 
 
@@ -39,6 +40,7 @@ class IngestParams:
     batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 2
     flush_rows: int = DEFAULT_FLUSH_ROWS
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS
     fail_fast: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -53,8 +55,10 @@ class IngestParams:
             raise IngestOptionError(f"--stride {self.stride} must be a positive number of pixels")
         if not 0.0 <= self.max_nodata <= 1.0:
             raise IngestOptionError(f"--max-nodata {self.max_nodata} must be between 0 and 1")
-        if self.batch_size < 1 or self.workers < 0 or self.flush_rows < 1:
+        if self.batch_size < 1 or self.workers < 0:
             raise IngestOptionError("--batch-size must be >= 1 and --workers >= 0")
+        if self.flush_rows < 1 or self.flush_seconds <= 0:
+            raise IngestOptionError("flush_rows must be >= 1 and flush_seconds > 0")
         if self.stats not in {"auto", "sensor", "source"} and not Path(self.stats).is_file():
             raise IngestOptionError(
                 f"--stats {self.stats!r} must be auto, sensor, source or an existing JSON file "

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from clay_search.errors import NoDataError
-from clay_search.ingest.chips import chip_id, footprints, thumbnails_png, window_json
+from clay_search.ingest.chips import chip_id, footprints, window_json
 from clay_search.ingest.manifest import RunManifest
 from clay_search.ingest.params import THUMBNAIL_SIZE, IngestParams
 from clay_search.ingest.plan import SourcePlan, decide_normaliser, plan_source
-from clay_search.ingest.raster import SourceReader
+from clay_search.ingest.readers import ReaderPool
 from clay_search.ingest.report import IngestReport, SourceReport
 from clay_search.ingest.sources import Source, SourceFailure
+from clay_search.ingest.thumbnails import thumbnails_png
 from clay_search.ingest.writer import ChipWriter
 
 log = logging.getLogger("clay_search.ingest")
@@ -54,7 +55,7 @@ class TaskResult:
 
 
 def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
-               params: IngestParams) -> TaskResult:
+               params: IngestParams, readers: ReaderPool) -> TaskResult:
     """Read, chip and describe a group of windows of one source (in a worker thread).
 
     The windows are read in strips (one file read per row of chips), and the footprints and
@@ -63,7 +64,7 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
     res = TaskResult(index)
     src, m = plan.source, plan.meta
     try:
-        with SourceReader(src) as reader:
+        with readers.use(src) as reader:
             if plan.whole:
                 reads = [reader.read(win, plan.bands.indices, params.chip_size)
                          for _, win in items]
@@ -209,9 +210,10 @@ def execute(
     if params.patch_embeddings:
         patch_dim = (params.chip_size // embedder.patch_size) ** 2 * embedder.token_dim
     writer = ChipWriter(store, embedder.model_id, embedder.dim, patch_dim,
-                        flush_rows=params.flush_rows)
+                        flush_rows=params.flush_rows, flush_seconds=params.flush_seconds)
     manifest = RunManifest(writer.info.runs_path, params, embedder.model_id)
     manifest.save(report, reports)
+    readers = ReaderPool(max(2, 2 * params.workers + 2))
     try:
         # 1. plan every source (metadata only)
         for s in sources:
@@ -236,7 +238,7 @@ def execute(
             groups.setdefault(p.group_key, []).append(p)
         for key, members in groups.items():
             try:
-                norm = decide_normaliser(members, params.stats, params.chip_size)
+                norm = decide_normaliser(members, params.stats, params.chip_size, readers)
             except Exception as e:  # noqa: BLE001
                 for p in members:
                     fail(p.source.display, e, rep_of[id(p)])
@@ -268,9 +270,11 @@ def execute(
         total = sum(len(t) for t in todo)
         report.sources = len(reports)
         _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, fail,
-                   report)
+                   report, readers)
+        readers.close()
         report.index = _sync_index(writer.info.path, report)
     finally:
+        readers.close()
         report.seconds = time.perf_counter() - t_start
         report.chips_written = writer.written
         report.sources_detail = reports
@@ -280,7 +284,8 @@ def execute(
     return report
 
 
-def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, fail, report):
+def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, fail, report,
+               readers):
     batcher = _Batcher(embedder, writer, params)
     tasks = []
     for i, (p, items) in enumerate(zip(plans, todo, strict=True)):
@@ -306,9 +311,9 @@ def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, f
             return False
         i, items = nxt
         if pool is None:
-            queue.append(_read_task(plans[i], i, items, params))
+            queue.append(_read_task(plans[i], i, items, params, readers))
         else:
-            queue.append(pool.submit(_read_task, plans[i], i, items, params))
+            queue.append(pool.submit(_read_task, plans[i], i, items, params, readers))
         return True
 
     with _progress(progress) as bar:

@@ -15,6 +15,7 @@ from clay_search.ingest.chips import chip_windows, footprint, ground_sample_dist
 from clay_search.ingest.datetimes import datetime_from_names
 from clay_search.ingest.params import IngestParams
 from clay_search.ingest.raster import RasterMeta, SourceReader
+from clay_search.ingest.readers import ReaderPool
 from clay_search.ingest.sources import Source
 from clay_search.model.normalise import (
     Normaliser,
@@ -93,14 +94,19 @@ def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, W
     return [(p, p.windows[int(i)]) for i in picks]
 
 
-def read_samples(plans: list[SourcePlan], chip_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Up to 16 chips spread over a group's sources (or one source's windows)."""
+def read_samples(plans: list[SourcePlan], chip_size: int,
+                 readers: ReaderPool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to 16 chips spread over a group's sources (or one source's windows).
+
+    With ``readers`` (the run's pool) the sources stay open, so the blocks decoded here are
+    still cached when the chips are read.
+    """
     out = []
     picks = _sample_windows(plans, MAX_STATS_SAMPLES)
     k = 0
     while k < len(picks):  # one open per source (consecutive picks of one plan share it)
         plan = picks[k][0]
-        with SourceReader(plan.source) as r:
+        with (readers.use(plan.source) if readers else SourceReader(plan.source)) as r:
             while k < len(picks) and picks[k][0] is plan:
                 out.append(r.read(picks[k][1], plan.bands.indices,
                                   chip_size if plan.whole else None))
@@ -108,7 +114,8 @@ def read_samples(plans: list[SourcePlan], chip_size: int) -> list[tuple[np.ndarr
     return out
 
 
-def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int) -> Normaliser:
+def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
+                      readers: ReaderPool | None = None) -> Normaliser:
     """One normaliser for a group: the sensor's statistics when the values fit them (``auto``),
     else statistics computed from the group's own pixels; or as ``stats`` says."""
     first = plans[0]
@@ -117,7 +124,7 @@ def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int) -> No
         return file_normaliser(stats, bands, sensor)
     if stats == "sensor":
         return sensor_normaliser(sensor, bands)
-    samples = read_samples(plans, chip_size)
+    samples = read_samples(plans, chip_size, readers)
     masked = [np.where(v[None], a, np.nan) for a, v in samples]
     if not any(v.any() for _, v in samples):
         raise NoDataError(

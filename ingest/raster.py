@@ -3,7 +3,8 @@
 Single files are read directly; the files of a band set (or of a multi-asset STAC item) are
 resampled onto the grid of the finest one with a ``WarpedVRT``. Reads outside the raster are
 padded and marked invalid, so every chip has the requested size and memory stays bounded by the
-chip size, whatever the scene size.
+chip size, whatever the scene size. Pixels keep the files' data type (uint8 NAIP stays uint8):
+the normaliser makes the float32 the model sees, so reading never copies a float32 block.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from clay_search.errors import MissingCRSError, SourceNotFoundError, SourceReadE
 from clay_search.ingest.sources import Source
 
 _URL = re.compile(r"^(https?|s3|gs)://")
-BLOCK_BYTES = 32 * 2**20  # float32 pixels of one block read by SourceReader.read_many
+BLOCK_BYTES = 32 * 2**20  # pixels of one block read by SourceReader.read_many
 
 
 def _gdal_path(path: str) -> str:
@@ -39,7 +40,7 @@ class RasterMeta:
     width: int
     height: int
     count: int  # bands over all files, in source order
-    dtype: str
+    dtype: str  # of the pixels read (the common type of every file's bands)
     crs: object | None  # rasterio CRS or None
     transform: object  # affine.Affine
     nodata: list[float | None]  # per band
@@ -69,7 +70,7 @@ class SourceReader:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return rasterio.open(_gdal_path(path))
+                return rasterio.open(_gdal_path(path), NUM_THREADS="ALL_CPUS")
         except RasterioIOError as e:
             if is_url:
                 raise SourceNotFoundError(
@@ -131,7 +132,7 @@ class SourceReader:
                 width=ref.width,
                 height=ref.height,
                 count=len(self._band_file),
-                dtype=str(self._datasets[0].dtypes[0]),
+                dtype=str(np.result_type(*[t for d in self._datasets for t in d.dtypes])),
                 crs=ref.crs if georef else None,
                 transform=ref.transform,
                 nodata=nodata,
@@ -148,7 +149,7 @@ class SourceReader:
     def read(
         self, window: Window, bands: list[int], out_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw values ``[C, h, w]`` (float32) of ``bands`` in ``window``, and a valid mask.
+        """Raw values ``[C, h, w]`` (the files' type) of ``bands`` in ``window``, and a valid mask.
 
         ``out_size`` resamples the window to ``out_size`` x ``out_size`` (whole-file chips).
         Pixels outside the raster, non-finite or nodata in every band are invalid.
@@ -161,28 +162,36 @@ class SourceReader:
         r0, c0 = int(window.row_off), int(window.col_off)
         rr0, cc0 = max(r0, 0), max(c0, 0)
         rr1, cc1 = min(r0 + h, m.height), min(c0 + w, m.width)
-        out = np.zeros((len(bands), h, w), dtype=np.float32)
-        inside = np.zeros((h, w), dtype=bool)
-        nod = np.ones((h, w), dtype=bool)
+        out = np.zeros((len(bands), h, w), dtype=m.dtype)
+        valid = np.zeros((h, w), dtype=bool)
         if rr1 > rr0 and cc1 > cc0:
             sub = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
             ys, xs = slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0)
-            inside[ys, xs] = True
             block = self._read_bands(bands, sub)
-            for i, b in enumerate(bands):
-                data = block[i]
-                out[i, ys, xs] = data
-                nd = m.nodata[b]
-                band_nod = ~np.isfinite(data)
-                if nd is not None and np.isfinite(nd):
-                    band_nod |= data == nd
-                nod[ys, xs] &= band_nod
-            nod &= inside
-            finite = np.isfinite(out).all(0)
-            valid = inside & ~nod & finite
-        else:
-            valid = inside
+            out[:, ys, xs] = block
+            valid[ys, xs] = self._valid(block, bands)
         return out, valid
+
+    def _valid(self, block: np.ndarray, bands: list[int]) -> np.ndarray:
+        """``[h, w]``: finite in every band, and not nodata in all of them."""
+        nod = np.ones(block.shape[1:], dtype=bool)
+        floating = block.dtype.kind == "f"
+        for i, b in enumerate(bands):
+            data = block[i]
+            nd = self.meta.nodata[b]
+            has_nd = nd is not None and np.isfinite(nd)
+            if floating:
+                band_nod = ~np.isfinite(data)
+                if has_nd:
+                    band_nod |= data == nd
+            elif has_nd:
+                band_nod = data == nd
+            else:  # an integer band without nodata is valid everywhere, so every pixel is
+                return np.ones(block.shape[1:], dtype=bool)
+            nod &= band_nod
+        if floating:
+            return ~nod & np.isfinite(block).all(0)
+        return ~nod
 
     def read_many(
         self, windows: list[Window], bands: list[int]
@@ -200,7 +209,7 @@ class SourceReader:
         if any(isinstance(v, WarpedVRT) for v in self._views):
             return [self.read(w, bands) for w in windows]
         out: list = [None] * len(windows)
-        px_bytes = 4 * max(len(bands), 1)
+        px_bytes = np.dtype(m.dtype).itemsize * max(len(bands), 1)
         groups: list[list[tuple[int, int, int, int, int]]] = []  # (index, r0, c0, h, w)
         box = None  # (r0, r1, c0, c1) of the current group, inside the raster
         area = 0
@@ -228,15 +237,7 @@ class SourceReader:
             bc0 = min(max(c0, 0) for _, _, c0, _, _ in g)
             bc1 = max(min(c0 + w, m.width) for _, _, c0, _, w in g)
             block = self._read_bands(bands, Window(bc0, br0, bc1 - bc0, br1 - br0))
-            nod = np.ones(block.shape[1:], dtype=bool)
-            for i, b in enumerate(bands):
-                data = block[i]
-                band_nod = ~np.isfinite(data)
-                nd = m.nodata[b]
-                if nd is not None and np.isfinite(nd):
-                    band_nod |= data == nd
-                nod &= band_nod
-            bvalid = ~nod & np.isfinite(block).all(0)
+            bvalid = self._valid(block, bands)
             for k, r0, c0, h, w in g:
                 rr0, rr1 = max(r0, 0), min(r0 + h, m.height)
                 cc0, cc1 = max(c0, 0), min(c0 + w, m.width)
@@ -246,7 +247,7 @@ class SourceReader:
                     valid = np.ascontiguousarray(bvalid[bys, bxs])
                 else:  # partly outside the raster: padded with zeros, marked invalid
                     ys, xs = slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0)
-                    raw = np.zeros((len(bands), h, w), dtype=np.float32)
+                    raw = np.zeros((len(bands), h, w), dtype=block.dtype)
                     valid = np.zeros((h, w), dtype=bool)
                     raw[:, ys, xs] = block[:, bys, bxs]
                     valid[ys, xs] = bvalid[bys, bxs]
@@ -254,44 +255,42 @@ class SourceReader:
         return out
 
     def _read_bands(self, bands: list[int], window: Window, out_shape=None) -> np.ndarray:
-        """Read ``bands`` (one read per file) as float32 ``[C, h, w]``."""
+        """Read ``bands`` (one read per file) as ``[C, h, w]`` of the files' common type."""
         by_file: dict[int, list[tuple[int, int]]] = {}
         for i, b in enumerate(bands):
             fi, bi = self._band_file[b]
             by_file.setdefault(fi, []).append((i, bi))
         shape = out_shape or (int(window.height), int(window.width))
-        out = np.empty((len(bands), *shape), dtype=np.float32)
+        if len(by_file) == 1:  # one file: its read is the block (no copy)
+            ((fi, members),) = by_file.items()
+            return self._read_file(fi, members, window, out_shape)
+        out = np.empty((len(bands), *shape), dtype=self.meta.dtype)
         for fi, members in by_file.items():
-            kw = {"window": window, "indexes": [bi for _, bi in members]}
-            if out_shape is not None:
-                kw.update(out_shape=(len(members), *out_shape), resampling=Resampling.bilinear)
-            try:
-                data = self._views[fi].read(**kw)
-            except (RasterioError, OSError) as e:
-                raise SourceReadError(
-                    f"reading {self.source.paths[fi]} failed ({e}); the file may be truncated "
-                    "or corrupt"
-                ) from e
+            data = self._read_file(fi, members, window, out_shape)
             for k, (i, _) in enumerate(members):
                 out[i] = data[k]
         return out
 
+    def _read_file(self, fi: int, members: list[tuple[int, int]], window: Window,
+                   out_shape) -> np.ndarray:
+        """Bands ``members`` ((output index, 1-based band)) of file ``fi``, in that order."""
+        kw = {"window": window, "indexes": [bi for _, bi in members]}
+        if out_shape is not None:
+            kw.update(out_shape=(len(members), *out_shape), resampling=Resampling.bilinear)
+        try:
+            data = self._views[fi].read(**kw)
+        except (RasterioError, OSError) as e:
+            raise SourceReadError(
+                f"reading {self.source.paths[fi]} failed ({e}); the file may be truncated "
+                "or corrupt"
+            ) from e
+        return data.astype(self.meta.dtype, copy=False)
+
     def _read_resampled(
         self, window: Window, bands: list[int], size: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        m = self.meta
-        out = np.zeros((len(bands), size, size), dtype=np.float32)
-        nod = np.ones((size, size), dtype=bool)
         block = self._read_bands(bands, window, out_shape=(size, size))
-        for i, b in enumerate(bands):
-            data = block[i]
-            out[i] = data
-            nd = m.nodata[b]
-            band_nod = ~np.isfinite(data)
-            if nd is not None and np.isfinite(nd):
-                band_nod |= data == nd
-            nod &= band_nod
-        return out, ~nod & np.isfinite(out).all(0)
+        return block, self._valid(block, bands)
 
     def close(self) -> None:
         """Close every file and view."""

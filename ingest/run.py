@@ -7,7 +7,13 @@ from datetime import datetime
 from pathlib import Path
 
 from clay_search.ingest.datetimes import parse_datetime
-from clay_search.ingest.params import DEFAULT_BATCH_SIZE, DEFAULT_CHIP_SIZE, IngestParams
+from clay_search.ingest.params import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHIP_SIZE,
+    DEFAULT_FLUSH_ROWS,
+    DEFAULT_FLUSH_SECONDS,
+    IngestParams,
+)
 from clay_search.ingest.report import IngestReport
 
 
@@ -31,7 +37,8 @@ def run(
     precision: str = "auto",
     device: str = "cpu",
     fail_fast: bool = False,
-    flush_rows: int = 256,
+    flush_rows: int = DEFAULT_FLUSH_ROWS,
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS,
     progress: bool = False,
     embedder=None,
     stac_api: dict | None = None,
@@ -43,8 +50,10 @@ def run(
     URLs. ``weights=None`` uses the weights shipped with clay-search; ``embedder`` passes a
     ready :class:`~clay_search.model.Embedder` instead. ``stac_api`` (``{"url", "collections",
     "bbox", "datetime", "max_items"}``) adds the items of a STAC API search (online only).
-    Sources that fail are reported in the result (``report.failed``) and the others continue;
-    ``fail_fast`` raises the first error instead.
+    Rows are committed every ``flush_rows`` rows or ``flush_seconds`` seconds, whichever comes
+    first: a killed run loses at most that much work. Sources that fail are reported in the
+    result (``report.failed``) and the others continue; ``fail_fast`` raises the first error
+    instead.
     """
     from clay_search.ingest.pipeline import execute
     from clay_search.ingest.sources import discover
@@ -67,6 +76,7 @@ def run(
         batch_size=int(batch_size),
         workers=int(workers),
         flush_rows=int(flush_rows),
+        flush_seconds=float(flush_seconds),
         fail_fast=fail_fast,
     )
     registry = (

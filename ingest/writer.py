@@ -1,11 +1,15 @@
 """Appending chips to a store's LanceDB table: one commit per flush, never a duplicate id.
 
 Rows are buffered and written with one ``table.add`` (one LanceDB version) per ``flush_rows``
-rows or at the end. A commit is atomic, so a process killed at any moment leaves whole batches
-only; on the next run the ids already in the table are read first and skipped.
+rows, when ``flush_seconds`` have passed since the last commit, or at the end. Few, large
+commits keep the table's fragments and versions few. A commit is atomic, so a process killed
+at any moment leaves whole batches only; on the next run the ids already in the table are read
+first and skipped.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +23,7 @@ class ChipWriter:
     """Buffered, idempotent writer of chip rows into ``<store>/lancedb`` table ``chips``."""
 
     def __init__(self, store_path, model_id: str, dim: int, patch_dim: int | None,
-                 *, flush_rows: int = 256) -> None:
+                 *, flush_rows: int = 2048, flush_seconds: float = 30.0) -> None:
         self.info: StoreInfo = open_or_create_store(store_path, model_id, dim, patch_dim)
         self.table = open_chips_table(self.info, create=True)
         names = set(self.table.schema.names)
@@ -41,6 +45,8 @@ class ChipWriter:
             "patch_embeddings").type.list_size if self.has_patch_column else None)
         self.dim = dim
         self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._last_commit = time.monotonic()
         self.model_id = model_id
         self.existing: set[str] = set(self._read_ids())
         self._rows: list[dict] = []
@@ -64,7 +70,8 @@ class ChipWriter:
             return
         self.existing.add(row["chip_id"])
         self._rows.append(row)
-        if len(self._rows) >= self.flush_rows:
+        if (len(self._rows) >= self.flush_rows
+                or time.monotonic() - self._last_commit >= self.flush_seconds):
             self.flush()
 
     def flush(self) -> int:
@@ -72,6 +79,7 @@ class ChipWriter:
         if not self._rows:
             return 0
         rows, self._rows = self._rows, []
+        self._last_commit = time.monotonic()
         cols: dict[str, list | pa.Array] = {}
         for f in self.schema:
             if f.name in ("embedding", "patch_embeddings"):

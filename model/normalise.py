@@ -32,15 +32,20 @@ class Normaliser:
 
     def __call__(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Normalise ``[..., C, H, W]`` raw values to float32. ``valid`` masks nodata pixels."""
-        x = np.asarray(pixels, dtype=np.float32)
-        if self.transform == "db":
-            x = 10 * np.log10(np.maximum(x, 1e-10))
         mean = self.mean.astype(np.float32)[:, None, None]
         std = self.std.astype(np.float32)[:, None, None]
-        x = (x - mean) / std
+        x = np.asarray(pixels)
+        if self.transform == "db":
+            x = 10 * np.log10(np.maximum(x.astype(np.float32, copy=False), np.float32(1e-10)))
+            x -= mean
+        else:  # one new float32 array from any input type, then in place
+            x = np.subtract(x, mean, dtype=np.float32)
+        x /= std
         if valid is not None:
-            x = np.where(valid, x, 0.0).astype(np.float32)
-        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+            np.copyto(x, np.float32(0.0), where=~np.asarray(valid, dtype=bool))
+        if not np.isfinite(x).all():
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return x
 
     def to_dict(self) -> dict:
         """JSON-able description (stored in run manifests)."""

@@ -14,11 +14,12 @@ from test_ingest_helpers import EUROSAT_ORDER
 
 from clay_search.errors import BandMismatchError, UnknownSensorError
 from clay_search.ingest.bands import plan_bands
-from clay_search.ingest.chips import chip_id, chip_windows, footprint, thumbnail_png
+from clay_search.ingest.chips import chip_id, chip_windows, footprint
 from clay_search.ingest.datetimes import datetime_from_name, parse_datetime
 from clay_search.ingest.params import IngestOptionError
 from clay_search.ingest.raster import SourceReader
 from clay_search.ingest.sources import discover
+from clay_search.ingest.thumbnails import thumbnail_png
 from clay_search.model import SensorRegistry
 
 
