@@ -38,7 +38,7 @@ class IngestParams:
     stats: str = "auto"
     assets: list[str] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
-    workers: int = 2
+    workers: int | None = None  # reader threads; None: auto_workers()
     flush_rows: int = DEFAULT_FLUSH_ROWS
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
     fail_fast: bool = False
@@ -55,7 +55,7 @@ class IngestParams:
             raise IngestOptionError(f"--stride {self.stride} must be a positive number of pixels")
         if not 0.0 <= self.max_nodata <= 1.0:
             raise IngestOptionError(f"--max-nodata {self.max_nodata} must be between 0 and 1")
-        if self.batch_size < 1 or self.workers < 0:
+        if self.batch_size < 1 or (self.workers is not None and self.workers < 0):
             raise IngestOptionError("--batch-size must be >= 1 and --workers >= 0")
         if self.flush_rows < 1 or self.flush_seconds <= 0:
             raise IngestOptionError("flush_rows must be >= 1 and flush_seconds > 0")
@@ -64,6 +64,10 @@ class IngestParams:
                 f"--stats {self.stats!r} must be auto, sensor, source or an existing JSON file "
                 'mapping band names to {"mean": ..., "std": ...}'
             )
+
+    def reader_threads(self, device) -> int:
+        """``workers``, or when not set, :func:`auto_workers` for ``device``."""
+        return self.workers if self.workers is not None else auto_workers(device)
 
     @property
     def step(self) -> int:
@@ -75,3 +79,21 @@ class IngestParams:
         d = asdict(self)
         d["datetime"] = self.datetime.isoformat() if self.datetime else None
         return d
+
+
+def auto_workers(device) -> int:
+    """Reader threads that overlap reading with inference without slowing the model.
+
+    With a GPU the model leaves the CPU free: 2 threads. On the CPU, torch's intra-op threads
+    already use the cores it sees; readers only get the logical CPUs left over (0 on a 2-vCPU
+    machine, where reading in between batches measured faster than reader threads competing
+    with torch: see docs/benchmarks.md), at most 2.
+    """
+    import os
+
+    import torch
+
+    if str(getattr(device, "type", device)) != "cpu":
+        return 2
+    spare = (os.cpu_count() or 1) - torch.get_num_threads()
+    return max(0, min(2, spare))

@@ -213,7 +213,9 @@ def execute(
                         flush_rows=params.flush_rows, flush_seconds=params.flush_seconds)
     manifest = RunManifest(writer.info.runs_path, params, embedder.model_id)
     manifest.save(report, reports)
-    readers = ReaderPool(max(2, 2 * params.workers + 2))
+    workers = params.reader_threads(embedder.device)
+    report.workers = workers
+    readers = ReaderPool(max(2, 2 * workers + 2))
     try:
         # 1. plan every source (metadata only)
         for s in sources:
@@ -270,7 +272,7 @@ def execute(
         total = sum(len(t) for t in todo)
         report.sources = len(reports)
         _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, fail,
-                   report, readers)
+                   report, readers, workers)
         readers.close()
         report.index = _sync_index(writer.info.path, report)
     finally:
@@ -285,7 +287,7 @@ def execute(
 
 
 def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, fail, report,
-               readers):
+               readers, workers):
     batcher = _Batcher(embedder, writer, params)
     tasks = []
     for i, (p, items) in enumerate(zip(plans, todo, strict=True)):
@@ -300,8 +302,8 @@ def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, f
     failed: set[int] = set()
     t0 = time.perf_counter()
     done = 0
-    pool = ThreadPoolExecutor(max_workers=params.workers) if params.workers > 0 else None
-    ahead = max(2, 2 * params.workers)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+    ahead = max(2, 2 * workers)
     queue: deque[Future | TaskResult] = deque()
     it = iter(tasks)
 

@@ -243,8 +243,8 @@ class SourceReader:
                 cc0, cc1 = max(c0, 0), min(c0 + w, m.width)
                 bys, bxs = slice(rr0 - br0, rr1 - br0), slice(cc0 - bc0, cc1 - bc0)
                 if (rr0, rr1, cc0, cc1) == (r0, r0 + h, c0, c0 + w):
-                    raw = np.ascontiguousarray(block[:, bys, bxs])
-                    valid = np.ascontiguousarray(bvalid[bys, bxs])
+                    raw = block[:, bys, bxs]  # a view: the batch stack copies it once
+                    valid = bvalid[bys, bxs]
                 else:  # partly outside the raster: padded with zeros, marked invalid
                     ys, xs = slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0)
                     raw = np.zeros((len(bands), h, w), dtype=block.dtype)

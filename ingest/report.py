@@ -34,6 +34,7 @@ class IngestReport:
     chips_nodata: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    workers: int | None = None  # reader threads the run used
     table_version: int | None = None
     index: dict | None = None
     manifest: str | None = None

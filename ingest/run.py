@@ -27,7 +27,7 @@ def run(
     bands: Sequence[str] | str | None = None,
     weights: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    workers: int = 2,
+    workers: int | None = None,
     datetime: str | datetime | None = None,  # noqa: A002 - mirrors --datetime
     patch_embeddings: bool = False,
     max_nodata: float = 0.5,
@@ -74,7 +74,7 @@ def run(
         stats=str(stats),
         assets=list(assets) if assets else None,
         batch_size=int(batch_size),
-        workers=int(workers),
+        workers=None if workers is None else int(workers),
         flush_rows=int(flush_rows),
         flush_seconds=float(flush_seconds),
         fail_fast=fail_fast,

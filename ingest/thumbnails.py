@@ -98,13 +98,33 @@ def block_mean(img: np.ndarray, valid: np.ndarray, f: int) -> tuple[np.ndarray, 
     """
     if not valid.all():
         img = img * valid[:, None]
-    count = np.zeros(valid[:, ::f, ::f].shape, np.float32)
-    total = np.zeros(img[:, :, ::f, ::f].shape, np.float32)
-    for i in range(f):  # f*f strided adds: much faster than a reduction over split axes
-        for j in range(f):
-            total += img[:, :, i::f, j::f]
-            count += valid[:, i::f, j::f]
-    return total / np.maximum(count, 1.0)[:, None], count > 0
+    total = _block_sum(img, f)
+    count = _block_sum(valid, f)
+    mean = total.astype(np.float32)
+    mean /= np.maximum(count, 1).astype(np.float32)[:, None]
+    return mean, count > 0
+
+
+def _block_sum(x: np.ndarray, f: int) -> np.ndarray:
+    """Sums of ``[..., h, w]`` over ``f`` x ``f`` blocks: rows first, then columns, each as
+    ``f`` strided adds into an exact accumulator (integers stay integers)."""
+    acc = _accumulator(x.dtype, f)
+    rows = x[..., 0::f, :].astype(acc)
+    for i in range(1, f):
+        rows += x[..., i::f, :]
+    out = rows[..., 0::f].copy()
+    for j in range(1, f):
+        out += rows[..., j::f]
+    return out
+
+
+def _accumulator(dtype: np.dtype, f: int) -> type:
+    """A type that holds the sum of ``f * f`` values of ``dtype`` exactly (floats: float32)."""
+    if dtype.kind == "b" or (dtype.kind == "u" and dtype.itemsize == 1):
+        return np.uint16 if f * f <= 257 else np.int64
+    if dtype.kind in "ui":
+        return np.int32 if dtype.itemsize <= 2 and f * f <= 32767 else np.int64
+    return np.float32
 
 
 def png_rgb8(pix: np.ndarray) -> list[bytes]:

@@ -32,8 +32,9 @@ def ingest(
         help="The file's bands in order: common names or band ids, e.g. B02,B03,B04,B08.")] = None,
     weights: WeightsOpt = None,
     batch_size: Annotated[int, typer.Option(help="Chips per model call.")] = 32,
-    workers: Annotated[int, typer.Option(help="Reader threads (0: read in the main thread).")]
-    = 2,
+    workers: Annotated[int | None, typer.Option(
+        help="Reader threads (0: read in the main thread). Default: 2 with a GPU; on the CPU "
+             "only the logical CPUs torch leaves free.")] = None,
     datetime: Annotated[str | None, typer.Option(
         help="Acquisition time (ISO 8601) for every chip, overriding STAC/file names.")] = None,
     patch_embeddings: Annotated[bool, typer.Option(
@@ -95,7 +96,8 @@ def print_summary(report, console) -> None:
     t.add_row("chips written", str(report.chips_written))
     t.add_row("skipped: already in store", str(report.chips_existing))
     t.add_row("skipped: too much nodata", str(report.chips_nodata))
-    t.add_row("time", f"{report.seconds:.1f} s ({report.chips_per_second:.1f} chips/s)")
+    t.add_row("time", f"{report.seconds:.1f} s ({report.chips_per_second:.1f} chips/s, "
+              f"{report.embed_seconds:.1f} s in the model, {report.workers} reader threads)")
     t.add_row("model", report.model_id)
     if report.index:
         t.add_row("index", f"{report.index.get('action')} ({report.index.get('count')} vectors)")
