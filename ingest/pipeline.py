@@ -79,7 +79,7 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
         if not keep:
             return res
         fps = footprints(m.crs, m.transform, [items[k][1] for k in keep])
-        log_scale = plan.bands.sensor.transform == "db"
+        log_scale = plan.normaliser is not None and plan.normaliser.transform == "db"
         thumbs: list[bytes] = [b""] * len(keep)
         by_shape: dict[tuple, list[int]] = {}
         for j, k in enumerate(keep):

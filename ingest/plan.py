@@ -21,6 +21,7 @@ from clay_search.model.normalise import (
     Normaliser,
     file_normaliser,
     fits_sensor_stats,
+    looks_like_db,
     sensor_normaliser,
     source_normaliser,
 )
@@ -114,6 +115,30 @@ def read_samples(plans: list[SourcePlan], chip_size: int,
     return out
 
 
+def _db_normaliser(sensor, bands, samples, masked, stats: str, name: str) -> Normaliser:
+    """The normaliser of backscatter that is already in dB (the sensor expects linear power):
+    the sensor's dB statistics without the conversion when the values fit them, else
+    statistics of the source, with a note either way."""
+    note = (f"{sensor.name} values are already in dB (negative backscatter): the dB "
+            "conversion is skipped")
+    if stats == "auto" and all(b.has_stats for b in bands):
+        norm = sensor_normaliser(sensor, bands)
+        norm.transform = None  # the sensor statistics are in dB already
+        big = np.concatenate([a for a, _ in samples], axis=2)
+        valid = np.concatenate([v for _, v in samples], axis=1)
+        ok, why = fits_sensor_stats(big, norm, valid=valid[None])
+        if ok:
+            norm.notes.append(note)
+            return norm
+        note += f"; values do not fit the {sensor.name} statistics ({why})"
+    try:
+        norm = source_normaliser(sensor, masked, transform=None)
+    except BandMismatchError as e:
+        raise NoDataError(f"{name}: {e}") from e
+    norm.notes.append(note + "; normalised with statistics computed from the source itself")
+    return norm
+
+
 def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
                       readers: ReaderPool | None = None) -> Normaliser:
     """One normaliser for a group: the sensor's statistics when the values fit them (``auto``),
@@ -131,6 +156,8 @@ def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
             f"{first.source.display}: the sampled chips hold only nodata; nothing to ingest"
         )
     caveat = next((p.bands.stats_caveat for p in plans if p.bands.stats_caveat), None)
+    if sensor.transform == "db" and looks_like_db(masked):
+        return _db_normaliser(sensor, bands, samples, masked, stats, first.source.display)
     if stats == "auto" and caveat:
         reason = (f"{caveat}: normalised with statistics computed from the source itself")
     elif stats == "auto" and all(b.has_stats for b in bands):

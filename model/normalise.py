@@ -74,11 +74,24 @@ def sensor_normaliser(sensor: Sensor, bands: Sequence[Band]) -> Normaliser:
 
 
 def source_normaliser(
-    sensor: Sensor, samples: Sequence[np.ndarray], *, nodata: float | None = None
+    sensor: Sensor, samples: Sequence[np.ndarray], *, nodata: float | None = None,
+    transform: str | None = "sensor",
 ) -> Normaliser:
-    """Normaliser with statistics computed from the imagery itself (samples ``[C, H, W]``)."""
-    mean, std = compute_band_stats(samples, nodata=nodata, transform=sensor.transform)
-    return Normaliser(mean=mean, std=std, transform=sensor.transform, stats_source="source")
+    """Normaliser with statistics computed from the imagery itself (samples ``[C, H, W]``).
+
+    ``transform`` defaults to the sensor's (e.g. ``db``); ``None`` skips it.
+    """
+    tf = sensor.transform if transform == "sensor" else transform
+    mean, std = compute_band_stats(samples, nodata=nodata, transform=tf)
+    return Normaliser(mean=mean, std=std, transform=tf, stats_source="source")
+
+
+def looks_like_db(samples: Sequence[np.ndarray]) -> bool:
+    """Whether backscatter samples are already in dB: linear power is never negative, dB of
+    land and water mostly is. True when over 5 % of the finite values are below zero."""
+    vals = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in samples])
+    vals = vals[np.isfinite(vals) & (vals != 0)]
+    return vals.size > 0 and float((vals < 0).mean()) > 0.05
 
 
 def file_normaliser(path: str | Path, bands: Sequence[Band], sensor: Sensor) -> Normaliser:

