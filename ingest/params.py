@@ -35,6 +35,7 @@ class IngestParams:
     datetime: datetime | None = None
     patch_embeddings: bool = False
     max_nodata: float = DEFAULT_MAX_NODATA
+    nodata: float | None = None  # overrides the files' nodata value
     stats: str = "auto"
     assets: list[str] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE

@@ -215,7 +215,7 @@ def execute(
     manifest.save(report, reports)
     workers = params.reader_threads(embedder.device)
     report.workers = workers
-    readers = ReaderPool(max(2, 2 * workers + 2))
+    readers = ReaderPool(max(2, 2 * workers + 2), nodata=params.nodata)
     try:
         # 1. plan every source (metadata only)
         for s in sources:

@@ -53,7 +53,7 @@ class SourcePlan:
 
 def plan_source(source: Source, registry: SensorRegistry, params: IngestParams) -> SourcePlan:
     """Open ``source`` (metadata only), map its bands and list its chip windows."""
-    reader = SourceReader(source)
+    reader = SourceReader(source, nodata=params.nodata)
     try:
         meta = reader.open()
     finally:
@@ -95,8 +95,8 @@ def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, W
     return [(p, p.windows[int(i)]) for i in picks]
 
 
-def read_samples(plans: list[SourcePlan], chip_size: int,
-                 readers: ReaderPool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_samples(plans: list[SourcePlan], chip_size: int, readers: ReaderPool | None = None,
+                 *, nodata: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to 16 chips spread over a group's sources (or one source's windows).
 
     With ``readers`` (the run's pool) the sources stay open, so the blocks decoded here are
@@ -107,7 +107,8 @@ def read_samples(plans: list[SourcePlan], chip_size: int,
     k = 0
     while k < len(picks):  # one open per source (consecutive picks of one plan share it)
         plan = picks[k][0]
-        with (readers.use(plan.source) if readers else SourceReader(plan.source)) as r:
+        with (readers.use(plan.source) if readers
+              else SourceReader(plan.source, nodata=nodata)) as r:
             while k < len(picks) and picks[k][0] is plan:
                 out.append(r.read(picks[k][1], plan.bands.indices,
                                   chip_size if plan.whole else None))

@@ -50,10 +50,15 @@ class RasterMeta:
 
 
 class SourceReader:
-    """Open a :class:`Source` and read windows of chosen bands (0-based, source order)."""
+    """Open a :class:`Source` and read windows of chosen bands (0-based, source order).
 
-    def __init__(self, source: Source) -> None:
+    ``nodata`` overrides the files' nodata value in every band (for files that declare none,
+    such as black collars around a rotated scene).
+    """
+
+    def __init__(self, source: Source, *, nodata: float | None = None) -> None:
         self.source = source
+        self.nodata = nodata
         self._datasets: list = []
         self._views: list = []
         self._band_file: list[tuple[int, int]] = []  # band -> (file index, 1-based band)
@@ -122,7 +127,7 @@ class SourceReader:
             for fi, d in enumerate(self._datasets):
                 for bi in range(1, d.count + 1):
                     self._band_file.append((fi, bi))
-                    nodata.append(d.nodata)
+                    nodata.append(d.nodata if self.nodata is None else self.nodata)
                     desc.append(d.descriptions[bi - 1])
                     try:
                         ci.append(d.colorinterp[bi - 1].name)

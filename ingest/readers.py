@@ -28,10 +28,14 @@ class _Entry:
 
 
 class ReaderPool:
-    """Up to ``max_open`` open readers (least recently used closed first); thread-safe."""
+    """Up to ``max_open`` open readers (least recently used closed first); thread-safe.
 
-    def __init__(self, max_open: int = DEFAULT_MAX_OPEN) -> None:
+    ``nodata`` is passed to every :class:`SourceReader` (the run's ``--nodata``).
+    """
+
+    def __init__(self, max_open: int = DEFAULT_MAX_OPEN, *, nodata: float | None = None) -> None:
         self.max_open = max(1, max_open)
+        self.nodata = nodata
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._guard = threading.Lock()
 
@@ -50,7 +54,7 @@ class ReaderPool:
         try:
             with entry.lock:
                 if entry.reader is None:
-                    reader = SourceReader(source)
+                    reader = SourceReader(source, nodata=self.nodata)
                     reader.open()
                     entry.reader = reader
                 yield entry.reader

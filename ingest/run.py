@@ -31,6 +31,7 @@ def run(
     datetime: str | datetime | None = None,  # noqa: A002 - mirrors --datetime
     patch_embeddings: bool = False,
     max_nodata: float = 0.5,
+    nodata: float | None = None,
     stats: str = "auto",
     assets: Sequence[str] | None = None,
     sensors_file: str | Path | None = None,
@@ -50,10 +51,11 @@ def run(
     URLs. ``weights=None`` uses the weights shipped with clay-search; ``embedder`` passes a
     ready :class:`~clay_search.model.Embedder` instead. ``stac_api`` (``{"url", "collections",
     "bbox", "datetime", "max_items"}``) adds the items of a STAC API search (online only).
-    Rows are committed every ``flush_rows`` rows or ``flush_seconds`` seconds, whichever comes
-    first: a killed run loses at most that much work. Sources that fail are reported in the
-    result (``report.failed``) and the others continue; ``fail_fast`` raises the first error
-    instead.
+    ``nodata`` overrides the files' nodata value (every band), e.g. ``0`` for black collars
+    in files that declare none. Rows are committed every ``flush_rows`` rows or
+    ``flush_seconds`` seconds, whichever comes first: a killed run loses at most that much
+    work. Sources that fail are reported in the result (``report.failed``) and the others
+    continue; ``fail_fast`` raises the first error instead.
     """
     from clay_search.ingest.pipeline import execute
     from clay_search.ingest.sources import discover
@@ -71,6 +73,7 @@ def run(
         datetime=parse_datetime(datetime),
         patch_embeddings=patch_embeddings,
         max_nodata=float(max_nodata),
+        nodata=None if nodata is None else float(nodata),
         stats=str(stats),
         assets=list(assets) if assets else None,
         batch_size=int(batch_size),

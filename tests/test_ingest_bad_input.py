@@ -122,3 +122,40 @@ def test_bad_chip_size_and_missing_weights(sample_dir, nano_embedder, tmp_path):
         run([sample_dir], tmp_path / "s", embedder=nano_embedder, chip_size=60)
     with pytest.raises(CheckpointNotFoundError):
         run([sample_dir], tmp_path / "s", weights=tmp_path / "no-such-weights")
+
+
+def test_nodata_override_skips_a_black_collar_the_file_does_not_declare(sample_dir,
+                                                                         nano_weights, tmp_path):
+    """A scene with a black collar and no nodata value: its collar chips are ingested as
+    images unless ``--nodata 0`` says what the black is."""
+    from clay_search.cli.main import app
+
+    good = sample_dir / "naip" / "m_4709963_se_14_1_20200831_crop.tif"
+    collar = tmp_path / "in" / "m_4709963_se_14_1_20200831_collar.tif"
+    collar.parent.mkdir()
+    with rasterio.open(good) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, : data.shape[2] // 2] = 0  # the west half black
+    profile.pop("nodata", None)
+    with rasterio.open(collar, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(collar) as chk:
+        assert chk.nodata is None
+    runner = CliRunner()
+    args = ["ingest", str(collar), "--weights", str(nano_weights), "--quiet", "--chip-size",
+            "64", "--stride", "64"]
+    res = runner.invoke(app, [*args, "--store", str(tmp_path / "plain")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "--store", str(tmp_path / "masked"), "--nodata", "0"])
+    assert res.exit_code == 0, res.output
+    plain, masked = read_chips(tmp_path / "plain"), read_chips(tmp_path / "masked")
+    cols = data.shape[2] // 64 + (data.shape[2] % 64 > 0)
+    assert len(masked) < len(plain) and len(plain) - len(masked) >= cols // 2 - 1
+    assert set(masked["chip_id"]) < set(plain["chip_id"])  # the same ids for the rest
+    west = json_windows(masked)
+    assert all(w["col_off"] + 32 >= data.shape[2] // 2 for w in west)  # none mostly black
+
+
+def json_windows(df) -> list[dict]:
+    """The ``window`` column parsed."""
+    return [json.loads(w) for w in df["window"]]

@@ -41,6 +41,9 @@ def ingest(
         "--patch-embeddings", help="Also store the patch-embedding grid.")] = False,
     max_nodata: Annotated[float, typer.Option(
         help="Skip chips with more than this fraction of nodata.")] = 0.5,
+    nodata: Annotated[float | None, typer.Option(
+        help="Treat this value as nodata in every band, overriding the files' own (e.g. 0 for "
+             "black collars in files that declare no nodata).")] = None,
     stats: Annotated[str, typer.Option(
         help="Normalisation: auto, sensor, source, or a JSON file of band mean/std.")] = "auto",
     assets: Annotated[str | None, typer.Option(help="STAC asset keys to read, e.g. analytic.")]
@@ -78,7 +81,7 @@ def ingest(
     report = run(
         sources, store, sensor=sensor, chip_size=chip_size, stride=stride, bands=_split(bands),
         weights=weights, batch_size=batch_size, workers=workers, datetime=datetime,
-        patch_embeddings=patch_embeddings, max_nodata=max_nodata, stats=stats,
+        patch_embeddings=patch_embeddings, max_nodata=max_nodata, nodata=nodata, stats=stats,
         assets=_split(assets), sensors_file=sensors_file, precision=precision, device=device,
         fail_fast=fail_fast, progress=not quiet, stac_api=api,
     )
