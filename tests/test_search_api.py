@@ -138,3 +138,25 @@ def test_version_pinning_and_stale_index(shared_data, tmp_path):
     assert again.chip_ids == first.chip_ids and again.version == old_version
     with pytest.raises(QueryError, match="does not exist"):
         clay_search.connect(path, version=999)
+
+
+def test_vectors_outlive_their_store(sample_dir, tmp_path_factory):
+    """``connect(...).vectors`` of a flat index stays valid after the store is gone (it was a
+    raw view into the freed FAISS index before) and cannot be written into."""
+    import gc
+    import json
+
+    path = cached_store(tmp_path_factory, sample_dir)
+    meta = json.loads(next(path.rglob("index.json")).read_text())
+    assert meta["kind"] == "flat"  # the zero-copy path
+    with_store = clay_search.connect(path)
+    expected = np.array(with_store.vectors, copy=True)
+    del with_store
+    vecs = clay_search.connect(path).vectors  # the store object is dropped at once
+    gc.collect()
+    junk = [np.random.default_rng(i).random((len(expected), expected.shape[1]))
+            for i in range(20)]  # reuse freed memory
+    np.testing.assert_array_equal(vecs, expected)
+    assert np.isfinite(vecs).all() and len(junk) == 20
+    with pytest.raises(ValueError):
+        vecs[0, 0] = 1.0

@@ -224,15 +224,7 @@ class Store:
             if self._vectors is None:
                 idx = self._ensure_index()
                 if idx is not None and idx.kind == "flat":
-                    import faiss
-
-                    flat = faiss.downcast_index(idx.index)
-                    n = flat.ntotal
-                    self._vectors = (
-                        faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
-                        if n
-                        else np.zeros((0, self.dim), np.float32)
-                    )
+                    self._vectors = _flat_index_vectors(idx, self.dim)
                 else:
                     ids, vecs = read_ids_and_vectors(self.table, self.dim)
                     if not ids.equals(self.attrs.column("chip_id").combine_chunks()):
@@ -548,3 +540,26 @@ class Store:
                 "filters": f.to_dict(),
             },
         )
+
+
+class _IndexVectors:
+    """Exposes a flat index's vector storage to numpy and keeps the index alive: an array made
+    from it holds this object as its base, so the memory outlives the :class:`Store`."""
+
+    def __init__(self, owner: LoadedIndex, view: np.ndarray) -> None:
+        self.owner = owner
+        self.__array_interface__ = view.__array_interface__
+
+
+def _flat_index_vectors(idx: LoadedIndex, dim: int) -> np.ndarray:
+    """``[n, dim]`` read-only view of a flat index's vectors (no copy; see _IndexVectors)."""
+    import faiss
+
+    flat = faiss.downcast_index(idx.index)
+    n = flat.ntotal
+    if not n:
+        return np.zeros((0, dim), np.float32)
+    view = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    arr = np.asarray(_IndexVectors(idx, view))
+    arr.flags.writeable = False
+    return arr
