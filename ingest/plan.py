@@ -95,20 +95,19 @@ def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, W
     return [(p, p.windows[int(i)]) for i in picks]
 
 
-def read_samples(plans: list[SourcePlan], chip_size: int, readers: ReaderPool | None = None,
-                 *, nodata: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_samples(plans: list[SourcePlan], chip_size: int,
+                 readers: ReaderPool) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to 16 chips spread over a group's sources (or one source's windows).
 
-    With ``readers`` (the run's pool) the sources stay open, so the blocks decoded here are
-    still cached when the chips are read.
+    Read through the run's pool: the sources stay open, so the blocks decoded here are still
+    cached when the chips are read, and the run's ``--nodata`` applies.
     """
     out = []
     picks = _sample_windows(plans, MAX_STATS_SAMPLES)
     k = 0
-    while k < len(picks):  # one open per source (consecutive picks of one plan share it)
+    while k < len(picks):  # one use of the reader per run of picks of one plan
         plan = picks[k][0]
-        with (readers.use(plan.source) if readers
-              else SourceReader(plan.source, nodata=nodata)) as r:
+        with readers.use(plan.source) as r:
             while k < len(picks) and picks[k][0] is plan:
                 out.append(r.read(picks[k][1], plan.bands.indices,
                                   chip_size if plan.whole else None))
@@ -116,34 +115,14 @@ def read_samples(plans: list[SourcePlan], chip_size: int, readers: ReaderPool | 
     return out
 
 
-def _db_normaliser(sensor, bands, samples, masked, stats: str, name: str) -> Normaliser:
-    """The normaliser of backscatter that is already in dB (the sensor expects linear power):
-    the sensor's dB statistics without the conversion when the values fit them, else
-    statistics of the source, with a note either way."""
-    note = (f"{sensor.name} values are already in dB (negative backscatter): the dB "
-            "conversion is skipped")
-    if stats == "auto" and all(b.has_stats for b in bands):
-        norm = sensor_normaliser(sensor, bands)
-        norm.transform = None  # the sensor statistics are in dB already
-        big = np.concatenate([a for a, _ in samples], axis=2)
-        valid = np.concatenate([v for _, v in samples], axis=1)
-        ok, why = fits_sensor_stats(big, norm, valid=valid[None])
-        if ok:
-            norm.notes.append(note)
-            return norm
-        note += f"; values do not fit the {sensor.name} statistics ({why})"
-    try:
-        norm = source_normaliser(sensor, masked, transform=None)
-    except BandMismatchError as e:
-        raise NoDataError(f"{name}: {e}") from e
-    norm.notes.append(note + "; normalised with statistics computed from the source itself")
-    return norm
-
-
 def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
-                      readers: ReaderPool | None = None) -> Normaliser:
+                      readers: ReaderPool) -> Normaliser:
     """One normaliser for a group: the sensor's statistics when the values fit them (``auto``),
-    else statistics computed from the group's own pixels; or as ``stats`` says."""
+    else statistics computed from the group's own pixels; or as ``stats`` says.
+
+    Backscatter of a dB sensor (Sentinel-1, linear power expected) that is already in dB is
+    normalised without the conversion (the sensor statistics are in dB), with a note.
+    """
     first = plans[0]
     sensor, bands = first.bands.sensor, first.bands.bands
     if stats not in ("auto", "sensor", "source"):
@@ -156,25 +135,30 @@ def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
         raise NoDataError(
             f"{first.source.display}: the sampled chips hold only nodata; nothing to ingest"
         )
+    already_db = sensor.transform == "db" and looks_like_db(masked)
+    notes = [f"{sensor.name} values are already in dB (negative backscatter): the dB "
+             "conversion is skipped"] if already_db else []
     caveat = next((p.bands.stats_caveat for p in plans if p.bands.stats_caveat), None)
-    if sensor.transform == "db" and looks_like_db(masked):
-        return _db_normaliser(sensor, bands, samples, masked, stats, first.source.display)
     if stats == "auto" and caveat:
         reason = (f"{caveat}: normalised with statistics computed from the source itself")
     elif stats == "auto" and all(b.has_stats for b in bands):
         norm = sensor_normaliser(sensor, bands)
+        if already_db:
+            norm.transform = None  # the sensor statistics are in dB already
         big = np.concatenate([a for a, _ in samples], axis=2)
         valid = np.concatenate([v for _, v in samples], axis=1)
         ok, why = fits_sensor_stats(big, norm, valid=valid[None])
         if ok:
+            norm.notes.extend(notes)
             return norm
         reason = (f"values do not fit the {sensor.name} statistics ({why}); normalised with "
                   "statistics computed from the source itself")
     else:
         reason = "normalised with statistics computed from the source itself"
     try:
-        norm = source_normaliser(sensor, masked)
+        norm = source_normaliser(sensor, masked,
+                                 transform=None if already_db else "sensor")
     except BandMismatchError as e:
         raise NoDataError(f"{first.source.display}: {e}") from e
-    norm.notes.append(reason)
+    norm.notes.append("; ".join([*notes, reason]))
     return norm

@@ -45,7 +45,7 @@ def thumbnails_png(chips: list[np.ndarray], valids: list[np.ndarray], rgb: list[
     if h == w and h > size and h % size == 0:
         img, valid = block_mean(img, valid, h // size)  # float32
     else:
-        img = img.astype(np.float32)
+        img = img.astype(np.float32, copy=False)  # the stack is already a fresh array
     if log:  # after the mean: backscatter is averaged as power
         img = 10 * np.log10(np.maximum(img, np.float32(1e-10)))
     lo, hi = _stretch(img, valid)
