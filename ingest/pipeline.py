@@ -27,6 +27,7 @@ from clay_search.ingest.report import IngestReport, SourceReport
 from clay_search.ingest.sources import Source, SourceFailure
 from clay_search.ingest.thumbnails import thumbnails_png
 from clay_search.ingest.writer import ChipWriter
+from clay_search.places import place_id_for_window
 
 log = logging.getLogger("clay_search.ingest")
 TASK_BYTES = 32 * 2**20  # raw pixels per read task
@@ -102,6 +103,7 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
             row = {
                 "chip_id": cid, "geometry": wkb, "minx": minx, "miny": miny, "maxx": maxx,
                 "maxy": maxy, **common, "window": window_json(win), "thumbnail": thumbs[j],
+                "place_id": place_id_for_window(m.crs, m.transform, win),
             }
             res.chips.append(ChipRead(cid, raw, valid, row, lonlat))
     except Exception as e:  # noqa: BLE001 - reported against the source, others continue

@@ -191,6 +191,7 @@ def import_geoparquet(
         np.array(new.column("chip_id").to_pylist(), dtype=object), return_index=True
     )
     new = new.take(pa.array(np.sort(first)))
+    new = new.select([c for c in new.column_names if c in chips.schema.names])  # older stores
     if new.num_rows:
         chips.add(new)
     report = {
