@@ -117,9 +117,10 @@ def place_ids(attrs: pa.Table) -> np.ndarray:
 
 
 def overlap_pairs(wkb_a: Sequence[bytes], wkb_b: Sequence[bytes], *,
-                  min_iou: float = DEFAULT_MIN_IOU) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  min_iou: float = DEFAULT_MIN_IOU, best_only: bool = True,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(i, j, iou)`` of footprints (WKB, EPSG:4326) of ``a`` and ``b`` that overlap with
-    intersection over union >= ``min_iou``; each ``i`` keeps its best ``j`` only.
+    intersection over union >= ``min_iou``; with ``best_only`` each ``i`` keeps its best ``j``.
 
     Runs in DuckDB spatial (``ST_Intersects`` join, areas in degrees², fine for chip-sized
     footprints away from the poles).
@@ -148,10 +149,10 @@ def overlap_pairs(wkb_a: Sequence[bytes], wkb_b: Sequence[bytes], *,
                  scored AS (
                    SELECT i, j, inter / NULLIF(area_a + area_b - inter, 0) AS iou FROM pairs)
             SELECT i, j, iou FROM scored WHERE iou >= ?
-            QUALIFY row_number() OVER (PARTITION BY i ORDER BY iou DESC, j) = 1
-            ORDER BY i
+            QUALIFY NOT ? OR row_number() OVER (PARTITION BY i ORDER BY iou DESC, j) = 1
+            ORDER BY i, j
             """,
-            [float(min_iou)],
+            [float(min_iou), bool(best_only)],
         ).fetchnumpy()
     finally:
         con.close()
