@@ -44,7 +44,7 @@ from clay_search.errors import QueryError, UnknownChipError
 from clay_search.filters import Filters, make_filters
 from clay_search.index.vectors import l2_normalise
 from clay_search.places import DEFAULT_MIN_IOU, overlap_pairs, place_ids
-from clay_search.results import Results
+from clay_search.results import Results, take_rows
 from clay_search.search import NEGATIVE_WEIGHT, query_vector
 
 METHODS = ("cosine", "patch", "normalised")
@@ -238,7 +238,7 @@ def cosine_change(pairs: Pairs) -> np.ndarray:
 
 def _patch_means(store, groups: list[np.ndarray], token_dim: int) -> list[np.ndarray]:
     rows = np.unique(np.concatenate(groups)) if groups else np.zeros(0, np.int64)
-    t = store.table.take_offsets(rows.tolist()).select(["patch_embeddings"]).to_arrow()
+    t = take_rows(store.table, rows, ["patch_embeddings"])
     col = t.column("patch_embeddings")
     if col.null_count:
         raise QueryError(
@@ -380,8 +380,7 @@ def _thumbs_fetch(store, rb: np.ndarray, ra: np.ndarray):
     def col(rows: np.ndarray) -> pa.Array:
         if not has or not len(rows):
             return pa.nulls(len(rows), pa.binary())
-        return table.take_offsets(rows.tolist()).select(["thumbnail"]).to_arrow().column(
-            "thumbnail")
+        return take_rows(table, rows, ["thumbnail"]).column("thumbnail")
 
     def fetch(res: pa.Table) -> pa.Table:
         if "thumbnail_before" in res.column_names:
@@ -579,3 +578,66 @@ def timeline(store, place_or_chip_id: str, *, reference: Any = None,
 
 def _pid(key: str) -> str | None:
     return None if key.startswith("chip:") else key
+
+
+# -- change map raster ------------------------------------------------------------------------
+def write_change_raster(results: Results, path, *, column: str = "change") -> dict:
+    """Write a change map: a float32 GeoTIFF with one pixel per chip cell, georeferenced.
+
+    The raster is in the CRS most of the pairs' chips have; its pixel is the chip size (the
+    median chip width/height in that CRS) on the lattice of the chips' top-left corners.
+    Cells without a pair are NaN (nodata); where chips overlap (stride < chip size) the cell
+    keeps the largest value. Chips of another CRS are placed by their centre. Returns a summary.
+    """
+    import rasterio
+    import shapely
+    from rasterio.transform import from_origin
+
+    from clay_search.places import _from_wgs84
+
+    table = results.to_arrow()
+    if table.num_rows == 0:
+        raise QueryError("no changes to map: the results are empty "
+                         f"({results.meta.get('reason', 'no pairs')})")
+    crs_col = table.column("crs").to_pylist()
+    vals = table.column(column).to_numpy(zero_copy_only=False).astype(np.float32)
+    geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
+    known = [c for c in crs_col if c]
+    crs_text = max(set(known), key=known.count) if known else "EPSG:4326"
+    tr = _from_wgs84(crs_text)
+    boxes = np.full((len(vals), 4), np.nan)
+    for i, g in enumerate(geoms):
+        if g is None or shapely.is_missing(g):
+            continue
+        xy = shapely.get_coordinates(g)
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        boxes[i] = (np.min(x), np.min(y), np.max(x), np.max(y))
+    ok = np.isfinite(boxes).all(axis=1)
+    if not ok.any():
+        raise QueryError("no change row has a footprint: nothing to put on a map")
+    same = np.array([c == crs_text for c in crs_col]) & ok
+    ref = boxes[same] if same.any() else boxes[ok]
+    cw = float(np.median(ref[:, 2] - ref[:, 0]))
+    ch = float(np.median(ref[:, 3] - ref[:, 1]))
+    x0, y1 = float(np.min(ref[:, 0])), float(np.max(ref[:, 3]))
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    col = np.floor((cx - x0) / cw).astype(np.int64, copy=False)
+    row = np.floor((y1 - cy) / ch).astype(np.int64, copy=False)
+    keep = ok & (col >= 0) & (row >= 0)
+    width, height = int(col[keep].max()) + 1, int(row[keep].max()) + 1
+    grid = np.full((height, width), np.nan, np.float32)
+    for r, c, v in zip(row[keep], col[keep], vals[keep], strict=True):
+        if np.isnan(grid[r, c]) or v > grid[r, c]:
+            grid[r, c] = v
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1,
+               "dtype": "float32", "crs": crs_text, "nodata": float("nan"),
+               "transform": from_origin(x0, y1, cw, ch), "compress": "deflate"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(grid, 1)
+        dst.set_band_description(1, column)
+        dst.update_tags(clay_search_before="/".join(results.meta.get("before", [])),
+                        clay_search_after="/".join(results.meta.get("after", [])),
+                        clay_search_method=str(results.meta.get("method", "")))
+    return {"path": str(path), "width": width, "height": height, "crs": crs_text,
+            "cells": int(np.isfinite(grid).sum())}

@@ -63,7 +63,7 @@ def place_id_for_window(crs, transform, window) -> str | None:
         return None
     c0, r0 = float(window.col_off), float(window.row_off)
     c1, r1 = c0 + float(window.width), r0 + float(window.height)
-    xs, ys = transform * (np.array([c0, c1, c1, c0]), np.array([r0, r0, r1, r1]))
+    xs, ys = transform @ (np.array([c0, c1, c1, c0]), np.array([r0, r0, r1, r1]))
     bounds = (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
     return place_id_from_bounds(crs.to_string(), bounds, int(window.width), int(window.height))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,22 @@ import shapely
 #: Columns never written to GeoJSON properties (binary or huge).
 BINARY_COLUMNS = ("geometry", "thumbnail", "embedding", "patch_embeddings",
                   "thumbnail_before", "thumbnail_after")
+
+
+def take_rows(table: Any, rows: Sequence[int] | np.ndarray, columns: list[str]) -> pa.Table:
+    """``columns`` of the LanceDB ``table`` at row offsets ``rows``, in the order given.
+
+    LanceDB's ``take_offsets`` returns rows in ascending offset order whatever order they are
+    asked in, so the offsets are sorted first and the answer put back in the caller's order.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return pa.table({c: pa.array([], table.schema.field(c).type) for c in columns})
+    order = np.argsort(rows, kind="stable")
+    got = table.take_offsets(rows[order].tolist()).select(columns).to_arrow()
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return got.take(pa.array(inverse))
 
 
 class Results:

@@ -27,7 +27,7 @@ from clay_search.errors import (
 from clay_search.filters import FilterEngine, Filters, make_filters
 from clay_search.index.sync import LoadedIndex, load_index, sync_index
 from clay_search.index.vectors import l2_normalise, read_ids_and_vectors
-from clay_search.results import Results
+from clay_search.results import Results, take_rows
 from clay_search.search import NEGATIVE_WEIGHT, exact_search, query_vector
 from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
 
@@ -283,8 +283,7 @@ class Store:
             if not has_thumb or "thumbnail" in res.column_names:
                 return res
             if len(rows):
-                thumbs = table.take_offsets(rows.tolist()).select(["thumbnail"]).to_arrow()
-                col = thumbs.column("thumbnail")
+                col = take_rows(table, rows, ["thumbnail"]).column("thumbnail")
             else:
                 col = pa.array([], pa.binary())
             return res.append_column("thumbnail", col)
