@@ -304,6 +304,11 @@ def main() -> None:
             f"`clay-search ingest SOURCE --store {uri}`, then press Reload store."
         )
         return
+    if st.sidebar.radio("View", ["Search", "Changes"], key="view", horizontal=True) == "Changes":
+        from clay_search.app import changes_view
+
+        changes_view.render(store, info, basemap=controls.basemap)
+        return
     if controls.problem:
         st.error(f"Filter problem: {controls.problem}")
 

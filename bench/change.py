@@ -163,7 +163,8 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
         frame[method] = vals.tolist()
     labels = np.array(frame["frac"]) >= chip_frac
     city_arr = np.array(frame["city"])
-    report = {"places": n_places, "chip_px": chip, "stats": stats, "chip_changed_if_frac_ge": chip_frac,
+    report = {"places": n_places, "chip_px": chip, "stats": stats,
+              "chip_changed_if_frac_ge": chip_frac,
               "changed_chips": int(labels.sum()), "ingest_seconds": round(ingest_s, 1),
               "changes_seconds": {k: round(v, 3) for k, v in timing.items()},
               "seconds_per_1000_places": {k: round(v / n_places * 1000, 3)
