@@ -10,8 +10,9 @@ one *pair*:
   to that mean (the period's most typical chip, not an outlier such as a cloudy date);
 - pairing: ``"grid"`` joins places by ``place_id``; ``"overlap"`` pairs each before-place with
   the after-place whose footprint overlaps it most (IoU >= ``min_iou``, DuckDB spatial), for
-  chips of different grids; ``"auto"`` (default) uses the grid and then overlap for the places
-  left unpaired.
+  chips of different grids; ``"auto"`` (default) pairs by grid, then adds the chips of other
+  grids in either period to the grid-paired place they overlap most (IoU >= ``min_iou``), then
+  pairs the places still left by overlap.
 
 Change measures (``method``; higher = more change):
 
@@ -197,9 +198,20 @@ def pair_places(store, before: Period, after: Period, *, pairing: str = "auto",
             how.append("grid")
             iou.append(1.0)
     if pairing in ("auto", "overlap"):
+        geom = eng.geometry
         lb = sorted(set(gb) - set(names))
         la = sorted(set(ga) - set(names))
-        geom = eng.geometry
+        if names and pairing == "auto":
+            # chips of another grid in a period join the paired place they overlap most
+            # (e.g. one date of a series on a shifted grid): they are the same place
+            wp = [geom[int(g[0])].as_py() for g in pb]
+            for left, groups, side in ((la, ga, pa_), (lb, gb, pb)):
+                w = [geom[int(groups[key][0])].as_py() for key in left]
+                i, j, _ = overlap_pairs(w, wp, min_iou=min_iou)
+                for ii, jj in zip(i, j, strict=True):
+                    side[int(jj)] = np.concatenate([side[int(jj)], groups[left[int(ii)]]])
+                joined = {left[int(ii)] for ii in i}
+                left[:] = [key for key in left if key not in joined]
         wb = [geom[int(gb[key][0])].as_py() for key in lb]
         wa = [geom[int(ga[key][0])].as_py() for key in la]
         i, j, v = overlap_pairs(wb, wa, min_iou=min_iou)

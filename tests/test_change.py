@@ -105,6 +105,12 @@ def test_different_grids_pair_by_footprint_overlap(series):
     assert len(auto) == 16 and set(auto.to_pandas().pairing) == {"overlap"}
     top = auto.to_pandas().iloc[0]
     assert top.window == _changed_window_json()
+    # in a period that also holds same-grid dates, the shifted chips join their place
+    both = store.changes(BEFORE, AFTER).to_pandas()
+    assert len(both) == 16 and set(both.pairing) == {"grid"}
+    assert set(both.n_after) == {3} and set(both.n_before) == {3}
+    only_grid = store.changes(BEFORE, AFTER, pairing="grid").to_pandas()
+    assert set(only_grid.n_after) == {2}
     # the timeline of a place holds its own five dates and the overlapping shifted chip
     tl = store.timeline(top.place_id).to_pandas()
     assert len(tl) == 6 and tl.place_id.nunique() == 2
