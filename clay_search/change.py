@@ -277,10 +277,13 @@ def patch_change(store, pairs: Pairs) -> np.ndarray:
         )
     if not len(pairs):
         return np.zeros(0, np.float32)
-    token_dim = int(store.info.patch_dim or 0) or None
+    token_dim = int(store._get_embedder().token_dim)  # checks the store's model id
     size = store.table.schema.field("patch_embeddings").type.list_size
-    if token_dim is None or size % token_dim:
-        token_dim = _token_dim(store, size)
+    if size % token_dim:
+        raise QueryError(
+            f"patch embeddings of size {size} are not a grid of {token_dim}-dimensional tokens; "
+            "connect with the weights the store was made with (connect(path, weights=...))"
+        )
     before = _patch_means(store, pairs.rows_before, token_dim)
     after = _patch_means(store, pairs.rows_after, token_dim)
     out = np.zeros(len(pairs), np.float32)
@@ -289,22 +292,6 @@ def patch_change(store, pairs: Pairs) -> np.ndarray:
             raise QueryError("method='patch' needs both dates' chips of one size")
         out[i] = float(np.max(1.0 - np.sum(b * a, axis=1)))
     return out
-
-
-def _token_dim(store, size: int) -> int:
-    """The patch token size D: the store's patch_dim when it is D, else from the model id."""
-    pd = store.info.patch_dim
-    if pd and size % pd == 0 and pd != size:
-        return int(pd)
-    from clay_search.model.embedder import Embedder
-
-    try:
-        return int(Embedder.from_weights(store.weights, precision="fp32").token_dim)
-    except Exception as e:  # noqa: BLE001
-        raise QueryError(
-            "cannot tell the patch token size of this store; connect with the store's weights "
-            "(connect(path, weights=...))"
-        ) from e
 
 
 def normalised_change(store, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:

@@ -180,6 +180,26 @@ def test_patch_method(series, tmp_path):
     # raw patch tokens live on another scale than the standardised chip vector: compare ranks
     assert (df.change > 0).all() and df.change.iloc[0] > 10 * df.change.iloc[1:].median()
     assert res_meta_method(store) == "patch"
+    # the value is the largest distance over the 8 x 8 grid of 128-dimensional patch tokens
+    from clay_search.results import take_rows
+
+    row = df.iloc[1]
+    rows = store._rows_of([row.chip_id_before, row.chip_id_after])
+    before_rows = store._rows_of([c for c in store.timeline(row.place_id).chip_ids
+                                  if c in set(store.chips(start=BEFORE[0], end=BEFORE[1])
+                                              .chip_ids)])
+    after_rows = np.setdiff1d(store._rows_of(store.timeline(row.place_id).chip_ids),
+                              before_rows)
+    del rows
+    tok = take_rows(store.table, np.concatenate([before_rows, after_rows]),
+                    ["patch_embeddings"]).column("patch_embeddings").combine_chunks()
+    t = tok.flatten().to_numpy().reshape(len(before_rows) + len(after_rows), 64, 128)
+    t = t / np.linalg.norm(t, axis=2, keepdims=True)
+    mb = t[:len(before_rows)].mean(0)
+    ma = t[len(before_rows):].mean(0)
+    mb /= np.linalg.norm(mb, axis=1, keepdims=True)
+    ma /= np.linalg.norm(ma, axis=1, keepdims=True)
+    assert row.change == pytest.approx(float(np.max(1 - np.sum(mb * ma, axis=1))), rel=1e-4)
 
 
 def res_meta_method(store) -> str:
