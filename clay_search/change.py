@@ -123,14 +123,17 @@ def _groups(keys: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
 
 def _mean_rep(vectors: np.ndarray, groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per group: the renormalised mean of its (normalised) vectors and the row closest to it."""
-    means = np.zeros((len(groups), vectors.shape[1]), np.float32)
-    reps = np.zeros(len(groups), np.int64)
-    for i, g in enumerate(groups):
-        v = vectors[g]
-        m = l2_normalise(v.mean(axis=0, keepdims=True))[0]
-        means[i] = m
-        reps[i] = g[int(np.argmax(v @ m))]
-    return means, reps
+    if not groups:
+        return np.zeros((0, vectors.shape[1]), np.float32), np.zeros(0, np.int64)
+    lens = np.array([len(g) for g in groups])
+    flat = np.concatenate(groups).astype(np.int64)
+    v = vectors[flat]
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    means = l2_normalise(np.add.reduceat(v, starts, axis=0)).astype(np.float32)
+    sim = np.sum(v * np.repeat(means, lens, axis=0), axis=1)
+    seg = np.repeat(np.arange(len(groups)), lens)
+    order = np.lexsort((-sim, seg))  # by group, best first within each group
+    return means, flat[order[starts]]
 
 
 # -- pairs ------------------------------------------------------------------------------------

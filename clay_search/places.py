@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,8 @@ PLACE_ID_VERSION = "1"
 GRID_TOLERANCE = 1.0
 #: Default intersection-over-union for pairing chips of different grids.
 DEFAULT_MIN_IOU = 0.5
+
+_local = threading.local()
 
 
 def place_id_from_bounds(crs: str | None, bounds: Sequence[float], width: int,
@@ -125,27 +128,41 @@ def overlap_pairs(wkb_a: Sequence[bytes], wkb_b: Sequence[bytes], *,
     Runs in DuckDB spatial (``ST_Intersects`` join, areas in degrees², fine for chip-sized
     footprints away from the poles).
     """
+    import shapely
+
     from clay_search.filters import spatial_connection
 
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
     if not len(wkb_a) or not len(wkb_b):
         return empty
-    a = pa.table({"i": pa.array(np.arange(len(wkb_a)), pa.int64()),
-                  "wkb": pa.array(list(wkb_a), pa.binary())})
-    b = pa.table({"j": pa.array(np.arange(len(wkb_b)), pa.int64()),
-                  "wkb": pa.array(list(wkb_b), pa.binary())})
-    con = spatial_connection()
+    def table(name: str, wkb: Sequence[bytes]) -> pa.Table:
+        geoms = shapely.from_wkb(np.array(list(wkb), dtype=object))
+        bounds = shapely.bounds(geoms)  # NaN where missing
+        cols = {name: pa.array(np.arange(len(wkb)), pa.int64()),
+                "wkb": pa.array(list(wkb), pa.binary())}
+        for k, c in enumerate(("minx", "miny", "maxx", "maxy")):
+            cols[c] = pa.array(bounds[:, k], pa.float64(), from_pandas=True)
+        return pa.table(cols)
+
+    a, b = table("i", wkb_a), table("j", wkb_b)
+    if getattr(_local, "con", None) is None:
+        _local.con = spatial_connection()  # loading the extension takes ~1 s: once per thread
+    con = _local.con
     try:
         con.register("clay_a", a)
         con.register("clay_b", b)
         out = con.execute(
             """
-            WITH ga AS (SELECT i, ST_GeomFromWKB(wkb) AS g FROM clay_a WHERE wkb IS NOT NULL),
-                 gb AS (SELECT j, ST_GeomFromWKB(wkb) AS g FROM clay_b WHERE wkb IS NOT NULL),
+            WITH cand AS (  -- bounding boxes overlap (a range join), then the exact test
+                   SELECT a.i, b.j, ST_GeomFromWKB(a.wkb) AS ga, ST_GeomFromWKB(b.wkb) AS gb
+                   FROM clay_a a JOIN clay_b b
+                     ON a.maxx >= b.minx AND a.minx <= b.maxx
+                    AND a.maxy >= b.miny AND a.miny <= b.maxy
+                   WHERE a.wkb IS NOT NULL AND b.wkb IS NOT NULL),
                  pairs AS (
-                   SELECT i, j, ST_Area(ST_Intersection(ga.g, gb.g)) AS inter,
-                          ST_Area(ga.g) AS area_a, ST_Area(gb.g) AS area_b
-                   FROM ga JOIN gb ON ST_Intersects(ga.g, gb.g)),
+                   SELECT i, j, ST_Area(ST_Intersection(ga, gb)) AS inter,
+                          ST_Area(ga) AS area_a, ST_Area(gb) AS area_b
+                   FROM cand WHERE ST_Intersects(ga, gb)),
                  scored AS (
                    SELECT i, j, inter / NULLIF(area_a + area_b - inter, 0) AS iou FROM pairs)
             SELECT i, j, iou FROM scored WHERE iou >= ?
@@ -155,6 +172,7 @@ def overlap_pairs(wkb_a: Sequence[bytes], wkb_b: Sequence[bytes], *,
             [float(min_iou), bool(best_only)],
         ).fetchnumpy()
     finally:
-        con.close()
+        con.unregister("clay_a")
+        con.unregister("clay_b")
     return (np.asarray(out["i"], np.int64), np.asarray(out["j"], np.int64),
             np.asarray(out["iou"], np.float64))
