@@ -9,7 +9,9 @@ import importlib
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app", "changes"]
+COMMANDS = [
+    "info", "ingest", "search", "import_", "index", "train", "eval", "app", "weights", "changes",
+]
 
 app = typer.Typer(
     name="clay-search",
