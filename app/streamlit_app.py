@@ -291,6 +291,7 @@ def main() -> None:
     store = opened.store
     info = overview(store)
     with st.sidebar:
+        view = st.radio("View", ["Search", "Changes"], key="view", horizontal=True)
         render_overview(uri, info)
         if st.button("Reload store", key="reload"):
             _open.clear()
@@ -304,7 +305,7 @@ def main() -> None:
             f"`clay-search ingest SOURCE --store {uri}`, then press Reload store."
         )
         return
-    if st.sidebar.radio("View", ["Search", "Changes"], key="view", horizontal=True) == "Changes":
+    if view == "Changes":
         from clay_search.app import changes_view
 
         changes_view.render(store, info, basemap=controls.basemap)
