@@ -315,6 +315,11 @@ def test_cli_changes_like_and_errors(series, tmp_path):
     assert bad.exit_code == 2 and "swap" in bad.output and "Traceback" not in bad.output
     none = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), *period])
     assert none.exit_code == 2 and "--out" in none.output
+    empty = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), "--before",
+                                     "/".join(BEFORE), "--after", "2021-01-01/2021-12-31",
+                                     "--out", str(tmp_path / "e.geojson")])
+    assert empty.exit_code == 0 and "no changes: no chip in the after period" in empty.output
+    assert json.loads((tmp_path / "e.geojson").read_text())["features"] == []
 
 
 def test_result_thumbnails_follow_the_rank_order(series):
