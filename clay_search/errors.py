@@ -73,3 +73,11 @@ class IndexStaleError(ClaySearchError, RuntimeError):
 
 class NetworkDisabledError(ClaySearchError, ConnectionError):
     """An operation would need the network; give a local file instead."""
+
+
+class AmbiguousChipError(UnknownChipError):
+    """A chip id prefix that matches more than one chip."""
+
+
+class DependencyError(ClaySearchError, RuntimeError):
+    """A required package, extension or file of the installation is missing or broken."""

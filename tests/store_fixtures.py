@@ -161,7 +161,7 @@ def build_store(
     sync: bool = True,
 ) -> Path:
     """A store of EuroSAT MS chips in ``store`` (written in ``batches`` commits)."""
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
     from clay_search.model.checkpoints import load_encoder
     from clay_search.store import open_chips_table, open_or_create_store
 

@@ -104,7 +104,7 @@ def test_bad_filters(kwargs, match):
 def test_null_geometry_is_excluded_by_spatial_filters(tmp_path, shared_data, tmp_path_factory):
     import pyarrow as pa
 
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
     from clay_search.store import open_chips_table, read_store_info
 
     src = clay_search.connect(cached_store(tmp_path_factory, shared_data))

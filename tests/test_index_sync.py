@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clay_search.index import check_index, load_index, sync_index
+from clay_search.store import check_index, load_index, sync_index
 from clay_search.schema import chips_schema
 from clay_search.store import open_chips_table, open_or_create_store
 

@@ -1,19 +1,20 @@
-"""The FAISS vector index of a store, kept in step with the chips table.
+"""FAISS vector indexes over a chips table, kept in step with it.
 
-``sync_index(store_path)`` is what writers call after a commit.
+This layer knows a LanceDB table and an index folder only; the store-level entry points that
+writers call after a commit (``sync_index(store_path)``, ``check_index``, ``load_index``) are in
+:mod:`clay_search.store`.
 """
-
-from __future__ import annotations
 
 from clay_search.index.faiss_index import EXACT_THRESHOLD, KINDS, choose_kind
 from clay_search.index.sync import (
     IndexCheck,
     IndexReport,
     LoadedIndex,
-    check_index,
+    check_table_index,
+    covers_version,
     load_index,
     read_index_meta,
-    sync_index,
+    sync_table_index,
 )
 
 __all__ = [
@@ -22,9 +23,10 @@ __all__ = [
     "IndexCheck",
     "IndexReport",
     "LoadedIndex",
-    "check_index",
+    "check_table_index",
     "choose_kind",
+    "covers_version",
     "load_index",
     "read_index_meta",
-    "sync_index",
+    "sync_table_index",
 ]

@@ -169,7 +169,7 @@ def import_geoparquet(
     Refuses a store of another model id or dimension (:class:`StoreMismatchError`). Rows whose
     chip id is already in the store are skipped.
     """
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
     from clay_search.store.layout import open_chips_table, open_or_create_store
 
     p = Path(path)
