@@ -9,7 +9,9 @@ import importlib
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app"]
+from clay_search.cli.options import VerboseOpt
+
+COMMANDS = ["info", "ingest", "search", "chips", "import_", "index", "train", "eval", "app"]
 
 app = typer.Typer(
     name="clay-search",
@@ -21,7 +23,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(verbose: VerboseOpt = False) -> None:
     """Earth-observation embeddings (Clay) and similarity search."""
 
 

@@ -1,0 +1,45 @@
+"""The chips table the query subcommands print (full chip ids; empty cells for missing values)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from clay_search.cli.options import cell
+
+#: Rows printed; --out writes them all.
+SHOWN = 20
+
+
+def print_chips(results, title: str, *, ranked: bool, shown: int = SHOWN) -> None:
+    """Print up to ``shown`` rows of ``results``: chip ids are never cut (other columns give)."""
+    cols = ["rank", "score"] if ranked else []
+    cols += ["chip_id", "datetime", "sensor", "label", "source"]
+    df = results.to_pandas() if len(results) <= shown else _head(results, shown)
+    ids = [str(c) for c in df["chip_id"]] if len(df) else []
+    t = Table(title=title)
+    for col in cols:
+        if col == "chip_id":
+            t.add_column(col, no_wrap=True, min_width=max([len(c) for c in ids] or [7]))
+        elif col == "source":
+            t.add_column(col, overflow="fold")
+        else:
+            t.add_column(col)
+    for _, row in df.iterrows():
+        vals = []
+        for col in cols:
+            v = row.get(col)
+            vals.append(f"{v:.4f}" if col == "score" and cell(v) else cell(v))
+        t.add_row(*vals)
+    console = Console()
+    console.print(t)
+    if len(results) > shown:
+        console.print(f"({len(results) - shown} more; write them all with --out FILE)")
+
+
+def _head(results, n: int):
+    """The first ``n`` rows as pandas, without reading thumbnails of the rest."""
+    from clay_search.results import Results
+
+    head = Results(results._table.slice(0, n), version=results.version)
+    return head.to_pandas()
