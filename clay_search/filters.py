@@ -89,7 +89,12 @@ def _as_utc(value: Any, *, end: bool) -> datetime:
 def _as_set(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:
     if value is None:
         return None
-    vals = (value,) if isinstance(value, str) else tuple(value)
+    if isinstance(value, str):
+        vals: tuple = (value,)
+    elif isinstance(value, Sequence | set | frozenset | np.ndarray):
+        vals = tuple(value)
+    else:
+        vals = ()
     if not vals or not all(isinstance(v, str) for v in vals):
         raise QueryError(f"{name} must be a name or a list of names; got {value!r}")
     return vals
