@@ -143,7 +143,8 @@ def test_filters_object_and_keywords_mean_the_same(store):
         ids[:2], k=5, **kw
     ).chip_ids
     # keywords override the object's parts
-    assert store.chips(f, label="River").chip_ids == store.chips(**{**kw, "label": "River"}).chip_ids
+    rivers = store.chips(**{**kw, "label": "River"}).chip_ids
+    assert store.chips(f, label="River").chip_ids == rivers
     with pytest.raises(QueryError, match="unknown filter"):
         store.chips(lable="River")
     with pytest.raises(QueryError, match="must be a clay_search.filters.Filters"):

@@ -6,9 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clay_search.store import check_index, load_index, sync_index
 from clay_search.schema import chips_schema
-from clay_search.store import open_chips_table, open_or_create_store
+from clay_search.store import (
+    check_index,
+    load_index,
+    open_chips_table,
+    open_or_create_store,
+    sync_index,
+)
 
 DIM = 16
 

@@ -3,11 +3,9 @@ embeddings): runs on what the repository ships."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from store_fixtures import EUROSAT_BANDS, build_store, eurosat_files, nano_weights
+from store_fixtures import EUROSAT_BANDS, build_store, eurosat_files
 
 import clay_search
 from clay_search.errors import (
