@@ -7,12 +7,16 @@ Store-building helpers are plain functions in ``store_fixtures.py``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+#: ``../shared/data`` next to the checkout, or the folder $CLAY_SEARCH_SHARED_DATA names.
+SHARED_DATA = Path(
+    os.environ.get("CLAY_SEARCH_SHARED_DATA") or (REPO_ROOT / ".." / "shared" / "data")
+).resolve()
 SAMPLE_DIR = REPO_ROOT / "sample"
 
 
@@ -24,7 +28,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real open imagery); tests using it skip where it is absent."""
+    """``../shared/data`` (real open imagery; or $CLAY_SEARCH_SHARED_DATA); tests using it skip
+    where it is absent."""
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (only in the team's checkout)")
     return SHARED_DATA

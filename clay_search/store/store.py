@@ -313,6 +313,9 @@ class Store:
             ):
                 self._index = idx
                 return idx
+            if len(self) == 0:
+                self._index_note = "the store holds no chips yet"
+                return None
             self._index_note = (
                 f"the index does not match table version {self.version}; exact search used "
                 f"(run `clay-search index --sync --store {self.path}` or store.sync())"
