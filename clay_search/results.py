@@ -44,6 +44,13 @@ class Results:
     def __repr__(self) -> str:
         return f"Results({len(self)} chips, table version {self.version})"
 
+    def head(self, n: int) -> Results:
+        """The first ``n`` results (thumbnails still read on demand, for those rows only)."""
+        return Results(
+            self._table.slice(0, max(int(n), 0)), version=self.version, meta=dict(self.meta),
+            fetch=self._fetch,
+        )  # fmt: skip
+
     @property
     def chip_ids(self) -> list[str]:
         """Chip ids, best first."""

@@ -80,3 +80,28 @@ def test_index_kind_override_is_kept(store):
     report = sync_index(info.path)
     assert (report.kind, report.action) == ("hnsw", "added")
     assert check_index(info.path).ok
+
+
+def test_commits_that_keep_every_row_do_not_rebuild(store):
+    """Columns added (predictions, place ids) and commits that change nothing keep the index:
+    ``sync_index`` reports it unchanged and a Store at the new version uses it."""
+    import clay_search
+    from clay_search.index import covers_version, read_index_meta
+
+    info, table = store
+    table.add(_rows(0, 40, 5))
+    assert sync_index(info.path).action == "rebuilt"
+    built = table.version
+    table.add_columns({"pred_score": "cast(0.5 as float)"})
+    table.delete("chip_id = 'no-such-chip'")  # deletes nothing
+    assert table.version > built
+    meta = read_index_meta(info.index_path)
+    assert covers_version(table, meta, table.version)
+    st = clay_search.connect(info.path)
+    assert st.search(["c1"], k=3).meta["index"] == "flat"  # no warning, no exact fallback
+    report = sync_index(info.path)
+    assert (report.action, report.table_version) == ("unchanged", table.version)
+    assert check_index(info.path).ok
+    table.delete("chip_id = 'c5'")  # this one removes a row: the index no longer covers it
+    assert not covers_version(table, read_index_meta(info.index_path), table.version)
+    assert sync_index(info.path).action == "rebuilt"

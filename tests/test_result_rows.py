@@ -76,3 +76,11 @@ def test_browse_pages_and_get(store, table_rows):
     res = store.get([*picked, picked[0]])  # any order, repeats
     assert res.chip_ids == [*picked, picked[0]]
     _check(res, table_rows)
+
+
+def test_head_of_results(store, table_rows):
+    ids = store.attrs.column("chip_id").to_pylist()
+    res = store.search([ids[2]], k=20)
+    head = res.head(5)
+    assert head.chip_ids == res.chip_ids[:5]
+    _check(head, table_rows)

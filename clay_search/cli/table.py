@@ -15,7 +15,7 @@ def print_chips(results, title: str, *, ranked: bool, shown: int = SHOWN) -> Non
     """Print up to ``shown`` rows of ``results``: chip ids are never cut (other columns give)."""
     cols = ["rank", "score"] if ranked else []
     cols += ["chip_id", "datetime", "sensor", "label", "source"]
-    df = results.to_pandas() if len(results) <= shown else _head(results, shown)
+    df = results.head(shown).to_pandas()
     ids = [str(c) for c in df["chip_id"]] if len(df) else []
     t = Table(title=title)
     for col in cols:
@@ -35,11 +35,3 @@ def print_chips(results, title: str, *, ranked: bool, shown: int = SHOWN) -> Non
     console.print(t)
     if len(results) > shown:
         console.print(f"({len(results) - shown} more; write them all with --out FILE)")
-
-
-def _head(results, n: int):
-    """The first ``n`` rows as pandas, without reading thumbnails of the rest."""
-    from clay_search.results import Results
-
-    head = Results(results._table.slice(0, n), version=results.version)
-    return head.to_pandas()

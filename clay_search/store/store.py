@@ -351,7 +351,11 @@ class Store:
         def fetch(res: pa.Table) -> pa.Table:
             if not has_thumb or "thumbnail" in res.column_names:
                 return res
-            return res.append_column("thumbnail", self.take_column("thumbnail", rows))
+            if res.num_rows == len(rows):
+                these = rows
+            else:  # a slice of the results (Results.head)
+                these = self._rows_of(res.column("chip_id").to_pylist())
+            return res.append_column("thumbnail", self.take_column("thumbnail", these))
 
         meta = {"index": self._index.kind if self._index is not None else "exact", **meta}
         if self._index_note:
