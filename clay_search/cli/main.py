@@ -11,7 +11,18 @@ import typer
 
 from clay_search.cli.options import VerboseOpt
 
-COMMANDS = ["info", "ingest", "search", "chips", "import_", "index", "train", "eval", "app"]
+COMMANDS = [
+    "info",
+    "ingest",
+    "search",
+    "chips",
+    "import_",
+    "index",
+    "train",
+    "eval",
+    "app",
+    "weights",
+]
 
 app = typer.Typer(
     name="clay-search",
