@@ -62,6 +62,12 @@ def test_polygon_and_time_and_label(store):
     assert got == _truth(store, tri, start, end)
     got_geojson = set(store.chips(geometry=shapely.geometry.mapping(tri)).chip_ids)
     assert got_geojson == _truth(store, tri)
+    collection = {  # a FeatureCollection (as drawn on a map) is the union of its features
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "geometry": shapely.geometry.mapping(tri),
+                      "properties": {}}],
+    }  # fmt: skip
+    assert set(store.chips(geometry=collection).chip_ids) == _truth(store, tri)
     assert set(store.chips(label="River").chip_ids) == _truth(store, label="River")
     assert store.chips(sensor="landsat-c2l1").chip_ids == []
 
