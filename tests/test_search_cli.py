@@ -188,3 +188,22 @@ def test_user_errors_are_one_line_and_verbose_shows_tracebacks(store_path, tmp_p
 def test_info_takes_the_sensor_name_as_argument():
     r = CliRunner().invoke(app, ["info", "landsat-c2l1"])
     assert r.exit_code == 0 and "landsat-c2l1" in r.output and "B1" in r.output
+
+
+def test_usage_errors_are_one_line_from_the_real_command(tmp_path):
+    """The installed entry point (``main``) prints parse errors in one line too, exit 2."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        cmd = [sys.executable, "-m", "clay_search.cli.main", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    r = run("search", "--store", str(tmp_path), "-p", "x", "-k", "abc")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "'-k'" in r.stderr and "--help" in r.stderr
+    r = run("search", "--store", str(tmp_path / "none"), "-p", "x")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no clay-search store" in (
+        r.stderr
+    )
+    assert run("--help").returncode == 0

@@ -154,7 +154,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 #: typer's own click (typer >= 0.22 vendors click as ``typer._click``; older ones use click).
-_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _PASS_THROUGH = (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt)
 
 
@@ -190,7 +190,7 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except _PASS_THROUGH:
             raise
-        except _CLICK_EXCEPTION as e:
+        except CLICK_EXCEPTION as e:
             _report(e, kwargs, e.format_message())
             sys.exit(2)
         except USER_ERRORS as e:
