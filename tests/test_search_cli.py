@@ -99,7 +99,7 @@ def test_chips_lists_full_ids_with_filters(store_path, tmp_path):
     assert r.exit_code == 0, r.output
     assert all(c in r.output for c in want)  # full ids, never cut
     assert f"{len(want)} of {len(store)} chips match" in r.output
-    assert "label: 27" in r.output  # what the filter removed
+    assert "removed by label: 27" in r.output  # what the filter removed
     import pandas as pd
 
     assert list(pd.read_csv(out)["chip_id"]) == want
@@ -144,6 +144,7 @@ def test_image_sensor_is_not_the_filter(store_path, sample_dir, nano_weights):
     assert r.exit_code == 0 and "3 results" in r.output, r.output
     r = CliRunner().invoke(app, [*args, "--sensor", "naip"])  # the filter: nothing matches
     assert r.exit_code == 0 and "0 results" in r.output, r.output
+    assert "removed by sensor: 30" in r.output
 
 
 def test_missing_labels_print_as_empty_cells(store_path, tmp_path):

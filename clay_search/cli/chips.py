@@ -25,7 +25,7 @@ from clay_search.cli.options import (
     handle_errors,
     write_results,
 )
-from clay_search.cli.table import print_chips
+from clay_search.cli.table import explain_filters, print_chips
 
 
 def register(app: typer.Typer) -> None:
@@ -77,16 +77,7 @@ def chips(
     if limit is not None and matched > limit:
         title += f"; first {len(res)} (--limit)"
     print_chips(res, title, ranked=False)
-    if not filters.empty:
-        report = st.count(filters)
-        parts = [f"{name}: {n}" for name, n in report["removed"].items() if n]
-        if parts:
-            typer.echo("removed by " + ", ".join(parts))
-        if report["undated"]:
-            typer.echo(
-                f"{report['undated']} chips have no date and were removed by the date range; "
-                "keep them with --undated"
-            )
+    explain_filters(st, filters)
     if out:
         path = write_results(res, out)
         typer.echo(f"wrote {len(res)} chips to {path}")

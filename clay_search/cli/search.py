@@ -28,7 +28,7 @@ from clay_search.cli.options import (
     parse_floats,
     write_results,
 )
-from clay_search.cli.table import print_chips
+from clay_search.cli.table import explain_filters, print_chips
 
 __all__ = ["register", "search", "write_results"]
 
@@ -112,6 +112,8 @@ def search(
         res = st.search(positive or [], negative or [], k=k, filters=filters)
     title = f"{len(res)} results (table version {res.version}, {res.meta.get('index')})"
     print_chips(res, title, ranked=True)
+    if len(res) < k:
+        explain_filters(st, filters)
     if out:
         path = write_results(res, out, merge=merge)
         typer.echo(f"wrote {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -35,3 +36,19 @@ def print_chips(results, title: str, *, ranked: bool, shown: int = SHOWN) -> Non
     console.print(t)
     if len(results) > shown:
         console.print(f"({len(results) - shown} more; write them all with --out FILE)")
+
+
+def explain_filters(store, filters) -> None:
+    """Say how many chips each part of ``filters`` removed, and the undated ones (if any)."""
+    if filters.empty:
+        return
+    report = store.count(filters)
+    parts = [f"{name}: {n}" for name, n in report["removed"].items() if n]
+    if parts:
+        typer.echo(f"{report['matched']} of {report['total']} chips pass the filters; removed by "
+                   + ", ".join(parts))  # fmt: skip
+    if report["undated"]:
+        typer.echo(
+            f"{report['undated']} chips have no date and were removed by the date range; "
+            "keep them with --undated"
+        )
