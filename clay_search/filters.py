@@ -184,7 +184,7 @@ class Filters:
         """``filters`` with ``keywords`` (the :class:`FilterKeywords`) set on top of it.
 
         What every query method calls: ``store.search(ids, filters=f)``, ``store.search(ids,
-        bbox=...)`` and both together (keywords win) mean the same thing.
+        bbox=...)`` and both together (keywords that are not ``None`` win) mean the same thing.
         """
         unknown = sorted(set(keywords) - set(FILTER_KEYWORDS))
         if unknown:
@@ -197,7 +197,8 @@ class Filters:
             )
         if filters is None:
             return cls(**keywords)
-        return dataclasses.replace(filters, **keywords) if keywords else filters
+        given = {k: v for k, v in keywords.items() if v is not None}  # None: not given
+        return dataclasses.replace(filters, **given) if given else filters
 
     @property
     def area(self) -> BaseGeometry | None:

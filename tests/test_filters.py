@@ -151,6 +151,7 @@ def test_filters_object_and_keywords_mean_the_same(store):
     # keywords override the object's parts
     rivers = store.chips(**{**kw, "label": "River"}).chip_ids
     assert store.chips(f, label="River").chip_ids == rivers
+    assert store.chips(f, label=None, bbox=None).chip_ids == store.chips(f).chip_ids  # not given
     with pytest.raises(QueryError, match="unknown filter"):
         store.chips(lable="River")
     with pytest.raises(QueryError, match="must be a clay_search.filters.Filters"):
