@@ -232,6 +232,25 @@ class Filters:
             "min_pred_score": self.min_pred_score,
         }
 
+    def describe(self) -> str:
+        """A short human summary, e.g. ``2020-01-01..2020-12-31 (+undated), sensor=naip``."""
+        out = []
+        if self.has_time:
+            start = "" if self.start is None else self.start.date().isoformat()
+            end = "" if self.end is None else self.end.date().isoformat()
+            out.append(f"{start}..{end}" + (" (+undated)" if self.undated else ""))
+        for name in ("sensor", "label", "pred_label"):
+            values = getattr(self, name)
+            if values:
+                out.append(f"{name}=" + "|".join(values))
+        if self.min_pred_score is not None:
+            out.append(f"pred_score>={self.min_pred_score:g}")
+        if self.bbox is not None:
+            out.append("bbox=" + ",".join(f"{v:.4g}" for v in self.bbox))
+        if self.geometry is not None:
+            out.append(f"area ({self.geometry.geom_type})")
+        return ", ".join(out) or "no filters"
+
     def parts(self) -> dict[str, Filters]:
         """One single-part filter per part that is set, keyed ``area``, ``time``, ``sensor``,
         ``label``, ``pred_label``, ``pred_score`` (what :meth:`FilterEngine.explain` counts)."""

@@ -210,3 +210,12 @@ def test_prediction_filters(tmp_path, sample_store):
     )
     some = st.chips().chip_ids[0]
     assert set(st.search([some], k=30, pred_label="water").chip_ids) <= lakes
+
+
+def test_describe():
+    assert Filters().describe() == "no filters"
+    f = Filters(start="2020-01-01", end="2020-12-31", undated=True, sensor=["naip", "s2"],
+                bbox=(1, 2, 3, 4), min_pred_score=0.5)  # fmt: skip
+    assert f.describe() == (
+        "2020-01-01..2020-12-31 (+undated), sensor=naip|s2, pred_score>=0.5, bbox=1,2,3,4"
+    )
