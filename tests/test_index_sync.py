@@ -105,3 +105,26 @@ def test_commits_that_keep_every_row_do_not_rebuild(store):
     table.delete("chip_id = 'c5'")  # this one removes a row: the index no longer covers it
     assert not covers_version(table, read_index_meta(info.index_path), table.version)
     assert sync_index(info.path).action == "rebuilt"
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_rows_rewritten_with_the_same_embeddings_are_reordered_not_rebuilt(store, kind):
+    """Predictions written with ``update`` rewrite rows (new order, deletion files) but keep
+    ids and embeddings: the index re-adds the vectors in the new order, without retraining."""
+    import clay_search
+
+    info, table = store
+    table.add(_rows(0, 300, 6))
+    built = sync_index(info.path, kind=kind)
+    assert built.action == "rebuilt"
+    table.add_columns({"pred_label": "cast(NULL as string)"})
+    table.update(where="chip_id IN ('c3', 'c200', 'c7')", values={"pred_label": "water"})
+    report = sync_index(info.path)
+    assert (report.action, report.kind, report.count) == ("reordered", kind, 300)
+    assert report.params == built.params  # no retraining or tuning
+    assert check_index(info.path).ok
+    st = clay_search.connect(info.path)
+    assert st.search(["c3"], k=5).meta["index"] == kind
+    table.update(where="chip_id = 'c9'", values={"embedding": [0.5] * DIM})  # a real change
+    assert sync_index(info.path).action == "rebuilt"
+    assert check_index(info.path).ok

@@ -30,14 +30,19 @@ from clay_search.index.vectors import read_ids_and_vectors
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.arrow"
 META_FILE = "index.json"
-_HISTORY_KEYS = ("total_rows", "total_data_files", "total_deletion_files")
+_HISTORY_KEYS = (
+    "total_rows",
+    "total_data_files",
+    "total_deletion_files",
+    "total_deletion_file_rows",
+)
 
 
 @dataclass
 class IndexReport:
     """What :func:`sync_index` did."""
 
-    action: str  # "unchanged", "added", "rebuilt"
+    action: str  # "unchanged", "added", "reordered", "rebuilt"
     kind: str
     table_version: int
     count: int
@@ -88,6 +93,11 @@ def _only_appended(table, since: int, now: int) -> bool:
         cur = versions[ver]
         try:
             if int(cur["total_deletion_files"]) != int(prev["total_deletion_files"]):
+                return False
+            # a second update or delete in a fragment that already has a deletion file grows
+            # that file, not the number of files: count the deleted rows too
+            deleted = "total_deletion_file_rows"
+            if int(cur.get(deleted, 0)) != int(prev.get(deleted, 0)):
                 return False
             if int(cur["total_data_files"]) < int(prev["total_data_files"]):
                 return False
@@ -175,7 +185,9 @@ def sync_table_index(
 
     Unchanged (only ``index.json`` moves to the new version) when the commits since the indexed
     version kept every row (columns added, no-op commits); adds the new rows when the table only
-    grew (no deletes or updates, same ids in the same order); rebuilds otherwise, or when
+    grew (no deletes or updates, same ids in the same order); re-adds the same vectors in the
+    new row order (no training, no tuning) when rows were rewritten with the same ids and
+    embeddings (predictions written with ``update``); rebuilds otherwise, or when
     ``rebuild`` is set, or when ``kind`` (``auto``/``flat``/``ivf``/``hnsw``) asks for another
     kind than the index has.
     """
@@ -245,6 +257,10 @@ def sync_table_index(
             reason = "rows deleted or updated since the index was built"
 
     ids, vecs = read_ids_and_vectors(table, dim)
+    if meta is not None and meta.get("kind") == wanted and int(meta["count"]) == n:
+        report = _readd_if_same(table, folder, meta, ids, vecs, t0)
+        if report is not None:
+            return report
     index, params = build_index(vecs, wanted, seed=seed)
     meta = {
         "table_version": version,
@@ -261,6 +277,44 @@ def sync_table_index(
     }
     _save(folder, index, ids, meta)
     return IndexReport("rebuilt", wanted, version, n, n, time.perf_counter() - t0, reason, params)
+
+
+def _readd_if_same(
+    table, folder: Path, meta: dict, ids: pa.Array, vecs: np.ndarray, t0: float
+) -> IndexReport | None:
+    """Rows rewritten with the same ids and embeddings (e.g. predictions written with
+    ``update``): put the vectors back in the new row order without training or tuning again.
+    None if any id or embedding differs (then the caller rebuilds)."""
+    try:
+        loaded = load_index(folder)
+    except IndexStaleError:
+        return None
+    old_ids = loaded.ids.to_pylist()
+    pos = {c: i for i, c in enumerate(old_ids)}
+    new_ids = ids.to_pylist()
+    if len(pos) != len(old_ids) or len(new_ids) != len(old_ids) or set(new_ids) != set(pos):
+        return None
+    order = np.array([pos[c] for c in new_ids], dtype=np.int64)
+    stored = _reconstruct(loaded, np.arange(len(old_ids), dtype=np.int64))
+    if stored.shape != vecs.shape or not np.allclose(stored[order], vecs, atol=1e-6):
+        return None
+    index = loaded.index
+    index.reset()  # keeps an IVF's trained coarse quantiser
+    if len(vecs):
+        index.add(np.ascontiguousarray(vecs, dtype=np.float32))
+    version = int(table.version)
+    meta.update(table_version=version, history=_history(table, version), updated=_now())
+    _save(folder, index, ids.cast(pa.string()), meta)
+    return IndexReport(
+        "reordered",
+        meta["kind"],
+        version,
+        len(new_ids),
+        0,
+        time.perf_counter() - t0,
+        "rows rewritten with the same ids and embeddings: vectors re-added in the new order",
+        meta.get("params", {}),
+    )
 
 
 def _can_append(table, meta: dict, version: int, n: int) -> bool:
