@@ -9,7 +9,7 @@ Layers: :mod:`~clay_search.store.layout` (the folder, ``store.json``, the table)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from clay_search.store.layout import (
     STORE_ENV_VAR,
@@ -38,11 +38,17 @@ __all__ = [
 ]
 
 
-def connect(uri: str, **kwargs: Any) -> Store:
-    """Open a store for querying (see :class:`clay_search.store.store.Store`)."""
+def connect(
+    uri: str | Path,
+    *,
+    version: int | None = None,
+    weights: str | Path | None = None,
+    index: str = "auto",
+) -> Store:
+    """Open a store for querying, read-only (see :func:`clay_search.store.store.connect`)."""
     from clay_search.store.store import connect as _connect
 
-    return _connect(uri, **kwargs)
+    return _connect(uri, version=version, weights=weights, index=index)
 
 
 def sync_index(
