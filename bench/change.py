@@ -197,19 +197,17 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
 def _patch_distance_maps(store_path: Path, df, chip: int) -> dict:
     """Per chip ``[chip, chip]`` map of the patch-token cosine distance (each 8 px patch)."""
     import clay_search
-    from clay_search.results import take_rows
-
     store = clay_search.connect(store_path)
     ids = store.attrs.column("chip_id").to_pylist()
     row_of = {c: i for i, c in enumerate(ids)}
     rb = [row_of[c] for c in df.chip_id_before]
     ra = [row_of[c] for c in df.chip_id_after]
-    tb = take_rows(store.table, rb, ["patch_embeddings"]).column("patch_embeddings")
-    ta = take_rows(store.table, ra, ["patch_embeddings"]).column("patch_embeddings")
+    tb = store.take_column("patch_embeddings", np.array(rb))
+    ta = store.take_column("patch_embeddings", np.array(ra))
     d = store.info.patch_dim
     g = chip // 8
-    b = tb.combine_chunks().flatten().to_numpy().reshape(len(rb), g * g, -1)
-    a = ta.combine_chunks().flatten().to_numpy().reshape(len(ra), g * g, -1)
+    b = tb.flatten().to_numpy().reshape(len(rb), g * g, -1)
+    a = ta.flatten().to_numpy().reshape(len(ra), g * g, -1)
     del d
     b = b / np.linalg.norm(b, axis=2, keepdims=True)
     a = a / np.linalg.norm(a, axis=2, keepdims=True)

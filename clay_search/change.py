@@ -32,6 +32,7 @@ their change vector with a query formed from positive and negative pairs, like c
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +43,10 @@ import numpy as np
 import pyarrow as pa
 
 from clay_search.errors import QueryError, UnknownChipError
-from clay_search.filters import Filters, make_filters
+from clay_search.filters import Filters
 from clay_search.index.vectors import l2_normalise
 from clay_search.places import DEFAULT_MIN_IOU, overlap_pairs, place_ids
-from clay_search.results import Results, take_rows
+from clay_search.results import Results
 from clay_search.search import NEGATIVE_WEIGHT, query_vector
 
 METHODS = ("cosine", "patch", "normalised")
@@ -74,7 +75,7 @@ def parse_period(value: Period, name: str) -> tuple[datetime, datetime]:
     if start in (None, "") or end in (None, ""):
         raise QueryError(f"{name} period needs both a start and an end; got {value!r}")
     try:
-        f = make_filters(start=start, end=end)
+        f = Filters(start=start, end=end)
     except QueryError as e:
         raise QueryError(f"{name} period: {e}") from e
     return f.start, f.end
@@ -166,19 +167,20 @@ class Pairs:
         return np.where(norm > 0, d / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
-def pair_places(store, before: Period, after: Period, *, pairing: str = "auto",
-                min_iou: float = DEFAULT_MIN_IOU, **filters: Any) -> Pairs:
-    """The places of ``store`` with chips in both periods (within ``filters``)."""
+def pair_places(store, before: Period, after: Period, *, filters: Filters | None = None,
+                pairing: str = "auto", min_iou: float = DEFAULT_MIN_IOU, **where: Any) -> Pairs:
+    """The places of ``store`` with chips in both periods (within ``filters`` / ``where``:
+    the :class:`~clay_search.filters.Filters` keywords except the time range)."""
     if pairing not in PAIRINGS:
         raise QueryError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
     if not 0.0 < float(min_iou) <= 1.0:
         raise QueryError(f"min_iou must be in (0, 1], got {min_iou!r}")
+    f = Filters.of(filters, **where)
     for bad in ("start", "end"):
-        if filters.get(bad) is not None:
+        if getattr(f, bad) is not None:
             raise QueryError(f"give the time range as before=/after= periods, not {bad}=")
-        filters.pop(bad, None)
     b, a = check_periods(before, after)
-    f = make_filters(**filters)
+    f = dataclasses.replace(f, undated=False)  # a chip without a date is in no period
     eng = store.engine
     dates = np.unique(eng.time_us[eng.has_time])
     if len(dates) < 2:
@@ -186,8 +188,8 @@ def pair_places(store, before: Period, after: Period, *, pairing: str = "auto",
             f"store {store.path} holds chips of {len(dates)} date(s) only; change needs the same "
             "places on at least two dates (ingest another date into the store)"
         )
-    fb = make_filters(**filters, start=b[0], end=b[1])
-    fa = make_filters(**filters, start=a[0], end=a[1])
+    fb = dataclasses.replace(f, start=b[0], end=b[1])
+    fa = dataclasses.replace(f, start=a[0], end=a[1])
     rb, ra = eng.rows(fb), eng.rows(fa)
     keys = store_place_keys(store)
     gb, ga = _groups(keys, rb), _groups(keys, ra)
@@ -253,14 +255,13 @@ def cosine_change(pairs: Pairs) -> np.ndarray:
 
 def _patch_means(store, groups: list[np.ndarray], token_dim: int) -> list[np.ndarray]:
     rows = np.unique(np.concatenate(groups)) if groups else np.zeros(0, np.int64)
-    t = take_rows(store.table, rows, ["patch_embeddings"])
-    col = t.column("patch_embeddings")
+    col = store.take_column("patch_embeddings", rows)
     if col.null_count:
         raise QueryError(
             f"{col.null_count} chips in the periods have no patch embeddings; re-ingest them "
             "with --patch-embeddings or use method='cosine'"
         )
-    flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    flat = col.flatten().to_numpy(zero_copy_only=False)
     mat = flat.reshape(len(rows), -1, token_dim).astype(np.float32)
     mat /= np.maximum(np.linalg.norm(mat, axis=2, keepdims=True), 1e-12)
     where = {int(r): i for i, r in enumerate(rows)}
@@ -308,8 +309,7 @@ def normalised_change(store, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
     eng = store.engine
     keys = store_place_keys(store)
     f = pairs.filters
-    hist_rows = eng.rows(make_filters(geometry=f.geometry, end=pairs.after[0], sensor=f.sensor,
-                                      label=f.label))
+    hist_rows = eng.rows(dataclasses.replace(f, start=None, end=pairs.after[0]))
     hist_rows = hist_rows[eng.time_us[hist_rows] < _us(pairs.after[0])]
     hist = _groups(keys, hist_rows)
     vec = store.vectors
@@ -382,7 +382,7 @@ def _thumbs_fetch(store, rb: np.ndarray, ra: np.ndarray):
     def col(rows: np.ndarray) -> pa.Array:
         if not has or not len(rows):
             return pa.nulls(len(rows), pa.binary())
-        return take_rows(table, rows, ["thumbnail"]).column("thumbnail")
+        return store.take_column("thumbnail", rows)
 
     def fetch(res: pa.Table) -> pa.Table:
         if "thumbnail_before" in res.column_names:
@@ -417,15 +417,19 @@ def _check_k(k: int | None) -> None:
         raise QueryError(f"k must be a positive integer, got {k!r}")
 
 
-def changes(store, before: Period, after: Period, *, bbox=None, geometry=None,
-            k: int | None = None, method: str = "cosine", pairing: str = "auto",
-            min_iou: float = DEFAULT_MIN_IOU, **filters: Any) -> Results:
-    """One row per place with chips in both periods, ranked by ``change`` (see module doc)."""
+def changes(store, before: Period, after: Period, *, filters: Filters | None = None,
+            bbox=None, geometry=None, k: int | None = None, method: str = "cosine",
+            pairing: str = "auto", min_iou: float = DEFAULT_MIN_IOU, **where: Any) -> Results:
+    """One row per place with chips in both periods, ranked by ``change`` (see module doc).
+
+    ``filters`` / ``bbox``, ``geometry`` and the other filter keywords (``sensor``, ``label``,
+    ...) select the chips; the periods are the time range.
+    """
     if method not in METHODS:
         raise QueryError(f"method must be one of {METHODS}, got {method!r}")
     _check_k(k)
-    pairs = pair_places(store, before, after, pairing=pairing, min_iou=min_iou, bbox=bbox,
-                        geometry=geometry, **filters)
+    pairs = pair_places(store, before, after, filters=filters, pairing=pairing, min_iou=min_iou,
+                        bbox=bbox, geometry=geometry, **where)
     extra: dict = {"method": method}
     if method == "cosine":
         change = cosine_change(pairs)
@@ -478,9 +482,10 @@ def _example_rows(store, pairs: Pairs, examples, what: str) -> tuple[list[np.nda
 
 
 def change_search(store, positives, negatives=(), *, before: Period, after: Period,
-                  k: int | None = 50, bbox=None, geometry=None, alpha: float = NEGATIVE_WEIGHT,
-                  pairing: str = "auto", min_iou: float = DEFAULT_MIN_IOU,
-                  exclude_examples: bool = True, **filters: Any) -> Results:
+                  k: int | None = 50, filters: Filters | None = None, bbox=None, geometry=None,
+                  alpha: float = NEGATIVE_WEIGHT, pairing: str = "auto",
+                  min_iou: float = DEFAULT_MIN_IOU, exclude_examples: bool = True,
+                  **where: Any) -> Results:
     """Places whose change (after minus before) is most like the positives' change.
 
     Examples are place ids or chip ids (of either period) of places paired in these periods, or
@@ -488,8 +493,8 @@ def change_search(store, positives, negatives=(), *, before: Period, after: Peri
     query ``mean(positives) - alpha * mean(negatives)``; ``change`` is the cosine change.
     """
     _check_k(k)
-    pairs = pair_places(store, before, after, pairing=pairing, min_iou=min_iou, bbox=bbox,
-                        geometry=geometry, **filters)
+    pairs = pair_places(store, before, after, filters=filters, pairing=pairing, min_iou=min_iou,
+                        bbox=bbox, geometry=geometry, **where)
     keys = np.array(pairs.keys, dtype=object)
     pos, pos_used = _example_rows(store, pairs, positives, "positive")
     if not pos:
@@ -538,8 +543,8 @@ def timeline(store, place_or_chip_id: str, *, reference: Any = None,
     rows = hit
     eng = store.engine
     if min_iou is not None and eng.has_geom[hit[0]]:
-        f = make_filters(bbox=(eng.minx[hit[0]], eng.miny[hit[0]], eng.maxx[hit[0]],
-                               eng.maxy[hit[0]]))
+        f = Filters(bbox=(eng.minx[hit[0]], eng.miny[hit[0]], eng.maxx[hit[0]],
+                          eng.maxy[hit[0]]))
         cand = eng.rows(f)
         cand = cand[keys[cand] != keys[hit[0]]]
         if len(cand):
@@ -559,7 +564,7 @@ def timeline(store, place_or_chip_id: str, *, reference: Any = None,
     elif isinstance(reference, str) and reference in set(ids[r] for r in rows):
         ref = [ids[r] for r in rows].index(reference)
     else:
-        at = _us(make_filters(start=reference).start)
+        at = _us(Filters(start=reference).start)
         tt = eng.time_us[rows].astype(np.float64)
         ref = int(np.argmin(np.abs(tt - at)))
     dist = (1.0 - vec @ vec[ref]).astype(np.float32)

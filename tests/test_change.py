@@ -181,8 +181,6 @@ def test_patch_method(series, tmp_path):
     assert (df.change > 0).all() and df.change.iloc[0] > 10 * df.change.iloc[1:].median()
     assert res_meta_method(store) == "patch"
     # the value is the largest distance over the 8 x 8 grid of 128-dimensional patch tokens
-    from clay_search.results import take_rows
-
     row = df.iloc[1]
     rows = store._rows_of([row.chip_id_before, row.chip_id_after])
     before_rows = store._rows_of([c for c in store.timeline(row.place_id).chip_ids
@@ -191,8 +189,7 @@ def test_patch_method(series, tmp_path):
     after_rows = np.setdiff1d(store._rows_of(store.timeline(row.place_id).chip_ids),
                               before_rows)
     del rows
-    tok = take_rows(store.table, np.concatenate([before_rows, after_rows]),
-                    ["patch_embeddings"]).column("patch_embeddings").combine_chunks()
+    tok = store.take_column("patch_embeddings", np.concatenate([before_rows, after_rows]))
     t = tok.flatten().to_numpy().reshape(len(before_rows) + len(after_rows), 64, 128)
     t = t / np.linalg.norm(t, axis=2, keepdims=True)
     mb = t[:len(before_rows)].mean(0)

@@ -9,8 +9,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clay_search.cli.options import StoreOpt, handle_errors
-from clay_search.cli.search import _floats, write_results
+from clay_search.cli.options import (
+    BboxOpt,
+    GeometryOpt,
+    LabelOpt,
+    SensorOpt,
+    StoreOpt,
+    VerboseOpt,
+    VersionOpt,
+    check_out,
+    filters_from_options,
+    handle_errors,
+    write_results,
+)
 from clay_search.errors import QueryError
 
 
@@ -24,12 +35,10 @@ def changes(
     store: StoreOpt,
     before: Annotated[str, typer.Option(help="Before period START/END: 2015-01-01/2016-12-31.")],
     after: Annotated[str, typer.Option(help="After period START/END, e.g. 2017-01-01/2018-12-31.")],
-    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in degrees.")] = None,
-    geometry: Annotated[
-        Path | None, typer.Option(help="GeoJSON/WKT file: keep places intersecting it.")
-    ] = None,
-    sensor: Annotated[str | None, typer.Option(help="Keep chips of this sensor only.")] = None,
-    label: Annotated[str | None, typer.Option(help="Keep chips with this label only.")] = None,
+    bbox: BboxOpt = None,
+    geometry: GeometryOpt = None,
+    sensor: SensorOpt = None,
+    label: LabelOpt = None,
     k: Annotated[int | None, typer.Option("-k", "--k", help="Top N places (default all).")] = None,
     method: Annotated[
         str, typer.Option(help="cosine, patch (needs --patch-embeddings) or normalised.")
@@ -54,7 +63,8 @@ def changes(
     raster: Annotated[
         Path | None, typer.Option(help="Write a change map GeoTIFF (one pixel per chip cell).")
     ] = None,
-    version: Annotated[int | None, typer.Option(help="Use this table version.")] = None,
+    version: VersionOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Rank places by how much they changed between --before and --after.
 
@@ -65,18 +75,15 @@ def changes(
 
     if out is None and raster is None:
         raise QueryError("give --out FILE (.geojson, .parquet, .csv) and/or --raster FILE.tif")
-    if out is not None and out.suffix.lower() not in {".geojson", ".json", ".parquet",
-                                                     ".geoparquet", ".csv"}:
-        raise QueryError(f"unknown output type {out.suffix!r}; use .geojson, .parquet or .csv")
-    st = clay_search.connect(store, version=version)
+    check_out(out)  # before any work
+    if raster is not None and not raster.parent.exists():
+        raise QueryError(f"folder {raster.parent} for --raster does not exist; create it first")
     filters = {
-        "bbox": _floats(bbox, 4, "--bbox"),
-        "geometry": geometry.read_text() if geometry else None,
-        "sensor": sensor,
-        "label": label,
+        "filters": filters_from_options(bbox=bbox, geometry=geometry, sensor=sensor, label=label),
         "pairing": pairing,
         "min_iou": min_iou,
     }
+    st = clay_search.connect(store, version=version)
     if like:
         res = st.change_search(like, unlike or [], before=before, after=after, k=k, **filters)
     else:
