@@ -331,3 +331,27 @@ def test_result_thumbnails_follow_the_rank_order(series):
     res = store.search([ids[0]], k=10)
     assert res.to_pandas().thumbnail.tolist() == [
         store.get([c]).to_pandas().thumbnail[0] for c in res.chip_ids]
+
+
+def test_store_made_before_place_ids(series, tmp_path):
+    """A store whose table has no place_id column takes new chips (the writer keeps the table's
+    columns) and gets its place ids on read, the same as a new store's."""
+    import lancedb
+    import pyarrow as pa
+
+    from clay_search.schema import TABLE_NAME
+    from clay_search.store.layout import open_or_create_store
+
+    new = clay_search.connect(series["store"])
+    info = open_or_create_store(tmp_path / "old", new.model_id, new.dim)
+    old_schema = pa.schema([f for f in new.table.schema if f.name != "place_id"],
+                           metadata=new.table.schema.metadata)
+    lancedb.connect(str(info.path / "lancedb")).create_table(TABLE_NAME, schema=old_schema)
+    files = [f for f in series["files"] if "20200716" not in f.name]
+    _ingest(files, tmp_path / "old")
+    old = clay_search.connect(tmp_path / "old")
+    assert "place_id" not in old.table.schema.names and len(old) == len(new)
+    a = old.changes(BEFORE, AFTER).to_pandas()
+    b = new.changes(BEFORE, AFTER).to_pandas()
+    assert a.place_id.tolist() == b.place_id.tolist()
+    assert np.allclose(a.change, b.change, atol=1e-5)
