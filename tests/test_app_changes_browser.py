@@ -101,8 +101,10 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             expect(page.locator("[data-testid='stDeckGlJsonChart'] canvas").first).to_be_visible()
             top = expect_df.iloc[0]
             expect(page.get_by_text(f"#1 | {top.change:.3f}")).to_be_visible()
-            time.sleep(1.5)
+            time.sleep(4)
             page.screenshot(path=str(out / "app_changes.png"), full_page=True)
+            page.locator("[data-testid='stDeckGlJsonChart']").first.screenshot(
+                path=str(out / "app_changes_map.png"))
             expect(page.locator("[data-testid='stImage'] img")).to_have_count(24)  # 12 pairs
 
             page.get_by_role("button", name="Timeline").first.click()
