@@ -92,7 +92,8 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server)
             expect(page.get_by_text("Browsing 80 chips")).to_be_visible(timeout=60_000)
-            page.get_by_text("Changes", exact=True).click()
+            # the first deck.gl draw (software WebGL) can hold the page's main thread a while
+            page.get_by_text("Changes", exact=True).click(timeout=120_000)
             expect(page.get_by_text("Pick two periods and press Find changes")).to_be_visible(
                 timeout=30_000)
             page.get_by_role("button", name="Find changes").click()
