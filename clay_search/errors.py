@@ -73,3 +73,15 @@ class IndexStaleError(ClaySearchError, RuntimeError):
 
 class NetworkDisabledError(ClaySearchError, ConnectionError):
     """An operation would need the network; give a local file instead."""
+
+
+class ImportFormatError(ClaySearchError, ValueError):
+    """An embeddings file whose layout cannot be read (no embedding column, unknown encoding)."""
+
+
+class CRSContradictionError(ClaySearchError, ValueError):
+    """A file whose coordinates contradict the CRS it declares (override with ``--crs``)."""
+
+
+class BadRowsError(ClaySearchError, ValueError):
+    """Rows with missing or malformed embeddings where all-or-nothing (``--strict``) was asked."""
