@@ -230,14 +230,14 @@ def inspect_file(
         raise ImportFormatError(f"{p}: embedding values are {vtype}; expected floats or integers")
 
     fmt = "plain"
-    if "grid_cell" in names and ("timestamp" in names or "product_id" in names):
+    if b"clay_search.export" in meta:
+        fmt = "clay-search"
+    elif "grid_cell" in names and ("timestamp" in names or "product_id" in names):
         fmt = "majortom"
     elif emb is not None:
         fmt = "emb"
     elif "embeddings" in names or "source_url" in names:
         fmt = "clay"
-    elif b"clay_search.export" in meta:
-        fmt = "clay-search"
 
     layout = FileLayout(path=p, format=fmt, embedding=emb_col, rows=pf.metadata.num_rows,
                         row_groups=pf.metadata.num_row_groups, emb=emb)
@@ -248,7 +248,10 @@ def inspect_file(
         layout.dim = emb.dim
     if emb is not None:
         layout.scale, layout.offset = emb.scale, emb.offset
-        layout.default_datetime = emb.representative_datetime
+        # the file's time range stands in for rows without a date (not in our own exports,
+        # whose rows keep their own, possibly null, dates)
+        if fmt != "clay-search":
+            layout.default_datetime = emb.representative_datetime
     for key, attr in ((b"clay_search.embedding_scale", "scale"),
                       (b"clay_search.embedding_offset", "offset")):
         if key in meta:

@@ -163,7 +163,7 @@ def utm_file(path: Path, n: int = 4, dim: int = 64) -> Path:
 
 
 def majortom(path: Path, dim: int = 128, *, with_geometry: bool = True) -> Path:
-    """Major TOM embeddings (Core-S2L2A style): one fragment per grid cell over Europe."""
+    """Major TOM embeddings (Core-S2L2A style): one fragment per grid cell (Italy, Spain)."""
     from clay_search.ingest.importer import majortom_cell_polygons
 
     rng = np.random.default_rng(SEED + 5)

@@ -1,4 +1,4 @@
-"""``clay-search import``: embeddings others published (Clay, Earth Index, Major TOM) into a store."""
+"""``clay-search import``: embeddings published elsewhere (Clay, Earth Index, Major TOM)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app"]
+COMMANDS = ["info", "ingest", "search", "import_", "export", "index", "train", "eval", "app"]
 
 app = typer.Typer(
     name="clay-search",
