@@ -424,3 +424,59 @@ def test_cli_import_and_export(tmp_path, our_store):
     assert r.exit_code == 2 and "exactly one" in r.output
     r = runner.invoke(app, ["export", "--out", str(tmp_path / "o.parquet")])
     assert r.exit_code == 2 and "exactly one" in r.output
+
+
+# -- memory ---------------------------------------------------------------------------------------
+_CHILD = """
+import resource, sys
+from clay_search.ingest.importer import import_embeddings
+import_embeddings(sys.argv[1], sys.argv[3], sync=False)          # warm: imports, first commit
+warm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rep = import_embeddings(sys.argv[2], sys.argv[4], sync=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(warm * 1024, peak * 1024, rep["added"])
+"""
+
+
+def _peak_rss(tmp_path, small, big) -> tuple[int, int, int]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(small), str(big), str(tmp_path / f"w{big.stem}"),
+         str(tmp_path / f"s{big.stem}")],
+        capture_output=True, text=True, check=True, timeout=900,
+    )
+    warm, peak, added = (int(v) for v in out.stdout.split())
+    return warm, peak, added
+
+
+@pytest.mark.slow
+def test_import_streams_in_bounded_memory(tmp_path):
+    """Peak RSS importing a ~460 MB file vs a ~130 MB one: the extra rows cost little."""
+    import os
+
+    small = fx.big_file(tmp_path / "warm.parquet", rows=1000, dim=256)
+    a = fx.big_file(tmp_path / "a.parquet", rows=120_000, dim=256)
+    b = fx.big_file(tmp_path / "b.parquet", rows=420_000, dim=256)
+    _, peak_a, added_a = _peak_rss(tmp_path, small, a)
+    _, peak_b, added_b = _peak_rss(tmp_path, small, b)
+    assert (added_a, added_b) == (120_000, 420_000)
+    extra_file = os.path.getsize(b) - os.path.getsize(a)
+    assert extra_file > 300 * 2**20
+    assert peak_b < 2 * 2**30
+    # a reader that held the file would need at least the file's size more
+    print(f"peak RSS {peak_a / 2**20:.0f} MB / {peak_b / 2**20:.0f} MB, files "
+          f"{os.path.getsize(a) / 2**20:.0f} MB / {os.path.getsize(b) / 2**20:.0f} MB")
+    assert peak_b - peak_a < 0.5 * extra_file
+
+
+def test_seen_ids_dedupes_within_and_across_batches():
+    seen = importer.SeenIds()
+    assert seen.add(["a", "b", "a"]).tolist() == [True, True, False]
+    assert seen.add(["b", "c"]).tolist() == [False, True]
+    rng = np.random.default_rng(0)
+    ids = [f"x{i}" for i in rng.integers(0, 5000, 20_000)]
+    got = np.concatenate([seen.add(ids[i:i + 700]) for i in range(0, len(ids), 700)])
+    assert got.sum() == len(set(ids)) and len(seen) == len(set(ids)) + 3
+    assert len(seen.chunks) <= 16  # merged as they fill
