@@ -746,7 +746,13 @@ def import_embeddings(
     def flush() -> None:
         nonlocal buf, buf_bytes, commits
         if buf:
-            chips.add(pa.concat_tables(buf))
+            data = pa.concat_tables(buf)
+            target = chips.schema
+            if data.schema.names != target.names:  # e.g. a store with patch embeddings
+                data = pa.table({f.name: data.column(f.name) if f.name in data.schema.names
+                                 else pa.nulls(data.num_rows, f.type) for f in target},
+                                schema=target)
+            chips.add(data)
             commits += 1
         buf, buf_bytes = [], 0
 

@@ -9,7 +9,9 @@ import importlib
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "export", "index", "train", "eval", "app"]
+COMMANDS = [
+    "info", "ingest", "search", "import_", "export", "index", "train", "eval", "app", "weights",
+]
 
 app = typer.Typer(
     name="clay-search",
