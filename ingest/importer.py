@@ -101,6 +101,7 @@ class FileLayout:
     scale: float | None = None
     offset: float | None = None
     default_datetime: str | None = None
+    point_size: float | None = None  # metres: square footprints around point geometries
 
     @property
     def columns(self) -> list[str]:
@@ -119,6 +120,7 @@ class FileLayout:
                                           ("lon/lat columns" if self.lonlat else None)),
             "crs": self.crs_name, "crs_declared": self.crs_declared, "date_column": self.date,
             "default_datetime": self.default_datetime, "model_id": self.model_id,
+            "point_size_m": self.point_size,
         }
 
 
@@ -186,8 +188,12 @@ def inspect_file(
     embedding_column: str | None = None,
     crs: str | None = None,
     model_id: str | None = None,
+    point_size: float | None = None,
 ) -> FileLayout:
-    """Read a file's schema and metadata (not its rows) and map its columns to chips columns."""
+    """Read a file's schema and metadata (not its rows) and map its columns to chips columns.
+
+    ``point_size`` (metres) turns point geometries into squares of that side centred on them.
+    """
     p = Path(path)
     if not p.exists():
         raise SourceNotFoundError(f"embeddings file {p} does not exist")
@@ -309,6 +315,9 @@ def inspect_file(
     layout.utm_crs = "utm_crs" if "utm_crs" in names and "crs" not in names else None
     layout.passthrough = [c for c in PASSTHROUGH if c in names]
     layout.model_id = model_id or (emb.model_id if emb else None) or guess_model_id(p, meta)
+    if point_size is not None and not point_size > 0:
+        raise QueryError(f"--point-size must be a positive number of metres, got {point_size}")
+    layout.point_size = point_size
     return layout
 
 
@@ -414,6 +423,13 @@ def _geometries(layout: FileLayout, batch: pa.RecordBatch) -> tuple[np.ndarray, 
         geoms = shapely.transform(
             geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
         )
+    if layout.point_size:
+        pts = np.flatnonzero(shapely.get_type_id(geoms) == 0)
+        if len(pts):
+            x, y = shapely.get_x(geoms[pts]), shapely.get_y(geoms[pts])
+            dy = layout.point_size / 2 / 111_320.0  # metres per degree of latitude
+            dx = dy / np.maximum(np.cos(np.radians(y)), 1e-6)
+            geoms[pts] = shapely.box(x - dx, y - dy, x + dx, y + dy)
     return geoms, bad
 
 
@@ -673,6 +689,7 @@ def import_embeddings(
     sensor: str | None = None,
     embedding_column: str | None = None,
     crs: str | None = None,
+    point_size: float | None = None,
     strict: bool = False,
     sync: bool = True,
     batch_rows: int = BATCH_ROWS,
@@ -683,7 +700,10 @@ def import_embeddings(
 
     ``sources``: a file, folder, glob or list of them. ``model_id`` overrides what the files
     say (``emb`` metadata, a ``model_id`` key, a Clay version in the name). ``crs`` overrides
-    the CRS the files declare. ``strict``: any bad row stops the import before anything is
+    the CRS the files declare. ``point_size`` (metres): point geometries (Earth Index
+    centroids, lon/lat columns) become squares of that side, so that a point query finds
+    them (the chip ids hash the footprint when the file has none: keep the size from one
+    import to the next). ``strict``: any bad row stops the import before anything is
     written (:class:`BadRowsError`). Refuses a store of another model id or dimension
     (:class:`StoreMismatchError`) and coordinates that contradict the declared CRS
     (:class:`CRSContradictionError`). Rows whose chip id is in the store are skipped.
@@ -692,8 +712,8 @@ def import_embeddings(
     from clay_search.store.layout import open_chips_table, open_or_create_store, record_import
 
     files = expand_sources(sources)
-    layouts = [inspect_file(f, embedding_column=embedding_column, crs=crs, model_id=model_id)
-               for f in files]
+    layouts = [inspect_file(f, embedding_column=embedding_column, crs=crs, model_id=model_id,
+                            point_size=point_size) for f in files]
     mid = _check_model(layouts, model_id)
     dims = {lay.dim for lay in layouts if lay.dim}
     if len(dims) > 1:
@@ -734,7 +754,7 @@ def import_embeddings(
         "started": now.isoformat(timespec="seconds"), "finished": None, "model_id": mid,
         "parameters": {"sources": [str(f) for f in files], "model_id": model_id,
                        "sensor": sensor, "embedding_column": embedding_column, "crs": crs,
-                       "strict": strict},
+                       "point_size": point_size, "strict": strict},
         "files": [],
     }
     manifest_path: Path | None = None

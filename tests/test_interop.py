@@ -480,3 +480,17 @@ def test_seen_ids_dedupes_within_and_across_batches():
     got = np.concatenate([seen.add(ids[i:i + 700]) for i in range(0, len(ids), 700)])
     assert got.sum() == len(set(ids)) and len(seen) == len(set(ids)) + 3
     assert len(seen.chunks) <= 16  # merged as they fill
+
+
+def test_point_footprints_for_point_search(tmp_path):
+    path = fx.earth_index(tmp_path / "21MNT.parquet")
+    import_embeddings(path, tmp_path / "s", point_size=320)
+    st = clay_search.connect(tmp_path / "s")
+    df = st.chips().to_pandas()
+    g = shapely.from_wkb(df["geometry"].iloc[2])
+    assert g.geom_type == "Polygon"
+    assert (g.bounds[3] - g.bounds[1]) * 111_320 == pytest.approx(320, rel=1e-6)
+    res = st.search_point(g.centroid.x + 0.0005, g.centroid.y, k=3)
+    assert res.meta["query_chips"] == [df["chip_id"].iloc[2]]
+    with pytest.raises(QueryError, match="point-size"):
+        import_embeddings(path, tmp_path / "s2", point_size=-1)

@@ -43,6 +43,10 @@ def import_file(
         str | None,
         typer.Option(help="CRS of the coordinates, overriding what the files declare."),
     ] = None,
+    point_size: Annotated[
+        float | None,
+        typer.Option(help="Metres: square footprints around point geometries (Earth Index: 320)."),
+    ] = None,
     strict: Annotated[
         bool, typer.Option(help="Import nothing if any row has a bad embedding.")
     ] = False,
@@ -53,6 +57,7 @@ def import_file(
 
     report = import_embeddings(
         [str(f) for f in files], store, model_id=model_id, sensor=sensor,
-        embedding_column=embedding_column, crs=crs, strict=strict, progress=progress,
+        embedding_column=embedding_column, crs=crs, point_size=point_size, strict=strict,
+        progress=progress,
     )
     typer.echo(json.dumps(report, indent=2, default=str))
