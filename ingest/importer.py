@@ -749,6 +749,7 @@ def import_embeddings(
     run_id = f"import-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     info = chips = None
     existing = SeenIds()
+    recorded: set[Path] = set()
     manifest: dict[str, Any] = {
         "run_id": run_id, "kind": "import", "status": "running",
         "started": now.isoformat(timespec="seconds"), "finished": None, "model_id": mid,
@@ -791,10 +792,10 @@ def import_embeddings(
                     existing = _read_existing(chips)
                     manifest_path = info.runs_path / f"{run_id}.json"
                     info.runs_path.mkdir(parents=True, exist_ok=True)
-                    if lay.emb is not None:
-                        record_import(info, {"model_id": mid, **lay.emb.provenance()})
-                    else:
-                        record_import(info, {"model_id": mid})
+                if info is not None and lay.path not in recorded:
+                    recorded.add(lay.path)
+                    prov = lay.emb.provenance() if lay.emb is not None else {}
+                    record_import(info, {"model_id": mid, **prov})
                 rep.examples.extend({**e, "row": e["row"] + rep.rows} for e in examples
                                     if len(rep.examples) < EXAMPLES_KEPT)
                 rep.rows += batch.num_rows

@@ -336,6 +336,13 @@ def test_export_metadata_readers_and_row_groups(our_store, tmp_path):
     assert gdf.crs.to_string() == "OGC:CRS84" and len(gdf) == 40
     assert {"datetime", "embedding", "geometry"} <= set(gdf.columns)
     assert len(gdf["embedding"].iloc[0]) == 16
+    # what TorchGeo's ClayEmbeddings.__getitem__ reads: geometry centroid, datetime, embedding
+    import pandas as pd
+
+    row = gdf.iloc[0]
+    assert shapely.centroid(row["geometry"]).x == pytest.approx(row["centre_lon"])
+    assert pd.Timestamp(row["datetime"]).timestamp() > 0
+    assert np.asarray(row["embedding"], np.float32).shape == (16,)
     from clay_search.filters import spatial_connection
 
     con = spatial_connection()
