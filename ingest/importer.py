@@ -511,7 +511,7 @@ def to_utc_timestamps(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.
     if pa.types.is_timestamp(arr.type):
         if arr.type.tz is None:
             arr = pc.assume_timezone(arr, "UTC")
-        return arr.cast(target), bad
+        return arr.cast(target, safe=False), bad  # nanoseconds truncate to microseconds
     if pa.types.is_date(arr.type):
         return arr.cast(pa.timestamp("us")).cast(target), bad
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
@@ -554,7 +554,10 @@ def chip_rows(
     )
     geoms, bad_geom = _geometries(layout, batch)
     if layout.date is not None:
-        dates, bad_date = to_utc_timestamps(batch.column(layout.date))
+        try:
+            dates, bad_date = to_utc_timestamps(batch.column(layout.date))
+        except ImportFormatError as e:
+            raise ImportFormatError(f"{layout.path}: column {layout.date!r}: {e}") from None
     else:
         dates, bad_date = pa.nulls(n, pa.timestamp("us", tz="UTC")), np.zeros(n, bool)
     if layout.default_datetime:
@@ -664,8 +667,10 @@ def _check_model(layouts: list[FileLayout], model_id: str | None) -> str:
 def _validate(layout: FileLayout, dim: int | None, model_id: str) -> FileReport:
     rep = FileReport(str(layout.path), layout.format, layout=layout.describe())
     for batch in iter_batches(layout):
-        _, skipped, examples, dim = chip_rows(layout, batch, dim=dim, model_id=model_id,
-                                              sensor=None)
+        rows, skipped, examples, dim_b = chip_rows(layout, batch, dim=dim, model_id=model_id,
+                                                  sensor=None)
+        if dim is None and rows.num_rows:
+            dim = dim_b
         rep.rows += batch.num_rows
         rep.skipped_bad += sum(skipped.values())
         rep.skipped = dict(Counter(rep.skipped) + skipped)
