@@ -12,9 +12,11 @@ JSON object::
      "embedding_dim": 384,
      "embedding_quantization": "None" | "int8" | ...}
 
-Published files differ in details (``source_datasets`` for ``datasets``, an ``embedding``
-object holding ``embeddings_dim``/``embeddings_quantization``), so :func:`read_emb` accepts
-those spellings and :class:`EmbInfo` gives one view. clay-search adds ``embedding_scale`` and
+Published files differ in details (``source_datasets`` for ``datasets``; dataset keys
+``source``/``name`` for ``dataset_source``/``dataset_name``; an ``embedding`` object holding
+``dim``/``quantization`` or ``embeddings_dim``/``embeddings_quantization``, as in Earth Index's
+published 21MNT sample), so :func:`read_emb` accepts those spellings and :class:`EmbInfo`
+gives one view. clay-search adds ``embedding_scale`` and
 ``embedding_offset`` (value = stored * scale + offset) for integer quantisation, and a
 ``clay_search`` object with the store's pooling, normalisation and weights hash.
 """
@@ -100,11 +102,11 @@ def parse_emb(obj: dict[str, Any]) -> EmbInfo:
     if isinstance(model, str):
         model = {"id": model}
     emb = obj.get("embedding") if isinstance(obj.get("embedding"), dict) else {}
-    dim = obj.get("embedding_dim", emb.get("embeddings_dim", emb.get("embedding_dim")))
-    quant = obj.get(
-        "embedding_quantization",
-        emb.get("embeddings_quantization", emb.get("embedding_quantization")),
-    )
+    dim = obj.get("embedding_dim", next((emb[k] for k in ("embeddings_dim", "embedding_dim",
+                                                         "dim") if k in emb), None))
+    quant = obj.get("embedding_quantization", next(
+        (emb[k] for k in ("embeddings_quantization", "embedding_quantization", "quantization")
+         if k in emb), None))
     quant = None if quant is None or str(quant).strip().lower() in {"", "none", "null"} else quant
     scale = obj.get("embedding_scale", emb.get("scale"))
     offset = obj.get("embedding_offset", emb.get("offset"))
@@ -112,6 +114,9 @@ def parse_emb(obj: dict[str, Any]) -> EmbInfo:
         scale, t_offset = _scale_from_text(quant)
         offset = offset if offset is not None else t_offset
     datasets = obj.get("datasets", obj.get("source_datasets")) or []
+    if isinstance(datasets, list):
+        datasets = [{f"dataset_{k}" if k in ("id", "source", "name", "description") else k: v
+                     for k, v in d.items()} if isinstance(d, dict) else d for d in datasets]
     providers = obj.get("providers") or []
     lic = obj.get("license", obj.get("licensing"))
     if isinstance(lic, dict):

@@ -836,6 +836,9 @@ def import_embeddings(
     finally:
         if bar is not None:
             bar[0].stop()
+    if info is None and not sum(r.rows for r in reports):
+        raise BadRowsError(f"{', '.join(str(f) for f in files[:3])}: the file(s) hold no rows; "
+                           "nothing to import")
     if info is None:
         raise BadRowsError(
             f"no importable row in {', '.join(str(f) for f in files[:3])}: "

@@ -524,3 +524,28 @@ def test_cli_export_onnx_dispatch(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert calls == [(tmp_path / "e.onnx", {"weights": None, "head": None, "chip_size": 64,
                                             "bands": ["B04", "B03", "B02"]})]
+
+
+# -- files as published (tests/fixtures/published, see its README) ------------------------------
+def test_published_samples(repo_root, tmp_path):
+    pub = repo_root / "tests" / "fixtures" / "published"
+    rep = import_embeddings(pub / "03WVN_20220610_20220610_v001.gpq", tmp_path / "clay",
+                            model_id="clay-v0", sync=False)
+    assert (rep["added"], rep["dim"], rep["skipped_bad"]) == (417, 768, 0)
+    df = _chips(tmp_path / "clay")
+    assert df["minx"].min() > -167.2 and df["maxy"].max() < 65.83  # the file's geo bbox
+    assert set(df["datetime"].dt.date.astype(str)) <= {"2022-06-10"}
+
+    lay = importer.inspect_file(pub / "21MNT.parquet")
+    assert (lay.format, lay.model_id, lay.dim, lay.rows) == ("emb", "dinov2_vits14_softcon",
+                                                            384, 0)
+    assert lay.emb.datasets[0]["dataset_source"].endswith("sentinel-2-l2a-aws")
+    with pytest.raises(BadRowsError, match="hold no rows"):
+        import_embeddings(pub / "21MNT.parquet", tmp_path / "ei")
+
+    planet = pub / "sample_embeddings.parquet"
+    with pytest.raises(CRSContradictionError, match="EPSG:3857"):
+        import_embeddings(planet, tmp_path / "pl", model_id="planet")
+    rep = import_embeddings(planet, tmp_path / "pl", model_id="planet", crs="EPSG:4326",
+                            sync=False)
+    assert (rep["added"], rep["skipped"]) == (3, {"null embedding": 2})
