@@ -275,6 +275,8 @@ def inspect_file(
         gcol = "geometry" if "geometry" in names else None
     if gcol is not None:
         gtype = schema.field(gcol).type
+        if isinstance(gtype, pa.ExtensionType):  # geoarrow.wkb / Parquet GEOMETRY
+            gtype = gtype.storage_type
         if layout.encoding.upper() != "WKB" or not (pa.types.is_binary(gtype)
                                                     or pa.types.is_large_binary(gtype)):
             raise ImportFormatError(
@@ -402,7 +404,10 @@ def _geometries(layout: FileLayout, batch: pa.RecordBatch) -> tuple[np.ndarray, 
     n = batch.num_rows
     bad = np.zeros(n, dtype=bool)
     if layout.geometry is not None:
-        raw = batch.column(layout.geometry).to_numpy(zero_copy_only=False)
+        col = batch.column(layout.geometry)
+        if isinstance(col.type, pa.ExtensionType):
+            col = col.storage
+        raw = col.to_numpy(zero_copy_only=False)
         geoms = shapely.from_wkb(raw, on_invalid="ignore")
         bad = np.array([r is not None for r in raw], dtype=bool) & shapely.is_missing(geoms)
     elif layout.lonlat is not None:
