@@ -701,6 +701,7 @@ def import_embeddings(
     crs: str | None = None,
     point_size: float | None = None,
     strict: bool = False,
+    dry_run: bool = False,
     sync: bool = True,
     batch_rows: int = BATCH_ROWS,
     commit_bytes: int = COMMIT_BYTES,
@@ -714,9 +715,10 @@ def import_embeddings(
     centroids, lon/lat columns) become squares of that side, so that a point query finds
     them (the chip ids hash the footprint when the file has none: keep the size from one
     import to the next). ``strict``: any bad row stops the import before anything is
-    written (:class:`BadRowsError`). Refuses a store of another model id or dimension
-    (:class:`StoreMismatchError`) and coordinates that contradict the declared CRS
-    (:class:`CRSContradictionError`). Rows whose chip id is in the store are skipped.
+    written (:class:`BadRowsError`). ``dry_run``: read and check every file, report what
+    would be imported (layouts, counts, skip reasons) and write nothing. Refuses a store of
+    another model id or dimension (:class:`StoreMismatchError`) and coordinates that
+    contradict the declared CRS (:class:`CRSContradictionError`). Rows whose chip id is in the store are skipped.
     """
     from clay_search.index import sync_index
     from clay_search.store.layout import open_chips_table, open_or_create_store, record_import
@@ -744,6 +746,20 @@ def import_embeddings(
         if first is not None:
             _geometries(lay, first)
 
+    if dry_run:
+        reports = [_validate(lay, dim, mid) for lay in layouts]
+        skipped_all: Counter = Counter()
+        for r in reports:
+            skipped_all.update(r.skipped)
+        return {
+            "dry_run": True, "store": str(store), "model_id": mid, "dim": dim,
+            "files": len(reports), "rows": sum(r.rows for r in reports),
+            "importable": sum(r.rows - r.skipped_bad for r in reports),
+            "skipped_bad": sum(r.skipped_bad for r in reports), "skipped": dict(skipped_all),
+            "files_detail": [{"file": r.file, "rows": r.rows, "skipped": r.skipped,
+                              "examples": r.examples[:5], "layout": r.layout}
+                             for r in reports],
+        }
     if strict:
         reports = [_validate(lay, dim, mid) for lay in layouts]
         bad = [r for r in reports if r.skipped_bad]

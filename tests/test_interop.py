@@ -549,3 +549,17 @@ def test_published_samples(repo_root, tmp_path):
     rep = import_embeddings(planet, tmp_path / "pl", model_id="planet", crs="EPSG:4326",
                             sync=False)
     assert (rep["added"], rep["skipped"]) == (3, {"null embedding": 2})
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    path = fx.planet_sample(tmp_path / "planet.parquet")
+    rep = import_embeddings(path, tmp_path / "s", model_id="p", crs="EPSG:4326", dry_run=True)
+    assert rep["dry_run"] and (rep["rows"], rep["importable"]) == (5, 3)
+    assert rep["skipped"] == {"null embedding": 2}
+    assert rep["files_detail"][0]["layout"]["crs"] == "EPSG:4326"
+    assert rep["files_detail"][0]["layout"]["crs_declared"] == "EPSG:3857"
+    assert not (tmp_path / "s").exists()
+    r = CliRunner().invoke(app, ["import", str(path), "--store", str(tmp_path / "s"),
+                                 "--model-id", "p", "--crs", "EPSG:4326", "--dry-run"])
+    assert r.exit_code == 0 and json.loads(r.output)["importable"] == 3
+    assert not (tmp_path / "s").exists()

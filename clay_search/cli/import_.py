@@ -50,6 +50,9 @@ def import_file(
     strict: Annotated[
         bool, typer.Option(help="Import nothing if any row has a bad embedding.")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Check the files and report what would be imported; write nothing.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Import embeddings; refuses a store of another model id. Prints the report as JSON."""
@@ -58,6 +61,6 @@ def import_file(
     report = import_embeddings(
         [str(f) for f in files], store, model_id=model_id, sensor=sensor,
         embedding_column=embedding_column, crs=crs, point_size=point_size, strict=strict,
-        progress=progress,
+        dry_run=dry_run, progress=progress,
     )
     typer.echo(json.dumps(report, indent=2, default=str))
