@@ -718,7 +718,8 @@ def import_embeddings(
     written (:class:`BadRowsError`). ``dry_run``: read and check every file, report what
     would be imported (layouts, counts, skip reasons) and write nothing. Refuses a store of
     another model id or dimension (:class:`StoreMismatchError`) and coordinates that
-    contradict the declared CRS (:class:`CRSContradictionError`). Rows whose chip id is in the store are skipped.
+    contradict the declared CRS (:class:`CRSContradictionError`).
+    Rows whose chip id is in the store are skipped.
     """
     from clay_search.index import sync_index
     from clay_search.store.layout import open_chips_table, open_or_create_store, record_import
