@@ -113,8 +113,7 @@ def export_geoparquet(
 
     import clay_search
 
-    st = store if hasattr(store, "attrs") else clay_search.connect(store, index="exact",
-                                                                  sync=False)
+    st = store if hasattr(store, "attrs") else clay_search.connect(store, index="exact")
     if partition_by is not None and partition_by not in PARTITIONS:
         raise QueryError(f"--partition-by must be one of {PARTITIONS}, got {partition_by!r}")
     out = Path(out)

@@ -721,7 +721,7 @@ def import_embeddings(
     contradict the declared CRS (:class:`CRSContradictionError`).
     Rows whose chip id is in the store are skipped.
     """
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
     from clay_search.store.layout import open_chips_table, open_or_create_store, record_import
 
     files = expand_sources(sources)

@@ -23,7 +23,7 @@ from clay_search.errors import (
     StoreMismatchError,
 )
 from clay_search.export import describe_model_id, export_geoparquet, region_name
-from clay_search.filters import make_filters
+from clay_search.filters import Filters
 from clay_search.ingest import importer
 from clay_search.ingest.importer import import_embeddings, majortom_cell_polygons
 
@@ -31,11 +31,11 @@ OUR_MODEL = "clay-nano-p8-d8dc6e9ed8f5-mean+std-z1a2b3c4d"
 
 
 def _chips(store):
-    return clay_search.connect(store, index="exact", sync=False).chips().to_pandas()
+    return clay_search.connect(store, index="exact").chips().to_pandas()
 
 
 def _vectors(store) -> tuple[list[str], np.ndarray]:
-    st = clay_search.connect(store, index="exact", sync=False)
+    st = clay_search.connect(store, index="exact")
     t = st.table.search().select(["chip_id", "embedding"]).limit(None).to_arrow()
     vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
     return t.column("chip_id").to_pylist(), vecs
@@ -319,7 +319,7 @@ def test_export_metadata_readers_and_row_groups(our_store, tmp_path):
     col = geo["columns"]["geometry"]
     assert geo["version"] == "1.1.0" and col["encoding"] == "WKB"
     assert col["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
-    assert col["crs"]["id"] == {"authority": "OGC", "code": "CRS84"}
+    assert col["crs"]["id"] == {"authority": "EPSG", "code": 4326}
     emb = json.loads(pf.schema_arrow.metadata[b"emb"])
     assert emb["model"]["id"] == OUR_MODEL and emb["embedding_dim"] == 16
     assert emb["license"] == "CC-BY-4.0" and emb["providers"][0]["name"] == "Acme"
@@ -333,7 +333,7 @@ def test_export_metadata_readers_and_row_groups(our_store, tmp_path):
     import geopandas as gpd
 
     gdf = gpd.read_parquet(out)
-    assert gdf.crs.to_string() == "OGC:CRS84" and len(gdf) == 40
+    assert gdf.crs.to_epsg() == 4326 and len(gdf) == 40
     assert {"datetime", "embedding", "geometry"} <= set(gdf.columns)
     assert len(gdf["embedding"].iloc[0]) == 16
     # what TorchGeo's ClayEmbeddings.__getitem__ reads: geometry centroid, datetime, embedding
@@ -363,7 +363,7 @@ def test_export_metadata_readers_and_row_groups(our_store, tmp_path):
 
 def test_export_filters_and_partitions(our_store, tmp_path):
     rep = export_geoparquet(our_store, tmp_path / "eu.parquet",
-                            filters=make_filters(bbox=(0, 40, 20, 60), sensor="sentinel-2-l2a"))
+                            filters=Filters(bbox=(0, 40, 20, 60), sensor="sentinel-2-l2a"))
     assert rep["rows"] == 20
     rep = export_geoparquet(our_store, tmp_path / "by_year", partition_by="year")
     parts = sorted(f["partition"] for f in rep["files"])
@@ -384,7 +384,7 @@ def test_export_filters_and_partitions(our_store, tmp_path):
         export_geoparquet(our_store, tmp_path / "x.parquet", partition_by="year")
     with pytest.raises(QueryError, match="no chip"):
         export_geoparquet(our_store, tmp_path / "y.parquet",
-                          filters=make_filters(bbox=(100, 0, 110, 10)))
+                          filters=Filters(bbox=(100, 0, 110, 10)))
 
 
 def test_round_trip(our_store, tmp_path):

@@ -13,25 +13,28 @@ from typing import Annotated
 
 import typer
 
-from clay_search.cli.options import WeightsOpt, handle_errors
+from clay_search.cli.options import (
+    BboxOpt,
+    EndOpt,
+    GeometryOpt,
+    LabelOpt,
+    MinPredScoreOpt,
+    PredLabelOpt,
+    SensorOpt,
+    StartOpt,
+    UndatedOpt,
+    VersionOpt,
+    VerboseOpt,
+    WeightsOpt,
+    filters_from_options,
+    handle_errors,
+)
 from clay_search.errors import QueryError
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to ``app``."""
     app.command("export")(export)
-
-
-def _bbox(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        vals = [float(v) for v in text.replace(" ", ",").split(",") if v]
-    except ValueError:
-        vals = []
-    if len(vals) != 4:
-        raise QueryError(f"--bbox must be minx,miny,maxx,maxy in degrees; got {text!r}")
-    return vals
 
 
 @handle_errors
@@ -42,14 +45,16 @@ def export(
     out: Annotated[
         Path | None, typer.Option(help="FILE.parquet, or a folder (needed for --partition-by).")
     ] = None,
-    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in degrees.")] = None,
-    geometry: Annotated[
-        Path | None, typer.Option(help="GeoJSON/WKT file: keep chips intersecting it.")
-    ] = None,
-    start: Annotated[str | None, typer.Option(help="Earliest date (ISO, inclusive).")] = None,
-    end: Annotated[str | None, typer.Option(help="Latest date (ISO, inclusive).")] = None,
-    sensor: Annotated[str | None, typer.Option(help="Keep chips of this sensor only.")] = None,
-    label: Annotated[str | None, typer.Option(help="Keep chips with this label only.")] = None,
+    bbox: BboxOpt = None,
+    geometry: GeometryOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    sensor: SensorOpt = None,
+    label: LabelOpt = None,
+    undated: UndatedOpt = False,
+    pred_label: PredLabelOpt = None,
+    min_pred_score: MinPredScoreOpt = None,
+    version: VersionOpt = None,
     partition_by: Annotated[
         str | None, typer.Option(help="Write one folder per 'year' or 'region' (10 deg cell).")
     ] = None,
@@ -78,6 +83,7 @@ def export(
     bands: Annotated[
         str | None, typer.Option(help="Bands of the ONNX input, comma-separated.")
     ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Publish a store's chips as GeoParquet (--store/--out) or the model as ONNX (--onnx)."""
     if (store is None) == (onnx is None):
@@ -99,15 +105,16 @@ def export(
         return
     if out is None:
         raise QueryError("--store needs --out FILE.parquet or --out FOLDER")
+    import clay_search
     from clay_search.export import export_geoparquet
-    from clay_search.filters import make_filters
 
-    filters = make_filters(
-        bbox=_bbox(bbox), geometry=geometry.read_text() if geometry else None, start=start,
-        end=end, sensor=sensor, label=label,
+    filters = filters_from_options(
+        bbox=bbox, geometry=geometry, start=start, end=end, sensor=sensor, label=label,
+        undated=undated, pred_label=pred_label, min_pred_score=min_pred_score,
     )
+    st = clay_search.connect(store, version=version, index="exact")
     report = export_geoparquet(
-        store, out, filters=filters, partition_by=partition_by, license=license,
+        st, out, filters=filters, partition_by=partition_by, license=license,
         providers=provider or (), datasets=dataset or (), row_group_mb=row_group_mb,
     )
     typer.echo(json.dumps(report, indent=2, default=str))

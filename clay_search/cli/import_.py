@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from clay_search.cli.options import StoreOpt, handle_errors
+from clay_search.cli.options import StoreOpt, VerboseOpt, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +54,7 @@ def import_file(
         bool, typer.Option(help="Check the files and report what would be imported; write nothing.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Import embeddings; refuses a store of another model id. Prints the report as JSON."""
     from clay_search.ingest.importer import import_embeddings
