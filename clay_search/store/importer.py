@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
+from clay_search.dates import to_utc
 from clay_search.errors import QueryError, SourceNotFoundError, SourceReadError
 from clay_search.schema import chips_schema
 
@@ -63,8 +63,7 @@ def _to_timestamps(col: pa.ChunkedArray) -> pa.Array:
             if v is None:
                 vals.append(None)
                 continue
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-            vals.append(dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC))
+            vals.append(to_utc(v, what="date"))
         return pa.array(vals, target)
     raise QueryError(f"cannot read the date column of type {arr.type}")
 
