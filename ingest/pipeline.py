@@ -266,12 +266,18 @@ def choose_normalisers(work: list[SourceWork], params: IngestParams, readers: Re
         groups.setdefault(w.plan.group_key(params.stats_scope), []).append(w)
     for members in groups.values():
         plans = [w.plan for w in members]
+        broken: dict[int, BaseException] = {}
         try:
-            norm = decide_normaliser(plans, params.stats, params.chip_size, readers)
+            norm = decide_normaliser(plans, params.stats, params.chip_size, readers, broken)
         except Exception as e:  # noqa: BLE001 - the group's sources fail, the others continue
             for w in members:
-                state.fail(w.plan.source.display, e, w.report)
+                state.fail(w.plan.source.display, broken.get(id(w.plan), e), w.report)
             continue
+        for w in members:  # a source whose samples could not be read fails alone
+            if id(w.plan) in broken:
+                state.fail(w.plan.source.display, broken[id(w.plan)], w.report)
+        members = [w for w in members if id(w.plan) not in broken]
+        plans = [w.plan for w in members]
         first = plans[0]
         try:
             stretch = thumbnail_stretch(plans, params.chip_size, readers,

@@ -164,23 +164,36 @@ def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, W
     return out
 
 
-def read_samples(plans: list[SourcePlan], chip_size: int,
-                 readers: ReaderPool) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_samples(plans: list[SourcePlan], chip_size: int, readers: ReaderPool,
+                 failed: dict[int, BaseException] | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to 16 chips spread over a group's sources (or one source's windows).
 
     Read through the run's pool: the sources stay open, so the blocks decoded here are still
-    cached when the chips are read, and the run's ``--nodata`` applies.
+    cached when the chips are read, and the run's ``--nodata`` applies. With ``failed`` given,
+    a source whose samples cannot be read is recorded there (by ``id(plan)``) and left out,
+    so one broken file does not sink its series; without it the error is raised.
     """
     out = []
     picks = _sample_windows(plans, MAX_STATS_SAMPLES)
     k = 0
     while k < len(picks):  # one use of the reader per run of picks of one plan
         plan = picks[k][0]
-        with readers.use(plan.source) as r:
+        got = []
+        try:
+            with readers.use(plan.source) as r:
+                while k < len(picks) and picks[k][0] is plan:
+                    got.append(r.read(picks[k][1], plan.bands.indices,
+                                      chip_size if plan.whole else None))
+                    k += 1
+        except Exception as e:
+            if failed is None:
+                raise
+            failed[id(plan)] = e
+            got = []
             while k < len(picks) and picks[k][0] is plan:
-                out.append(r.read(picks[k][1], plan.bands.indices,
-                                  chip_size if plan.whole else None))
                 k += 1
+        out.extend(got)
     return out
 
 
@@ -206,7 +219,8 @@ def thumbnail_stretch(plans: list[SourcePlan], chip_size: int, readers: ReaderPo
 
 
 def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
-                      readers: ReaderPool) -> Normaliser:
+                      readers: ReaderPool,
+                      failed: dict[int, BaseException] | None = None) -> Normaliser:
     """One normaliser for a group: the sensor's statistics when the values fit them (``auto``),
     else statistics computed from the group's own pixels; or as ``stats`` says.
 
@@ -219,7 +233,9 @@ def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
         return file_normaliser(stats, bands, sensor)
     if stats == "sensor":
         return sensor_normaliser(sensor, bands)
-    samples = read_samples(plans, chip_size, readers)
+    samples = read_samples(plans, chip_size, readers, failed)
+    if failed and not samples:
+        raise next(iter(failed.values()))
     masked = [np.where(v[None], a, np.nan) for a, v in samples]
     if not any(v.any() for _, v in samples):
         raise NoDataError(
