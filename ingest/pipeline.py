@@ -20,6 +20,7 @@ import numpy as np
 
 from clay_search.errors import NoDataError
 from clay_search.ingest.chips import chip_id, footprints, window_json
+from clay_search.ingest.imagery import embed_chips
 from clay_search.ingest.manifest import RunManifest
 from clay_search.ingest.params import THUMBNAIL_SIZE, IngestParams
 from clay_search.ingest.plan import (
@@ -148,15 +149,10 @@ class _Batcher:
         chips, plan = self.chips, self.plan
         self.chips = []
         t0 = time.perf_counter()
-        out = self.embedder.embed_raw(
-            np.stack([c.raw for c in chips]),
-            plan.bands.sensor,
-            plan.bands.bands,
-            normaliser=plan.normaliser,
-            valid=np.stack([c.valid for c in chips])[:, None],
-            gsd=plan.gsd,
-            datetimes=[c.row["datetime"] for c in chips],
-            lonlats=[c.lonlat for c in chips],
+        out = embed_chips(
+            self.embedder, plan, np.stack([c.raw for c in chips]),
+            np.stack([c.valid for c in chips]),
+            datetimes=[c.row["datetime"] for c in chips], lonlats=[c.lonlat for c in chips],
             patches=self.params.patch_embeddings,
         )
         self.embed_seconds += time.perf_counter() - t0
