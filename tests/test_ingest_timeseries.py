@@ -315,3 +315,41 @@ def test_unknown_option_names_on_the_command_line_use_the_same_checks(nano_weigh
                                    "--bands", "red,red,red,red"])
     assert res.exit_code == 2 and "more than once" in res.output
     assert not (tmp_path / "s").exists()
+
+
+def test_naip_ten_dates_share_one_normaliser(shared_data, nano_embedder, tmp_path):
+    files = sorted((shared_data / "opengeos" / "naip").glob("*.tif"))
+    assert len(files) == 10
+    report = run(files, tmp_path / "s", embedder=nano_embedder, chip_size=256, stats="source")
+    assert report.ok, [s.error for s in report.failed]
+    (norm,) = report.normalisers.values()  # one set of statistics over the ten dates
+    assert norm["scope"] == "series" and len(norm["sources"]) == 10
+    assert "shared by the 10 sources" in norm["shared"]
+    assert {s.datetime_from for s in report.sources_detail} == {"file name (product id)"}
+    df = read_chips(tmp_path / "s")
+    assert df["datetime"].dt.year.nunique() == 10
+    per_file = run(files[:2], tmp_path / "t", embedder=nano_embedder, chip_size=256,
+                   stats="source", stats_scope="source")
+    means = [tuple(n["mean"]) for n in per_file.normalisers.values()]
+    assert len(means) == 2 and means[0] != means[1]  # each date its own: change hidden
+
+
+def test_series_stretch_keeps_flat_water_dark(sample_dir, nano_embedder, tmp_path):
+    """A near-uniform dark chip (water) next to textured land: with the series' stretch its
+    thumbnail stays dark and flat; a per-chip stretch would spread its noise over 0-255."""
+    rng = np.random.default_rng(0)
+    with rasterio.open(sample_dir / "naip" / NAIP) as ds:
+        profile = ds.profile
+        land = ds.read()
+    img = land.copy()
+    img[:, :, 128:] = 20 + rng.integers(0, 3, size=img[:, :, 128:].shape, dtype=np.uint8)
+    f = tmp_path / "in" / "m_4709963_se_14_1_20200831_lake.tif"
+    f.parent.mkdir()
+    with rasterio.open(f, "w", **profile) as dst:
+        dst.write(img)
+    run([f], tmp_path / "s", embedder=nano_embedder, chip_size=64)
+    df = read_chips(tmp_path / "s")
+    cols = [json.loads(w)["col_off"] for w in df["window"]]
+    water = [t for t, c in zip(df["thumbnail"], cols, strict=True) if c >= 128]
+    pix = np.stack([np.asarray(Image.open(BytesIO(t)).convert("RGB")) for t in water])
+    assert pix.mean() < 60 and pix.std() < 20, (pix.mean(), pix.std())

@@ -67,7 +67,8 @@ def _group_notes(report) -> list[tuple[str, list[str]]]:
     by_note: dict[str, list[str]] = defaultdict(list)
     for s in report.sources_detail:
         for n in s.notes:
-            if not n.startswith("sensor "):  # "sensor X (from Y)" is in the manifest
+            # "sensor X (from Y)" and true-colour thumbnails are the usual case: manifest only
+            if not n.startswith(("sensor ", "thumbnails: true colour")):
                 by_note[n].append(s.source)
     return list(by_note.items())
 
@@ -85,8 +86,8 @@ def print_summary(report, console) -> None:
               f"{report.embed_seconds:.1f} s in the model, {report.workers} reader threads)")
     t.add_row("model", report.model_id)
     for key, norm in report.normalisers.items():
-        t.add_row("normalised", f"{key}: {norm.get('stats_source')} statistics, "
-                  f"{norm.get('shared', '')}")
+        shared = norm.get("shared") or key
+        t.add_row("normalised", f"{norm.get('stats_source')} statistics, {shared}")
     if report.index:
         t.add_row("index", f"{report.index.get('action')} ({report.index.get('count')} vectors)")
     t.add_row("manifest", str(report.manifest or "none (nothing was written)"))
