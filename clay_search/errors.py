@@ -45,7 +45,7 @@ class CheckpointError(ClaySearchError, ValueError):
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """A weights file that does not exist (clay-search never downloads weights)."""
+    """A weights file that does not exist (or a known name not fetched yet)."""
 
 
 class StoreNotFoundError(ClaySearchError, FileNotFoundError):
@@ -81,3 +81,12 @@ class InvalidDateError(QueryError, IngestOptionError):
     One type for every date a user or a file gives: it is a :class:`QueryError` for filter
     bounds and an :class:`IngestOptionError` for ingest options, so either ``except`` catches it.
     """
+
+
+class DownloadError(ClaySearchError, ConnectionError):
+    """A download (``clay-search weights fetch``) that could not complete; the partial file is
+    kept so that the next try resumes."""
+
+
+class ChecksumError(ClaySearchError, ValueError):
+    """A downloaded file whose SHA-256 is not the one expected; it is deleted, never used."""
