@@ -280,16 +280,15 @@ def choose_normalisers(work: list[SourceWork], params: IngestParams, readers: Re
                                         log=norm.transform == "db")
         except Exception:  # noqa: BLE001 - thumbnails fall back to a per-chip stretch
             stretch = None
-        shared = (f"shared by the {len(plans)} sources of this series ({first.bands.sensor.name}, "
-                  f"{','.join(first.bands.band_names)}, {first.meta.dtype})"
-                  if len(plans) > 1 else "used by 1 source")
+        what = "series" if params.stats_scope == "series" else "group"
+        shared = (f"shared by the {len(plans)} sources of this {what} "
+                  f"({first.bands.sensor.name}, {','.join(first.bands.band_names)}, "
+                  f"{first.meta.dtype})" if len(plans) > 1 else "used by 1 source")
         for p in plans:
             p.normaliser, p.stretch = norm, stretch
         key = " | ".join([first.bands.sensor.name, ",".join(first.bands.band_names),
-                          first.meta.dtype] + ([] if len(plans) > 1 or params.stats_scope ==
-                                               "series" else [first.source.display]))
-        if key in state.report.normalisers:  # per-source scope: one entry per source
-            key = f"{key} | {first.source.display}"
+                          first.meta.dtype, *([first.source.stats_group]
+                                              if params.stats_scope == "source" else [])])
         state.report.normalisers[key] = {
             **norm.to_dict(), "notes": list(norm.notes), "scope": params.stats_scope,
             "shared": shared, "sources": [p.source.display for p in plans],
