@@ -25,6 +25,7 @@ from clay_search.ingest.sources import Source
 if TYPE_CHECKING:
     from clay_search.ingest.plan import SourcePlan
     from clay_search.model.embedder import Embedder, EmbeddingBatch
+    from clay_search.model.normalise import Normaliser
 
 MAX_QUERY_SIZE = 256  # px: the centre square of a query image that is embedded
 
@@ -94,11 +95,39 @@ def read_chip(path: str | Path, embedder: Embedder, *, sensor: str | None = None
     win = Window((meta.width - side) // 2, (meta.height - side) // 2, side, side)
     plan.windows = [win]
     with ReaderPool(2) as readers:
-        plan.normaliser = decide_normaliser([plan], stats, side, readers)
         with readers.use(source) as r:
             raw, valid = r.read(win, plan.bands.indices)
+        plan.normaliser = chip_normaliser(plan, raw, valid, stats) or decide_normaliser(
+            [plan], stats, side, readers)
     (_, _, lonlat), = footprints(meta.crs, meta.transform, [win])
     return plan, raw, valid, lonlat
+
+
+def chip_normaliser(plan: SourcePlan, raw: np.ndarray, valid: np.ndarray,
+                    stats: str = "auto") -> Normaliser | None:
+    """The ``auto`` normaliser of a single chip (a query image), or None to decide as ingest
+    decides for a source (:func:`~clay_search.ingest.plan.decide_normaliser`).
+
+    One chip is too small a sample to judge whether values fit the sensor's statistics, so
+    they are used whenever every band has them and the product is not known to differ
+    (``stats_caveat``), as they are for a store ingested with ``auto`` whose values fit; only
+    an 8-bit rendering of a sensor whose statistics are far above 255 gets statistics from the
+    chip itself, and dB backscatter of a dB sensor skips the conversion (noted).
+    """
+    from clay_search.model.normalise import looks_like_db, sensor_normaliser, source_normaliser
+
+    sensor, bands = plan.bands.sensor, plan.bands.bands
+    if stats != "auto" or plan.bands.stats_caveat or not all(b.has_stats for b in bands):
+        return None
+    norm = sensor_normaliser(sensor, bands)
+    masked = np.where(valid[None], raw, np.nan).astype(np.float32)
+    if sensor.transform == "db" and looks_like_db([masked]):
+        norm.transform = None
+        norm.notes.append(f"{sensor.name} values are already in dB: the dB conversion is skipped")
+    elif valid.any() and float(np.nanmax(masked)) <= 255 and float(np.min(norm.mean)) > 255:
+        norm = source_normaliser(sensor, [masked])
+        norm.notes.append("8-bit image: statistics computed from the image")
+    return norm
 
 
 def embed_image(embedder: Embedder, image: str | Path | np.ndarray, *,
