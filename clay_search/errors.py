@@ -83,6 +83,14 @@ class InvalidDateError(QueryError, IngestOptionError):
     """
 
 
+class AmbiguousChipError(UnknownChipError):
+    """A chip id prefix that matches more than one chip."""
+
+
+class DependencyError(ClaySearchError, RuntimeError):
+    """A required package, extension or file of the installation is missing or broken."""
+
+
 class DownloadError(ClaySearchError, ConnectionError):
     """A download (``clay-search weights fetch``) that could not complete; the partial file is
     kept so that the next try resumes."""

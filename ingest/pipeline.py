@@ -443,7 +443,7 @@ def read_embed_write(work: list[SourceWork], writer: ChipWriter, embedder: Embed
 
 def _sync_index(store: Path, report: IngestReport) -> dict | None:
     """Bring the FAISS index up to the table version (see clay_search.index)."""
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
 
     res = sync_index(store)
     return res.to_dict()

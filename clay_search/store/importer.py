@@ -168,7 +168,7 @@ def import_geoparquet(
     Refuses a store of another model id or dimension (:class:`StoreMismatchError`). Rows whose
     chip id is already in the store are skipped.
     """
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
     from clay_search.store.layout import open_chips_table, open_or_create_store
 
     p = Path(path)
@@ -182,8 +182,10 @@ def import_geoparquet(
     dim = rows.schema.field("embedding").type.list_size
     info = open_or_create_store(store, mid, dim)
     chips = open_chips_table(info)
-    have = chips.search().select(["chip_id"]).limit(None).to_arrow().column("chip_id")
-    new_mask = pc.invert(pc.is_in(rows.column("chip_id"), value_set=have.combine_chunks()))
+    from clay_search.index.vectors import read_ids
+
+    have = read_ids(chips)
+    new_mask = pc.invert(pc.is_in(rows.column("chip_id"), value_set=have))
     new = rows.filter(new_mask)
     # duplicates inside the file itself: keep the first
     _, first = np.unique(
