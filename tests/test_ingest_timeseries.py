@@ -13,11 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 from PIL import Image
-from test_ingest_helpers import (  # noqa: F401 - fixtures
-    nano_embedder_fixture,
-    nano_weights_fixture,
-    read_chips,
-)
+from test_ingest_helpers import read_chips
 from typer.testing import CliRunner
 
 from clay_search.dates import parse_period, to_utc
