@@ -98,3 +98,15 @@ class DownloadError(ClaySearchError, ConnectionError):
 
 class ChecksumError(ClaySearchError, ValueError):
     """A downloaded file whose SHA-256 is not the one expected; it is deleted, never used."""
+
+
+class ImportFormatError(ClaySearchError, ValueError):
+    """An embeddings file whose layout cannot be read (no embedding column, unknown encoding)."""
+
+
+class CRSContradictionError(ClaySearchError, ValueError):
+    """A file whose coordinates contradict the CRS it declares (override with ``--crs``)."""
+
+
+class BadRowsError(ClaySearchError, ValueError):
+    """Rows with missing or malformed embeddings where all-or-nothing (``--strict``) was asked."""
