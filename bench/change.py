@@ -97,7 +97,7 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
     import rasterio
 
     import clay_search
-    from clay_search.ingest.run import run
+    from clay_search.ingest import run
     from clay_search.model import Embedder
 
     root = DATA / "oscd"
@@ -237,7 +237,7 @@ def naip(out: Path, chip: int, top: int) -> dict:
     import matplotlib.pyplot as plt
 
     import clay_search
-    from clay_search.ingest.run import run
+    from clay_search.ingest import run
 
     src = DATA / "opengeos" / "naip"
     store_path = out / "naip_store"

@@ -20,7 +20,7 @@ AFTER = (date(2019, 1, 1), date(2020, 12, 31))
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory, sample_dir) -> Path:
-    from clay_search.ingest.run import run
+    from clay_search.ingest import run
 
     root = tmp_path_factory.mktemp("app_changes")
     files = make_series(root / "tifs", sample_dir)

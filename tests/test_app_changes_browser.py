@@ -36,7 +36,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def series_store(sample_dir: Path, tmp_path_factory) -> Path:
-    from clay_search.ingest.run import run
+    from clay_search.ingest import run
 
     root = tmp_path_factory.mktemp("browser_changes")
     files = make_series(root / "tifs", sample_dir)

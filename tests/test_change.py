@@ -28,7 +28,7 @@ AFTER = ("2019-01-01", "2020-12-31")
 
 
 def _ingest(files, store):
-    from clay_search.ingest.run import run
+    from clay_search.ingest import run
 
     run([str(f) for f in files], store, chip_size=CHIP, workers=0)
     return store
@@ -169,7 +169,7 @@ def test_patch_method_needs_patch_embeddings(series):
 
 
 def test_patch_method(series, tmp_path):
-    from clay_search.ingest.run import run
+    from clay_search.ingest import run
 
     files = [f for f in series["files"] if "20200716" not in f.name]
     path = tmp_path / "patches"
