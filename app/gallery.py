@@ -20,7 +20,8 @@ def _toggle(chip_id: str, value: int) -> None:
 
 
 def card_caption(row: pd.Series, label: int | None) -> str:
-    """Text under a thumbnail: rank and score (results), class label, chip id."""
+    """Text under a thumbnail: rank and score (results), class label, chip id; then the
+    acquisition date (or "undated") and the sensor on a second line."""
     parts = []
     if "rank" in row and pd.notna(row["rank"]):
         parts.append(f"#{int(row['rank'])}")
@@ -31,7 +32,12 @@ def card_caption(row: pd.Series, label: int | None) -> str:
     if label is not None:
         parts.append("POSITIVE" if label == S.POSITIVE else "NEGATIVE")
     parts.append(str(row["chip_id"])[:10])
-    return " | ".join(parts)
+    seen = []  # second line: when and by what
+    when = row.get("datetime")
+    seen.append(pd.Timestamp(when).strftime("%Y-%m-%d") if pd.notna(when) else "undated")
+    if isinstance(row.get("sensor"), str) and row["sensor"]:
+        seen.append(row["sensor"])
+    return " | ".join(parts) + "  \n" + " | ".join(seen)
 
 
 def page_rows(df: pd.DataFrame, page: int, page_size: int = PAGE_SIZE) -> pd.DataFrame:

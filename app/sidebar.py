@@ -8,10 +8,10 @@ from typing import Any
 
 import streamlit as st
 
-from clay_search.app.filters import Filters, check_bbox, parse_area
 from clay_search.errors import QueryError
+from clay_search.filters import Filters, make_filters
 
-AREA_MODES = ["Anywhere", "Map view (box)", "Drawn area (WKT / GeoJSON)"]
+AREA_MODES = ["Anywhere", "Box (lon/lat)", "Pasted area (WKT / GeoJSON)"]
 
 
 @dataclass
@@ -84,10 +84,13 @@ def render_overview(uri: str, info: dict[str, Any]) -> None:
         st.warning(f"Overview incomplete: {info['overview_error']}")
 
 
-def render_filters(info: dict[str, Any], current_view: tuple | None) -> Controls:
-    """Filter widgets; returns the Controls (with a problem message instead of raising)."""
+def render_filters(info: dict[str, Any]) -> Controls:
+    """Filter widgets; returns the Controls (with a problem message instead of raising).
+
+    The widgets' values become one :class:`clay_search.filters.Filters` through
+    :func:`clay_search.filters.make_filters`, so the app checks filters by the Store's rules.
+    """
     st.subheader("Filters")
-    problem = None
     start = end = None
     lo, hi = date_range(info)
     if lo and hi and st.checkbox("Filter by date", key="f-date-on"):
@@ -104,16 +107,14 @@ def render_filters(info: dict[str, Any], current_view: tuple | None) -> Controls
     area = st.radio("Area", AREA_MODES, key="f-area")
     bbox = geometry = None
     if area == AREA_MODES[1]:
-        w0, s0, e0, n0 = current_view or (-180.0, -90.0, 180.0, 90.0)
+        w0, s0, e0, n0 = info.get("bbox") or (-180.0, -90.0, 180.0, 90.0)
+        st.caption("West, south, east, north in degrees; starts as the extent of the store.")
         c1, c2 = st.columns(2)
         w = c1.number_input("West", -180.0, 180.0, float(w0), format="%.5f", key="f-w")
         e = c2.number_input("East", -180.0, 180.0, float(e0), format="%.5f", key="f-e")
         s = c1.number_input("South", -90.0, 90.0, float(s0), format="%.5f", key="f-s")
         n = c2.number_input("North", -90.0, 90.0, float(n0), format="%.5f", key="f-n")
-        try:
-            bbox = check_bbox(w, s, e, n)
-        except QueryError as err:
-            problem = str(err)
+        bbox = (w, s, e, n)
     elif area == AREA_MODES[2]:
         text = st.text_area(
             "Area (lon/lat)",
@@ -121,20 +122,20 @@ def render_filters(info: dict[str, Any], current_view: tuple | None) -> Controls
             placeholder="POLYGON((lon lat, ...)) or a GeoJSON Polygon / Feature",
             help="Draw it in any GIS or geojson.io, then paste the polygon here.",
         )
-        if text.strip():
-            try:
-                geometry = parse_area(text)
-            except QueryError as err:
-                problem = str(err)
+        geometry = text if text.strip() else None
     st.subheader("Results")
     k = int(st.slider("k (results)", 1, 500, 50, key="k"))
     basemap = st.toggle("Basemap (needs internet)", value=False, key="basemap")
-    flt = Filters(
-        start=start,
-        end=end,
-        sensor=tuple(sensor) or None,
-        label=tuple(label) or None,
-        bbox=bbox,
-        geometry=geometry,
-    )
+    try:
+        flt = make_filters(
+            start=start,
+            end=end,
+            sensor=sensor or None,
+            label=label or None,
+            bbox=bbox,
+            geometry=geometry,
+        )
+        problem = None
+    except QueryError as err:
+        flt, problem = Filters(), str(err)
     return Controls(filters=flt, k=k, basemap=basemap, problem=problem)

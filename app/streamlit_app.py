@@ -16,6 +16,7 @@ import streamlit as st
 
 from clay_search.app import exports, gallery, layers
 from clay_search.app import state as S
+from clay_search.app.query import date_effect, describe, filter_kwargs
 from clay_search.app.sidebar import Controls, render_filters, render_overview
 from clay_search.app.store_access import (
     ENV_VAR,
@@ -26,8 +27,8 @@ from clay_search.app.store_access import (
     warm_up,
     weights_path,
 )
-from clay_search.app.upload import UploadError, validate_upload
-from clay_search.errors import ClaySearchError
+from clay_search.app.upload import validate_upload
+from clay_search.errors import ClaySearchError, UploadError
 
 BROWSE_LIMIT = 2000  # chips drawn on the map before any search
 MAX_EXAMPLES_ON_MAP = 200  # labelled chips outlined on the results map
@@ -50,6 +51,12 @@ def _browse(uri: str, version: Any, filters_key: str, _store: Any, _kwargs: dict
     return _store.chips(limit=BROWSE_LIMIT, **_kwargs).to_pandas()
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _date_effect(uri: str, version: Any, filters_key: str, _store: Any, _f: Any) -> Any:
+    """What the date range removed (counted once per store version and filters)."""
+    return date_effect(_store, _f)
+
+
 def _notice(level: str, message: str) -> None:
     st.session_state[S.NOTICE] = (level, message)
 
@@ -61,7 +68,7 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
         _notice("error", f"Fix the filters first: {controls.problem}")
         return
     pos, neg = S.positives(ss), S.negatives(ss)
-    kw = controls.filters.kwargs()
+    kw = filter_kwargs(controls.filters)
     t0 = time.perf_counter()
     tmp = None
     try:
@@ -114,7 +121,7 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
     seconds = time.perf_counter() - t0
     ss[S.RESULTS] = res
     ss[S.RESULTS_DF] = df
-    ss[S.QUERY] = f"{desc}; {controls.filters.describe()}"
+    ss[S.QUERY] = f"{desc}; {describe(controls.filters)}"
     S.record_round(ss, kind, len(df), seconds)
 
 
@@ -297,7 +304,7 @@ def main() -> None:
             _browse.clear()
             _clear_results()
             st.rerun()
-        controls = render_filters(info, ss.get("view-bounds"))
+        controls = render_filters(info)
     if len(store) == 0:
         st.info(
             f"The store at `{uri}` holds no chips yet. Add imagery with "
@@ -306,6 +313,7 @@ def main() -> None:
         return
     if controls.problem:
         st.error(f"Filter problem: {controls.problem}")
+    effect = _date_effect(uri, store.version, repr(controls.filters), store, controls.filters)
 
     notice = ss.get(S.NOTICE)
     if notice:
@@ -332,7 +340,7 @@ def main() -> None:
         width="stretch",
     )
     b3.button("Clear results", key="clear-results", on_click=_clear_results, width="stretch")
-    b4.markdown(f"**{len(pos)}** positive, **{len(neg)}** negative | {controls.filters.describe()}")
+    b4.markdown(f"**{len(pos)}** positive, **{len(neg)}** negative | {describe(controls.filters)}")
 
     with st.expander("Query by upload"):
         render_upload(store, controls, [n for n in _sensor_names(info)])
@@ -343,29 +351,36 @@ def main() -> None:
         if df.empty:
             st.warning(
                 "No results: no chip passes the filters. Widen the date range, area or sensor."
+                + (f" {effect.message()}" if effect is not None and effect.removed else "")
             )
         else:
             st.success(f"{len(df)} results ({ss.get(S.QUERY)})")
         shown = df
     else:
         try:
-            kw = controls.filters.kwargs() if not controls.problem else {}
+            kw = filter_kwargs(controls.filters)
             shown = _browse(uri, store.version, repr(sorted(kw.items())), store, kw)
         except ClaySearchError as e:
             st.error(str(e))
             shown = pd.DataFrame(columns=["chip_id"])
         if shown.empty:
-            st.warning("No chips match the filters.")
+            st.warning(
+                "No chips match the filters."
+                + (f" {effect.message()}" if effect is not None and effect.removed else "")
+            )
         else:
             st.caption(
                 f"Browsing {len(shown)} chips (of {len(store):,}). Mark positives, then Search."
             )
 
+    if effect is not None and effect.removed and not (shown.empty):
+        st.info(effect.message())
+
     map_col, side_col = st.columns([3, 1])
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
         frame = layers.footprint_frame(shown, S.labels(ss))
-        ss["view-bounds"] = bounds = layers.extent(frame)  # the map fits what is shown
+        bounds = layers.extent(frame)  # the map fits what is shown
         if res is not None:
             frame = _with_examples(frame, store, shown)
         if frame.empty and not shown.empty:

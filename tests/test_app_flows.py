@@ -14,7 +14,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
-from store_fixtures import cached_store, nano_weights
+from store_fixtures import cached_store, eurosat_files, nano_weights, read_chips, rows_table
 from streamlit.testing.v1 import AppTest
 
 from clay_search.app import exports
@@ -187,7 +187,7 @@ def test_filters_label_date_area(app: AppTest) -> None:
     app.checkbox(key="f-date-on").uncheck().run()
     # area: a box around one chip's footprint
     row = df.iloc[0]
-    app.radio(key="f-area").set_value("Map view (box)").run()
+    app.radio(key="f-area").set_value("Box (lon/lat)").run()
     for key, v in (("f-w", row.minx), ("f-s", row.miny), ("f-e", row.maxx), ("f-n", row.maxy)):
         app.number_input(key=key).set_value(float(v)).run()
     app.button(key="search").click().run()
@@ -202,10 +202,10 @@ def test_filters_label_date_area(app: AppTest) -> None:
 
 
 def test_drawn_area_bad_and_good(app: AppTest) -> None:
-    app.radio(key="f-area").set_value("Drawn area (WKT / GeoJSON)").run()
+    app.radio(key="f-area").set_value("Pasted area (WKT / GeoJSON)").run()
     app.text_area(key="f-wkt").input("POLYGON((1 2, 3").run()
     _no_failure(app)
-    assert "could not read the area" in app.error[0].value
+    assert "could not read the query geometry" in app.error[0].value
     app.text_area(key="f-wkt").input("POLYGON((-20 30, 40 30, 40 70, -20 70, -20 30))").run()
     _no_failure(app)
     assert not app.error and len(_browse_ids(app)) == 24
@@ -263,3 +263,34 @@ def test_query_by_upload(app: AppTest, sample_dir: Path) -> None:
     assert not app.error, [e.value for e in app.error]
     df = app.session_state["results_df"]
     assert len(df) == 30 and df["label"].iat[0] == "River"  # the chip finds itself first
+
+
+@pytest.fixture(scope="module")
+def half_dated_store(sample_dir: Path, tmp_path_factory) -> Path:
+    """The 30 sample chips with no acquisition date on 20 of them (random vectors)."""
+    _, rows = read_chips(eurosat_files(sample_dir))
+    for r in rows[:20]:
+        r["datetime"] = None
+    vecs = np.random.default_rng(0).normal(size=(len(rows), 16)).astype(np.float32)
+    info = open_or_create_store(tmp_path_factory.mktemp("undated") / "s", "test-model", 16)
+    open_chips_table(info, create=True).add(rows_table(rows, vecs, "test-model"))
+    return info.path
+
+
+def test_date_filter_says_what_it_removed(half_dated_store: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CLAY_SEARCH_STORE", str(half_dated_store))
+    at = AppTest.from_file(str(SCRIPT), default_timeout=120).run()
+    _no_failure(at)
+    assert len(_browse_ids(at)) == 24 and not at.info
+    at.checkbox(key="f-date-on").check().run()
+    _no_failure(at)
+    msgs = [i.value for i in at.info]
+    assert any("The date filter removed 20 of 30 chips: 20 have no acquisition date." in m
+               for m in msgs), msgs  # fmt: skip
+    assert len(_browse_ids(at)) == 10
+    # a label whose chips are all undated: the empty page says why, not just "no chips"
+    at.multiselect(key="f-label").set_value(["Forest"]).run()
+    _no_failure(at)
+    warn = at.warning[0].value
+    assert "No chips match the filters." in warn
+    assert "The date filter removed 3 of 3 chips: 3 have no acquisition date." in warn

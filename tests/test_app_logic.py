@@ -11,9 +11,10 @@ import shapely
 
 from clay_search.app import layers
 from clay_search.app import state as S
-from clay_search.app.filters import Filters, check_bbox, parse_area
+from clay_search.app.query import date_effect, describe, filter_kwargs
 from clay_search.app.store_access import open_store, store_uri
 from clay_search.errors import QueryError
+from clay_search.filters import Filters, make_filters
 
 
 def test_labels_toggle_and_export() -> None:
@@ -95,24 +96,65 @@ def test_picked_chip_from_selection() -> None:
     assert layers.picked_chip(None) is None
 
 
-def test_filters_kwargs_and_area_parsing() -> None:
-    assert Filters().kwargs() == {} and Filters().describe() == "no filters"
-    f = Filters(sensor=("sentinel-2-l2a",), bbox=check_bbox(1, 2, 3, 4))
-    assert f.kwargs() == {"sensor": ["sentinel-2-l2a"], "bbox": (1.0, 2.0, 3.0, 4.0)}
-    with pytest.raises(QueryError, match="empty"):
-        check_bbox(3, 2, 1, 4)
-    with pytest.raises(QueryError, match="outside"):
-        check_bbox(0, 0, 200, 4)
-    g = parse_area("POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))")
-    assert g.area == 1
-    gj = (
-        '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
-        "[[[0,0],[2,0],[2,2],[0,0]]]}}"
-    )
-    assert parse_area(gj).area == 2
-    for bad in ("", "POINT(0 0)", "POLYGON((", '{"type": "Nope"}'):
+def test_app_filters_are_the_core_filters() -> None:
+    """One filter object: the app's keywords rebuild the same Filters, with the core's rules."""
+    assert filter_kwargs(Filters()) == {} and describe(Filters()) == "no filters"
+    f = make_filters(sensor="sentinel-2-l2a", bbox=(1, 2, 3, 4), start="2019-01-01")
+    kw = filter_kwargs(f)
+    assert set(kw) == {"sensor", "geometry", "start"} and kw["sensor"] == ["sentinel-2-l2a"]
+    assert make_filters(**kw) == f
+    assert describe(f) == "2019-01-01.., sensor=sentinel-2-l2a, box 1,2,3,4"
+    # the core's bbox rule: a one-point-wide box is allowed, west > east is not
+    assert make_filters(bbox=(1, 2, 1, 4)).geometry is not None
+    with pytest.raises(QueryError, match="antimeridian"):
+        make_filters(bbox=(3, 2, 1, 4))
+    tri = make_filters(geometry="POLYGON((0 0, 2 0, 2 2, 0 0))")
+    assert describe(tri) == "area in 0,0,2,2"
+    for bad in ("POLYGON((", '{"type": "Nope"}'):
         with pytest.raises(QueryError):
-            parse_area(bad)
+            make_filters(geometry=bad)
+
+
+class _Chips:
+    """A stand-in for ``Store.chips`` over plain rows, filtered by the real FilterEngine."""
+
+    def __init__(self, table) -> None:
+        from clay_search.filters import FilterEngine
+
+        self.engine = FilterEngine(table)
+
+    def chips(self, **kw) -> list:
+        f = make_filters(**kw)
+        return list(self.engine.rows(f)) if not f.empty else list(range(self.engine.n))
+
+
+def test_date_effect_counts_undated_and_outside() -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    times = [None, None, None, dt.datetime(2018, 5, 1), dt.datetime(2019, 5, 1), None]
+    table = pa.table(
+        {
+            "minx": [0.0] * 6,
+            "miny": [0.0] * 6,
+            "maxx": [1.0] * 6,
+            "maxy": [1.0] * 6,
+            "datetime": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "sensor": ["s2"] * 5 + ["l8"],
+            "label": [None] * 6,
+            "geometry": pa.array([None] * 6, pa.binary()),
+        }
+    )
+    store = _Chips(table)
+    assert date_effect(store, make_filters(sensor="s2")) is None  # no date range: nothing said
+    eff = date_effect(store, make_filters(start="2019-01-01", end="2019-12-31", sensor="s2"))
+    assert (eff.before, eff.after, eff.undated, eff.outside) == (5, 1, 3, 1)
+    assert eff.removed == 4
+    assert eff.message() == (
+        "The date filter removed 4 of 5 chips: 3 have no acquisition date and 1 are outside "
+        "the date range."
+    )
 
 
 def test_store_uri_and_missing_store(tmp_path) -> None:
@@ -124,3 +166,24 @@ def test_store_uri_and_missing_store(tmp_path) -> None:
     assert (
         opened.store is None and opened.kind == "missing" and "no clay-search store" in opened.error
     )
+
+
+def test_card_caption_shows_date_and_sensor() -> None:
+    from clay_search.app.gallery import card_caption
+
+    row = pd.Series(
+        {
+            "chip_id": "0123456789abcdef",
+            "rank": 2,
+            "score": 0.5,
+            "label": "River",
+            "datetime": pd.Timestamp("2019-06-03T10:00:00Z"),
+            "sensor": "sentinel-2-l2a",
+        }
+    )
+    assert card_caption(row, S.POSITIVE) == (
+        "#2 | score 0.500 | River | POSITIVE | 0123456789  \n2019-06-03 | sentinel-2-l2a"
+    )
+    undated = row.drop(["rank", "score"]).copy()
+    undated["datetime"] = pd.NaT
+    assert card_caption(undated, None).endswith("0123456789  \nundated | sentinel-2-l2a")
