@@ -64,7 +64,7 @@ def render_gallery(df: pd.DataFrame, ss: MutableMapping[str, Any], *, key: str) 
         with cols[i % COLUMNS], st.container(border=True, key=f"card-{key}-{chip_id}"):
             thumb = row.get("thumbnail")
             if isinstance(thumb, bytes | bytearray) and thumb:
-                st.image(bytes(thumb), width="stretch")
+                st.image(bytes(thumb), width="stretch", output_format="PNG")  # lossless
             else:
                 st.caption("(no thumbnail)")
             st.caption(card_caption(row, lab))

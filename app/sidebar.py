@@ -11,7 +11,15 @@ import streamlit as st
 from clay_search.errors import QueryError
 from clay_search.filters import Filters, make_filters
 
-AREA_MODES = ["Anywhere", "Box (lon/lat)", "Pasted area (WKT / GeoJSON)"]
+AREA_MODES = [
+    "Anywhere",
+    "Map view",
+    "Drawn on the map",
+    "Box (lon/lat)",
+    "Pasted area (WKT / GeoJSON)",
+]
+ANYWHERE, MAP_VIEW, DRAWN, BOX, PASTED = AREA_MODES
+DEFAULT_BASEMAP = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 
 
 @dataclass
@@ -20,7 +28,8 @@ class Controls:
 
     filters: Filters
     k: int
-    basemap: bool
+    basemap_url: str | None  # an XYZ tile URL template (online), or None: offline imagery only
+    imagery: bool = True  # draw the overview images and thumbnails under the footprints
     problem: str | None = None
 
 
@@ -84,11 +93,17 @@ def render_overview(uri: str, info: dict[str, Any]) -> None:
         st.warning(f"Overview incomplete: {info['overview_error']}")
 
 
-def render_filters(info: dict[str, Any]) -> Controls:
+def render_filters(
+    info: dict[str, Any],
+    *,
+    view_bounds: tuple[float, float, float, float] | None = None,
+    drawn: dict | None = None,
+) -> Controls:
     """Filter widgets; returns the Controls (with a problem message instead of raising).
 
     The widgets' values become one :class:`clay_search.filters.Filters` through
     :func:`clay_search.filters.make_filters`, so the app checks filters by the Store's rules.
+    ``view_bounds`` and ``drawn`` come from the map (its *Use view* button and drawn shape).
     """
     st.subheader("Filters")
     start = end = None
@@ -106,7 +121,19 @@ def render_filters(info: dict[str, Any]) -> Controls:
     )
     area = st.radio("Area", AREA_MODES, key="f-area")
     bbox = geometry = None
-    if area == AREA_MODES[1]:
+    if area == MAP_VIEW:
+        if view_bounds is None:
+            st.caption("Press **Use view** on the map to filter by what it shows.")
+        else:
+            bbox = view_bounds
+            st.caption("The map's view: " + ", ".join(f"{v:.4f}" for v in view_bounds))
+    elif area == DRAWN:
+        if drawn is None:
+            st.caption("Draw a **Box** or **Polygon** on the map (toolbar above the map).")
+        else:
+            geometry = drawn
+            st.caption("The shape drawn on the map.")
+    elif area == BOX:
         w0, s0, e0, n0 = info.get("bbox") or (-180.0, -90.0, 180.0, 90.0)
         st.caption("West, south, east, north in degrees; starts as the extent of the store.")
         c1, c2 = st.columns(2)
@@ -115,7 +142,7 @@ def render_filters(info: dict[str, Any]) -> Controls:
         s = c1.number_input("South", -90.0, 90.0, float(s0), format="%.5f", key="f-s")
         n = c2.number_input("North", -90.0, 90.0, float(n0), format="%.5f", key="f-n")
         bbox = (w, s, e, n)
-    elif area == AREA_MODES[2]:
+    elif area == PASTED:
         text = st.text_area(
             "Area (lon/lat)",
             key="f-wkt",
@@ -125,7 +152,11 @@ def render_filters(info: dict[str, Any]) -> Controls:
         geometry = text if text.strip() else None
     st.subheader("Results")
     k = int(st.slider("k (results)", 1, 500, 50, key="k"))
-    basemap = st.toggle("Basemap (needs internet)", value=False, key="basemap")
+    st.subheader("Map")
+    imagery = st.toggle("Imagery from the store (offline)", value=True, key="imagery")
+    basemap_url = None
+    if st.toggle("Online basemap (needs internet)", value=False, key="basemap"):
+        basemap_url = st.text_input("Tile URL", DEFAULT_BASEMAP, key="basemap-url").strip()
     try:
         flt = make_filters(
             start=start,
@@ -138,4 +169,6 @@ def render_filters(info: dict[str, Any]) -> Controls:
         problem = None
     except QueryError as err:
         flt, problem = Filters(), str(err)
-    return Controls(filters=flt, k=k, basemap=basemap, problem=problem)
+    return Controls(
+        filters=flt, k=k, basemap_url=basemap_url or None, imagery=imagery, problem=problem
+    )

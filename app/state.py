@@ -24,6 +24,9 @@ ROUNDS = "rounds"  # list of dicts, one per search / refine round
 PICKED = "picked"  # last chip picked on the map
 NOTICE = "notice"  # (level, message) shown once after a callback
 UPLOAD = "upload"  # validated UploadedChip or None
+DRAWN = "drawn"  # GeoJSON Polygon drawn on the map, or None
+VIEW = "view-bounds"  # (w, s, e, n) the map sent with "Use view", or None
+MAP_EVENT = "map-event"  # key of the last map event handled
 
 DEFAULTS: dict[str, Any] = {
     LABELS: dict,
@@ -34,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     PICKED: lambda: None,
     NOTICE: lambda: None,
     UPLOAD: lambda: None,
+    DRAWN: lambda: None,
+    VIEW: lambda: None,
+    MAP_EVENT: lambda: None,
 }
 
 

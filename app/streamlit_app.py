@@ -14,10 +14,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from clay_search.app import exports, gallery, layers
+from clay_search.app import exports, gallery, layers, map_component
 from clay_search.app import state as S
 from clay_search.app.query import date_effect, describe, filter_kwargs
-from clay_search.app.sidebar import Controls, render_filters, render_overview
+from clay_search.app.sidebar import (
+    ANYWHERE,
+    DRAWN,
+    MAP_VIEW,
+    Controls,
+    render_filters,
+    render_overview,
+)
 from clay_search.app.store_access import (
     ENV_VAR,
     Opened,
@@ -31,6 +38,7 @@ from clay_search.app.upload import validate_upload
 from clay_search.errors import ClaySearchError, UploadError
 
 BROWSE_LIMIT = 2000  # chips drawn on the map before any search
+MAP_KEY = "map"
 MAX_EXAMPLES_ON_MAP = 200  # labelled chips outlined on the results map
 TABLE_COLUMNS = ["rank", "score", "chip_id", "sensor", "datetime", "label", "source"]
 CLICK_ACTIONS = ["Mark positive", "Mark negative", "Just show"]
@@ -131,18 +139,37 @@ def _clear_results() -> None:
     st.session_state[S.QUERY] = ""
 
 
-def _on_map_select() -> None:
-    """Map click: mark (or just show) the chip under the pointer."""
-    ss = st.session_state
-    chip_id = layers.picked_chip(ss.get("map"))
-    if chip_id is None:
+@st.cache_resource(show_spinner="Building the overview images from the chip thumbnails...")
+def _overviews(uri: str, version: Any, _store: Any) -> Any:
+    """Per-source overview images of this store version (built once, kept in memory)."""
+    from clay_search.overviews import build_overviews
+
+    return build_overviews(_store)
+
+
+def handle_map_event(ss: Any) -> None:
+    """Act on the map's last event (runs before the sidebar, so the area filter follows it)."""
+    ev = map_component.MapEvent.parse(ss.get(MAP_KEY))
+    if ev is None or ev.key == ss.get(S.MAP_EVENT):
         return
-    ss[S.PICKED] = chip_id
-    action = ss.get("click-action", CLICK_ACTIONS[0])
-    if action == CLICK_ACTIONS[0]:
-        S.set_label(ss, chip_id, S.POSITIVE)
-    elif action == CLICK_ACTIONS[1]:
-        S.set_label(ss, chip_id, S.NEGATIVE)
+    ss[S.MAP_EVENT] = ev.key
+    if ev.kind == "click" and ev.chip_id:
+        ss[S.PICKED] = ev.chip_id
+        action = ss.get("click-action", CLICK_ACTIONS[0])
+        if action == CLICK_ACTIONS[0]:
+            S.set_label(ss, ev.chip_id, S.POSITIVE)
+        elif action == CLICK_ACTIONS[1]:
+            S.set_label(ss, ev.chip_id, S.NEGATIVE)
+    elif ev.kind == "draw":
+        ss[S.DRAWN] = ev.geometry
+        ss["f-area"] = DRAWN
+    elif ev.kind == "view":
+        ss[S.VIEW] = ev.bounds
+        ss["f-area"] = MAP_VIEW
+    elif ev.kind == "clear":
+        ss[S.DRAWN] = None
+        if ss.get("f-area") == DRAWN:
+            ss["f-area"] = ANYWHERE
 
 
 def _restore_labels() -> None:
@@ -297,6 +324,7 @@ def main() -> None:
         return
     store = opened.store
     info = overview(store)
+    handle_map_event(ss)
     with st.sidebar:
         render_overview(uri, info)
         if st.button("Reload store", key="reload"):
@@ -304,7 +332,7 @@ def main() -> None:
             _browse.clear()
             _clear_results()
             st.rerun()
-        controls = render_filters(info)
+        controls = render_filters(info, view_bounds=ss.get(S.VIEW), drawn=ss.get(S.DRAWN))
     if len(store) == 0:
         st.info(
             f"The store at `{uri}` holds no chips yet. Add imagery with "
@@ -379,18 +407,26 @@ def main() -> None:
     map_col, side_col = st.columns([3, 1])
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
-        frame = layers.footprint_frame(shown, S.labels(ss))
+        frame = layers.footprint_frame(shown, S.labels(ss), imagery=controls.imagery)
         bounds = layers.extent(frame)  # the map fits what is shown
         if res is not None:
             frame = _with_examples(frame, store, shown)
         if frame.empty and not shown.empty:
             st.info("These chips have no georeference; use the gallery below.")
-        st.pydeck_chart(
-            layers.build_deck(frame, basemap=controls.basemap, bounds=bounds),
-            on_select=_on_map_select,
-            selection_mode="single-object",
-            key="map",
+        ovs = _overviews(uri, store.version, store) if controls.imagery else None
+        args = map_component.map_args(
+            frame,
+            bounds=bounds,
+            fit_key=f"{ss.get(S.QUERY)}|{describe(controls.filters)}|{len(frame)}",
+            overviews=ovs.overviews if ovs is not None else (),
+            thumbs=map_component.thumbnails(shown) if controls.imagery else (),
+            grid=layers.grid_paths(bounds),
+            basemap_url=controls.basemap_url,
+            drawn=ss.get(S.DRAWN),
         )
+        map_component.render_map(args, key=MAP_KEY)
+        if ovs is not None:
+            st.caption(ovs.describe() + "; chip thumbnails appear in place when you zoom in.")
     with side_col:
         render_labels_panel(store)
 

@@ -54,14 +54,14 @@ def _browse_ids(at: AppTest) -> list[str]:
 
 
 def _deck(at: AppTest) -> dict:
-    charts = at.get("deck_gl_json_chart")
+    """The arguments the map component was drawn with (chips, overviews, thumbnails, ...)."""
+    charts = at.get("component_instance")
     assert len(charts) == 1
-    return json.loads(charts[0].proto.json)
+    return json.loads(charts[0].proto.json_args)
 
 
 def _deck_ids(at: AppTest) -> set[str]:
-    layer = next(x for x in _deck(at)["layers"] if x["id"] == "chips")
-    return {row["chip_id"] for row in layer["data"]}
+    return {row["chip_id"] for row in _deck(at)["chips"]}
 
 
 def _search(at: AppTest, positives: list[str], negatives: list[str] = ()) -> AppTest:
@@ -105,6 +105,11 @@ def test_overview_and_browse(app: AppTest) -> None:
     assert len(ids) == 24  # first gallery page of the 30 chips
     assert len(_deck_ids(app)) == 30  # every footprint on the map
     assert len(app.get("image")) == 24  # thumbnails
+    deck = _deck(app)
+    # offline imagery: one overview per source (each sample chip is its own file), thumbnails
+    assert len(deck["overviews"]) == 30 and len(deck["thumbnails"]) == 30
+    assert all(o["image"].startswith("data:image/png;base64,") for o in deck["overviews"])
+    assert deck["basemap_url"] is None
 
 
 def test_pick_and_search(app: AppTest, store_path: Path) -> None:
@@ -118,11 +123,11 @@ def test_pick_and_search(app: AppTest, store_path: Path) -> None:
     assert np.all(np.diff(df["score"].to_numpy()) <= 1e-6)  # best first
     assert "10 results" in app.success[0].value
     assert _deck_ids(app) == set(df["chip_id"]) | {ids[0]}  # results + the example
-    layer = next(x for x in _deck(app)["layers"] if x["id"] == "chips")
-    fills = {r["chip_id"]: tuple(r["fill"]) for r in layer["data"]}
+    chips = _deck(app)["chips"]
+    fills = {r["chip_id"]: tuple(r["fill"]) for r in chips}
     assert len(set(fills.values())) > 2  # coloured by score
     assert fills[ids[0]][3] == 0  # the example: outline only
-    example = next(r for r in layer["data"] if r["chip_id"] == ids[0])
+    example = next(r for r in chips if r["chip_id"] == ids[0])
     assert example["line"][:3] == [0, 200, 83] and "(example)" in example["tip"]
     assert app.button(key=f"results-pos-{df['chip_id'].iat[0]}")  # gallery of results
     # the same query through the Python API gives the same ranking

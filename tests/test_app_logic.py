@@ -10,6 +10,7 @@ import pytest
 import shapely
 
 from clay_search.app import layers
+from clay_search.app.map_component import MapEvent, map_args
 from clay_search.app import state as S
 from clay_search.app.query import date_effect, describe, filter_kwargs
 from clay_search.app.store_access import open_store, store_uri
@@ -74,11 +75,17 @@ def test_footprints_colours_and_outlines() -> None:
     assert "score 0.900" in frame["tip"].iloc[0] and "River" in frame["tip"].iloc[0]
     w, s, e, n = layers.extent(frame)
     assert (w, s, e, n) == (10.0, 50.0, 11.5, 51.5)
-    deck = json.loads(layers.build_deck(frame).to_json())
-    ids = [lay["id"] for lay in deck["layers"]]
-    assert ids == [layers.GRID_LAYER_ID, layers.LAYER_ID]
-    assert deck.get("mapProvider") is None and deck["mapStyle"] == layers.NO_BASEMAP_STYLE
-    assert 6 < deck["initialViewState"]["zoom"] < 9
+    # over imagery: browsing fills nothing, scores fill half-transparent
+    over = layers.footprint_frame(_frame(), {}, imagery=True)
+    assert over["fill"].iloc[0][3] == 110
+    browse = layers.footprint_frame(_frame().drop(columns=["score"]), {}, imagery=True)
+    assert {f[3] for f in browse["fill"]} == {0}
+    grid = layers.grid_paths((w, s, e, n))
+    assert all(-180 <= x <= 180 and -85 <= y <= 85 for line in grid for x, y in line)
+    assert any(line[0][0] == line[1][0] == 10.0 for line in grid)  # a meridian at 10 degrees
+    args = map_args(frame, bounds=(w, s, e, n), fit_key="k", grid=grid)
+    assert json.loads(json.dumps(args))["chips"][0]["chip_id"] == "a"  # JSON-able
+    assert args["bounds"] == [10.0, 50.0, 11.5, 51.5] and args["drawn"] is None
 
 
 def test_score_colours_edge_cases() -> None:
@@ -89,11 +96,40 @@ def test_score_colours_edge_cases() -> None:
     assert len(nan) == 3 and nan[0] == nan[2]
 
 
-def test_picked_chip_from_selection() -> None:
-    sel = {"selection": {"indices": {"chips": [0]}, "objects": {"chips": [{"chip_id": "x1"}]}}}
-    assert layers.picked_chip(sel) == "x1"
-    assert layers.picked_chip({"selection": {"indices": {}, "objects": {}}}) is None
-    assert layers.picked_chip(None) is None
+def test_map_events_from_the_component() -> None:
+    click = MapEvent.parse({"event": "click", "chip_id": "x1", "seq": 3, "nonce": "n"})
+    assert click.kind == "click" and click.chip_id == "x1" and click.key == ("n", 3)
+    ring = [[0, 0], [1, 0], [1, 1], [0, 0]]
+    draw = MapEvent.parse({"event": "draw", "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    assert draw.geometry["type"] == "Polygon"
+    view = MapEvent.parse({"event": "view", "bounds": [1, 2, 3, 4], "seq": 1})
+    assert view.bounds == (1.0, 2.0, 3.0, 4.0)
+    for bad in (None, {}, {"event": "view", "bounds": [1, 2]}, {"event": "click"}, {"event": 1}):
+        assert MapEvent.parse(bad) is None
+
+
+def test_map_events_label_filter_and_clear() -> None:
+    from clay_search.app.streamlit_app import MAP_KEY, handle_map_event
+
+    ss: dict = {"click-action": "Mark negative"}
+    S.init_state(ss)
+    ss[MAP_KEY] = {"event": "click", "chip_id": "c1", "seq": 1, "nonce": "a"}
+    handle_map_event(ss)
+    assert S.labels(ss) == {"c1": S.NEGATIVE} and ss[S.PICKED] == "c1"
+    S.clear_labels(ss)
+    handle_map_event(ss)  # the same event again (a rerun): nothing happens
+    assert S.labels(ss) == {}
+    poly = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}
+    ss[MAP_KEY] = {"event": "draw", "geometry": poly, "seq": 2, "nonce": "a"}
+    handle_map_event(ss)
+    assert ss[S.DRAWN] == poly and ss["f-area"] == "Drawn on the map"
+    ss[MAP_KEY] = {"event": "view", "bounds": [1, 2, 3, 4], "seq": 1, "nonce": "b"}  # reloaded
+    handle_map_event(ss)
+    assert ss[S.VIEW] == (1.0, 2.0, 3.0, 4.0) and ss["f-area"] == "Map view"
+    ss["f-area"] = "Drawn on the map"
+    ss[MAP_KEY] = {"event": "clear", "seq": 2, "nonce": "b"}
+    handle_map_event(ss)
+    assert ss[S.DRAWN] is None and ss["f-area"] == "Anywhere"
 
 
 def test_app_filters_are_the_core_filters() -> None:
