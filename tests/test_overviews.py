@@ -54,7 +54,7 @@ def _grid_store(path: Path, sources: int = 1) -> Path:
 
 
 def test_overview_places_each_thumbnail_north_up(tmp_path: Path) -> None:
-    store = clay_search.connect(str(_grid_store(tmp_path / "s")), sync=False)
+    store = clay_search.connect(str(_grid_store(tmp_path / "s")))
     ovs = build_overviews(store, max_side=64)
     assert len(ovs.overviews) == 1 and ovs.skipped_sources == 0
     ov = ovs.overviews[0]
@@ -73,7 +73,7 @@ def test_overview_places_each_thumbnail_north_up(tmp_path: Path) -> None:
 
 
 def test_overview_limits_sources_and_pixels(tmp_path: Path) -> None:
-    store = clay_search.connect(str(_grid_store(tmp_path / "s", sources=3)), sync=False)
+    store = clay_search.connect(str(_grid_store(tmp_path / "s", sources=3)))
     ovs = build_overviews(store, max_side=512, max_sources=2, pixel_budget=2 * 32 * 32)
     assert len(ovs.overviews) == 2 and ovs.sources == 3 and ovs.skipped_sources == 1
     assert "1 smaller source(s) shown as footprints only" in ovs.describe()
