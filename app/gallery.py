@@ -15,8 +15,12 @@ PAGE_SIZE = 24
 COLUMNS = 6
 
 
-def _toggle(chip_id: str, value: int) -> None:
-    S.toggle_label(st.session_state, chip_id, value)
+def _toggle(chip_id: str, value: int, how: str = "gallery", weight: float = 1.0) -> None:
+    from clay_search.app.session_panel import note_label
+
+    ss = st.session_state
+    if S.toggle_label(ss, chip_id, value) is not None:
+        note_label(ss, chip_id, how, weight if value == S.NEGATIVE else 1.0)
 
 
 def card_caption(row: pd.Series, label: int | None) -> str:
@@ -47,8 +51,20 @@ def page_rows(df: pd.DataFrame, page: int, page_size: int = PAGE_SIZE) -> pd.Dat
     return df.iloc[(page - 1) * page_size : page * page_size]
 
 
-def render_gallery(df: pd.DataFrame, ss: MutableMapping[str, Any], *, key: str) -> None:
-    """Draw ``df`` (rows with ``chip_id``, ``thumbnail`` and maybe ``score``) as cards."""
+def render_gallery(
+    df: pd.DataFrame,
+    ss: MutableMapping[str, Any],
+    *,
+    key: str,
+    review: bool = False,
+    correction_weight: float = 1.0,
+) -> None:
+    """Draw ``df`` (rows with ``chip_id``, ``thumbnail`` and maybe ``score``) as cards.
+
+    With ``review`` (detections of a Refine round) Pos confirms a detection and Neg rejects it:
+    a negative weighted ``correction_weight``.
+    """
+    how = "review" if review else "gallery"
     if df.empty:
         return
     pages = max(1, math.ceil(len(df) / PAGE_SIZE))
@@ -74,8 +90,10 @@ def render_gallery(df: pd.DataFrame, ss: MutableMapping[str, Any], *, key: str) 
                 key=f"{key}-pos-{chip_id}",
                 type="primary" if lab == S.POSITIVE else "secondary",
                 on_click=_toggle,
-                args=(chip_id, S.POSITIVE),
-                help="Mark as positive (click again to clear)",
+                args=(chip_id, S.POSITIVE, how),
+                help="Confirm: a positive (click again to clear)"
+                if review
+                else "Mark as positive (click again to clear)",
                 width="stretch",
             )
             right.button(
@@ -83,7 +101,9 @@ def render_gallery(df: pd.DataFrame, ss: MutableMapping[str, Any], *, key: str) 
                 key=f"{key}-neg-{chip_id}",
                 type="primary" if lab == S.NEGATIVE else "secondary",
                 on_click=_toggle,
-                args=(chip_id, S.NEGATIVE),
-                help="Mark as negative (click again to clear)",
+                args=(chip_id, S.NEGATIVE, how, correction_weight),
+                help=f"Reject: a negative weighing {correction_weight:g} (click again to clear)"
+                if review
+                else "Mark as negative (click again to clear)",
                 width="stretch",
             )

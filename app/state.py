@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,8 +94,14 @@ def clear_labels(ss: MutableMapping[str, Any]) -> None:
     labels(ss).clear()
 
 
-def record_round(ss: MutableMapping[str, Any], kind: str, count: int, seconds: float) -> None:
-    """Append one search/refine round to the history."""
+def record_round(
+    ss: MutableMapping[str, Any],
+    kind: str,
+    count: int,
+    seconds: float,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Append one search/refine round to the history (``extra``: classifier, CV metrics...)."""
     ss.setdefault(ROUNDS, []).append(
         {
             "round": len(ss.get(ROUNDS, [])) + 1,
@@ -104,6 +110,7 @@ def record_round(ss: MutableMapping[str, Any], kind: str, count: int, seconds: f
             "negatives": len(negatives(ss)),
             "results": count,
             "seconds": round(seconds, 3),
+            **(extra or {}),
         }
     )
 

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from clay_search.app import exports, gallery, layers, map_component
+from clay_search.app import session_panel as SP
 from clay_search.app import state as S
 from clay_search.app.query import date_effect, describe, filter_kwargs
 from clay_search.app.sidebar import (
@@ -69,7 +70,9 @@ def _notice(level: str, message: str) -> None:
     st.session_state[S.NOTICE] = (level, message)
 
 
-def run_query(kind: str, store: Any, controls: Controls) -> None:
+def run_query(
+    kind: str, store: Any, controls: Controls, settings: SP.SessionSettings | None = None
+) -> None:
     """Callback of Search / Refine / Search-with-upload: query the store, keep the results."""
     ss = st.session_state
     if controls.problem:
@@ -98,10 +101,10 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
                     "(and, better, some Negative) chips first.",
                 )
                 return
-            res = store.refine(pos, neg, k=controls.k, **kw)
-            desc = f"refine: classifier on {len(pos)} positive, {len(neg)} negative"
-            if not neg:
-                desc += " (random chips as background)"
+            res, desc = SP.run_round(
+                ss, store, settings or SP.SessionSettings(), controls.k, controls.filters
+            )
+            desc = f"refine {desc}"
         elif kind == "upload":
             chip = ss.get(S.UPLOAD)
             if chip is None:
@@ -130,7 +133,14 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
     ss[S.RESULTS] = res
     ss[S.RESULTS_DF] = df
     ss[S.QUERY] = f"{desc}; {describe(controls.filters)}"
-    S.record_round(ss, kind, len(df), seconds)
+    extra = None
+    if kind == "refine":
+        r = ss[SP.ROUND].record
+        extra = {k: v for k, v in SP.round_row(r).items() if k.startswith(("cv_", "class"))}
+        extra.update(background=f"{r.background} {r.negatives}")
+    else:
+        ss[SP.ROUND] = None  # the review slider is for classifier rounds
+    S.record_round(ss, kind, len(df), seconds, extra)
 
 
 def _clear_results() -> None:
@@ -158,8 +168,10 @@ def handle_map_event(ss: Any) -> None:
         action = ss.get("click-action", CLICK_ACTIONS[0])
         if action == CLICK_ACTIONS[0]:
             S.set_label(ss, ev.chip_id, S.POSITIVE)
+            SP.note_label(ss, ev.chip_id, "click")
         elif action == CLICK_ACTIONS[1]:
             S.set_label(ss, ev.chip_id, S.NEGATIVE)
+            SP.note_label(ss, ev.chip_id, "click")
     elif ev.kind == "draw":
         ss[S.DRAWN] = ev.geometry
         ss["f-area"] = DRAWN
@@ -333,6 +345,7 @@ def main() -> None:
             _clear_results()
             st.rerun()
         controls = render_filters(info, view_bounds=ss.get(S.VIEW), drawn=ss.get(S.DRAWN))
+        settings = SP.render_settings()
     if len(store) == 0:
         st.info(
             f"The store at `{uri}` holds no chips yet. Add imagery with "
@@ -363,8 +376,9 @@ def main() -> None:
         "Refine",
         key="refine",
         on_click=run_query,
-        args=("refine", store, controls),
-        help="Train a classifier on the labelled chips and re-rank.",
+        args=("refine", store, controls, settings),
+        help="Train the classifier (sidebar) on the labelled chips, rank the chips, and "
+        "estimate its precision by spatial cross-validation.",
         width="stretch",
     )
     b3.button("Clear results", key="clear-results", on_click=_clear_results, width="stretch")
@@ -383,7 +397,7 @@ def main() -> None:
             )
         else:
             st.success(f"{len(df)} results ({ss.get(S.QUERY)})")
-        shown = df
+        shown = SP.review_filter(df, ss)
     else:
         try:
             kw = filter_kwargs(controls.filters)
@@ -429,10 +443,21 @@ def main() -> None:
             st.caption(ovs.describe() + "; chip thumbnails appear in place when you zoom in.")
     with side_col:
         render_labels_panel(store)
+        SP.label_area_buttons(store, ss)
+        SP.render_session_panel(store, ss, settings)
 
-    gallery.render_gallery(shown, ss, key="results" if res is not None else "browse")
+    reviewing = res is not None and ss.get(SP.ROUND) is not None
+    gallery.render_gallery(
+        shown,
+        ss,
+        key="results" if res is not None else "browse",
+        review=reviewing,
+        correction_weight=settings.correction_weight,
+    )
     if res is not None and df is not None and not df.empty:
         render_results_footer(res, df)
+        if reviewing:
+            SP.render_detections_export(store, ss)
 
 
 def _with_examples(frame: pd.DataFrame, store: Any, shown: pd.DataFrame) -> pd.DataFrame:
