@@ -14,6 +14,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 from store_fixtures import cached_store, eurosat_files, nano_weights, read_chips, rows_table
 from streamlit.testing.v1 import AppTest
 
@@ -299,3 +300,81 @@ def test_date_filter_says_what_it_removed(half_dated_store: Path, monkeypatch) -
     warn = at.warning[0].value
     assert "No chips match the filters." in warn
     assert "The date filter removed 3 of 3 chips: 3 have no acquisition date." in warn
+
+
+def test_session_round_review_area_geojson_and_files(app: AppTest, tmp_path: Path) -> None:
+    """A classifier round with trees and k-means negatives, review, area and GeoJSON labels,
+    then the session file saved and opened again."""
+    from clay_search.app import session_panel as SP
+
+    ids = _browse_ids(app)
+    app.selectbox(key="s-classifier").set_value("lightgbm").run()
+    app.selectbox(key="s-negatives").set_value("kmeans").run()
+    app.number_input(key="s-per-positive").set_value(5).run()
+    app.button(key=f"browse-pos-{ids[0]}").click().run()
+    app.button(key=f"browse-pos-{ids[1]}").click().run()
+    app.button(key="refine").click().run()
+    _no_failure(app)
+    assert "refine round 1: gradient-boosted trees on 2 positive" in app.success[0].value
+    rnd = app.session_state[SP.ROUND]
+    assert rnd.record.classifier == "lightgbm" and rnd.record.negatives == "kmeans"
+    assert 0 < rnd.record.background <= 10  # k-means: at most 5 per positive
+    row = app.session_state["rounds"][-1]
+    assert row["classifier"] == "lightgbm" and "cv_precision" in row
+    assert any("spatial CV" in c.value for c in app.caption)
+    # the confidence slider pages only the detections above it
+    df = app.session_state["results_df"]
+    thr = float(np.median(df["score"]))
+    app.slider(key="confidence").set_value(round(thr, 2)).run()
+    shown = [b.key.removeprefix("results-pos-") for b in app.button
+             if b.key.startswith("results-pos-")]  # fmt: skip
+    expect = df[df["score"] >= round(thr, 2)]["chip_id"].tolist()[:24]
+    assert sorted(shown) == sorted(expect) and len(shown) < len(df)
+    # reject a detection: a weighted negative; confirm one: a positive from the review
+    app.button(key=f"results-neg-{shown[0]}").click().run()
+    app.button(key=f"results-pos-{shown[1]}").click().run()
+    assert app.session_state[SP.WEIGHTS][shown[0]] == 3.0
+    assert app.session_state[SP.HOW][shown[1]] == "review"
+    app.button(key="refine").click().run()
+    _no_failure(app)
+    s = app.session_state[SP.SESSION]
+    assert s.labels[shown[0]].weight == 3.0 and s.labels[shown[0]].label == 0
+    assert len(s.rounds) == 2
+    # label every chip under a drawn polygon
+    row0 = df.iloc[-1]
+    box = shapely.box(row0.minx, row0.miny, row0.maxx, row0.maxy)
+    app.session_state["drawn"] = shapely.geometry.mapping(box)
+    app.run()
+    app.button(key="area-pos").click().run()
+    _no_failure(app)
+    assert app.session_state["labels"][row0.chip_id] == 1
+    assert app.session_state[SP.HOW][row0.chip_id] == "polygon"
+    # bulk labels from a GeoJSON of points
+    row1 = df.iloc[-2]
+    centre = [(row1.minx + row1.maxx) / 2, (row1.miny + row1.maxy) / 2]
+    pt = {"type": "Point", "coordinates": centre}
+    doc = json.dumps({"type": "FeatureCollection",
+                      "features": [{"type": "Feature", "geometry": pt, "properties": {}}]})  # fmt: skip
+    upload = ("sites.geojson", doc.encode(), "application/json")
+    app.file_uploader(key="labels-geojson").set_value(upload).run()
+    _no_failure(app)
+    assert app.session_state["labels"][row1.chip_id] == 1
+    # save the session, clear, open it again
+    settings = SP.SessionSettings("lightgbm", "kmeans", 5, 3.0)
+    data = SP._session_bytes(_store(app), app.session_state, settings, "parquet")
+    labels = dict(app.session_state["labels"])
+    app.button(key="clear-labels").click().run()
+    assert app.session_state["labels"] == {}
+    upload = ("s.parquet", data, "application/octet-stream")
+    app.file_uploader(key="session-file").set_value(upload).run()
+    _no_failure(app)
+    assert app.session_state["labels"] == labels
+    assert any("Opened s.parquet" in m.value for m in app.success)
+    assert app.session_state[SP.WEIGHTS][shown[0]] == 3.0
+
+
+def _store(app: AppTest):
+    """The Store the app shows (what its Save session download writes from)."""
+    import clay_search
+
+    return clay_search.connect(app.session_state["store-uri"])
