@@ -353,8 +353,8 @@ def test_session_round_review_area_geojson_and_files(app: AppTest, tmp_path: Pat
     row1 = df.iloc[-2]
     centre = [(row1.minx + row1.maxx) / 2, (row1.miny + row1.maxy) / 2]
     pt = {"type": "Point", "coordinates": centre}
-    doc = json.dumps({"type": "FeatureCollection",
-                      "features": [{"type": "Feature", "geometry": pt, "properties": {}}]})  # fmt: skip
+    feature = {"type": "Feature", "geometry": pt, "properties": {}}
+    doc = json.dumps({"type": "FeatureCollection", "features": [feature]})
     upload = ("sites.geojson", doc.encode(), "application/json")
     app.file_uploader(key="labels-geojson").set_value(upload).run()
     _no_failure(app)

@@ -10,8 +10,8 @@ import pytest
 import shapely
 
 from clay_search.app import layers
-from clay_search.app.map_component import MapEvent, map_args
 from clay_search.app import state as S
+from clay_search.app.map_component import MapEvent, map_args
 from clay_search.app.query import date_effect, describe, filter_kwargs
 from clay_search.app.store_access import open_store, store_uri
 from clay_search.errors import QueryError
