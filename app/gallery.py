@@ -23,11 +23,19 @@ def _toggle(chip_id: str, value: int, how: str = "gallery", weight: float = 1.0)
         note_label(ss, chip_id, how, weight if value == S.NEGATIVE else 1.0)
 
 
+FOCUS = "focus"  # chip id the map zooms to
+
+
+def _focus(chip_id: str) -> None:
+    st.session_state[FOCUS] = chip_id
+
+
 def card_caption(row: pd.Series, label: int | None) -> str:
     """Text under a thumbnail: rank and score (results), class label, chip id; then the
     acquisition date (or "undated") and the sensor on a second line."""
     parts = []
-    if "rank" in row and pd.notna(row["rank"]):
+    ranked = "score" in row and pd.notna(row["score"])  # a browse page has no ranking
+    if ranked and "rank" in row and pd.notna(row["rank"]):
         parts.append(f"#{int(row['rank'])}")
     if "score" in row and pd.notna(row["score"]):
         parts.append(f"score {float(row['score']):.3f}")
@@ -84,7 +92,7 @@ def render_gallery(
             else:
                 st.caption("(no thumbnail)")
             st.caption(card_caption(row, lab))
-            left, right = st.columns(2)
+            left, mid, right = st.columns(3)
             left.button(
                 "Pos",
                 key=f"{key}-pos-{chip_id}",
@@ -94,6 +102,14 @@ def render_gallery(
                 help="Confirm: a positive (click again to clear)"
                 if review
                 else "Mark as positive (click again to clear)",
+                width="stretch",
+            )
+            mid.button(
+                "Map",
+                key=f"{key}-zoom-{chip_id}",
+                on_click=_focus,
+                args=(chip_id,),
+                help="Zoom the map to this chip (its image is drawn in place)",
                 width="stretch",
             )
             right.button(

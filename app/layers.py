@@ -76,7 +76,7 @@ def footprint_frame(
     if df.empty:
         return pd.DataFrame(columns=FRAME_COLUMNS)
     rings = _polygons(df)
-    scored = "score" in df.columns
+    scored = "score" in df.columns and bool(df["score"].notna().any())  # browse: no scores
     if scored:
         fills = score_colors(df["score"].to_numpy(), alpha=110 if imagery else 190)
     else:
@@ -125,6 +125,16 @@ def extent(frame: pd.DataFrame) -> tuple[float, float, float, float] | None:
     return (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())
 
 
+def zoom_box(frame: pd.DataFrame, factor: float = 3.0) -> tuple[float, float, float, float] | None:
+    """The extent of ``frame`` grown ``factor`` times around its centre (to zoom to a chip)."""
+    box = extent(frame)
+    if box is None:
+        return None
+    w, s, e, n = box
+    cx, cy, hw, hh = (w + e) / 2, (s + n) / 2, (e - w) * factor / 2, (n - s) * factor / 2
+    return (max(-180.0, cx - hw), max(-85.0, cy - hh), min(180.0, cx + hw), min(85.0, cy + hh))
+
+
 def grid_paths(bounds: tuple[float, float, float, float] | None) -> list[list[list[float]]]:
     """Lon/lat lines around ``bounds`` so the map shows where it is even without imagery."""
     if bounds is None:
@@ -133,10 +143,11 @@ def grid_paths(bounds: tuple[float, float, float, float] | None) -> list[list[li
         w, s, e, n = bounds
         span = max(e - w, n - s, 1e-3)
         step = 10 ** math.floor(math.log10(span / 2))
-        w = max(-180.0, math.floor(w / step - 1) * step)
-        s = max(-85.0, math.floor(s / step - 1) * step)
-        e = min(180.0, math.ceil(e / step + 1) * step)
-        n = min(85.0, math.ceil(n / step + 1) * step)
-    lines = [[[float(x), s], [float(x), n]] for x in np.arange(w, e + step / 2, step)]
-    lines += [[[w, float(y)], [e, float(y)]] for y in np.arange(s, n + step / 2, step)]
+        w = max(-180.0, math.floor(w / step - 10) * step)
+        s = max(-85.0, math.floor(s / step - 10) * step)
+        e = min(180.0, math.ceil(e / step + 10) * step)
+        n = min(85.0, math.ceil(n / step + 10) * step)
+    xs = [round(float(x), 9) for x in np.arange(w, e + step / 2, step)]
+    ys = [round(float(y), 9) for y in np.arange(s, n + step / 2, step)]
+    lines = [[[x, s], [x, n]] for x in xs] + [[[w, y], [e, y]] for y in ys]
     return lines

@@ -132,6 +132,7 @@ def run_query(
     seconds = time.perf_counter() - t0
     ss[S.RESULTS] = res
     ss[S.RESULTS_DF] = df
+    ss[gallery.FOCUS] = None  # the map fits the new results
     ss[S.QUERY] = f"{desc}; {describe(controls.filters)}"
     extra = None
     if kind == "refine":
@@ -423,6 +424,9 @@ def main() -> None:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
         frame = layers.footprint_frame(shown, S.labels(ss), imagery=controls.imagery)
         bounds = layers.extent(frame)  # the map fits what is shown
+        focus = ss.get(gallery.FOCUS)
+        if focus and focus in set(frame["chip_id"]):  # "Map" on a card: zoom to that chip
+            bounds = layers.zoom_box(frame[frame["chip_id"] == focus], factor=3.0)
         if res is not None:
             frame = _with_examples(frame, store, shown)
         if frame.empty and not shown.empty:
@@ -431,7 +435,7 @@ def main() -> None:
         args = map_component.map_args(
             frame,
             bounds=bounds,
-            fit_key=f"{ss.get(S.QUERY)}|{describe(controls.filters)}|{len(frame)}",
+            fit_key=f"{ss.get(S.QUERY)}|{describe(controls.filters)}|{len(frame)}|{focus}",
             overviews=ovs.overviews if ovs is not None else (),
             thumbs=map_component.thumbnails(shown) if controls.imagery else (),
             grid=layers.grid_paths(bounds),
