@@ -255,10 +255,10 @@ def kmeans_negatives(
     n = len(vectors)
     rng = np.random.default_rng(seed)
     pool = np.setdiff1d(np.arange(n), exclude)
-    if len(positives):
+    if len(positives):  # at most half the pool: a small store keeps negatives to draw from
         centre = positives.mean(axis=0)
         sim = vectors[pool] @ centre
-        near = np.argsort(-sim)[: 2 * count]
+        near = np.argsort(-sim)[: min(2 * count, len(pool) // 2)]
         pool = np.delete(pool, near)
     if len(pool) <= count:
         return np.sort(pool)

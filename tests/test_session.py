@@ -101,6 +101,9 @@ def test_negative_strategies() -> None:
     many = kmeans_negatives(vecs, exclude, 8, pos, seed=0)
     near = np.argsort(-(vecs @ pos.mean(0)))[:16]
     assert not np.isin(many, near).any()  # never the chips most like the positives
+    # a store smaller than the request still gives negatives (half of it at most is left out)
+    small = kmeans_negatives(vecs[:30], np.array([0, 1]), 20, vecs[:2], seed=0)
+    assert 0 < len(small) <= 14 and not np.isin(small, [0, 1]).any()
 
 
 def test_session_rounds_review_and_strategies(store) -> None:
