@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from clay_search.errors import QueryError
-from clay_search.filters import Filters, make_filters
+from clay_search.filters import Filters
 
 AREA_MODES = [
     "Anywhere",
@@ -101,18 +101,24 @@ def render_filters(
 ) -> Controls:
     """Filter widgets; returns the Controls (with a problem message instead of raising).
 
-    The widgets' values become one :class:`clay_search.filters.Filters` through
-    :func:`clay_search.filters.make_filters`, so the app checks filters by the Store's rules.
+    The widgets' values become one :class:`clay_search.filters.Filters` (it validates them by
+    the Store's rules; the app passes it to every query as ``filters=``).
     ``view_bounds`` and ``drawn`` come from the map (its *Use view* button and drawn shape).
     """
     st.subheader("Filters")
     start = end = None
+    undated = False
     lo, hi = date_range(info)
     if lo and hi and st.checkbox("Filter by date", key="f-date-on"):
         picked = st.date_input("Date range", (lo, hi), min_value=lo, max_value=hi, key="f-date")
         if isinstance(picked, tuple | list):
             start = picked[0] if len(picked) > 0 else None
             end = picked[1] if len(picked) > 1 else None
+        undated = st.checkbox(
+            "Keep undated chips",
+            key="f-undated",
+            help="Chips without an acquisition date pass the date filter too.",
+        )
     sensors = _names(_first(info, "sensors"))
     sensor = st.multiselect("Sensor", sensors, key="f-sensor", placeholder="any sensor")
     labels = _names(_first(info, "labels"))
@@ -158,9 +164,10 @@ def render_filters(
     if st.toggle("Online basemap (needs internet)", value=False, key="basemap"):
         basemap_url = st.text_input("Tile URL", DEFAULT_BASEMAP, key="basemap-url").strip()
     try:
-        flt = make_filters(
+        flt = Filters(
             start=start,
             end=end,
+            undated=undated,
             sensor=sensor or None,
             label=label or None,
             bbox=bbox,

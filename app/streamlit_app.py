@@ -7,6 +7,7 @@ Store / Results it returns.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -17,7 +18,7 @@ import streamlit as st
 from clay_search.app import exports, gallery, layers, map_component
 from clay_search.app import session_panel as SP
 from clay_search.app import state as S
-from clay_search.app.query import date_effect, describe, filter_kwargs
+from clay_search.app.query import date_effect
 from clay_search.app.sidebar import (
     ANYWHERE,
     DRAWN,
@@ -55,15 +56,20 @@ def _open(uri: str, weights: str | None, token: int) -> Opened:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _browse(uri: str, version: Any, filters_key: str, _store: Any, _kwargs: dict) -> pd.DataFrame:
+def _browse(uri: str, version: Any, filters_key: str, _store: Any, _filters: Any) -> pd.DataFrame:
     """Chips to show before a search: the filtered listing, at most BROWSE_LIMIT rows."""
-    return _store.chips(limit=BROWSE_LIMIT, **_kwargs).to_pandas()
+    return _store.chips(_filters, limit=BROWSE_LIMIT).to_pandas()
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _date_effect(uri: str, version: Any, filters_key: str, _store: Any, _f: Any) -> Any:
     """What the date range removed (counted once per store version and filters)."""
     return date_effect(_store, _f)
+
+
+def _key(filters: Any) -> str:
+    """A cache key of a Filters object (its full description, geometry as WKT)."""
+    return json.dumps(filters.to_dict(), sort_keys=True, default=str)
 
 
 def _notice(level: str, message: str) -> None:
@@ -79,7 +85,7 @@ def run_query(
         _notice("error", f"Fix the filters first: {controls.problem}")
         return
     pos, neg = S.positives(ss), S.negatives(ss)
-    kw = filter_kwargs(controls.filters)
+    flt = controls.filters
     t0 = time.perf_counter()
     tmp = None
     try:
@@ -91,7 +97,7 @@ def run_query(
                     "gallery), or search with an uploaded chip.",
                 )
                 return
-            res = store.search(positives=pos, negatives=neg, k=controls.k, **kw)
+            res = store.search(positives=pos, negatives=neg, k=controls.k, filters=flt)
             desc = f"search: {len(pos)} positive, {len(neg)} negative"
         elif kind == "refine":
             if not pos:
@@ -114,7 +120,7 @@ def run_query(
             sensor = ss.get("upload-sensor") or None
             bands = [b.strip() for b in (ss.get("upload-bands") or "").split(",") if b.strip()]
             res = store.search_image(
-                str(tmp), k=controls.k, sensor=sensor, bands=bands or None, **kw
+                str(tmp), k=controls.k, image_sensor=sensor, bands=bands or None, filters=flt
             )
             desc = f"upload: {chip.name}"
         else:  # pragma: no cover - only the buttons below call this
@@ -133,7 +139,7 @@ def run_query(
     ss[S.RESULTS] = res
     ss[S.RESULTS_DF] = df
     ss[gallery.FOCUS] = None  # the map fits the new results
-    ss[S.QUERY] = f"{desc}; {describe(controls.filters)}"
+    ss[S.QUERY] = f"{desc}; {controls.filters.describe()}"
     extra = None
     if kind == "refine":
         r = ss[SP.ROUND].record
@@ -355,7 +361,7 @@ def main() -> None:
         return
     if controls.problem:
         st.error(f"Filter problem: {controls.problem}")
-    effect = _date_effect(uri, store.version, repr(controls.filters), store, controls.filters)
+    effect = _date_effect(uri, store.version, _key(controls.filters), store, controls.filters)
 
     notice = ss.get(S.NOTICE)
     if notice:
@@ -383,7 +389,7 @@ def main() -> None:
         width="stretch",
     )
     b3.button("Clear results", key="clear-results", on_click=_clear_results, width="stretch")
-    b4.markdown(f"**{len(pos)}** positive, **{len(neg)}** negative | {describe(controls.filters)}")
+    b4.markdown(f"**{len(pos)}** positive, **{len(neg)}** negative | {controls.filters.describe()}")
 
     with st.expander("Query by upload"):
         render_upload(store, controls, [n for n in _sensor_names(info)])
@@ -401,8 +407,8 @@ def main() -> None:
         shown = SP.review_filter(df, ss)
     else:
         try:
-            kw = filter_kwargs(controls.filters)
-            shown = _browse(uri, store.version, repr(sorted(kw.items())), store, kw)
+            flt = controls.filters
+            shown = _browse(uri, store.version, _key(flt), store, flt)
         except ClaySearchError as e:
             st.error(str(e))
             shown = pd.DataFrame(columns=["chip_id"])
@@ -435,7 +441,7 @@ def main() -> None:
         args = map_component.map_args(
             frame,
             bounds=bounds,
-            fit_key=f"{ss.get(S.QUERY)}|{describe(controls.filters)}|{len(frame)}|{focus}",
+            fit_key=f"{ss.get(S.QUERY)}|{controls.filters.describe()}|{len(frame)}|{focus}",
             overviews=ovs.overviews if ovs is not None else (),
             thumbs=map_component.thumbnails(shown) if controls.imagery else (),
             grid=layers.grid_paths(bounds),

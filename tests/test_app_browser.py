@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_fixtures import cached_store, nano_weights
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -69,16 +68,15 @@ ALL_CHIPS = "Browsing 30 chips (of 30). Mark positives, then Search."
 
 
 @pytest.fixture(scope="module")
-def store_path(sample_dir: Path, tmp_path_factory) -> Path:
-    """The sample store the server serves."""
-    return cached_store(tmp_path_factory, sample_dir)
+def store_path(sample_store: Path) -> Path:
+    """The sample store the server serves (3 fragments)."""
+    return sample_store
 
 
 @pytest.fixture(scope="module")
-def server(store_path: Path, tmp_path_factory) -> Iterator[str]:
+def server(store_path: Path, nano_weights: Path, tmp_path_factory) -> Iterator[str]:
     """`clay-search app` on 127.0.0.1:<free port> for the sample store; always stopped."""
-    store = store_path
-    weights = nano_weights(tmp_path_factory.getbasetemp() / "nano_weights")
+    store, weights = store_path, nano_weights
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     cmd = [sys.executable, "-m", "clay_search.cli.main", "app", "--store", str(store),

@@ -15,7 +15,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from store_fixtures import cached_store, eurosat_files, nano_weights, read_chips, rows_table
+from store_fixtures import eurosat_files, read_chips, rows_table
 from streamlit.testing.v1 import AppTest
 
 from clay_search.app import exports
@@ -25,15 +25,15 @@ SCRIPT = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
 
 
 @pytest.fixture(scope="module")
-def store_path(sample_dir: Path, tmp_path_factory) -> Path:
+def store_path(sample_store: Path) -> Path:
     """30 real EuroSAT MS chips (3 per class) with nano-encoder embeddings."""
-    return cached_store(tmp_path_factory, sample_dir)
+    return sample_store
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, store_path: Path) -> Path:
+def weights(nano_weights: Path) -> Path:
     """The weights the store was embedded with (for uploads)."""
-    return nano_weights(tmp_path_factory.getbasetemp() / "nano_weights")
+    return nano_weights
 
 
 @pytest.fixture
@@ -294,6 +294,11 @@ def test_date_filter_says_what_it_removed(half_dated_store: Path, monkeypatch) -
     assert any("The date filter removed 20 of 30 chips: 20 have no acquisition date." in m
                for m in msgs), msgs  # fmt: skip
     assert len(_browse_ids(at)) == 10
+    # keep the undated chips: all 30 again, and nothing is said to be removed
+    at.checkbox(key="f-undated").check().run()
+    _no_failure(at)
+    assert len(_browse_ids(at)) == 24 and not at.info
+    at.checkbox(key="f-undated").uncheck().run()
     # a label whose chips are all undated: the empty page says why, not just "no chips"
     at.multiselect(key="f-label").set_value(["Forest"]).run()
     _no_failure(at)
@@ -378,3 +383,20 @@ def _store(app: AppTest):
     import clay_search
 
     return clay_search.connect(app.session_state["store-uri"])
+
+
+def test_upload_search_with_the_sensor_filter_set(app: AppTest, sample_dir: Path) -> None:
+    """The image's sensor and the sensor filter are two things (was: 'multiple values for
+    keyword argument sensor')."""
+    tif = sorted((sample_dir / "eurosat_ms" / "Forest").glob("*.tif"))[0]
+    app.multiselect(key="f-sensor").set_value(["sentinel-2-l2a"]).run()
+    app.file_uploader(key="upload-file").set_value((tif.name, tif.read_bytes(), "image/tiff")).run()
+    app.selectbox(key="upload-sensor").set_value("sentinel-2-l2a").run()
+    bands = "B01,B02,B03,B04,B05,B06,B07,B08,B09,B10,B11,B12,B8A"
+    app.text_input(key="upload-bands").input(bands).run()
+    app.button(key="search-upload").click().run()
+    _no_failure(app)
+    assert not app.error, [e.value for e in app.error]
+    df = app.session_state["results_df"]
+    assert len(df) == 30 and set(df["sensor"]) == {"sentinel-2-l2a"}
+    assert df["label"].iat[0] == "Forest"

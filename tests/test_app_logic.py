@@ -12,10 +12,10 @@ import shapely
 from clay_search.app import layers
 from clay_search.app import state as S
 from clay_search.app.map_component import MapEvent, map_args
-from clay_search.app.query import date_effect, describe, filter_kwargs
+from clay_search.app.query import date_effect
 from clay_search.app.store_access import open_store, store_uri
 from clay_search.errors import QueryError
-from clay_search.filters import Filters, make_filters
+from clay_search.filters import Filters
 
 
 def test_labels_toggle_and_export() -> None:
@@ -133,35 +133,33 @@ def test_map_events_label_filter_and_clear() -> None:
 
 
 def test_app_filters_are_the_core_filters() -> None:
-    """One filter object: the app's keywords rebuild the same Filters, with the core's rules."""
-    assert filter_kwargs(Filters()) == {} and describe(Filters()) == "no filters"
-    f = make_filters(sensor="sentinel-2-l2a", bbox=(1, 2, 3, 4), start="2019-01-01")
-    kw = filter_kwargs(f)
-    assert set(kw) == {"sensor", "geometry", "start"} and kw["sensor"] == ["sentinel-2-l2a"]
-    assert make_filters(**kw) == f
-    assert describe(f) == "2019-01-01.., sensor=sentinel-2-l2a, box 1,2,3,4"
+    """One filter object: the app builds clay_search.filters.Filters, with the core's rules."""
+    import inspect
+
+    from clay_search.app import sidebar
+
+    assert "Filters(" in inspect.getsource(sidebar.render_filters)
+    f = Filters(sensor="sentinel-2-l2a", bbox=(1, 2, 3, 4), start="2019-01-01")
+    assert f.describe() == "2019-01-01.., sensor=sentinel-2-l2a, bbox=1,2,3,4"
     # the core's bbox rule: a one-point-wide box is allowed, west > east is not
-    assert make_filters(bbox=(1, 2, 1, 4)).geometry is not None
+    assert Filters(bbox=(1, 2, 1, 4)).bbox == (1.0, 2.0, 1.0, 4.0)
     with pytest.raises(QueryError, match="antimeridian"):
-        make_filters(bbox=(3, 2, 1, 4))
-    tri = make_filters(geometry="POLYGON((0 0, 2 0, 2 2, 0 0))")
-    assert describe(tri) == "area in 0,0,2,2"
+        Filters(bbox=(3, 2, 1, 4))
     for bad in ("POLYGON((", '{"type": "Nope"}'):
         with pytest.raises(QueryError):
-            make_filters(geometry=bad)
+            Filters(geometry=bad)
 
 
 class _Chips:
-    """A stand-in for ``Store.chips`` over plain rows, filtered by the real FilterEngine."""
+    """A stand-in for ``Store.count`` over plain rows, counted by the real FilterEngine."""
 
     def __init__(self, table) -> None:
         from clay_search.filters import FilterEngine
 
         self.engine = FilterEngine(table)
 
-    def chips(self, **kw) -> list:
-        f = make_filters(**kw)
-        return list(self.engine.rows(f)) if not f.empty else list(range(self.engine.n))
+    def count(self, filters: Filters) -> dict:
+        return self.engine.explain(filters)
 
 
 def test_date_effect_counts_undated_and_outside() -> None:
@@ -183,14 +181,17 @@ def test_date_effect_counts_undated_and_outside() -> None:
         }
     )
     store = _Chips(table)
-    assert date_effect(store, make_filters(sensor="s2")) is None  # no date range: nothing said
-    eff = date_effect(store, make_filters(start="2019-01-01", end="2019-12-31", sensor="s2"))
+    assert date_effect(store, Filters(sensor="s2")) is None  # no date range: nothing said
+    eff = date_effect(store, Filters(start="2019-01-01", end="2019-12-31", sensor="s2"))
     assert (eff.before, eff.after, eff.undated, eff.outside) == (5, 1, 3, 1)
     assert eff.removed == 4
     assert eff.message() == (
         "The date filter removed 4 of 5 chips: 3 have no acquisition date and 1 are outside "
         "the date range."
     )
+    keep = Filters(start="2019-01-01", end="2019-12-31", sensor="s2", undated=True)
+    kept = date_effect(store, keep)
+    assert (kept.after, kept.undated, kept.outside, kept.removed) == (4, 0, 1, 1)
 
 
 def test_store_uri_and_missing_store(tmp_path) -> None:

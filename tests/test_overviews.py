@@ -80,10 +80,8 @@ def test_overview_limits_sources_and_pixels(tmp_path: Path) -> None:
     assert all(max(o.width, o.height) == 32 for o in ovs.overviews)
 
 
-def test_sample_store_overviews_are_the_chip_thumbnails(sample_dir: Path, tmp_path_factory) -> None:
-    from store_fixtures import cached_store
-
-    store = clay_search.connect(str(cached_store(tmp_path_factory, sample_dir)))
+def test_sample_store_overviews_are_the_chip_thumbnails(sample_store: Path) -> None:
+    store = clay_search.connect(str(sample_store))
     ovs = build_overviews(store, max_side=64)
     assert len(ovs.overviews) == 30 == ovs.sources  # each EuroSAT chip is its own file
     truth = store.table.to_pandas().set_index("source")

@@ -11,7 +11,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from store_fixtures import cached_store
 from test_overviews import _grid_store
 
 import clay_search
@@ -32,8 +31,8 @@ from clay_search.session import (
 
 
 @pytest.fixture(scope="module")
-def store(sample_dir: Path, tmp_path_factory):
-    return clay_search.connect(str(cached_store(tmp_path_factory, sample_dir)))
+def store(sample_store: Path):
+    return clay_search.connect(str(sample_store))
 
 
 def _blobs(n_per: int = 40, seed: int = 0):
@@ -140,13 +139,13 @@ def test_session_rounds_review_and_strategies(store) -> None:
 
 
 def test_filters_limit_the_round(store) -> None:
-    from clay_search.filters import make_filters
+    from clay_search.filters import Filters
 
     ids = store.chips().chip_ids
     s = Session.start(store)
     s.label(ids[0], POSITIVE)
     forest = store.chips(label="Forest").chip_ids
-    rnd = s.run_round(store, k=50, filters=make_filters(label="Forest"))
+    rnd = s.run_round(store, k=50, filters=Filters(label="Forest"))
     assert set(rnd.chip_ids) == set(forest) - {ids[0]}
 
 
