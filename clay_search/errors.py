@@ -71,6 +71,10 @@ class IndexStaleError(ClaySearchError, RuntimeError):
     """A vector index that does not match the table version."""
 
 
+class UploadError(ClaySearchError, ValueError):
+    """A file uploaded in the app that cannot be used as a query chip (format, size, content)."""
+
+
 class NetworkDisabledError(ClaySearchError, ConnectionError):
     """An operation would need the network; give a local file instead."""
 
