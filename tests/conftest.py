@@ -31,3 +31,14 @@ def sample_dir() -> Path:
     if not SAMPLE_DIR.exists():
         pytest.fail("sample/ is missing from the repository")
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Point clay-search's cache folder (precision calibrations, ...) at a session temp folder.
+
+    Tests never write into the user's ``~/.cache``; CLI subprocesses inherit the variable.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLAY_SEARCH_HOME", str(tmp_path_factory.mktemp("clay-search-home")))
+        yield
