@@ -168,3 +168,21 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert cache_dir() == tmp_path / "user" / ".cache" / "clay-search"
+
+
+def test_ingest_manifest_records_the_precision(tmp_path, sample_dir, home):
+    import glob
+
+    from clay_search.ingest import run
+    from clay_search.model import save_weights
+
+    cfg = get_config("nano")
+    torch.manual_seed(0)
+    save_weights(ClayEncoder.from_config(cfg), cfg, tmp_path / "w")
+    src = sorted(glob.glob(str(sample_dir / "naip" / "*.tif")))[0]
+    run([src], tmp_path / "store", weights=tmp_path / "w", chip_size=64, stride=256, workers=0)
+    (path,) = glob.glob(str(tmp_path / "store" / "runs" / "*.json"))
+    precision = json.loads(open(path).read())["precision"]
+    assert precision["requested"] == "auto" and precision["used"] in {"fp32", "bf16", "fp16"}
+    cal = precision["calibration"]
+    assert cal["chip_size"] == 64 and set(cal["candidates"]) == {"fp32", "bf16", "fp16"}
