@@ -45,18 +45,21 @@ def encoder_gflop(cfg, chip: int, bands: int) -> float:
     return (patch + cfg.depth * block) / 1e9
 
 
-def peak(precision: str, n: int = 2048) -> tuple[float, int]:
+def peak(precision: str, n: int = 2048, clock=time.perf_counter) -> tuple[float, int]:
     """Best GEMM GFLOP/s at ``n`` (falls back to 512 where ``n`` would take minutes)."""
-    small = gemm_gflops(precision, 512, repeats=2)
+    small = gemm_gflops(precision, 512, repeats=2, clock=clock)
     if 2 * n**3 / (small * 1e9) > 3.0:
         return small, 512
-    return gemm_gflops(precision, n, repeats=3), n
+    return gemm_gflops(precision, n, repeats=3, clock=clock), n
+
+
+CLOCK = time.perf_counter
 
 
 def _time(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     fn()
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -136,17 +139,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 contender")
+    ap.add_argument(
+        "--cpu-time", action="store_true",
+        help="one thread, timed by this thread's CPU time: figures that other processes on a "
+        "shared machine do not distort (per-core speed, not the machine's)",
+    )
     args = ap.parse_args()
     threads = torch.get_num_threads()
+    global CLOCK
+    if args.cpu_time:
+        args.threads, CLOCK = 1, time.thread_time
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         flags = set(cpu_flags())
         print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); flags: "
               f"{' '.join(f for f in FLAGS_SHOWN if f in flags) or 'n/a'}")
-        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock "
+              f"{'thread CPU time' if args.cpu_time else 'wall'}, "
               f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        peaks = {p: peak(p) for p in ("fp32", "bf16")}
+        peaks = {p: peak(p, clock=CLOCK) for p in ("fp32", "bf16")}
         best_peak = max(v for v, _ in peaks.values())
         print("GEMM peaks: " + ", ".join(f"{p} {v:.1f} GFLOP/s (n={n})"
                                         for p, (v, n) in peaks.items()))

@@ -220,6 +220,28 @@ def _one_thread(device: torch.device) -> Iterator[Callable[[], float]]:
         torch.set_num_threads(threads)
 
 
+def gemm_choice(
+    device: torch.device | str = "cpu",
+    candidates: tuple[str, ...] = ("fp32", "bf16"),
+    *,
+    n: int = 256,
+    margin: float = 1.1,
+) -> str:
+    """The candidate whose matrix products run fastest here (GEMM probe only; fp32 unless one
+    beats it by ``margin``). For mixed-precision training, where the model is not fixed yet."""
+    device = torch.device(device)
+    with _one_thread(device) as clock:
+        speed = {}
+        for name in candidates:
+            try:
+                speed[name] = gemm_gflops(name, n, device=device, max_seconds=0.05, clock=clock)
+            except Exception:  # noqa: BLE001 - a dtype this build cannot multiply
+                continue
+    base = speed.get("fp32", 0.0)
+    best = max(speed, key=speed.get, default="fp32")
+    return best if speed.get(best, 0.0) >= margin * base else "fp32"
+
+
 @dataclass
 class Calibration:
     """The outcome of a calibration: the choice and what it was based on.

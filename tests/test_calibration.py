@@ -186,3 +186,16 @@ def test_ingest_manifest_records_the_precision(tmp_path, sample_dir, home):
     assert precision["requested"] == "auto" and precision["used"] in {"fp32", "bf16", "fp16"}
     cal = precision["calibration"]
     assert cal["chip_size"] == 64 and set(cal["candidates"]) == {"fp32", "bf16", "fp16"}
+
+
+def test_training_precision_follows_measured_matmul_speed(monkeypatch):
+    from clay_search.model.train import choose_precision
+
+    speeds = {"fp32": 80.0, "bf16": 1.3}
+    monkeypatch.setattr(calib, "gemm_gflops", lambda name, n, **kw: speeds[name])
+    assert choose_precision("auto", torch.device("cpu")) == "fp32"  # no bf16 fast path
+    speeds["bf16"] = 160.0  # AMX-like
+    assert choose_precision("auto", torch.device("cpu")) == "bf16"
+    speeds["bf16"] = 85.0  # a near tie keeps fp32
+    assert choose_precision("auto", torch.device("cpu")) == "fp32"
+    assert choose_precision("bf16", torch.device("cpu")) == "bf16"
