@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app"]
+COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app", "weights"]
 
 app = typer.Typer(
     name="clay-search",
