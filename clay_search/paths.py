@@ -19,11 +19,11 @@ def cache_dir(*parts: str, create: bool = False) -> Path:
 
     ``create=True`` makes the folder (and its parents) when it does not exist yet.
     """
-    home = os.environ.get(HOME_ENV)
+    home = os.environ.get(HOME_ENV, "").strip()
     if home:
         base = Path(home).expanduser()
     else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
         base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "clay-search"
     path = base.joinpath(*parts)
     if create:
