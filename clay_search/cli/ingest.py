@@ -50,7 +50,9 @@ def ingest(
     = None,
     sensors_file: Annotated[Path | None, typer.Option(
         help="YAML of extra sensors (shaped like clay_search/model/sensors.yaml).")] = None,
-    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="auto (measured on this machine, cached), fp32, bf16, fp16, tf32 (CUDA) or "
+        "int8 (CPU, opt-in).")] = "auto",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad source.")]
     = False,
