@@ -11,9 +11,8 @@ from typing import Annotated
 import typer
 
 from clay_search.cli.options import StoreOpt, WeightsOpt, handle_errors
-
-STORE_ENV = "CLAY_SEARCH_STORE"
-WEIGHTS_ENV = "CLAY_SEARCH_WEIGHTS"
+from clay_search.store.layout import STORE_ENV_VAR as STORE_ENV
+from clay_search.store.layout import WEIGHTS_ENV_VAR as WEIGHTS_ENV
 
 
 def script_path() -> Path:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clay_search.cli.options import WeightsOpt, handle_errors
+from clay_search.cli.options import VerboseOpt, WeightsOpt, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def info(
+    name: Annotated[
+        str | None, typer.Argument(help="A sensor name: show its bands (same as --sensor).")
+    ] = None,
     weights: WeightsOpt = None,
     sensor: Annotated[str | None, typer.Option(help="Show one sensor's bands.")] = None,
     calibrate: Annotated[
@@ -27,10 +30,17 @@ def info(
             "without it, the choices already measured on this machine are shown."
         ),
     ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """List sensors (or one sensor's bands) and describe the model weights."""
+    """List sensors (or one sensor's bands) and describe the model weights.
+
+    Chips of a store are listed by `clay-search chips --store PATH`.
+    """
     from clay_search.model import SensorRegistry, load_encoder
 
+    if name and sensor and name != sensor:
+        raise typer.BadParameter(f"give one sensor, not {name!r} and --sensor {sensor!r}")
+    sensor = sensor or name
     console = Console()
     reg = SensorRegistry.default()
     if sensor:
@@ -71,7 +81,7 @@ def _precision(console: Console, weights, chip_size: int | None) -> None:
         found = cached_calibrations()
     if not found:
         console.print("precision auto: not measured on this machine yet (measured at the first "
-                      "ingest or image search, or with --calibrate 256)")
+                      "ingest, or now with --calibrate 256)")
     for cal in found:
         console.print(f"precision auto for {cal.model} at {cal.chip_size} px "
                       f"({cal.measured_at}): {cal.summary()}")
