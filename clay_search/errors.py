@@ -73,3 +73,13 @@ class IndexStaleError(ClaySearchError, RuntimeError):
 
 class NetworkDisabledError(ClaySearchError, ConnectionError):
     """An operation would need the network; give a local file instead."""
+
+
+class TrainingDataError(ClaySearchError, ValueError):
+    """Labelled data that cannot train a task: one class, masks of another size than their
+    image, class values outside the task's classes, targets that match no chip."""
+
+
+class HeadError(ClaySearchError, ValueError):
+    """A task head folder that cannot be loaded (missing or corrupt files, wrong format), or a
+    head applied to imagery it was not trained for (other bands, another sensor)."""
