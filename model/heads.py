@@ -106,7 +106,7 @@ class FPNDecoder(nn.Module):
     def __init__(self, channels: int, num_outputs: int, *, dropout: float = 0.1) -> None:
         super().__init__()
         self.smooth = nn.ModuleList(_conv(channels, channels) for _ in range(4))
-        self.fuse = _conv(4 * channels, channels)
+        self.fuse = _conv(4 * channels, channels, 1)
         self.drop = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_outputs, 1)
 

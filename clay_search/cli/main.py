@@ -9,7 +9,8 @@ import importlib
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app"]
+COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app", "finetune",
+            "predict"]
 
 app = typer.Typer(
     name="clay-search",
