@@ -50,6 +50,8 @@ class Metadata:
     gsd: float | torch.Tensor
     time: torch.Tensor | None = None
     latlon: torch.Tensor | None = None
+    #: precomputed ``encoder.patch_embedding.generate(waves)`` (weight, bias), or None
+    patch_weights: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 class ClayBackbone(nn.Module):
@@ -151,7 +153,7 @@ class ClayBackbone(nn.Module):
         time = meta.time if meta.time is not None else zeros
         latlon = meta.latlon if meta.latlon is not None else zeros
         enc = self.encoder
-        patches = enc.patchify(pixels, meta.waves)
+        patches = enc.patchify(pixels, meta.waves, meta.patch_weights)
         patches = enc.add_encodings(patches, time.to(pixels), latlon.to(pixels), meta.gsd)
         cls = enc.cls_token.to(patches.dtype).expand(b, -1, -1)
         return torch.cat((cls, patches), dim=1)
