@@ -68,7 +68,7 @@ def _balanced(y: np.ndarray, k: int) -> list[float]:
     return (w / w[w > 0].mean()).tolist()
 
 
-def _run(
+def run_task(
     chips: TaskChips,
     task: str,
     out: str | Path,
@@ -94,12 +94,17 @@ def _run(
     max_time_s: float | None = None,
     augment: bool = True,
     chip_size: int = 64,
+    keep: str = "best",
 ) -> TaskRun:
+    """Split ``chips`` (whole images/tiles held out), train, save the head folder ``out``.
+
+    ``keep``: ``best`` (the epoch with the best held-out main metric) or ``last``.
+    """
     train_idx, val_idx = split_holdout(chips, val_fraction, seed=seed)
     if label_fraction < 1.0:
         rng = np.random.default_rng(seed)
-        keep = max(1, int(round(label_fraction * len(train_idx))))
-        train_idx = np.sort(rng.choice(train_idx, keep, replace=False))
+        n_keep = max(1, int(round(label_fraction * len(train_idx))))
+        train_idx = np.sort(rng.choice(train_idx, n_keep, replace=False))
     if not len(train_idx):
         raise TrainingDataError("no training chips left after the held-out split")
     classes = chips.classes
@@ -126,7 +131,7 @@ def _run(
     cfg = FinetuneConfig(
         task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, class_weights=cw,
         augment=augment, max_time_s=max_time_s, target_mean=tmean or 0.0,
-        target_std=tstd or 1.0, classes=classes,
+        target_std=tstd or 1.0, classes=classes, keep=keep,
     )
     spec = HeadSpec(
         task=task, sensor=chips.sensor, bands=list(chips.bands), waves=list(chips.waves),
@@ -164,7 +169,7 @@ def finetune_classify(
     chips = read_labelled_folder(data, chip_size=chip_size, sensor=sensor, bands=bands,
                                  labels_csv=labels_csv)
     task = "multilabel" if chips.targets.ndim == 2 else "classify"
-    return _run(chips, task, out, kind="chip", chip_size=chip_size, **kw)
+    return run_task(chips, task, out, kind="chip", chip_size=chip_size, **kw)
 
 
 def finetune_regress(
@@ -178,11 +183,11 @@ def finetune_regress(
     if targets is not None:
         chips = read_target_table(targets, column=target_column, chip_size=chip_size,
                                   sensor=sensor, bands=bands)
-        return _run(chips, "regress", out, kind="chip", chip_size=chip_size, **kw)
+        return run_task(chips, "regress", out, kind="chip", chip_size=chip_size, **kw)
     plist = _pairs(pairs, images, target_rasters)
     chips = read_pairs(plist, kind="value", chip_size=chip_size, stride=stride, sensor=sensor,
                        bands=bands)
-    return _run(chips, "regress-pixel", out, kind="dense", chip_size=chip_size, **kw)
+    return run_task(chips, "regress-pixel", out, kind="dense", chip_size=chip_size, **kw)
 
 
 def _pairs(pairs, images, masks) -> list[tuple[Path, Path]]:
@@ -203,5 +208,5 @@ def finetune_segment(
     plist = _pairs(pairs, images, masks)
     chips = read_pairs(plist, kind="class", chip_size=chip_size, stride=stride, sensor=sensor,
                        bands=bands, ignore_index=ignore_index, classes=classes)
-    return _run(chips, "segment", out, kind="dense", chip_size=chip_size,
+    return run_task(chips, "segment", out, kind="dense", chip_size=chip_size,
                 ignore_index=ignore_index, **kw)

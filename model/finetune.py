@@ -72,6 +72,7 @@ class FinetuneConfig:
     target_mean: float = 0.0
     target_std: float = 1.0
     classes: list[str] | None = None
+    keep: str = "best"  # "best": the epoch with the best held-out main metric; "last"
 
     def to_dict(self) -> dict:
         """JSON-able form."""
@@ -305,7 +306,7 @@ def finetune(
                 row.update({f"val_{k}": v for k, v in metrics.items()
                             if isinstance(v, float | int)})
             score = metrics.get(MAIN_METRIC[cfg.task]) if metrics else None
-            if score is None or _better(cfg.task, score, best_score):
+            if cfg.keep == "last" or score is None or _better(cfg.task, score, best_score):
                 best_score = score
                 best_state = _trainable_state(model)
                 result.best_epoch = epoch
