@@ -9,8 +9,8 @@ import importlib
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app", "finetune",
-            "predict"]
+COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app", "weights",
+            "finetune", "predict"]
 
 app = typer.Typer(
     name="clay-search",
