@@ -39,7 +39,7 @@ from clay_search.ingest.params import IngestParams
 from clay_search.ingest.plan import SourcePlan, plan_source
 from clay_search.ingest.raster import SourceReader
 from clay_search.ingest.sources import Source, SourceFailure, discover
-from clay_search.ingest.taskdata import as_source
+from clay_search.ingest.taskdata import as_source, chip_gsd
 from clay_search.model.backbone import Metadata
 from clay_search.model.encoding import encode_latlon, encode_time
 from clay_search.model.headfile import HeadSpec, load_head
@@ -135,7 +135,8 @@ def _chip_rows(plan: SourcePlan, runner: _Runner, spec: HeadSpec, batch_size: in
             raw = np.stack([a for a, _ in reads])
             valid = np.stack([v for _, v in reads])
             lonlats = [fps[s + i][2] for i in range(len(ws))]
-            out = runner(raw, valid, plan.gsd, [plan.datetime] * len(ws), lonlats)
+            out = runner(raw, valid, chip_gsd(plan, size, whole), [plan.datetime] * len(ws),
+                         lonlats)
             for i, w in enumerate(ws):
                 row = {"source": plan.source.display, "window": window_json(w),
                        "geometry": fps[s + i][0], "sensor": plan.bands.sensor.name}
@@ -370,13 +371,14 @@ def predict_store(head: str | Path, store: str | Path, *, weights=None, batch_si
             for s in range(0, len(rows), batch_size):
                 part = rows[s:s + batch_size]
                 wins = [Window(**json.loads(x["window"])) for x in part]
-                reads = [r.read(w, plan.bands.indices,
-                                size if (int(w.width), int(w.height)) != (size, size) else None)
-                         for w in wins]
+                resample = [(int(w.width), int(w.height)) != (size, size) for w in wins]
+                reads = [r.read(w, plan.bands.indices, size if rs else None)
+                         for w, rs in zip(wins, resample, strict=True)]
                 raw = np.stack([a for a, _ in reads])
                 valid = np.stack([v for _, v in reads])
                 fps = footprints(plan.meta.crs, plan.meta.transform, wins)
-                out = runner(raw, valid, plan.gsd, [x["datetime"] for x in part],
+                out = runner(raw, valid, chip_gsd(plan, size, any(resample)),
+                             [x["datetime"] for x in part],
                              [f[2] for f in fps])
                 for i, x in enumerate(part):
                     ids.append(x["chip_id"])

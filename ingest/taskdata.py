@@ -131,6 +131,14 @@ def _encodings(plans_of_chips: list[SourcePlan], lonlats: list) -> tuple[np.ndar
     return t.astype(np.float32), ll.astype(np.float32)
 
 
+def chip_gsd(plan: SourcePlan, size: int, whole: bool) -> float:
+    """GSD of a chip: a whole file resampled to ``size`` px has coarser pixels (as ingest says
+    for labelled chips)."""
+    if plan.whole or not whole:
+        return plan.gsd
+    return float(f"{plan.gsd * max(plan.meta.width, plan.meta.height) / size:.3g}")
+
+
 def _whole_chip(reader: SourceReader, plan: SourcePlan, size: int):
     m = plan.meta
     return reader.read(Window(0, 0, m.width, m.height), plan.bands.indices, out_size=size)
@@ -153,8 +161,8 @@ def _chip_set(plans: list[SourcePlan], norm: Normaliser, size: int, targets, gro
         [p.source.display for p in plans], [Window(0, 0, p.meta.width, p.meta.height)
                                             for p in plans],
         t, ll, first.bands.sensor.name, first.bands.band_names,
-        [b.wavelength for b in first.bands.bands], float(np.median([p.gsd for p in plans])),
-        norm, classes, notes or [],
+        [b.wavelength for b in first.bands.bands],
+        float(np.median([chip_gsd(p, size, True) for p in plans])), norm, classes, notes or [],
     )
 
 
