@@ -28,6 +28,25 @@ from pathlib import Path
 
 import numpy as np
 
+FRACTIONS = (1.0, 0.1)
+_LOG: list[dict] = []  # every row as soon as it is measured (see _emit)
+_OUT: Path | None = None
+
+
+def _emit(task: str, row: dict) -> dict:
+    """Print a row and save every row so far (a long run leaves its partial results)."""
+    row = {"task": task, **row}
+    _LOG.append(row)
+    m = row["metrics"]
+    key = "overall_accuracy" if task == "eurosat_ms" else "miou"
+    print(f"{task:10s} {row['model'][:40]:40s} frac {row['label_fraction']:.1f} "
+          f"{key} {m.get(key, float('nan')):.3f} f1_macro {m.get('f1_macro', float('nan')):.3f} "
+          f"t {row['train_seconds']} s rss {row['peak_rss_mb']} MB", flush=True)
+    if _OUT is not None:
+        _OUT.parent.mkdir(parents=True, exist_ok=True)
+        _OUT.with_suffix(".partial.json").write_text(json.dumps(_LOG, indent=2, default=float))
+    return row
+
 
 def _rss_mb() -> float:
     import resource
@@ -127,11 +146,12 @@ def _deep_runs(chips, task, kind, tmp: Path, fraction: float, epochs: dict, seed
         if name == "unfreeze-2":
             unfrozen_time = run.result.seconds
         metrics = score(run.head) if score is not None else run.metrics
-        rows.append({"model": name, "label_fraction": fraction, "train_chips": run.train_chips,
+        rows.append(_emit(task, {"model": name, "label_fraction": fraction,
+                     "train_chips": run.train_chips,
                      "val_chips": run.val_chips, "epochs": len(run.result.rows),
                      "train_seconds": round(run.result.seconds, 1),
                      "total_seconds": round(secs, 1), "peak_rss_mb": round(_rss_mb()),
-                     "metrics": metrics})
+                     "metrics": metrics}))
     return rows
 
 
@@ -140,17 +160,18 @@ def bench_eurosat(data: Path, tmp: Path, seed: int) -> list[dict]:
 
     chips = read_labelled_folder(data / "eurosat_ms", chip_size=64)
     out = []
-    for fraction in (1.0, 0.1):
+    for fraction in FRACTIONS:
         train_idx, val_idx = split_holdout(chips, 0.3, seed=seed)
         if fraction < 1:
             rng = np.random.default_rng(seed)
             train_idx = np.sort(rng.choice(train_idx, max(1, int(round(fraction * len(
                 train_idx)))), replace=False))
         c = classic_classify(chips, train_idx, val_idx)
-        out.append({"model": "classic: band mean/std + logistic regression",
-                    "label_fraction": fraction, "train_chips": len(train_idx),
-                    "val_chips": len(val_idx), "train_seconds": round(c["seconds"], 1),
-                    "peak_rss_mb": round(_rss_mb()), "metrics": c["metrics"]})
+        out.append(_emit("eurosat_ms", {
+            "model": "classic: band mean/std + logistic regression", "label_fraction": fraction,
+            "train_chips": len(train_idx), "val_chips": len(val_idx),
+            "train_seconds": round(c["seconds"], 1), "peak_rss_mb": round(_rss_mb()),
+            "metrics": c["metrics"]}))
         out.extend(_deep_runs(chips, "classify", "chip", tmp, fraction,
                               {"frozen": 60, "tuned": 15}, seed, 0.3))
     return out
@@ -169,11 +190,12 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
     classes = [int(c) for c in chips.classes]
     img, mask = next(p for p in pairs if p[0].stem == held)
     out = []
-    for fraction in (1.0, 0.1):
+    for fraction in FRACTIONS:
         c = classic_segment(pairs, held, classes, fraction, seed)
-        out.append({"model": "classic: per-pixel random forest (100 trees)",
-                    "label_fraction": fraction, "train_seconds": round(c["seconds"], 1),
-                    "peak_rss_mb": round(_rss_mb()), "metrics": c["metrics"]})
+        out.append(_emit("grass_nc", {
+            "model": "classic: per-pixel random forest (100 trees)", "label_fraction": fraction,
+            "train_seconds": round(c["seconds"], 1), "peak_rss_mb": round(_rss_mb()),
+            "metrics": c["metrics"], "held_out": held}))
         out.extend(_deep_runs(chips, "segment", "dense", tmp, fraction,
                               {"frozen": 30, "tuned": 10}, seed, 0.34,
                               score=lambda h: score_raster(h, img, mask, classes)))
@@ -188,11 +210,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/finetune.json"))
     ap.add_argument("--tasks", default="eurosat_ms,grass_nc")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a loaded machine OpenMP barriers stall)")
+    ap.add_argument("--fractions", default="1.0,0.1")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
+    global _OUT, FRACTIONS
+    _OUT = args.out
+    FRACTIONS = tuple(float(f) for f in args.fractions.split(","))
     res = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, "
                       "shared with other jobs (loaded)", "torch": torch.__version__, "tasks": {}}
     with tempfile.TemporaryDirectory() as d:
@@ -202,13 +229,6 @@ def main() -> None:
             rows = {"eurosat_ms": bench_eurosat, "grass_nc": bench_grass}[task](
                 args.data, tmp, args.seed)
             res["tasks"][task] = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
-            for r in rows:
-                m = r["metrics"]
-                key = "overall_accuracy" if task == "eurosat_ms" else "miou"
-                print(f"{task:10s} {r['model'][:40]:40s} frac {r['label_fraction']:.1f} "
-                      f"{key} {m.get(key, float('nan')):.3f} "
-                      f"f1_macro {m.get('f1_macro', float('nan')):.3f} "
-                      f"t {r['train_seconds']} s rss {r['peak_rss_mb']} MB", flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
 
