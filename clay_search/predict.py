@@ -65,7 +65,14 @@ def _plan(source: Source, spec: HeadSpec, registry: SensorRegistry, *, stride=No
     params = IngestParams(chip_size=spec.chip_size, stride=stride, sensor=spec.sensor,
                           bands=bands)
     try:
-        plan = plan_source(source, registry, params)
+        try:
+            plan = plan_source(source, registry, params)
+        except BandMismatchError:
+            if bands is not None:
+                raise
+            # a file without band names: read it as the head's bands, in the head's order
+            params.bands = list(spec.bands)
+            plan = plan_source(source, registry, params)
     except (BandMismatchError, UnknownSensorError) as e:
         raise HeadError(
             f"{source.display}: the head was trained on {spec.sensor} bands {spec.bands}, and "
