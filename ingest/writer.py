@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pyarrow as pa
 
 from clay_search.errors import StoreMismatchError
-from clay_search.schema import chips_schema
+from clay_search.schema import chips_schema, chips_table, rows_to_columns
 from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
 
 
@@ -43,6 +42,9 @@ class ChipWriter:
                 )
         self.schema = chips_schema(dim, patch_dim=self.table.schema.field(
             "patch_embeddings").type.list_size if self.has_patch_column else None)
+        # a store made before a column existed (e.g. place_id) keeps its own columns
+        self.schema = pa.schema([f for f in self.schema if f.name in names],
+                                metadata=self.schema.metadata)
         self.dim = dim
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -54,12 +56,9 @@ class ChipWriter:
         self.commits = 0
 
     def _read_ids(self) -> list[str]:
-        n = self.table.count_rows()
-        if n == 0:
-            return []
-        # only the id column is read (not the embeddings)
-        ids = self.table.search().select(["chip_id"]).limit(n).to_arrow()
-        return ids.column("chip_id").to_pylist()
+        from clay_search.index.vectors import read_ids
+
+        return read_ids(self.table).to_pylist()  # only the id column (not the embeddings)
 
     def __contains__(self, chip_id: str) -> bool:
         return chip_id in self.existing
@@ -80,28 +79,9 @@ class ChipWriter:
             return 0
         rows, self._rows = self._rows, []
         self._last_commit = time.monotonic()
-        cols: dict[str, list | pa.Array] = {}
-        for f in self.schema:
-            if f.name in ("embedding", "patch_embeddings"):
-                continue
-            cols[f.name] = [r.get(f.name) for r in rows]
-        cols["model_id"] = [self.model_id] * len(rows)
-        emb = np.stack([np.asarray(r["embedding"], dtype=np.float32) for r in rows])
-        arrays = []
-        for f in self.schema:
-            if f.name == "embedding":
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), self.dim))
-            elif f.name == "patch_embeddings":
-                size = f.type.list_size
-                if all(r.get("patch_embeddings") is not None for r in rows):
-                    flat = np.stack([np.asarray(r["patch_embeddings"], np.float32).ravel()
-                                     for r in rows])
-                    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), size))
-                else:
-                    arrays.append(pa.nulls(len(rows), f.type))
-            else:
-                arrays.append(pa.array(cols[f.name], type=f.type))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        cols = rows_to_columns(rows, self.schema.names)
+        cols["model_id"] = self.model_id
+        table = chips_table(cols, self.schema)
         self.table.add(table)
         self.written += len(rows)
         self.commits += 1

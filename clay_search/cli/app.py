@@ -11,9 +11,8 @@ from typing import Annotated
 import typer
 
 from clay_search.cli.options import StoreOpt, WeightsOpt, handle_errors
-
-STORE_ENV = "CLAY_SEARCH_STORE"
-WEIGHTS_ENV = "CLAY_SEARCH_WEIGHTS"
+from clay_search.store.layout import STORE_ENV_VAR as STORE_ENV
+from clay_search.store.layout import WEIGHTS_ENV_VAR as WEIGHTS_ENV
 
 
 def script_path() -> Path:
@@ -21,6 +20,13 @@ def script_path() -> Path:
     import clay_search.app
 
     return Path(clay_search.app.__file__).resolve().parent / "streamlit_app.py"
+
+
+def max_upload_mb() -> int:
+    """The app's upload limit in Streamlit's unit (MB of 2**20 bytes), at least 1."""
+    from clay_search.app.upload import MAX_UPLOAD_BYTES
+
+    return max(1, MAX_UPLOAD_BYTES // 2**20)
 
 
 def streamlit_command(store: Path, host: str, port: int, weights: Path | None = None) -> list[str]:
@@ -43,6 +49,8 @@ def streamlit_command(store: Path, host: str, port: int, weights: Path | None = 
         "false",
         "--client.toolbarMode",
         "minimal",
+        "--server.maxUploadSize",  # Streamlit's own limit (MB) = the app's query-chip limit
+        str(max_upload_mb()),
         "--",
         "--store",
         str(store),

@@ -22,6 +22,10 @@ INDEX_DIR = "index"
 RUNS_DIR = "runs"
 STORE_FORMAT = "clay-search-store"
 STORE_FORMAT_VERSION = 1
+#: Environment variable naming the store the app (and ``clay-search app``) opens.
+STORE_ENV_VAR = "CLAY_SEARCH_STORE"
+#: Environment variable naming the weights used to embed query images in the app.
+WEIGHTS_ENV_VAR = "CLAY_SEARCH_WEIGHTS"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class StoreInfo:
     dim: int
     patch_dim: int | None
     created: str
+    imported: dict | None = None  # provenance of imported embeddings (see record_import)
 
     @property
     def lancedb_path(self) -> Path:
@@ -79,6 +84,7 @@ def read_store_info(path: str | Path) -> StoreInfo:
         dim=int(meta["dim"]),
         patch_dim=int(meta["patch_dim"]) if meta.get("patch_dim") else None,
         created=str(meta.get("created", "")),
+        imported=meta.get("imported"),
     )
 
 
@@ -126,6 +132,27 @@ def open_or_create_store(
         },
     )
     return StoreInfo(root, model_id, int(dim), int(patch_dim) if patch_dim else None, created)
+
+
+def record_import(info: StoreInfo, provenance: dict[str, Any]) -> None:
+    """Keep where imported embeddings came from in ``store.json`` under ``imported``.
+
+    ``provenance``: the model (id, name, version, source), licence, providers, time range and
+    source datasets a file declared; the first import's values are kept, later files add
+    their datasets and providers.
+    """
+    path = info.path / STORE_JSON
+    meta = json.loads(path.read_text())
+    have = meta.get("imported") or {}
+    merged = {**provenance, **have}
+    for key in ("datasets", "providers"):
+        seen = list(have.get(key, []))
+        seen += [d for d in provenance.get(key, []) if d not in seen]
+        if seen:
+            merged[key] = seen
+    if merged != have:
+        meta["imported"] = merged
+        _write_json_atomic(path, meta)
 
 
 def open_chips_table(info: StoreInfo, *, create: bool = True):
