@@ -48,6 +48,18 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A weights file that does not exist (or a known name not fetched yet)."""
 
 
+class ModelConfigError(ClaySearchError, ValueError):
+    """Model sizes or inputs the encoder cannot take (unknown size, chip not a patch multiple)."""
+
+
+class EmbedderOptionError(ClaySearchError, ValueError):
+    """An Embedder option that cannot work (pooling, precision, standardisation)."""
+
+
+class PrecisionUnavailableError(EmbedderOptionError):
+    """A forced precision this device or torch build cannot run (say which one can)."""
+
+
 class StoreNotFoundError(ClaySearchError, FileNotFoundError):
     """No store (or no chips table) at the given path."""
 
