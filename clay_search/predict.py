@@ -346,7 +346,7 @@ def predict_store(head: str | Path, store: str | Path, *, weights=None, batch_si
     (``pred_label``, ``pred_score`` for classification; ``pred_value`` for regression)."""
     import pyarrow as pa
 
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
     from clay_search.store.layout import open_chips_table, read_store_info
 
     model, spec = load_head(head, weights=weights, device=device)
