@@ -126,3 +126,13 @@ class CRSContradictionError(ClaySearchError, ValueError):
 
 class BadRowsError(ClaySearchError, ValueError):
     """Rows with missing or malformed embeddings where all-or-nothing (``--strict``) was asked."""
+
+
+class TrainingDataError(ClaySearchError, ValueError):
+    """Labelled data that cannot train a task: one class, masks of another size than their
+    image, class values outside the task's classes, targets that match no chip."""
+
+
+class HeadError(ClaySearchError, ValueError):
+    """A task head folder that cannot be loaded (missing or corrupt files, wrong format), or a
+    head applied to imagery it was not trained for (other bands, another sensor)."""
