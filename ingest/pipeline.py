@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from clay_search.errors import NoDataError
-from clay_search.ingest.chips import chip_id, footprints, window_json
+from clay_search.geo import footprints
+from clay_search.ingest.chips import chip_id, window_json
 from clay_search.ingest.manifest import RunManifest
 from clay_search.ingest.params import THUMBNAIL_SIZE, IngestParams
 from clay_search.ingest.plan import SourcePlan, decide_normaliser, plan_source
@@ -78,7 +79,8 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
                 keep.append(k)
         if not keep:
             return res
-        fps = footprints(m.crs, m.transform, [items[k][1] for k in keep])
+        fps = footprints(m.crs, m.transform, [items[k][1] for k in keep],
+                         size=(m.width, m.height), valid=[reads[k][1] for k in keep])
         log_scale = plan.normaliser is not None and plan.normaliser.transform == "db"
         thumbs: list[bytes] = [b""] * len(keep)
         by_shape: dict[tuple, list[int]] = {}

@@ -25,12 +25,54 @@ from clay_search.ingest.sources import Source
 
 _URL = re.compile(r"^(https?|s3|gs)://")
 BLOCK_BYTES = 32 * 2**20  # pixels of one block read by SourceReader.read_many
+#: Bounds on what a file may declare before anything is read (see :func:`check_readable`).
+MAX_DECODED_BLOCK_BYTES = 256 * 2**20  # one strip or tile, decoded
+MAX_BANDS = 2048
 
 
 def _gdal_path(path: str) -> str:
     if path.startswith(("http://", "https://")):
         return "/vsicurl/" + path
     return path
+
+
+def check_readable(ds, name: str) -> None:
+    """Refuse an open dataset that cannot be read chip by chip with bounded memory.
+
+    Checked against the header only, before any pixel is read: real-valued bands (complex SAR
+    samples are refused), at least one pixel and one band, at most ``MAX_BANDS`` bands, and
+    strips/tiles that decode to at most ``MAX_DECODED_BLOCK_BYTES`` (GDAL decodes a whole block
+    to read any window of it, so one huge strip would need its whole size in memory).
+    """
+    dtypes = list(ds.dtypes)
+    odd = sorted({t for t in dtypes if np.dtype(t).kind == "c" or t.startswith("complex")})
+    if odd:
+        raise SourceReadError(
+            f"{name} holds complex-valued samples ({', '.join(odd)}), e.g. SAR single-look "
+            "complex data; clay-search embeds real values: convert it to amplitude or intensity "
+            "first (e.g. gdal_calc.py -A IN --calc='abs(A)' --type=Float32 --outfile=OUT.tif)"
+        )
+    if ds.width < 1 or ds.height < 1 or ds.count < 1:
+        raise SourceReadError(
+            f"{name} declares {ds.width} x {ds.height} px and {ds.count} bands: no pixels to read"
+        )
+    if ds.count > MAX_BANDS:
+        raise SourceReadError(
+            f"{name} declares {ds.count} bands (at most {MAX_BANDS} are read); select the bands "
+            "you need first (gdal_translate -b ...)"
+        )
+    interleaved = getattr(ds, "interleaving", None) is not None and ds.interleaving.name == "pixel"
+    per_px = sum(np.dtype(t).itemsize for t in dtypes) if interleaved else max(
+        np.dtype(t).itemsize for t in dtypes)
+    bh, bw = (max(v) for v in zip(*ds.block_shapes, strict=True))
+    block = int(bh) * int(bw) * per_px
+    if block > MAX_DECODED_BLOCK_BYTES:
+        raise SourceReadError(
+            f"{name} is stored in blocks of {bw} x {bh} px ({block / 2**20:,.0f} MiB decoded, "
+            f"more than {MAX_DECODED_BLOCK_BYTES // 2**20} MiB), so it cannot be read window by "
+            "window; retile it first (gdal_translate -co TILED=YES IN.tif OUT.tif) or check "
+            "that the header is not corrupt"
+        )
 
 
 @dataclass
@@ -75,7 +117,7 @@ class SourceReader:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return rasterio.open(_gdal_path(path), NUM_THREADS="ALL_CPUS")
+                ds = rasterio.open(_gdal_path(path), NUM_THREADS="ALL_CPUS")
         except RasterioIOError as e:
             if is_url:
                 raise SourceNotFoundError(
@@ -85,6 +127,12 @@ class SourceReader:
                 f"{path} cannot be read as a raster ({e}); is it a corrupt or truncated "
                 "GeoTIFF, or not an image at all?"
             ) from e
+        try:
+            check_readable(ds, path)
+        except Exception:
+            ds.close()
+            raise
+        return ds
 
     def open(self) -> RasterMeta:
         """Open the files and work out the common grid (the finest file's grid)."""

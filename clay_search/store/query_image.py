@@ -14,26 +14,36 @@ DEFAULT_SENSOR = "sentinel-2-l2a"
 MAX_SIZE = 256
 
 
-def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, datetime | None]:
+def _read(path: Path, patch: int) -> tuple[np.ndarray, tuple[float, float] | None,
+                                          datetime | None]:
+    """The centre square of ``path`` that :func:`_crop` keeps (read alone: memory stays bounded
+    by ``MAX_SIZE`` whatever the file declares), its centre in lon/lat, and no datetime."""
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
 
     if not path.exists():
         raise SourceNotFoundError(f"query image {path} does not exist")
     try:
         with rasterio.open(path) as src:
-            raw = src.read()
+            from clay_search.ingest.raster import check_readable
+
+            check_readable(src, str(path))
+            h, w = src.height, src.width
+            size = min(h, w, MAX_SIZE) // patch * patch
+            if size == 0:
+                raise QueryError(f"query image {h}x{w} px is smaller than one {patch}px patch")
+            raw = src.read(window=Window((w - size) // 2, (h - size) // 2, size, size))
             lonlat = None
             if src.crs is not None:
-                from pyproj import Transformer
+                from clay_search.geo import footprint
 
-                cx = (src.bounds.left + src.bounds.right) / 2
-                cy = (src.bounds.bottom + src.bounds.top) / 2
-                tr = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
-                lon, lat = tr.transform(cx, cy)
-                lonlat = (float(lon), float(lat))
-    except RasterioIOError as e:
-        raise SourceReadError(f"cannot read query image {path}: {e}") from e
+                lonlat = footprint(src.crs, src.transform, Window(0, 0, src.width, src.height),
+                                   size=(src.width, src.height)).centre
+    except RasterioError as e:
+        raise SourceReadError(
+            f"cannot read query image {path} ({e}); give a GeoTIFF, PNG or JPEG"
+        ) from e
     return raw, lonlat, None
 
 
@@ -67,12 +77,17 @@ def embed_image(
     if isinstance(image, np.ndarray):
         raw = image
     else:
-        raw, lonlat, _ = _read(Path(image))
+        raw, lonlat, _ = _read(Path(image), embedder.patch_size)
     raw = np.asarray(raw)
     if raw.ndim == 2:
         raw = raw[None]
     if raw.ndim != 3:
         raise QueryError(f"query image must be [C, H, W]; got shape {raw.shape}")
+    if raw.dtype.kind not in "biuf":
+        raise QueryError(
+            f"query image values are {raw.dtype} (complex or non-numeric); give real values "
+            "(e.g. np.abs(image) for complex SAR samples)"
+        )
     s = embedder.sensors.get(sensor or DEFAULT_SENSOR)
     if bands is None:
         if raw.shape[0] not in (3, 4):
