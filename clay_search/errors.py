@@ -52,6 +52,10 @@ class StoreNotFoundError(ClaySearchError, FileNotFoundError):
     """No store (or no chips table) at the given path."""
 
 
+class StoreBusyError(ClaySearchError, BlockingIOError):
+    """Another process is writing the store (it holds the store's write lock)."""
+
+
 class StoreMismatchError(ClaySearchError, ValueError):
     """Embeddings from another model (or of another dimension) than the store holds."""
 

@@ -42,6 +42,55 @@ def check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     return minx, miny, maxx, maxy
 
 
+def _real(value: Any, where: str) -> float:
+    """``value`` as a finite float, or :class:`QueryError` naming ``where`` it was."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise QueryError(
+            f"{where} is {value!r} ({type(value).__name__}), not a real number; coordinates are "
+            "longitude and latitude in degrees"
+        )
+    v = float(value)
+    if not np.isfinite(v):
+        raise QueryError(f"{where} is {v}; coordinates must be finite degrees")
+    return v
+
+
+def check_lonlat(lon: Any, lat: Any) -> tuple[float, float]:
+    """A validated ``(lon, lat)`` point in degrees (EPSG:4326), or :class:`QueryError`."""
+    lon, lat = _real(lon, "lon"), _real(lat, "lat")
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise QueryError(f"lon {lon}, lat {lat} is out of range (EPSG:4326 degrees)")
+    return lon, lat
+
+
+def _check_coordinates(coords: Any, where: str = "coordinates", depth: int = 0) -> None:
+    """Every leaf of GeoJSON ``coordinates`` is a finite real number (nesting at most 6 deep)."""
+    if depth > 6:
+        raise QueryError(f"{where} nests deeper than any GeoJSON geometry")
+    if isinstance(coords, list | tuple):
+        if coords and not isinstance(coords[0], list | tuple):
+            for i, v in enumerate(coords):
+                _real(v, f"{where}[{i}]")
+            return
+        for i, c in enumerate(coords):
+            _check_coordinates(c, f"{where}[{i}]", depth + 1)
+        return
+    raise QueryError(f"{where} is {coords!r}, not a list of positions")
+
+
+def _check_geojson(obj: dict, depth: int = 0) -> None:
+    if depth > 8:
+        raise QueryError("the query geometry nests too deeply")
+    if obj.get("type") == "GeometryCollection":
+        for g in obj.get("geometries") or []:
+            if isinstance(g, dict):
+                _check_geojson(g, depth + 1)
+    elif "coordinates" in obj:
+        _check_coordinates(obj["coordinates"])
+
+
 def parse_geometry(geometry: Any) -> BaseGeometry:
     """A valid shapely geometry from shapely, GeoJSON (dict or text), WKT or WKB."""
     try:
@@ -50,6 +99,8 @@ def parse_geometry(geometry: Any) -> BaseGeometry:
         elif isinstance(geometry, dict):
             if geometry.get("type") == "Feature":
                 geometry = geometry.get("geometry")
+            if isinstance(geometry, dict):
+                _check_geojson(geometry)
             geom = shape(geometry)
         elif isinstance(geometry, bytes | bytearray | memoryview):
             geom = shapely.from_wkb(bytes(geometry))
@@ -62,6 +113,8 @@ def parse_geometry(geometry: Any) -> BaseGeometry:
             raise TypeError(type(geometry).__name__)
     except QueryError:
         raise
+    except RecursionError as e:
+        raise QueryError("the query geometry nests too deeply") from e
     except Exception as e:  # shapely raises several types for bad input
         raise QueryError(
             f"could not read the query geometry ({e}); give GeoJSON, WKT, WKB or a shapely geometry"

@@ -285,6 +285,7 @@ def execute(
         report.table_version = writer.version
         manifest.save(report, reports, finished=True)
         report.manifest = str(manifest.path)
+        writer.close()
     return report
 
 

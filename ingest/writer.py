@@ -17,6 +17,7 @@ import pyarrow as pa
 from clay_search.errors import StoreMismatchError
 from clay_search.schema import chips_schema
 from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
+from clay_search.store.lock import StoreLock
 
 
 class ChipWriter:
@@ -25,6 +26,7 @@ class ChipWriter:
     def __init__(self, store_path, model_id: str, dim: int, patch_dim: int | None,
                  *, flush_rows: int = 2048, flush_seconds: float = 30.0) -> None:
         self.info: StoreInfo = open_or_create_store(store_path, model_id, dim, patch_dim)
+        self.lock = StoreLock(self.info.path, "ingest").acquire()  # released by close()
         self.table = open_chips_table(self.info, create=True)
         names = set(self.table.schema.names)
         self.has_patch_column = "patch_embeddings" in names
@@ -106,6 +108,10 @@ class ChipWriter:
         self.written += len(rows)
         self.commits += 1
         return len(rows)
+
+    def close(self) -> None:
+        """Give back the store's write lock (buffered rows must be flushed first)."""
+        self.lock.release()
 
     @property
     def version(self) -> int:

@@ -145,6 +145,23 @@ def _save(info: StoreInfo, index: faiss.Index, ids: pa.Array, meta: dict) -> Non
 
 
 def sync_index(
+    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0,
+    wait: float = 60.0,
+) -> IndexReport:
+    """Bring ``<store>/index/`` up to the current table version and report what was done.
+
+    Holds the store's write lock (:mod:`clay_search.store.lock`) meanwhile, waiting up to
+    ``wait`` seconds for another writer (:class:`~clay_search.errors.StoreBusyError` after
+    that); the rest is :func:`_sync_locked`.
+    """
+    from clay_search.store.lock import store_lock
+
+    info = read_store_info(store_path)
+    with store_lock(info.path, "index sync", wait=wait):
+        return _sync_locked(info.path, kind=kind, rebuild=rebuild, seed=seed)
+
+
+def _sync_locked(
     store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0
 ) -> IndexReport:
     """Bring ``<store>/index/`` up to the current table version and report what was done.

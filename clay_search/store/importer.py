@@ -169,8 +169,8 @@ def import_geoparquet(
     Refuses a store of another model id or dimension (:class:`StoreMismatchError`). Rows whose
     chip id is already in the store are skipped.
     """
-    from clay_search.index import sync_index
-    from clay_search.store.layout import open_chips_table, open_or_create_store
+    from clay_search.store.layout import open_or_create_store
+    from clay_search.store.lock import store_lock
 
     p = Path(path)
     table, geo = read_clay_geoparquet(p)
@@ -182,6 +182,18 @@ def import_geoparquet(
     rows = clay_rows(table, geo, model_id=mid, sensor=sensor, source=str(p))
     dim = rows.schema.field("embedding").type.list_size
     info = open_or_create_store(store, mid, dim)
+    lock = store_lock(info.path, "import").acquire()  # one writer at a time
+    try:
+        return _import_locked(info, rows, p, mid, dim, sync)
+    finally:
+        lock.release()
+
+
+def _import_locked(info, rows: pa.Table, p: Path, mid: str, dim: int, sync: bool) -> dict:
+    """The import's writes, under the store's write lock."""
+    from clay_search.index import sync_index
+    from clay_search.store.layout import open_chips_table
+
     chips = open_chips_table(info)
     have = chips.search().select(["chip_id"]).limit(None).to_arrow().column("chip_id")
     new_mask = pc.invert(pc.is_in(rows.column("chip_id"), value_set=have.combine_chunks()))

@@ -20,6 +20,7 @@ import pyarrow as pa
 from clay_search.errors import (
     IndexStaleError,
     QueryError,
+    StoreBusyError,
     StoreMismatchError,
     StoreNotFoundError,
     UnknownChipError,
@@ -246,11 +247,15 @@ class Store:
             except (IndexStaleError, OSError, RuntimeError):
                 idx, matches = None, False
             if not matches and self.version == self.latest_version and self._sync:
-                report = sync_index(self.path)
-                note = f"index synced to version {report.table_version} ({report.action})"
-                idx = load_index(self.path)
-                matches = idx.table_version == self.version
-                warnings.warn(f"clay-search: {note}", stacklevel=3)
+                try:  # a writer at work holds the lock: search this version exactly meanwhile
+                    report = sync_index(self.path, wait=0)
+                except StoreBusyError:
+                    report = None
+                if report is not None:
+                    note = f"index synced to version {report.table_version} ({report.action})"
+                    idx = load_index(self.path)
+                    matches = idx.table_version == self.version
+                    warnings.warn(f"clay-search: {note}", stacklevel=3)
             if (
                 idx is not None
                 and matches
@@ -434,9 +439,9 @@ class Store:
         """Search with the chip(s) under ``lon, lat`` as positives (all chips covering it)."""
         import shapely
 
-        lon, lat = float(lon), float(lat)
-        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise QueryError(f"lon {lon}, lat {lat} is out of range (EPSG:4326 degrees)")
+        from clay_search.geo import check_lonlat
+
+        lon, lat = check_lonlat(lon, lat)
         rows = self.engine.rows(make_filters(geometry=shapely.Point(lon, lat)))
         if len(rows) == 0:
             raise QueryError(

@@ -212,12 +212,12 @@ def build(root: Path, sample_dir: Path) -> list[Case]:
     cases.append(Case("bomb_one_tile", ["huge_tile.tif"], "refused",
                       r"huge_tile\.tif is stored in blocks of 32768 x 32768 px",
                       why="a decompression bomb: one deflate tile of 1 GiB zeros"))
-    bomb = np.full((1, 4096, 4096), 7, np.uint8)  # a deflate bomb that is a real, valid raster
+    bomb = np.full((1, 1024, 1024), 7, np.uint8)  # a deflate bomb that is a real, valid raster
     _write(f(NAIP + "bomb_constant.tif"), np.repeat(bomb, 4, 0), compress="deflate", tiled=True,
            blockxsize=512, blockysize=512, crs=crs, transform=tr)
     cases.append(Case("bomb_constant_readable", [NAIP + "bomb_constant.tif"], "ingested",
-                      chips=256, options=["--chip-size", "256"],
-                      why="68 MiB of pixels in a small file, tiled: read window by window"))
+                      chips=16, options=["--chip-size", "256"],
+                      why="4 MiB of pixels per band in 5 KB, tiled: read window by window"))
 
     # -- georeference ---------------------------------------------------------------------------
     rot = tr * Affine.rotation(20)  # a rotated grid (a north-up raster turned by 20 degrees)
