@@ -17,7 +17,7 @@ import pyarrow as pa
 from clay_search.errors import StoreMismatchError
 from clay_search.schema import chips_schema
 from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
-from clay_search.store.lock import StoreLock
+from clay_search.store.lock import StoreLock, guarded_write
 
 
 class ChipWriter:
@@ -104,7 +104,8 @@ class ChipWriter:
             else:
                 arrays.append(pa.array(cols[f.name], type=f.type))
         table = pa.Table.from_arrays(arrays, schema=self.schema)
-        self.table.add(table)
+        with guarded_write(self.info.path, "an ingest commit", version=self.version):
+            self.table.add(table)
         self.written += len(rows)
         self.commits += 1
         return len(rows)

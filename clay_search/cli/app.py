@@ -13,6 +13,8 @@ import typer
 from clay_search.cli.options import StoreOpt, WeightsOpt, handle_errors
 
 STORE_ENV = "CLAY_SEARCH_STORE"
+MAX_UPLOAD_MB = 5  # Streamlit refuses bigger uploads (app/upload.py checks the bytes again)
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 WEIGHTS_ENV = "CLAY_SEARCH_WEIGHTS"
 
 
@@ -43,6 +45,14 @@ def streamlit_command(store: Path, host: str, port: int, weights: Path | None = 
         "false",
         "--client.toolbarMode",
         "minimal",
+        # a public surface: uploads bounded before they reach the app's own checks, and error
+        # pages without tracebacks (which name server paths)
+        "--server.maxUploadSize",
+        str(max(1, MAX_UPLOAD_MB)),
+        "--client.showErrorDetails",
+        "false",
+        "--server.enableXsrfProtection",
+        "true",
         "--",
         "--store",
         str(store),
@@ -74,6 +84,14 @@ def serve(
         raise CheckpointNotFoundError(f"weights {weights} do not exist")
     cmd = streamlit_command(store, host, port, weights.resolve() if weights else None)
     typer.echo(f"clay-search app for {store} on http://{host}:{port} (Ctrl+C stops it)")
+    if host not in LOOPBACK and not host.startswith("127."):
+        typer.secho(
+            f"Warning: --host {host} serves the app beyond this machine. It has no login: "
+            "anyone who can reach the port can search the store, see its thumbnails and "
+            "upload files. Put it behind an authenticating reverse proxy, or use the default "
+            "--host 127.0.0.1 with an SSH tunnel.",
+            fg=typer.colors.YELLOW, err=True,
+        )
     env = {**os.environ, STORE_ENV: str(store)}
     if weights:
         env[WEIGHTS_ENV] = str(weights.resolve())

@@ -114,9 +114,15 @@ def load_index(store_path: str | Path) -> LoadedIndex:
     meta = read_index_meta(info)
     if meta is None:
         raise IndexStaleError(f"store {info.path} has no index; run `clay-search index --rebuild`")
-    index = faiss.read_index(str(info.index_path / INDEX_FILE))
-    with ipc.open_file(str(info.index_path / IDS_FILE)) as reader:
-        ids = reader.read_all().column("chip_id").combine_chunks()
+    try:
+        index = faiss.read_index(str(info.index_path / INDEX_FILE))
+        with ipc.open_file(str(info.index_path / IDS_FILE)) as reader:
+            ids = reader.read_all().column("chip_id").combine_chunks()
+    except (RuntimeError, OSError, pa.ArrowException, KeyError) as e:
+        raise IndexStaleError(
+            f"the index files in {info.index_path} are damaged or missing ({str(e)[:200]}); "
+            "run `clay-search index --rebuild` (the chips table is not affected)"
+        ) from e
     if index.ntotal != meta["count"] or len(ids) != meta["count"]:
         raise IndexStaleError(
             f"index files of {info.path} disagree (a sync was interrupted?); "
@@ -127,6 +133,13 @@ def load_index(store_path: str | Path) -> LoadedIndex:
 
 
 def _save(info: StoreInfo, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+    from clay_search.store.lock import guarded_write
+
+    with guarded_write(info.path, "writing the index"):
+        _save_files(info, index, ids, meta)
+
+
+def _save_files(info: StoreInfo, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
     folder = info.index_path
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / META_FILE

@@ -204,7 +204,10 @@ def _import_locked(info, rows: pa.Table, p: Path, mid: str, dim: int, sync: bool
     )
     new = new.take(pa.array(np.sort(first)))
     if new.num_rows:
-        chips.add(new)
+        from clay_search.store.lock import guarded_write
+
+        with guarded_write(info.path, "the import commit", version=int(chips.version)):
+            chips.add(new)
     report = {
         "file": str(p),
         "store": str(info.path),

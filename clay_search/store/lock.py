@@ -13,15 +13,18 @@ only where the server supports ``flock``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from clay_search.errors import StoreBusyError
+from clay_search.errors import StoreBusyError, StoreWriteError
 
 LOCK_FILE = ".write.lock"
 _POLL_S = 0.1
@@ -118,3 +121,30 @@ class StoreLock:
 def store_lock(store: str | Path, purpose: str, *, wait: float = 0.0) -> StoreLock:
     """A :class:`StoreLock` (``with store_lock(path, "ingest"): ...``)."""
     return StoreLock(store, purpose, wait=wait)
+
+
+_NO_SPACE = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122",
+             "read-only file system", "os error 30")
+
+
+@contextmanager
+def guarded_write(store: str | Path, what: str, *, version: int | None = None) -> Iterator[None]:
+    """Turn a failed write of the filesystem (disk full, quota, read-only) into one clear
+    :class:`StoreWriteError`; LanceDB's commits and the index's renames are atomic, so the store
+    stays at its last good version (``version``, when known, is named in the message)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        text = str(e).lower()
+        codes = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+        if not (getattr(e, "errno", None) in codes or any(t in text for t in _NO_SPACE)):
+            raise
+        reason = ("the disk is full" if ("space" in text or "28" in text
+                                         or getattr(e, "errno", None) == errno.ENOSPC)
+                  else "the filesystem refused the write (quota or read-only)")
+        at = f" (table version {version})" if version is not None else ""
+        raise StoreWriteError(
+            f"{what} in {store} failed: {reason} (no space left on device or similar); "
+            f"nothing of it was committed and the store keeps its last good version{at}: free "
+            "some space and run the same command again (it resumes)"
+        ) from None
