@@ -259,6 +259,8 @@ def _limb_geometry(crs, transform, c0: float, r0: float, c1: float,
 def _valid_extent(mask: np.ndarray, c0: float, r0: float, c1: float, r1: float):
     """The part of window (c0, r0, c1, r1) spanned by the valid pixels of ``mask`` [h, w]."""
     mask = np.asarray(mask, dtype=bool)
+    if mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any():
+        return c0, r0, c1, r1  # valid pixels on all four edges: the whole window (cheap)
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if len(rows) == 0:
         return None

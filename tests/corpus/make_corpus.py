@@ -220,7 +220,7 @@ def build(root: Path, sample_dir: Path) -> list[Case]:
                       why="4 MiB of pixels per band in 5 KB, tiled: read window by window"))
 
     # -- georeference ---------------------------------------------------------------------------
-    rot = tr * Affine.rotation(20)  # a rotated grid (a north-up raster turned by 20 degrees)
+    rot = tr @ Affine.rotation(20)  # a rotated grid (a north-up raster turned by 20 degrees)
     _write(f(NAIP + "rotated.tif"), arr, nodata=0, crs=crs, transform=rot)
     cases.append(Case("rotated", [NAIP + "rotated.tif"], "ingested", chips=16))
     gcps = [GroundControlPoint(0, 0, tr.c, tr.f), GroundControlPoint(0, 256, tr.c + 1280, tr.f),
