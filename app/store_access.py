@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-ENV_VAR = "CLAY_SEARCH_STORE"
-WEIGHTS_ENV_VAR = "CLAY_SEARCH_WEIGHTS"
+from clay_search.store.layout import STORE_ENV_VAR as ENV_VAR
+from clay_search.store.layout import WEIGHTS_ENV_VAR
 
 
 def _arg(argv: Sequence[str], name: str) -> str | None:

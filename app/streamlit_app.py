@@ -96,7 +96,7 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
             sensor = ss.get("upload-sensor") or None
             bands = [b.strip() for b in (ss.get("upload-bands") or "").split(",") if b.strip()]
             res = store.search_image(
-                str(tmp), k=controls.k, sensor=sensor, bands=bands or None, **kw
+                str(tmp), k=controls.k, image_sensor=sensor, bands=bands or None, **kw
             )
             desc = f"upload: {chip.name}"
         else:  # pragma: no cover - only the buttons below call this

@@ -43,9 +43,8 @@ def build_store(path: Path, n: int, seed: int = 0) -> Path:
     import shapely
     from store_fixtures import embed_chips, eurosat_files, nano_weights, read_chips, rows_table
 
-    from clay_search.index import sync_index
     from clay_search.index.vectors import l2_normalise
-    from clay_search.store import open_chips_table, open_or_create_store
+    from clay_search.store import open_chips_table, open_or_create_store, sync_index
 
     if (path / "store.json").exists():
         import clay_search

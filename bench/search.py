@@ -115,9 +115,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import clay_search
-    from clay_search.index import sync_index
     from clay_search.index.faiss_index import recall
     from clay_search.search import top_k
+    from clay_search.store import sync_index
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

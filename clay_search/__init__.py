@@ -5,7 +5,8 @@ Heavy modules (torch, lancedb, faiss) load lazily, so ``import clay_search`` sta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clay_search.errors import ClaySearchError
 
@@ -17,8 +18,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from clay_search.store import Store
 
 
-def connect(uri: str, **kwargs: Any) -> Store:
-    """Open a store (see :func:`clay_search.store.connect`)."""
+def connect(
+    uri: str | Path,
+    *,
+    version: int | None = None,
+    weights: str | Path | None = None,
+    index: str = "auto",
+) -> Store:
+    """Open a store for querying, read-only (see :func:`clay_search.store.store.connect`)."""
     from clay_search.store import connect as _connect
 
-    return _connect(uri, **kwargs)
+    return _connect(uri, version=version, weights=weights, index=index)

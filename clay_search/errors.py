@@ -45,7 +45,7 @@ class CheckpointError(ClaySearchError, ValueError):
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """A weights file that does not exist (clay-search never downloads weights)."""
+    """A weights file that does not exist (or a known name not fetched yet)."""
 
 
 class StoreNotFoundError(ClaySearchError, FileNotFoundError):
@@ -82,3 +82,20 @@ class IndexStaleError(ClaySearchError, RuntimeError):
 
 class NetworkDisabledError(ClaySearchError, ConnectionError):
     """An operation would need the network; give a local file instead."""
+
+
+class AmbiguousChipError(UnknownChipError):
+    """A chip id prefix that matches more than one chip."""
+
+
+class DependencyError(ClaySearchError, RuntimeError):
+    """A required package, extension or file of the installation is missing or broken."""
+
+
+class DownloadError(ClaySearchError, ConnectionError):
+    """A download (``clay-search weights fetch``) that could not complete; the partial file is
+    kept so that the next try resumes."""
+
+
+class ChecksumError(ClaySearchError, ValueError):
+    """A downloaded file whose SHA-256 is not the one expected; it is deleted, never used."""

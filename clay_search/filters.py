@@ -5,28 +5,33 @@ bounds, times, sensors and labels as numpy arrays and the footprints as WKB. Fil
 steps: a cheap numpy prefilter (bounds overlap, time range, sensor, label), then the exact
 ``ST_Intersects`` test in DuckDB (spatial extension) on the prefiltered candidates only. Queries are
 parameterised: user input never becomes SQL text. Chips without a footprint are excluded by
-spatial filters; chips without a datetime are excluded by time filters.
+spatial filters; chips without a datetime are excluded by time filters unless ``undated=True``.
+:meth:`FilterEngine.explain` says how many chips each part of a filter removes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from clay_search.errors import QueryError
+from clay_search.errors import DependencyError, QueryError
 from clay_search.geo import bbox_geometry, check_bbox, parse_geometry
 
 #: Columns the engine needs from the chips table.
 FILTER_COLUMNS = ["minx", "miny", "maxx", "maxy", "datetime", "sensor", "label", "geometry"]
+#: Optional columns written by predictions; ``pred_label``/``min_pred_score`` filter on them.
+PREDICTION_COLUMNS = ("pred_label", "pred_score")
 
 
 def spatial_extension_path() -> Path:
@@ -40,7 +45,7 @@ def spatial_extension_path() -> Path:
         return wanted
     found = sorted(root.glob("*/spatial.duckdb_extension"))
     if not found:
-        raise RuntimeError(
+        raise DependencyError(
             f"no DuckDB spatial extension under {root}; reinstall duckdb-extension-spatial "
             f"matching duckdb {duckdb.__version__}"
         )
@@ -84,66 +89,185 @@ def _as_utc(value: Any, *, end: bool) -> datetime:
 def _as_set(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:
     if value is None:
         return None
-    vals = (value,) if isinstance(value, str) else tuple(value)
+    if isinstance(value, str):
+        vals: tuple = (value,)
+    elif isinstance(value, Sequence | set | frozenset | np.ndarray):
+        vals = tuple(value)
+    else:
+        vals = ()
     if not vals or not all(isinstance(v, str) for v in vals):
         raise QueryError(f"{name} must be a name or a list of names; got {value!r}")
     return vals
 
 
+class FilterKeywords(TypedDict, total=False):
+    """The keywords of :class:`Filters`, accepted by every :class:`~clay_search.store.Store`
+    query method next to (or instead of) ``filters=Filters(...)``."""
+
+    bbox: Sequence[float] | None
+    geometry: Any
+    start: Any
+    end: Any
+    sensor: str | Sequence[str] | None
+    label: str | Sequence[str] | None
+    undated: bool
+    pred_label: str | Sequence[str] | None
+    min_pred_score: float | None
+
+
+#: Names of the filter keywords (the fields of :class:`Filters`).
+FILTER_KEYWORDS: tuple[str, ...] = tuple(FilterKeywords.__annotations__)
+
+
 @dataclass(frozen=True)
 class Filters:
-    """A validated filter request (all parts optional; all given parts must hold)."""
+    """A validated filter request: every part is optional and every given part must hold.
 
+    - ``bbox`` (minx, miny, maxx, maxy in degrees) and ``geometry`` (shapely, GeoJSON dict or
+      text, WKT or WKB; EPSG:4326 lon/lat) combine as their intersection (:attr:`area`); chips
+      without a footprint never match an area.
+    - ``start``/``end``: inclusive; dates, datetimes or ISO text; naive times are UTC; a bare
+      date as ``end`` covers that day. Chips without a datetime are dropped by a time range
+      unless ``undated=True`` ("also keep chips without a datetime").
+    - ``sensor``, ``label``: a name or a list of names.
+    - ``pred_label`` (a name or list) and ``min_pred_score`` apply to the ``pred_label`` and
+      ``pred_score`` columns that predictions write; a store without them refuses these filters.
+
+    Invalid input raises :class:`~clay_search.errors.QueryError` saying what to fix.
+    """
+
+    bbox: tuple[float, float, float, float] | None = None
     geometry: BaseGeometry | None = None
     start: datetime | None = None
     end: datetime | None = None
     sensor: tuple[str, ...] | None = None
     label: tuple[str, ...] | None = None
+    undated: bool = False
+    pred_label: tuple[str, ...] | None = None
+    min_pred_score: float | None = None
+
+    def __post_init__(self) -> None:
+        put = functools.partial(object.__setattr__, self)
+        if self.bbox is not None:
+            put("bbox", check_bbox(self.bbox))
+        if self.geometry is not None:
+            put("geometry", parse_geometry(self.geometry))
+        if self.bbox is not None and self.geometry is not None and self.area.is_empty:
+            raise QueryError("the bbox and the geometry do not overlap: nothing can match")
+        if self.start is not None:
+            put("start", _as_utc(self.start, end=False))
+        if self.end is not None:
+            put("end", _as_utc(self.end, end=True))
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise QueryError(
+                f"start {self.start.isoformat()} is after end {self.end.isoformat()}; swap them"
+            )
+        if not isinstance(self.undated, bool | np.bool_):
+            raise QueryError(f"undated must be True or False; got {self.undated!r}")
+        put("undated", bool(self.undated))
+        put("sensor", _as_set(self.sensor, "sensor"))
+        put("label", _as_set(self.label, "label"))
+        put("pred_label", _as_set(self.pred_label, "pred_label"))
+        if self.min_pred_score is not None:
+            try:
+                score = float(self.min_pred_score)
+            except (TypeError, ValueError) as e:
+                raise QueryError(
+                    f"min_pred_score must be a number; got {self.min_pred_score!r}"
+                ) from e
+            if score != score:
+                raise QueryError("min_pred_score is NaN; give a number like 0.5")
+            put("min_pred_score", score)
+
+    @classmethod
+    def of(cls, filters: Filters | None = None, **keywords: Any) -> Filters:
+        """``filters`` with ``keywords`` (the :class:`FilterKeywords`) set on top of it.
+
+        What every query method calls: ``store.search(ids, filters=f)``, ``store.search(ids,
+        bbox=...)`` and both together (keywords that are not ``None`` win) mean the same thing.
+        """
+        unknown = sorted(set(keywords) - set(FILTER_KEYWORDS))
+        if unknown:
+            raise QueryError(
+                f"unknown filter {', '.join(unknown)}; filters are {', '.join(FILTER_KEYWORDS)}"
+            )
+        if filters is not None and not isinstance(filters, Filters):
+            raise QueryError(
+                f"filters must be a clay_search.filters.Filters, got {type(filters).__name__}"
+            )
+        if filters is None:
+            return cls(**keywords)
+        given = {k: v for k, v in keywords.items() if v is not None}  # None: not given
+        return dataclasses.replace(filters, **given) if given else filters
+
+    @property
+    def area(self) -> BaseGeometry | None:
+        """The query area: the bbox's box, the geometry, or their intersection."""
+        box_geom = None if self.bbox is None else bbox_geometry(self.bbox)
+        if box_geom is None or self.geometry is None:
+            return box_geom if self.geometry is None else self.geometry
+        return box_geom.intersection(self.geometry)
+
+    @property
+    def has_time(self) -> bool:
+        """Whether a time range is set."""
+        return self.start is not None or self.end is not None
 
     @property
     def empty(self) -> bool:
-        """Whether no filter is set."""
-        return all(
-            v is None for v in (self.geometry, self.start, self.end, self.sensor, self.label)
-        )
+        """Whether no filter is set (``undated`` alone filters nothing)."""
+        return all(getattr(self, name) is None for name in _PARTS)
 
     def to_dict(self) -> dict:
         """JSON-able description (recorded with results)."""
         return {
+            "bbox": None if self.bbox is None else list(self.bbox),
             "geometry": None if self.geometry is None else self.geometry.wkt,
             "start": None if self.start is None else self.start.isoformat(),
             "end": None if self.end is None else self.end.isoformat(),
             "sensor": list(self.sensor) if self.sensor else None,
             "label": list(self.label) if self.label else None,
+            "undated": self.undated,
+            "pred_label": list(self.pred_label) if self.pred_label else None,
+            "min_pred_score": self.min_pred_score,
         }
 
+    def describe(self) -> str:
+        """A short human summary, e.g. ``2020-01-01..2020-12-31 (+undated), sensor=naip``."""
+        out = []
+        if self.has_time:
+            start = "" if self.start is None else self.start.date().isoformat()
+            end = "" if self.end is None else self.end.date().isoformat()
+            out.append(f"{start}..{end}" + (" (+undated)" if self.undated else ""))
+        for name in ("sensor", "label", "pred_label"):
+            values = getattr(self, name)
+            if values:
+                out.append(f"{name}=" + "|".join(values))
+        if self.min_pred_score is not None:
+            out.append(f"pred_score>={self.min_pred_score:g}")
+        if self.bbox is not None:
+            out.append("bbox=" + ",".join(f"{v:.4g}" for v in self.bbox))
+        if self.geometry is not None:
+            out.append(f"area ({self.geometry.geom_type})")
+        return ", ".join(out) or "no filters"
 
-def make_filters(
-    *,
-    bbox: Sequence[float] | None = None,
-    geometry: Any = None,
-    start: Any = None,
-    end: Any = None,
-    sensor: str | Sequence[str] | None = None,
-    label: str | Sequence[str] | None = None,
-) -> Filters:
-    """Validate filter arguments (bbox and geometry combine as their intersection).
+    def parts(self) -> dict[str, Filters]:
+        """One single-part filter per part that is set, keyed ``area``, ``time``, ``sensor``,
+        ``label``, ``pred_label``, ``pred_score`` (what :meth:`FilterEngine.explain` counts)."""
+        out: dict[str, Filters] = {}
+        if self.bbox is not None or self.geometry is not None:
+            out["area"] = Filters(bbox=self.bbox, geometry=self.geometry)
+        if self.has_time:
+            out["time"] = Filters(start=self.start, end=self.end, undated=self.undated)
+        for name in ("sensor", "label", "pred_label"):
+            if getattr(self, name) is not None:
+                out[name] = Filters(**{name: getattr(self, name)})
+        if self.min_pred_score is not None:
+            out["pred_score"] = Filters(min_pred_score=self.min_pred_score)
+        return out
 
-    ``start``/``end`` are inclusive; naive times are UTC; a bare date as ``end`` covers that day.
-    """
-    geom = None
-    if bbox is not None:
-        geom = bbox_geometry(check_bbox(bbox))
-    if geometry is not None:
-        g = parse_geometry(geometry)
-        geom = g if geom is None else geom.intersection(g)
-        if geom.is_empty:
-            raise QueryError("the bbox and the geometry do not overlap: nothing can match")
-    s = None if start is None else _as_utc(start, end=False)
-    e = None if end is None else _as_utc(end, end=True)
-    if s is not None and e is not None and s > e:
-        raise QueryError(f"start {s.isoformat()} is after end {e.isoformat()}; swap them")
-    return Filters(geom, s, e, _as_set(sensor, "sensor"), _as_set(label, "label"))
+
+_PARTS = ("bbox", "geometry", "start", "end", "sensor", "label", "pred_label", "min_pred_score")
 
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:
@@ -164,50 +288,86 @@ class FilterEngine:
         self.has_time = ~np.asarray(ts.is_null().to_numpy(zero_copy_only=False))
         self.time_us = ts.fill_null(0).to_numpy(zero_copy_only=False)
         self._codes = {}
-        for name in ("sensor", "label"):
-            enc = table.column(name).combine_chunks().dictionary_encode()
+        for name in ("sensor", "label", *PREDICTION_COLUMNS[:1]):
+            if name not in table.column_names:
+                continue
+            enc = table.column(name).combine_chunks().cast(pa.string()).dictionary_encode()
             self._codes[name] = (
                 enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
                 enc.dictionary.to_pylist(),
             )
+        score = PREDICTION_COLUMNS[1]
+        self.pred_score = _float_column(table, score) if score in table.column_names else None
         self.geometry = table.column("geometry").combine_chunks()
         self.has_geom = ~np.asarray(self.geometry.is_null().to_numpy(zero_copy_only=False))
         self._con = None
         self._lock = threading.Lock()
 
     def _attr_mask(self, name: str, values: tuple[str, ...]) -> np.ndarray:
+        if name not in self._codes:
+            raise QueryError(
+                f"this table version has no {name!r} column, so it cannot filter on it; "
+                "write predictions first (`clay-search predict ...`) or drop the filter"
+            )
         codes, names = self._codes[name]
         wanted = [i for i, v in enumerate(names) if v in set(values)]
         return np.isin(codes, np.array(wanted, dtype=np.int64))
 
     def prefilter(self, f: Filters) -> np.ndarray:
-        """Boolean mask of rows passing the cheap tests (bounds overlap, time, sensor, label)."""
+        """Boolean mask of rows passing the cheap tests (bounds overlap, time, attributes)."""
         mask = np.ones(self.n, dtype=bool)
-        if f.geometry is not None:
-            qminx, qminy, qmaxx, qmaxy = f.geometry.bounds
+        area = f.area
+        if area is not None:
+            qminx, qminy, qmaxx, qmaxy = area.bounds
             with np.errstate(invalid="ignore"):
                 mask &= self.has_geom & (self.maxx >= qminx) & (self.minx <= qmaxx)
                 mask &= (self.maxy >= qminy) & (self.miny <= qmaxy)
-        if f.start is not None or f.end is not None:
-            mask &= self.has_time
+        if f.has_time:
+            in_range = self.has_time.copy()
             if f.start is not None:
-                mask &= self.time_us >= _us(f.start)
+                in_range &= self.time_us >= _us(f.start)
             if f.end is not None:
-                mask &= self.time_us <= _us(f.end)
-        if f.sensor is not None:
-            mask &= self._attr_mask("sensor", f.sensor)
-        if f.label is not None:
-            mask &= self._attr_mask("label", f.label)
+                in_range &= self.time_us <= _us(f.end)
+            mask &= (in_range | ~self.has_time) if f.undated else in_range
+        for name in ("sensor", "label", "pred_label"):
+            values = getattr(f, name)
+            if values is not None:
+                mask &= self._attr_mask(name, values)
+        if f.min_pred_score is not None:
+            if self.pred_score is None:
+                raise QueryError(
+                    "this table version has no 'pred_score' column, so min_pred_score cannot "
+                    "apply; write predictions first (`clay-search predict ...`) or drop it"
+                )
+            with np.errstate(invalid="ignore"):
+                mask &= self.pred_score >= f.min_pred_score  # NaN (no prediction) fails
         return mask
+
+    def explain(self, f: Filters) -> dict:
+        """How many chips ``f`` keeps and, per part, how many that part alone removes.
+
+        ``{"total", "matched", "removed": {part: count}, "undated": count}``; ``undated`` is the
+        number of chips without a datetime that the time range removed (0 with ``undated=True``).
+        The parts overlap, so ``removed`` need not add up to ``total - matched``.
+        """
+        removed = {name: self.n - len(self.rows(part)) for name, part in f.parts().items()}
+        dropped_undated = int((~self.has_time).sum()) if f.has_time and not f.undated else 0
+        return {
+            "total": self.n,
+            "matched": int(len(self.rows(f))) if not f.empty else self.n,
+            "removed": removed,
+            "undated": dropped_undated,
+        }
 
     def rows(self, f: Filters) -> np.ndarray:
         """Row numbers (ascending) of the chips matching ``f`` exactly."""
         cand = np.flatnonzero(self.prefilter(f))
-        if f.geometry is None or len(cand) == 0:
+        area = f.area
+        if area is None or len(cand) == 0:
             return cand
-        if _is_box(f.geometry):
+        if _is_box(area):
             # every footprint whose bounds lie inside the box intersects it: no exact test needed
-            qminx, qminy, qmaxx, qmaxy = f.geometry.bounds
+            qminx, qminy, qmaxx, qmaxy = area.bounds
             inside = (
                 (self.minx[cand] >= qminx)
                 & (self.maxx[cand] <= qmaxx)
@@ -218,7 +378,7 @@ class FilterEngine:
         else:
             sure, unsure = cand[:0], cand
         if len(unsure):
-            unsure = self._intersects(unsure, f.geometry)
+            unsure = self._intersects(unsure, area)
         return np.sort(np.concatenate([sure, unsure]))
 
     def _intersects(self, rows: np.ndarray, geom: BaseGeometry) -> np.ndarray:

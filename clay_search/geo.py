@@ -92,16 +92,21 @@ def _check_geojson(obj: dict, depth: int = 0) -> None:
 
 
 def parse_geometry(geometry: Any) -> BaseGeometry:
-    """A valid shapely geometry from shapely, GeoJSON (dict or text), WKT or WKB."""
+    """A valid shapely geometry from shapely, GeoJSON (geometry, Feature or FeatureCollection:
+    the union of its features; dict or text), WKT or WKB; in EPSG:4326 lon/lat (checked)."""
     try:
         if isinstance(geometry, BaseGeometry):
             geom = geometry
         elif isinstance(geometry, dict):
-            if geometry.get("type") == "Feature":
-                geometry = geometry.get("geometry")
-            if isinstance(geometry, dict):
-                _check_geojson(geometry)
-            geom = shape(geometry)
+            if geometry.get("type") == "FeatureCollection":  # the union of its features
+                parts = [parse_geometry(f) for f in geometry.get("features") or []]
+                geom = shapely.union_all(parts) if parts else None
+            else:
+                if geometry.get("type") == "Feature":
+                    geometry = geometry.get("geometry")
+                if isinstance(geometry, dict):
+                    _check_geojson(geometry)
+                geom = shape(geometry)
         elif isinstance(geometry, bytes | bytearray | memoryview):
             geom = shapely.from_wkb(bytes(geometry))
         elif isinstance(geometry, str):

@@ -14,6 +14,8 @@ import shapely
 
 #: Columns never written to GeoJSON properties (binary or huge).
 BINARY_COLUMNS = ("geometry", "thumbnail", "embedding", "patch_embeddings")
+#: The CRS every export names (coordinates are always lon/lat).
+EXPORT_CRS = "EPSG:4326"
 
 
 class Results:
@@ -41,6 +43,13 @@ class Results:
 
     def __repr__(self) -> str:
         return f"Results({len(self)} chips, table version {self.version})"
+
+    def head(self, n: int) -> Results:
+        """The first ``n`` results (thumbnails still read on demand, for those rows only)."""
+        return Results(
+            self._table.slice(0, max(int(n), 0)), version=self.version, meta=dict(self.meta),
+            fetch=self._fetch,
+        )  # fmt: skip
 
     @property
     def chip_ids(self) -> list[str]:
@@ -75,7 +84,7 @@ class Results:
         table = self.merged() if merge else self.to_arrow()
         df = table.drop_columns(["geometry"]).to_pandas()
         geom = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
-        return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geom, crs="EPSG:4326"))
+        return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geom, crs=EXPORT_CRS))
 
     def merged(self) -> pa.Table:
         """Touching or overlapping footprints unioned: one row per connected group.
@@ -143,14 +152,18 @@ class Results:
         return out
 
     def to_geoparquet(self, path: str | Path, *, merge: bool = False) -> Path:
-        """Write GeoParquet 1.1 (WKB ``geometry``, EPSG:4326 lon/lat, ``geo`` metadata)."""
+        """Write GeoParquet 1.1 (WKB ``geometry`` in lon/lat, ``geo`` metadata).
+
+        The CRS is recorded as EPSG:4326 (coordinates lon/lat, as GeoParquet requires), the CRS
+        GeoPandas gives GeoJSON and :meth:`to_geopandas`: all three exports compare equal.
+        """
         table = self.merged() if merge else self.to_arrow()
         geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
         present = geoms[~shapely.is_missing(geoms)]
         types = sorted({g.geom_type for g in present})
         from pyproj import CRS
 
-        crs = CRS.from_user_input("OGC:CRS84").to_json_dict()  # EPSG:4326 with lon/lat axes
+        crs = CRS.from_user_input(EXPORT_CRS).to_json_dict()
         col_meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": types, "crs": crs}
         if len(present):
             col_meta["bbox"] = [float(v) for v in shapely.total_bounds(present)]

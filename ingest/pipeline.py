@@ -365,7 +365,7 @@ def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, f
 
 def _sync_index(store: Path, report: IngestReport) -> dict | None:
     """Bring the FAISS index up to the table version (see clay_search.index)."""
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
 
     res = sync_index(store)
     return res.to_dict()

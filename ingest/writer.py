@@ -56,12 +56,9 @@ class ChipWriter:
         self.commits = 0
 
     def _read_ids(self) -> list[str]:
-        n = self.table.count_rows()
-        if n == 0:
-            return []
-        # only the id column is read (not the embeddings)
-        ids = self.table.search().select(["chip_id"]).limit(n).to_arrow()
-        return ids.column("chip_id").to_pylist()
+        from clay_search.index.vectors import read_ids
+
+        return read_ids(self.table).to_pylist()  # only the id column (not the embeddings)
 
     def __contains__(self, chip_id: str) -> bool:
         return chip_id in self.existing

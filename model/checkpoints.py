@@ -8,8 +8,9 @@ Two formats are read:
   teacher, decoder and projection are ignored, the size is inferred from tensor shapes. It is
   read with ``torch.load(weights_only=True)``: no arbitrary objects are ever unpickled.
 
-Nothing is ever downloaded: a missing file is a :class:`CheckpointNotFoundError` that says where
-weights come from.
+Nothing is downloaded here: a missing file is a :class:`CheckpointNotFoundError` that says where
+weights come from. A known checkpoint's name (``clay-v1.5``, see ``model/registry.py``) stands for
+its file in the weights cache, which ``clay-search weights fetch NAME`` fills.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from clay_search.errors import CheckpointError, CheckpointNotFoundError
 from clay_search.model.clay import VARIANTS, ClayConfig, ClayEncoder
+from clay_search.model.registry import resolve_weights
 
 WEIGHTS_FORMAT = "clay-search-weights"
 ENCODER_PREFIX = "model.encoder."
@@ -239,16 +241,20 @@ def load_encoder(
 ) -> tuple[ClayEncoder, WeightsInfo]:
     """Load an encoder and describe it. ``path=None`` loads the weights shipped in the package.
 
-    Accepts a clay-search weights folder (or its ``.safetensors``/``config.json``) or an
-    official Clay Lightning ``.ckpt``. ``size`` overrides the inferred variant for checkpoints.
+    Accepts a clay-search weights folder (or its ``.safetensors``/``config.json``), an
+    official Clay Lightning ``.ckpt``, or a known checkpoint's name once fetched. ``size``
+    overrides the inferred variant for checkpoints.
     Returns the encoder in eval mode and a :class:`WeightsInfo` (``model_id`` among it).
     """
-    path = bundled_weights_dir() if path is None else Path(path)
+    if path is None:
+        path = bundled_weights_dir()
+    else:
+        path = resolve_weights(path) or Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(
-            f"weights {path} not found. clay-search never downloads weights: pass the path to a "
-            "local file (an official Clay checkpoint such as clay-v1.5.ckpt, or a weights folder "
-            "made by `clay-search train`)."
+            f"weights {path} not found: pass the path to a local file (an official Clay "
+            "checkpoint such as clay-v1.5.ckpt, or a weights folder made by `clay-search train`), "
+            "or a known name such as clay-v1.5 after `clay-search weights fetch clay-v1.5`."
         )
     if path.is_dir() or path.suffix in {".safetensors", ".json"}:
         encoder, info = _load_own(path)

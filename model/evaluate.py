@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from clay_search.index.vectors import l2_normalise
 from clay_search.model.clay import ClayEncoder
 from clay_search.model.embedder import Embedder
 
@@ -29,11 +30,6 @@ def standardise(
     mean = train.mean(0, keepdims=True)
     std = train.std(0, keepdims=True) + eps
     return tuple((a - mean) / std for a in (train, *others))
-
-
-def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit length."""
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
 
 
 # -- metrics -------------------------------------------------------------------------------------
@@ -101,7 +97,7 @@ def multilabel_precision_at_k(
     features: np.ndarray, label_sets: Sequence[Sequence[str]], *, k: int = 5
 ) -> float:
     """Leave-one-out: mean fraction of the ``k`` nearest others sharing >= 1 label."""
-    x = l2_normalise(np.asarray(features, np.float64))
+    x = l2_normalise(features, dtype=np.float64)
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
     sets = [set(s) for s in label_sets]

@@ -26,7 +26,7 @@ def _do(op: dict, store: str) -> None:
 
         run(op["sources"], store, weights=op["weights"], **op.get("kwargs", {}))
     elif kind == "sync":
-        from clay_search.index import sync_index
+        from clay_search.store import sync_index
 
         sync_index(store, rebuild=True)
     elif kind == "import":

@@ -1,5 +1,7 @@
 """Helpers that build real test stores: real chips, real embeddings, real footprints.
 
+Plain functions; the fixtures that use them are in conftest.py.
+
 Chips are EuroSAT MS GeoTIFFs (Sentinel-2, 13 bands, UTM); embeddings come from a Clay nano
 encoder with seeded random weights (or any weights folder given); footprints are the GeoTIFF
 bounds reprojected to EPSG:4326. EuroSAT has no acquisition dates, so each chip gets a seeded
@@ -39,7 +41,8 @@ USE_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12
 
 
 def nano_weights(folder: Path) -> Path:
-    """A Clay nano encoder with seeded random weights saved in ``folder``."""
+    """A Clay nano encoder with seeded random weights saved in ``folder`` (the conftest
+    ``nano_weights`` fixture; tests that need a second weights folder call this)."""
     import torch
 
     from clay_search.model.checkpoints import save_weights
@@ -165,9 +168,8 @@ def build_store(
     sync: bool = True,
 ) -> Path:
     """A store of EuroSAT MS chips in ``store`` (written in ``batches`` commits)."""
-    from clay_search.index import sync_index
     from clay_search.model.checkpoints import load_encoder
-    from clay_search.store import open_chips_table, open_or_create_store
+    from clay_search.store import open_chips_table, open_or_create_store, sync_index
 
     files = eurosat_files(data_dir, per_class)
     raw, rows = read_chips(files)
@@ -181,16 +183,3 @@ def build_store(
     if sync:
         sync_index(store)
     return store
-
-
-_CACHE: dict[tuple, Path] = {}
-
-
-def cached_store(tmp_path_factory, data_dir: Path, **kwargs) -> Path:
-    """One built store per test session and arguments (read-only use only)."""
-    key = (str(data_dir), tuple(sorted(kwargs.items())))
-    if key not in _CACHE:
-        root = tmp_path_factory.mktemp("store")
-        weights = nano_weights(tmp_path_factory.getbasetemp() / "nano_weights")
-        _CACHE[key] = build_store(root / "store", data_dir, weights, **kwargs)
-    return _CACHE[key]

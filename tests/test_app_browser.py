@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_fixtures import cached_store, nano_weights
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,10 +56,9 @@ def _artifacts(repo_root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(sample_dir: Path, tmp_path_factory) -> Iterator[str]:
+def server(sample_store: Path, nano_weights: Path, tmp_path_factory) -> Iterator[str]:
     """`clay-search app` on 127.0.0.1:<free port> for the sample store; always stopped."""
-    store = cached_store(tmp_path_factory, sample_dir)
-    weights = nano_weights(tmp_path_factory.getbasetemp() / "nano_weights")
+    store, weights = sample_store, nano_weights
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     cmd = [sys.executable, "-m", "clay_search.cli.main", "app", "--store", str(store),

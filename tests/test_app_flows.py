@@ -14,7 +14,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
-from store_fixtures import cached_store, nano_weights
 from streamlit.testing.v1 import AppTest
 
 from clay_search.app import exports
@@ -24,15 +23,15 @@ SCRIPT = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
 
 
 @pytest.fixture(scope="module")
-def store_path(sample_dir: Path, tmp_path_factory) -> Path:
+def store_path(sample_store: Path) -> Path:
     """30 real EuroSAT MS chips (3 per class) with nano-encoder embeddings."""
-    return cached_store(tmp_path_factory, sample_dir)
+    return sample_store
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, store_path: Path) -> Path:
+def weights(nano_weights: Path) -> Path:
     """The weights the store was embedded with (for uploads)."""
-    return nano_weights(tmp_path_factory.getbasetemp() / "nano_weights")
+    return nano_weights
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_own_weights_roundtrip_and_model_id(tmp_path):
 
 
 def test_missing_file_is_clear(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="never downloads"):
+    with pytest.raises(CheckpointNotFoundError, match="not found: pass the path"):
         load_encoder(tmp_path / "nope.ckpt")
     assert issubclass(CheckpointNotFoundError, FileNotFoundError)
 

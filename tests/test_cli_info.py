@@ -38,7 +38,7 @@ def test_info_one_sensor_and_unknown_sensor():
 def test_missing_weights_is_one_line_error(tmp_path):
     result = runner.invoke(app, ["info", "--weights", str(tmp_path / "missing.ckpt")])
     assert result.exit_code == 2
-    assert "never downloads" in result.output and "Traceback" not in result.output
+    assert "weights fetch" in result.output and "Traceback" not in result.output
 
 
 def test_import_has_no_global_side_effects():

@@ -20,7 +20,7 @@ from test_ingest_helpers import nano_weights_fixture  # noqa: F401 - fixture
 
 import clay_search
 from clay_search.errors import StoreBusyError
-from clay_search.index.sync import check_index
+from clay_search.store import check_index
 from clay_search.store.lock import store_lock
 
 pytestmark = pytest.mark.slow
@@ -174,7 +174,7 @@ def test_two_index_syncs_at_once_both_succeed(tmp_path):
     gpq = clay_geoparquet(tmp_path / "e.gpq", n=20_000)
     store = tmp_path / "s"
     import_geoparquet(gpq, store, model_id="clay-v1.5", sync=False)
-    code = "import sys; from clay_search.index import sync_index; " \
+    code = "import sys; from clay_search.store import sync_index; " \
            "print(sync_index(sys.argv[1], rebuild=True).action)"
     procs = [_py(code, store) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -244,7 +244,7 @@ def test_corrupted_store_files_are_explained_and_repaired(tmp_path, sample_dir, 
     faiss_file.write_bytes(faiss_file.read_bytes()[:100])
     assert not check_index(store).ok
     with pytest.warns(UserWarning, match="exact search"):
-        res = clay_search.connect(store, sync=False).search([ids[0]], k=3)
+        res = clay_search.connect(store).search([ids[0]], k=3)
     assert len(res) == 3
     r = _cli("index", "--store", store, "--rebuild")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -77,12 +77,13 @@ def test_eval_command_on_a_small_subset(shared_data, tmp_path):
         [
             "eval", "--data", str(shared_data), "--out", str(out), "--dataset", "eurosat_ms",
             "--dataset", "bigearthnet", "--max-gallery-per-class", "6",
-            "--max-query-per-class", "3", "--threads", "2",
+            "--max-query-per-class", "3", "--threads", "2", "--direct",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    ms = report["datasets"]["eurosat_ms"]
+    assert report["through_store"]["eurosat_ms"]["n_gallery"] == 60
+    ms = report["direct"]["datasets"]["eurosat_ms"]
     assert ms["n_gallery"] == 60 and ms["n_query"] == 30
     feats = ms["features"]
     assert set(feats) == {
@@ -93,7 +94,7 @@ def test_eval_command_on_a_small_subset(shared_data, tmp_path):
         assert 0.0 <= vals["knn_p10"] <= 1.0 and 0.0 <= vals["linear_probe"] <= 1.0
     # random weights are not the model: their features differ
     assert feats["random:cls"] != feats["model:cls"]
-    assert report["datasets"]["bigearthnet_benv1"]["n"] == 36
+    assert report["direct"]["datasets"]["bigearthnet_benv1"]["n"] == 36
     assert "| bandstats |" in result.output
 
 
@@ -103,3 +104,69 @@ def test_eval_command_missing_data_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--data", str(tmp_path / "none")])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_eval_through_store_on_the_shipped_sample(tmp_path):
+    """The evaluation ingests the chips with the CLI's defaults and scores the store's search."""
+    from pathlib import Path
+
+    import clay_search
+    from clay_search.model.evaluate import knn_precision_at_k
+    from clay_search.quality import evaluate_through_store
+
+    sample = Path(__file__).resolve().parents[1] / "sample" / "eurosat_ms"
+    store_dir = tmp_path / "store"
+    res = evaluate_through_store(
+        sample, max_gallery_per_class=None, max_query_per_class=None, k=2, rounds=1,
+        per_round=3, store_dir=store_dir,
+    )  # fmt: skip
+    assert res.n_gallery + res.n_query == 30 and res.n_query > 0 and res.n_gallery > 0
+    # what ingest decided is reported: the sensor table (values fit Clay's L2A statistics)
+    assert set(res.ingest["normalisers"].values()) == {"sensor"}
+    # the store's search gives the same precision as brute force over the stored vectors
+    store = clay_search.connect(store_dir)
+    table = store.chips().to_arrow()
+    ids = table.column("chip_id").to_pylist()
+    labels = np.asarray(table.column("label").to_pylist())
+    from clay_search.ingest.datasets import split_of
+
+    gal = np.array([split_of(Path(s).name) == "train" for s in table.column("source").to_pylist()])
+    from clay_search.index.vectors import read_ids_and_vectors
+
+    vid, vec = read_ids_and_vectors(store.table, store.dim)
+    x = vec[[vid.to_pylist().index(c) for c in ids]]
+    expect = knn_precision_at_k(x[~gal], labels[~gal], x[gal], labels[gal], k=2)
+    assert res.knn_precision["model (store search)"] == pytest.approx(expect)
+    assert 0.0 <= res.knn_precision["band statistics"] <= 1.0
+
+
+def test_simulated_session_counts_hits_per_round():
+    from clay_search.quality import simulate_session
+
+    labels = np.array(["a"] * 6 + ["b"] * 6)
+    order = np.array([0, 1, 6, 2, 7, 3, 8, 4, 9, 5, 10, 11])  # a fixed ranking, best first
+
+    rates = simulate_session(
+        lambda pos, neg: order, labels, "a", start=[0], rounds=3, per_round=2
+    )
+    # round 1 shows 1 (a), 6 (b); round 2: 2 (a), 7 (b); round 3: 3 (a), 8 (b)
+    assert rates == [0.5, 0.5, 0.5]
+
+
+def test_eval_command_through_store_on_the_sample(tmp_path):
+    from pathlib import Path
+
+    from clay_search.cli.main import app
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "eurosat_ms").symlink_to(Path(__file__).resolve().parents[1] / "sample" / "eurosat_ms")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        app, ["eval", "--data", str(data), "--dataset", "eurosat_ms", "--out", str(out), "--k", "2",
+              "--rounds", "1", "--per-round", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert "eurosat_ms" in report["through_store"] and "direct" not in report
+    assert "through ingest + search" in result.output and "| band statistics |" in result.output

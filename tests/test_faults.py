@@ -94,7 +94,7 @@ def fault_run(tmp_path_factory, sample_dir, nano_weights):
 
 
 def test_kill_minus_nine_then_resume_equals_an_uninterrupted_run(fault_run):
-    from clay_search.index.sync import check_index
+    from clay_search.store import check_index
 
     results, ops = fault_run
     assert all(r["rc"] == 0 for r in results["reference"].values()), results["reference"]

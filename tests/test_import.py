@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from store_fixtures import cached_store
 from typer.testing import CliRunner
 
 import clay_search
@@ -16,12 +15,12 @@ pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def clay_file(shared_data, tmp_path_factory):
+def clay_file(shared_store, tmp_path_factory):
     """A GeoParquet in Clay's format (source_url, date, embeddings, geometry) from real rows."""
     import geopandas as gpd
     import shapely
 
-    store = clay_search.connect(cached_store(tmp_path_factory, shared_data))
+    store = clay_search.connect(shared_store)
     df = store.chips().to_pandas()
     vecs = store.vectors
     gdf = gpd.GeoDataFrame(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from store_fixtures import USE_BANDS, eurosat_files, nano_weights, read_chips
+from store_fixtures import USE_BANDS, eurosat_files, read_chips
 
 from clay_search.index.faiss_index import build_index, exact_topk, recall
 from clay_search.index.vectors import l2_normalise
@@ -17,14 +17,9 @@ pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def patch_vectors(shared_data, tmp_path_factory):
-    import torch
-
-    from clay_search.model.embedder import Embedder
-
-    torch.set_num_threads(1)
-    raw, rows = read_chips(eurosat_files(shared_data))
-    emb = Embedder.from_weights(nano_weights(tmp_path_factory.mktemp("w")), precision="fp32")
+def patch_vectors(shared_data, nano_embedder):
+    raw, _ = read_chips(eurosat_files(shared_data))
+    emb = nano_embedder  # one torch thread while in use, restored by the fixture
     out = []
     for s in range(0, len(raw), 64):
         batch = emb.embed_raw(

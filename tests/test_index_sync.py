@@ -6,9 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clay_search.index import check_index, load_index, sync_index
 from clay_search.schema import chips_schema
-from clay_search.store import open_chips_table, open_or_create_store
+from clay_search.store import (
+    check_index,
+    load_index,
+    open_chips_table,
+    open_or_create_store,
+    sync_index,
+)
 
 DIM = 16
 
@@ -74,4 +79,52 @@ def test_index_kind_override_is_kept(store):
     table.add(_rows(200, 220, 4))
     report = sync_index(info.path)
     assert (report.kind, report.action) == ("hnsw", "added")
+    assert check_index(info.path).ok
+
+
+def test_commits_that_keep_every_row_do_not_rebuild(store):
+    """Columns added (predictions, place ids) and commits that change nothing keep the index:
+    ``sync_index`` reports it unchanged and a Store at the new version uses it."""
+    import clay_search
+    from clay_search.index import covers_version, read_index_meta
+
+    info, table = store
+    table.add(_rows(0, 40, 5))
+    assert sync_index(info.path).action == "rebuilt"
+    built = table.version
+    table.add_columns({"pred_score": "cast(0.5 as float)"})
+    table.delete("chip_id = 'no-such-chip'")  # deletes nothing
+    assert table.version > built
+    meta = read_index_meta(info.index_path)
+    assert covers_version(table, meta, table.version)
+    st = clay_search.connect(info.path)
+    assert st.search(["c1"], k=3).meta["index"] == "flat"  # no warning, no exact fallback
+    report = sync_index(info.path)
+    assert (report.action, report.table_version) == ("unchanged", table.version)
+    assert check_index(info.path).ok
+    table.delete("chip_id = 'c5'")  # this one removes a row: the index no longer covers it
+    assert not covers_version(table, read_index_meta(info.index_path), table.version)
+    assert sync_index(info.path).action == "rebuilt"
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_rows_rewritten_with_the_same_embeddings_are_reordered_not_rebuilt(store, kind):
+    """Predictions written with ``update`` rewrite rows (new order, deletion files) but keep
+    ids and embeddings: the index re-adds the vectors in the new order, without retraining."""
+    import clay_search
+
+    info, table = store
+    table.add(_rows(0, 300, 6))
+    built = sync_index(info.path, kind=kind)
+    assert built.action == "rebuilt"
+    table.add_columns({"pred_label": "cast(NULL as string)"})
+    table.update(where="chip_id IN ('c3', 'c200', 'c7')", values={"pred_label": "water"})
+    report = sync_index(info.path)
+    assert (report.action, report.kind, report.count) == ("reordered", kind, 300)
+    assert report.params == built.params  # no retraining or tuning
+    assert check_index(info.path).ok
+    st = clay_search.connect(info.path)
+    assert st.search(["c3"], k=5).meta["index"] == kind
+    table.update(where="chip_id = 'c9'", values={"embedding": [0.5] * DIM})  # a real change
+    assert sync_index(info.path).action == "rebuilt"
     assert check_index(info.path).ok

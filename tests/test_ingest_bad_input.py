@@ -8,9 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
-from test_ingest_helpers import (  # noqa: F401 - fixtures
-    nano_embedder_fixture,
-    nano_weights_fixture,
+from test_ingest_helpers import (
     read_chips,
 )
 from typer.testing import CliRunner

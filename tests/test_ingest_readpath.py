@@ -12,9 +12,7 @@ import rasterio
 import torch
 from PIL import Image
 from rasterio.windows import Window
-from test_ingest_helpers import (  # noqa: F401 - fixtures
-    nano_embedder_fixture,
-    nano_weights_fixture,
+from test_ingest_helpers import (
     read_chips,
     table_version,
 )

@@ -11,10 +11,8 @@ import time
 import lancedb
 import numpy as np
 import pytest
-from test_ingest_helpers import (  # noqa: F401 - fixtures
+from test_ingest_helpers import (
     embeddings,
-    nano_embedder_fixture,
-    nano_weights_fixture,
     read_chips,
 )
 

@@ -8,10 +8,8 @@ from io import BytesIO
 import numpy as np
 from PIL import Image
 from shapely import wkb
-from test_ingest_helpers import (  # noqa: F401 - fixtures
+from test_ingest_helpers import (
     embeddings,
-    nano_embedder_fixture,
-    nano_weights_fixture,
     read_chips,
     table_version,
 )

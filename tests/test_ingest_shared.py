@@ -6,11 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
-from test_ingest_helpers import (  # noqa: F401 - fixtures
+from test_ingest_helpers import (
     EUROSAT_ORDER,
     embeddings,
-    nano_embedder_fixture,
-    nano_weights_fixture,
     read_chips,
 )
 

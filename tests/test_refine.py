@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from store_fixtures import cached_store
 
 import clay_search
 from clay_search.errors import QueryError
 
-pytestmark = pytest.mark.shared_data
+
+@pytest.fixture(scope="module")
+def store(sample_store):
+    """The sample store the repository ships (3 chips per class)."""
+    return clay_search.connect(sample_store)
 
 
 @pytest.fixture(scope="module")
-def store(shared_data, tmp_path_factory):
-    return clay_search.connect(cached_store(tmp_path_factory, shared_data))
+def shared(shared_store):
+    """Every EuroSAT MS chip of ../shared/data (the extra, stronger ranking check)."""
+    return clay_search.connect(shared_store)
 
 
 def _ids(store, label):
@@ -22,7 +26,9 @@ def _ids(store, label):
     return list(df.loc[df["label"] == label, "chip_id"])
 
 
-def test_refine_ranks_the_labelled_class_first(store):
+@pytest.mark.shared_data
+def test_refine_ranks_the_labelled_class_first(shared):
+    store = shared
     water, forest = _ids(store, "SeaLake"), _ids(store, "Forest")
     others = [c for c in store.chips().chip_ids if c not in set(water)]
     rng = np.random.default_rng(0)
@@ -40,11 +46,23 @@ def test_refine_ranks_the_labelled_class_first(store):
     assert forest  # the store holds other classes too
 
 
+def test_refine_scores_every_unlabelled_chip(store):
+    water = _ids(store, "SeaLake")
+    others = [c for c in store.chips().chip_ids if c not in set(water)]
+    pos, neg = water[:2], others[:6]
+    res = store.refine(pos, neg)
+    assert len(res) == len(store) - 8 and not set(pos + neg) & set(res.chip_ids)
+    s = res.scores
+    assert np.all((s >= 0) & (s <= 1)) and np.all(np.diff(s) <= 0)
+    labelled = store.refine(pos, neg, exclude_examples=False).to_pandas().set_index("chip_id")
+    assert labelled.loc[pos, "score"].mean() > labelled.loc[neg, "score"].mean()
+
+
 def test_refine_with_filters_and_background(store):
     water = _ids(store, "SeaLake")
-    res = store.refine(water[:3], k=5, start="2019-01-01", end="2020-12-31")
-    assert len(res) == 5 and res.meta["background"] == 30
-    allowed = set(store.chips(start="2019-01-01", end="2020-12-31").chip_ids)
+    res = store.refine(water[:2], k=5, start="2019-01-01", end="2021-12-31")
+    assert len(res) == 5 and res.meta["background"] == 20
+    allowed = set(store.chips(start="2019-01-01", end="2021-12-31").chip_ids)
     assert set(res.chip_ids) <= allowed
 
 

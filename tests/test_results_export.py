@@ -8,16 +8,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import shapely
-from store_fixtures import cached_store
 
 import clay_search
 
-pytestmark = pytest.mark.shared_data
-
 
 @pytest.fixture(scope="module")
-def results(shared_data, tmp_path_factory):
-    store = clay_search.connect(cached_store(tmp_path_factory, shared_data))
+def results(sample_store):
+    store = clay_search.connect(sample_store)
     return store.search([store.attrs.column("chip_id")[0].as_py()], k=25)
 
 
@@ -41,7 +38,9 @@ def test_geoparquet_reads_back(results, tmp_path):
     col = geo["columns"]["geometry"]
     assert col["encoding"] == "WKB" and col["geometry_types"] == ["Polygon"]
     gdf = gpd.read_parquet(out)
-    assert gdf.crs.equals("OGC:CRS84")
+    # the same CRS as GeoJSON read back and as to_geopandas (EPSG:4326, lon/lat)
+    from_json = gpd.read_file(results.to_geojson(tmp_path / "r.geojson"))
+    assert gdf.crs == from_json.crs == results.to_geopandas().crs == "EPSG:4326"
     assert list(gdf["chip_id"]) == results.chip_ids
     direct = results.to_geopandas()
     assert gdf.geometry.geom_equals(direct.geometry).all()

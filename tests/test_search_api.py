@@ -1,12 +1,11 @@
-"""The Python query API over a real store (EuroSAT MS chips, Clay nano embeddings)."""
+"""The Python query API over a real store (the sample's EuroSAT MS chips, Clay nano
+embeddings): runs on what the repository ships."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from store_fixtures import EUROSAT_BANDS, build_store, cached_store, eurosat_files, nano_weights
+from store_fixtures import EUROSAT_BANDS, build_store, eurosat_files
 
 import clay_search
 from clay_search.errors import (
@@ -18,12 +17,10 @@ from clay_search.errors import (
 )
 from clay_search.search import query_vector
 
-pytestmark = pytest.mark.shared_data
-
 
 @pytest.fixture(scope="module")
-def store_path(shared_data, tmp_path_factory):
-    return cached_store(tmp_path_factory, shared_data)
+def store_path(sample_store):
+    return sample_store
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +37,9 @@ def _brute(store, q, exclude=()):
 
 def test_search_by_ids_matches_brute_force(store):
     ids = store.attrs.column("chip_id").to_pylist()
-    pos, neg = [ids[0], ids[5]], [ids[100]]
+    pos, neg = [ids[0], ids[5]], [ids[20]]
     res = store.search(pos, neg, k=20)
-    q = query_vector(store.vectors[[0, 5]], store.vectors[[100]])
+    q = query_vector(store.vectors[[0, 5]], store.vectors[[20]])
     assert res.chip_ids == _brute(store, q, pos + neg)[:20]
     assert not set(pos + neg) & set(res.chip_ids)
     assert res.version == store.version and res.meta["index"] == "flat"
@@ -66,10 +63,9 @@ def test_search_vector_and_point(store):
         store.search_point(-170.0, -80.0)
 
 
-def test_search_image_finds_its_own_chip(store_path, shared_data, tmp_path_factory):
-    weights = nano_weights(tmp_path_factory.getbasetemp() / "nano_weights")
-    st = clay_search.connect(store_path, weights=weights)
-    tif = eurosat_files(shared_data)[42]
+def test_search_image_finds_its_own_chip(store_path, sample_dir, nano_weights):
+    st = clay_search.connect(store_path, weights=nano_weights)
+    tif = eurosat_files(sample_dir)[12]
     bands = EUROSAT_BANDS  # the file's band order
     chips = st.chips().to_pandas().set_index("source")
     own, when = chips.loc[str(tif), "chip_id"], chips.loc[str(tif), "datetime"]
@@ -78,6 +74,12 @@ def test_search_image_finds_its_own_chip(store_path, shared_data, tmp_path_facto
     assert res.meta["query"] == "image"
     with pytest.raises(SourceNotFoundError):
         st.search_image(tif.parent / "missing.tif", bands=bands)
+    # the image's sensor is image_sensor=; sensor= is the filter, as everywhere
+    other = st.search_image(tif, k=3, bands=bands, image_sensor="sentinel-2-l2a",
+                            sensor="naip")  # fmt: skip
+    assert len(other) == 0 and other.meta["filters"]["sensor"] == ["naip"]
+    with pytest.raises(QueryError, match="unknown filter"):
+        st.search_image(tif, bands=bands, sensors="naip")
 
 
 def test_image_with_other_model_is_refused(store_path, tmp_path):
@@ -111,42 +113,118 @@ def test_bad_queries(store):
         clay_search.connect("/nonexistent/store")
 
 
-def test_version_pinning_and_stale_index(shared_data, tmp_path):
-    weights = nano_weights(tmp_path / "w")
-    path = build_store(tmp_path / "s", shared_data, weights, per_class=4, batches=2, sync=False)
-    st = clay_search.connect(path)  # no index yet: synced on first search, and said so
-    with pytest.warns(UserWarning, match="synced"):
-        first = st.search([st.attrs.column("chip_id")[0].as_py()], k=3)
-    old_version = st.version
-    # a second store version adds chips
-    shutil.rmtree(tmp_path / "s2", ignore_errors=True)
-    more = build_store(tmp_path / "s2", shared_data, weights, per_class=6, sync=False)
-    from clay_search.store import open_chips_table, read_store_info
+def _index_files(path):
+    return {p.name: p.read_bytes() for p in sorted((path / "index").glob("*"))}
 
+
+def test_queries_never_write_and_sync_is_explicit(sample_dir, nano_weights, tmp_path):
+    from clay_search.store import open_chips_table, read_store_info, sync_index
+
+    path = build_store(tmp_path / "s", sample_dir, nano_weights, per_class=2, batches=2,
+                       sync=False)  # fmt: skip
+    st = clay_search.connect(path)  # no index yet: exact search, said so, nothing written
+    some = st.attrs.column("chip_id")[0].as_py()
+    with pytest.warns(UserWarning, match="does not match"):
+        first = st.search([some], k=3)
+    assert first.meta["index"] == "exact" and "index --sync" in first.meta["index_note"]
+    assert _index_files(path) == {}
+    report = st.sync()
+    assert report.action == "rebuilt" and st.search([some], k=3).meta["index"] == "flat"
+    old_version = st.version
+
+    # a writer adds chips without syncing: queries answer exactly and leave the index alone
+    more = build_store(tmp_path / "s2", sample_dir, nano_weights, per_class=3, sync=False)
     extra = open_chips_table(read_store_info(more)).to_arrow()
     known = set(st.attrs.column("chip_id").to_pylist())
     table = open_chips_table(read_store_info(path))
     table.add(extra.filter(np.array([c not in known for c in extra.column("chip_id").to_pylist()])))
+    before = _index_files(path)
     latest = clay_search.connect(path)
     assert len(latest) > len(st)
-    with pytest.warns(UserWarning, match="synced"):
-        latest.search([st.attrs.column("chip_id")[0].as_py()], k=3)
-    pinned = clay_search.connect(path, version=old_version)
-    assert len(pinned) == len(st) and pinned.version == old_version
     with pytest.warns(UserWarning, match="does not match"):
-        again = pinned.search([st.attrs.column("chip_id")[0].as_py()], k=3)
+        res = latest.search([some], k=3)
+    assert res.meta["index"] == "exact" and _index_files(path) == before
+    pinned = clay_search.connect(path, version=old_version)  # the index matches the old one
+    again = pinned.search([some], k=3)
     assert again.chip_ids == first.chip_ids and again.version == old_version
+    assert again.meta["index"] == "flat"
+    assert latest.sync().action == "added" and latest.search([some], k=3).meta["index"] == "flat"
+
+    # columns added (predictions) and no-op commits keep the index valid: no rebuild
+    table.add_columns({"pred_score": "cast(0.25 as float)"})
+    table.add_columns({"pred_label": "cast('x' as string)"})
+    cols = clay_search.connect(path)
+    assert cols.version > latest.version
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cols.search([some], k=3).meta["index"] == "flat"
+    assert sync_index(path).action == "unchanged"
     with pytest.raises(QueryError, match="does not exist"):
         clay_search.connect(path, version=999)
 
 
-def test_vectors_outlive_their_store(sample_dir, tmp_path_factory):
+def test_chip_id_prefixes(store):
+    ids = sorted(store.attrs.column("chip_id").to_pylist())
+    full = ids[0]
+    assert store.get(full[:8]).chip_ids == [full]
+    assert store.resolve_ids([full[:6], ids[1]]) == [full, ids[1]]
+    assert store.search([full[:8]], k=3).chip_ids == store.search([full], k=3).chip_ids
+    # an ambiguous prefix names its candidates
+    from clay_search.errors import AmbiguousChipError
+
+    shared = next(
+        (a[:n] for a, b in zip(ids, ids[1:], strict=False) for n in (4, 3) if a[:n] == b[:n]),
+        None,
+    )
+    if shared is not None and len(shared) >= 4:
+        with pytest.raises(AmbiguousChipError, match="give more characters"):
+            store.get(shared)
+    with pytest.raises(UnknownChipError, match="clay-search chips --store"):
+        store.get("zzzzzzzz")
+    with pytest.raises(UnknownChipError):
+        store.get(full[:3])  # too short to count as a prefix
+
+
+def test_ambiguous_prefix_lists_candidates(tmp_path, nano_weights, sample_dir):
+    import pyarrow as pa
+
+    from clay_search.errors import AmbiguousChipError
+    from clay_search.store import open_chips_table, read_store_info
+
+    path = build_store(tmp_path / "s", sample_dir, nano_weights, per_class=1)
+    table = open_chips_table(read_store_info(path))
+    row = table.search().limit(2).to_arrow()
+    table.add(row.set_column(0, "chip_id", pa.array(["abcd0001", "abcd0002"])))
+    st = clay_search.connect(path, index="exact")
+    with pytest.raises(AmbiguousChipError, match="abcd0001, abcd0002"):
+        st.search(["abcd"])
+    assert st.get("abcd0002").chip_ids == ["abcd0002"]
+
+
+def test_fluent_query(store):
+    ids = store.attrs.column("chip_id").to_pylist()
+    q = store.query().where(bbox=(-20, 30, 40, 70)).where(start="2018-01-01")
+    direct = store.search([ids[0]], [ids[1]], 5, bbox=(-20, 30, 40, 70), start="2018-01-01")
+    res = q.positives(ids[0]).negatives([ids[1]]).limit(5).to_results()
+    assert res.chip_ids == direct.chip_ids
+    gdf = q.positives(ids[0]).limit(5).to_geopandas()
+    assert len(gdf) == 5 and gdf.crs == "EPSG:4326"
+    assert q.limit(4).to_pandas()["chip_id"].tolist() == store.chips(
+        bbox=(-20, 30, 40, 70), start="2018-01-01", limit=4
+    ).chip_ids
+    refined = store.query().positives(ids[:2]).refine().limit(3).to_results()
+    assert refined.chip_ids == store.refine(ids[:2], k=3).chip_ids
+
+
+def test_vectors_outlive_their_store(sample_store):
     """``connect(...).vectors`` of a flat index stays valid after the store is gone (it was a
     raw view into the freed FAISS index before) and cannot be written into."""
     import gc
     import json
 
-    path = cached_store(tmp_path_factory, sample_dir)
+    path = sample_store
     meta = json.loads(next(path.rglob("index.json")).read_text())
     assert meta["kind"] == "flat"  # the zero-copy path
     with_store = clay_search.connect(path)

@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 
 from clay_search.cli.options import StoreOpt, WeightsOpt, handle_errors
+from clay_search.store.layout import STORE_ENV_VAR as STORE_ENV
+from clay_search.store.layout import WEIGHTS_ENV_VAR as WEIGHTS_ENV
 
-STORE_ENV = "CLAY_SEARCH_STORE"
 MAX_UPLOAD_MB = 5  # Streamlit refuses bigger uploads (app/upload.py checks the bytes again)
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-WEIGHTS_ENV = "CLAY_SEARCH_WEIGHTS"
 
 
 def script_path() -> Path:

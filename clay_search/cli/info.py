@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clay_search.cli.options import WeightsOpt, handle_errors
+from clay_search.cli.options import VerboseOpt, WeightsOpt, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -18,12 +18,22 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def info(
+    name: Annotated[
+        str | None, typer.Argument(help="A sensor name: show its bands (same as --sensor).")
+    ] = None,
     weights: WeightsOpt = None,
     sensor: Annotated[str | None, typer.Option(help="Show one sensor's bands.")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """List sensors (or one sensor's bands) and describe the model weights."""
+    """List sensors (or one sensor's bands) and describe the model weights.
+
+    Chips of a store are listed by `clay-search chips --store PATH`.
+    """
     from clay_search.model import SensorRegistry, load_encoder
 
+    if name and sensor and name != sensor:
+        raise typer.BadParameter(f"give one sensor, not {name!r} and --sensor {sensor!r}")
+    sensor = sensor or name
     console = Console()
     reg = SensorRegistry.default()
     if sensor:

@@ -6,10 +6,24 @@ Each module named in ``COMMANDS`` defines ``register(app)``.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
-COMMANDS = ["info", "ingest", "search", "import_", "index", "train", "eval", "app"]
+from clay_search.cli.options import CLICK_EXCEPTION, VerboseOpt
+
+COMMANDS = [
+    "info",
+    "ingest",
+    "search",
+    "chips",
+    "import_",
+    "index",
+    "train",
+    "eval",
+    "app",
+    "weights",
+]
 
 app = typer.Typer(
     name="clay-search",
@@ -21,7 +35,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(verbose: VerboseOpt = False) -> None:
     """Earth-observation embeddings (Clay) and similarity search."""
 
 
@@ -29,5 +43,22 @@ for _name in COMMANDS:
     importlib.import_module(f"clay_search.cli.{_name}").register(app)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The ``clay-search`` entry point: ``app`` with usage errors (unknown option, a value that
+    does not parse) printed in one line and exit status 2, like every other user error."""
+    try:
+        rv = app(args=argv, prog_name="clay-search", standalone_mode=False)
+    except CLICK_EXCEPTION as e:
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(e.format_message().split())
+        typer.secho(f"Error: {message}{hint}", fg=typer.colors.RED, err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.secho("Aborted.", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

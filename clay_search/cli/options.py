@@ -1,15 +1,21 @@
-"""Options shared by several subcommands, and the one-line error handling of the CLI."""
+"""Options shared by several subcommands, and the one-line error handling of the CLI.
+
+Each option is defined once here (name, type, default, help) and used by every subcommand that
+takes it, as rasterio's ``rio/options.py`` does. The filter options build one
+:class:`~clay_search.filters.Filters` (:func:`filters_from_options`).
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from clay_search.errors import ClaySearchError
+from clay_search.errors import ClaySearchError, QueryError
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (LanceDB + index).")]
 WeightsOpt = Annotated[
@@ -18,16 +24,192 @@ WeightsOpt = Annotated[
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")]
 
+# -- filters (one Filters object; see clay_search.filters) -------------------------------------
+BboxOpt = Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in degrees (lon/lat).")]
+GeometryOpt = Annotated[
+    Path | None, typer.Option(help="GeoJSON/WKT file: keep chips intersecting it.")
+]
+StartOpt = Annotated[str | None, typer.Option(help="Earliest date (ISO, inclusive).")]
+EndOpt = Annotated[str | None, typer.Option(help="Latest date (ISO, inclusive).")]
+SensorOpt = Annotated[
+    list[str] | None, typer.Option("--sensor", help="Keep chips of this sensor (repeatable).")
+]
+LabelOpt = Annotated[
+    list[str] | None, typer.Option("--label", help="Keep chips with this label (repeatable).")
+]
+UndatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--undated/--no-undated", help="With --start/--end, also keep chips without a date."
+    ),
+]
+PredLabelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--pred-label", help="Keep chips predicted as this label (repeatable)."),
+]
+MinPredScoreOpt = Annotated[
+    float | None, typer.Option("--min-pred-score", help="Keep chips with pred_score >= this.")
+]
+VersionOpt = Annotated[int | None, typer.Option(help="Query this table version.")]
+OutOpt = Annotated[
+    Path | None, typer.Option(help="Write the chips (.geojson, .json, .parquet, .csv).")
+]
+
+#: Output suffixes ``write_results`` knows.
+OUT_SUFFIXES = (".geojson", ".json", ".parquet", ".geoparquet", ".csv")
+
+
+def parse_floats(text: str | None, n: int, name: str) -> list[float] | None:
+    """``n`` comma-separated numbers from an option's text (None stays None)."""
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in text.replace(" ", ",").split(",") if v]
+    except ValueError as e:
+        raise QueryError(f"{name} must be {n} comma-separated numbers; got {text!r}") from e
+    if len(vals) != n:
+        raise QueryError(f"{name} must be {n} comma-separated numbers; got {text!r}")
+    return vals
+
+
+def filters_from_options(
+    *,
+    bbox: str | None = None,
+    geometry: Path | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    sensor: list[str] | None = None,
+    label: list[str] | None = None,
+    undated: bool = False,
+    pred_label: list[str] | None = None,
+    min_pred_score: float | None = None,
+):
+    """The :class:`~clay_search.filters.Filters` the filter options describe."""
+    from clay_search.filters import Filters
+
+    geom_text = None
+    if geometry is not None:
+        try:
+            geom_text = geometry.read_text()
+        except OSError as e:
+            raise QueryError(f"cannot read --geometry {geometry}: {e}") from e
+    return Filters(
+        bbox=parse_floats(bbox, 4, "--bbox"),
+        geometry=geom_text,
+        start=start,
+        end=end,
+        sensor=sensor or None,
+        label=label or None,
+        undated=undated,
+        pred_label=pred_label or None,
+        min_pred_score=min_pred_score,
+    )
+
+
+def check_out(out: Path | None) -> None:
+    """Refuse an output path of an unknown type before any work is done."""
+    if out is not None and out.suffix.lower() not in OUT_SUFFIXES:
+        raise QueryError(
+            f"unknown output type {out.suffix or '(none)'!r} for {out}; "
+            f"use one of {', '.join(OUT_SUFFIXES)}"
+        )
+    if out is not None and not out.parent.exists():
+        raise QueryError(f"folder {out.parent} for --out does not exist; create it first")
+
+
+def write_results(results, out: Path, *, merge: bool = False) -> Path:
+    """Write results by file extension: .geojson/.json, .parquet/.geoparquet, .csv."""
+    check_out(out)
+    suffix = out.suffix.lower()
+    if suffix in {".geojson", ".json"}:
+        return results.to_geojson(out, merge=merge)
+    if suffix in {".parquet", ".geoparquet"}:
+        return results.to_geoparquet(out, merge=merge)
+    df = results.to_pandas().drop(columns=["geometry", "thumbnail"], errors="ignore")
+    df.to_csv(out, index=False)
+    return out
+
+
+def cell(value) -> str:
+    """A table cell: empty for missing values (None, NaN, NaT), else ``str(value)``."""
+    import pandas as pd
+
+    try:
+        if value is None or bool(pd.isna(value)):
+            return ""
+    except (TypeError, ValueError):  # arrays and the like: not a scalar
+        pass
+    return str(value)
+
+
+#: Exceptions that are the user's to fix: one line, exit status 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ClaySearchError,
+    ValueError,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+#: typer's own click (typer >= 0.22 vendors click as ``typer._click``; older ones use click).
+CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_PASS_THROUGH = (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt)
+
+
+def _current_context():
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click import get_current_context
+    return get_current_context(silent=True)
+
+
+def _verbose(kwargs: dict) -> bool:
+    """``--verbose`` of the command, or of ``clay-search --verbose CMD``."""
+    if kwargs.get("verbose"):
+        return True
+    ctx = _current_context()
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and root.params.get("verbose"))
+
 
 def handle_errors(func):
-    """Print clay-search errors in one line without a traceback and exit with status 2."""
+    """Turn every user error into one line on stderr and exit status 2.
+
+    User errors are clay-search's own errors, click/typer parameter errors raised inside the
+    command, ``ValueError`` and file-system errors. Anything else is a bug: one line naming it
+    and exit status 1. ``--verbose`` (the command's or ``clay-search --verbose CMD``) prints the
+    traceback first.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except ClaySearchError as e:
-            typer.secho(f"Error: {e}", fg=typer.colors.RED, err=True)
+        except _PASS_THROUGH:
+            raise
+        except CLICK_EXCEPTION as e:
+            _report(e, kwargs, e.format_message())
             sys.exit(2)
+        except USER_ERRORS as e:
+            _report(e, kwargs, str(e) or type(e).__name__)
+            sys.exit(2)
+        except Exception as e:  # noqa: BLE001 - a bug: still one line unless --verbose
+            _report(
+                e,
+                kwargs,
+                f"unexpected {type(e).__name__}: {e} (a bug; rerun with --verbose for the "
+                "traceback and report it)",
+            )
+            sys.exit(1)
 
     return wrapper
+
+
+def _report(e: BaseException, kwargs: dict, message: str) -> None:
+    if _verbose(kwargs):
+        traceback.print_exception(e, file=sys.stderr)
+    line = " ".join(message.split("\n")).strip()
+    typer.secho(f"Error: {line}", fg=typer.colors.RED, err=True)

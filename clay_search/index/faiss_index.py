@@ -12,6 +12,8 @@ import math
 import faiss
 import numpy as np
 
+from clay_search.errors import QueryError
+
 EXACT_THRESHOLD = 50_000
 KINDS = ("auto", "flat", "ivf", "hnsw")
 TARGET_RECALL = 0.97
@@ -21,7 +23,7 @@ _TUNE_K = 50
 def choose_kind(n: int, kind: str = "auto") -> str:
     """The index kind to use for ``n`` rows (``kind`` overrides unless it is ``auto``)."""
     if kind not in KINDS:
-        raise ValueError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise QueryError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind != "auto":
         return kind
     return "flat" if n < EXACT_THRESHOLD else "ivf"
@@ -47,7 +49,7 @@ def build_index(vectors: np.ndarray, kind: str, *, seed: int = 0) -> tuple[faiss
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
     else:
-        raise ValueError(f"unknown index kind {kind!r}")
+        raise QueryError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS[1:])}")
     if n:
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     params.update(tune(index, kind, vectors, seed=seed))

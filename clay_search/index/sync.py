@@ -1,4 +1,7 @@
-"""Keep the FAISS index in ``<store>/index/`` in step with the chips table.
+"""Keep a FAISS index folder in step with a chips table.
+
+This module knows a LanceDB table and an index folder, nothing about the store directory
+(``clay_search.store`` opens both and calls in here: the store layer sits above the index layer).
 
 Files: ``index.faiss`` (vectors, normalised; FAISS ids are row numbers ``0..n-1``),
 ``ids.arrow`` (the id map: row number -> ``chip_id``) and ``index.json`` (the table version the
@@ -20,22 +23,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from clay_search.errors import IndexStaleError, StoreNotFoundError
+from clay_search.errors import IndexStaleError
 from clay_search.index.faiss_index import apply_params, build_index, choose_kind, tune
 from clay_search.index.vectors import read_ids_and_vectors
-from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.arrow"
 META_FILE = "index.json"
-_HISTORY_KEYS = ("total_rows", "total_data_files", "total_deletion_files")
+_HISTORY_KEYS = (
+    "total_rows",
+    "total_data_files",
+    "total_deletion_files",
+    "total_deletion_file_rows",
+)
 
 
 @dataclass
 class IndexReport:
     """What :func:`sync_index` did."""
 
-    action: str  # "unchanged", "added", "rebuilt"
+    action: str  # "unchanged", "added", "reordered", "rebuilt"
     kind: str
     table_version: int
     count: int
@@ -87,6 +94,11 @@ def _only_appended(table, since: int, now: int) -> bool:
         try:
             if int(cur["total_deletion_files"]) != int(prev["total_deletion_files"]):
                 return False
+            # a second update or delete in a fragment that already has a deletion file grows
+            # that file, not the number of files: count the deleted rows too
+            deleted = "total_deletion_file_rows"
+            if int(cur.get(deleted, 0)) != int(prev.get(deleted, 0)):
+                return False
             if int(cur["total_data_files"]) < int(prev["total_data_files"]):
                 return False
             if int(cur["total_rows"]) < int(prev["total_rows"]):
@@ -97,9 +109,27 @@ def _only_appended(table, since: int, now: int) -> bool:
     return True
 
 
-def read_index_meta(info: StoreInfo) -> dict | None:
-    """``index.json`` of a store, or ``None`` if there is no index yet."""
-    path = info.index_path / META_FILE
+def covers_version(table, meta: dict, version: int) -> bool:
+    """Whether an index built for ``meta["table_version"]`` still matches ``version``.
+
+    True when the versions are equal, or when every commit in between kept the rows (same count,
+    no deletions: e.g. columns added by predictions, or commits that changed nothing), so the
+    ids and embeddings the index holds are those of ``version``.
+    """
+    built = int(meta["table_version"])
+    if built == version:
+        return True
+    if built > version:
+        return False
+    hist = _history(table, version)
+    if not hist or hist.get("total_rows") != int(meta["count"]):
+        return False
+    return _only_appended(table, built, version)
+
+
+def read_index_meta(folder: str | Path) -> dict | None:
+    """``index.json`` in ``folder``, or ``None`` if there is no index yet."""
+    path = Path(folder) / META_FILE
     if not path.exists():
         return None
     try:
@@ -108,39 +138,38 @@ def read_index_meta(info: StoreInfo) -> dict | None:
         return None
 
 
-def load_index(store_path: str | Path) -> LoadedIndex:
-    """Read the store's index; :class:`IndexStaleError` if it is missing or inconsistent."""
-    info = read_store_info(store_path)
-    meta = read_index_meta(info)
+def load_index(folder: str | Path) -> LoadedIndex:
+    """Read the index in ``folder``; :class:`IndexStaleError` if it is missing or inconsistent."""
+    folder = Path(folder)
+    meta = read_index_meta(folder)
     if meta is None:
-        raise IndexStaleError(f"store {info.path} has no index; run `clay-search index --rebuild`")
+        raise IndexStaleError(f"no index in {folder}; run `clay-search index --sync`")
     try:
-        index = faiss.read_index(str(info.index_path / INDEX_FILE))
-        with ipc.open_file(str(info.index_path / IDS_FILE)) as reader:
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        with ipc.open_file(str(folder / IDS_FILE)) as reader:
             ids = reader.read_all().column("chip_id").combine_chunks()
     except (RuntimeError, OSError, pa.ArrowException, KeyError) as e:
         raise IndexStaleError(
-            f"the index files in {info.index_path} are damaged or missing ({str(e)[:200]}); "
+            f"the index files in {folder} are damaged or missing ({str(e)[:200]}); "
             "run `clay-search index --rebuild` (the chips table is not affected)"
         ) from e
     if index.ntotal != meta["count"] or len(ids) != meta["count"]:
         raise IndexStaleError(
-            f"index files of {info.path} disagree (a sync was interrupted?); "
+            f"index files in {folder} disagree (a sync was interrupted?); "
             "run `clay-search index --rebuild`"
         )
     apply_params(index, meta["kind"], meta.get("params", {}))
     return LoadedIndex(index, ids, meta)
 
 
-def _save(info: StoreInfo, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+def _save(folder: Path, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
     from clay_search.store.lock import guarded_write
 
-    with guarded_write(info.path, "writing the index"):
-        _save_files(info, index, ids, meta)
+    with guarded_write(folder, "writing the index"):
+        _save_files(folder, index, ids, meta)
 
 
-def _save_files(info: StoreInfo, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
-    folder = info.index_path
+def _save_files(folder: Path, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / META_FILE
     if meta_path.exists():
@@ -152,46 +181,34 @@ def _save_files(info: StoreInfo, index: faiss.Index, ids: pa.Array, meta: dict) 
     with ipc.new_file(str(tmp_ids), pa.schema([("chip_id", pa.string())])) as writer:
         writer.write_table(pa.table({"chip_id": ids.cast(pa.string())}))
     os.replace(tmp_ids, folder / IDS_FILE)
-    tmp_meta = folder / (META_FILE + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp_meta, meta_path)
+    _write_meta(folder, meta)
 
 
-def sync_index(
-    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0,
-    wait: float = 60.0,
+def sync_table_index(
+    table,
+    folder: str | Path,
+    *,
+    model_id: str,
+    dim: int,
+    kind: str = "auto",
+    rebuild: bool = False,
+    seed: int = 0,
 ) -> IndexReport:
-    """Bring ``<store>/index/`` up to the current table version and report what was done.
+    """Bring the index in ``folder`` up to ``table``'s current version; report what was done.
 
-    Holds the store's write lock (:mod:`clay_search.store.lock`) meanwhile, waiting up to
-    ``wait`` seconds for another writer (:class:`~clay_search.errors.StoreBusyError` after
-    that); the rest is :func:`_sync_locked`.
-    """
-    from clay_search.store.lock import store_lock
-
-    info = read_store_info(store_path)
-    with store_lock(info.path, "index sync", wait=wait):
-        return _sync_locked(info.path, kind=kind, rebuild=rebuild, seed=seed)
-
-
-def _sync_locked(
-    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0
-) -> IndexReport:
-    """Bring ``<store>/index/`` up to the current table version and report what was done.
-
-    Adds the new rows when the table only grew since the indexed version (no deletes or
-    updates, same ids in the same order); rebuilds otherwise, or when ``rebuild`` is set, or
-    when ``kind`` (``auto``/``flat``/``ivf``/``hnsw``) asks for another kind than the index has.
+    Unchanged (only ``index.json`` moves to the new version) when the commits since the indexed
+    version kept every row (columns added, no-op commits); adds the new rows when the table only
+    grew (no deletes or updates, same ids in the same order); re-adds the same vectors in the
+    new row order (no training, no tuning) when rows were rewritten with the same ids and
+    embeddings (predictions written with ``update``); rebuilds otherwise, or when
+    ``rebuild`` is set, or when ``kind`` (``auto``/``flat``/``ivf``/``hnsw``) asks for another
+    kind than the index has.
     """
     t0 = time.perf_counter()
-    info = read_store_info(store_path)
-    try:
-        table = open_chips_table(info, create=False)
-    except StoreNotFoundError:
-        table = open_chips_table(info, create=True)
+    folder = Path(folder)
     version = int(table.version)
     n = table.count_rows()
-    meta = None if rebuild else read_index_meta(info)
+    meta = None if rebuild else read_index_meta(folder)
     wanted = choose_kind(n, kind)
 
     reason = "rebuild asked" if rebuild else "no index yet"
@@ -201,9 +218,12 @@ def _sync_locked(
             wanted, same_kind = meta["kind"], True  # keep an explicit earlier choice
         if not same_kind:
             reason = f"index kind {meta.get('kind')} -> {wanted}"
-        elif meta.get("model_id") != info.model_id or meta.get("dim") != info.dim:
+        elif meta.get("model_id") != model_id or meta.get("dim") != dim:
             reason = "store model changed"
-        elif int(meta["table_version"]) == version and int(meta["count"]) == n:
+        elif int(meta["count"]) == n and covers_version(table, meta, version):
+            if int(meta["table_version"]) != version:
+                meta.update(table_version=version, history=_history(table, version))
+                _write_meta(folder, meta)
             return IndexReport(
                 "unchanged",
                 meta["kind"],
@@ -216,17 +236,15 @@ def _sync_locked(
             )
         elif _can_append(table, meta, version, n):
             try:
-                loaded = load_index(info.path)
+                loaded = load_index(folder)
             except IndexStaleError as e:
                 reason = str(e)
             else:
-                new_ids, new_vecs = read_ids_and_vectors(
-                    table, info.dim, offset=loaded.index.ntotal
-                )
+                new_ids, new_vecs = read_ids_and_vectors(table, dim, offset=loaded.index.ntotal)
                 loaded.index.add(new_vecs)
                 params = dict(meta.get("params", {}))
                 if meta["kind"] != "flat" and n >= 2 * max(int(meta.get("tuned_count", 1)), 1):
-                    _, all_vecs = read_ids_and_vectors(table, info.dim)
+                    _, all_vecs = read_ids_and_vectors(table, dim)
                     params.update(tune(loaded.index, meta["kind"], all_vecs, seed=seed))
                     meta["tuned_count"] = n
                 ids = pa.concat_arrays([loaded.ids, new_ids.cast(pa.string())])
@@ -237,7 +255,7 @@ def _sync_locked(
                     history=_history(table, version),
                     updated=_now(),
                 )
-                _save(info, loaded.index, ids, meta)
+                _save(folder, loaded.index, ids, meta)
                 return IndexReport(
                     "added",
                     meta["kind"],
@@ -251,23 +269,65 @@ def _sync_locked(
         else:
             reason = "rows deleted or updated since the index was built"
 
-    ids, vecs = read_ids_and_vectors(table, info.dim)
+    ids, vecs = read_ids_and_vectors(table, dim)
+    if meta is not None and meta.get("kind") == wanted and int(meta["count"]) == n:
+        report = _readd_if_same(table, folder, meta, ids, vecs, t0)
+        if report is not None:
+            return report
     index, params = build_index(vecs, wanted, seed=seed)
     meta = {
         "table_version": version,
         "kind": wanted,
         "kind_asked": kind,
         "count": n,
-        "dim": info.dim,
+        "dim": dim,
         "metric": "cosine",
-        "model_id": info.model_id,
+        "model_id": model_id,
         "params": params,
         "tuned_count": n,
         "history": _history(table, version),
         "built": _now(),
     }
-    _save(info, index, ids, meta)
+    _save(folder, index, ids, meta)
     return IndexReport("rebuilt", wanted, version, n, n, time.perf_counter() - t0, reason, params)
+
+
+def _readd_if_same(
+    table, folder: Path, meta: dict, ids: pa.Array, vecs: np.ndarray, t0: float
+) -> IndexReport | None:
+    """Rows rewritten with the same ids and embeddings (e.g. predictions written with
+    ``update``): put the vectors back in the new row order without training or tuning again.
+    None if any id or embedding differs (then the caller rebuilds)."""
+    try:
+        loaded = load_index(folder)
+    except IndexStaleError:
+        return None
+    old_ids = loaded.ids.to_pylist()
+    pos = {c: i for i, c in enumerate(old_ids)}
+    new_ids = ids.to_pylist()
+    if len(pos) != len(old_ids) or len(new_ids) != len(old_ids) or set(new_ids) != set(pos):
+        return None
+    order = np.array([pos[c] for c in new_ids], dtype=np.int64)
+    stored = _reconstruct(loaded, np.arange(len(old_ids), dtype=np.int64))
+    if stored.shape != vecs.shape or not np.allclose(stored[order], vecs, atol=1e-6):
+        return None
+    index = loaded.index
+    index.reset()  # keeps an IVF's trained coarse quantiser
+    if len(vecs):
+        index.add(np.ascontiguousarray(vecs, dtype=np.float32))
+    version = int(table.version)
+    meta.update(table_version=version, history=_history(table, version), updated=_now())
+    _save(folder, index, ids.cast(pa.string()), meta)
+    return IndexReport(
+        "reordered",
+        meta["kind"],
+        version,
+        len(new_ids),
+        0,
+        time.perf_counter() - t0,
+        "rows rewritten with the same ids and embeddings: vectors re-added in the new order",
+        meta.get("params", {}),
+    )
 
 
 def _can_append(table, meta: dict, version: int, n: int) -> bool:
@@ -279,6 +339,12 @@ def _can_append(table, meta: dict, version: int, n: int) -> bool:
     if not _only_appended(table, int(meta["table_version"]), version):
         return False
     return True
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    tmp_meta = folder / (META_FILE + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp_meta, folder / META_FILE)
 
 
 def _now() -> str:
@@ -314,14 +380,12 @@ class IndexCheck:
         return d
 
 
-def check_index(store_path: str | Path, *, atol: float = 1e-5) -> IndexCheck:
-    """Compare the index with the table row by row (ids and vectors)."""
-    info = read_store_info(store_path)
-    table = open_chips_table(info, create=False)
-    ids, vecs = read_ids_and_vectors(table, info.dim)
+def check_table_index(table, folder: str | Path, *, dim: int, atol: float = 1e-5) -> IndexCheck:
+    """Compare the index in ``folder`` with ``table`` row by row (ids and vectors)."""
+    ids, vecs = read_ids_and_vectors(table, dim)
     table_ids = ids.to_pylist()
     try:
-        loaded = load_index(info.path)
+        loaded = load_index(folder)
     except IndexStaleError:
         return IndexCheck(int(table.version), None, len(table_ids), 0, table_ids, [], [])
     index_ids = loaded.ids.to_pylist()
@@ -336,9 +400,10 @@ def check_index(store_path: str | Path, *, atol: float = 1e-5) -> IndexCheck:
         rows = vecs[[i for i, _ in present]]
         bad = np.abs(stored - rows).max(axis=1) > atol
         stale = [table_ids[present[j][0]] for j in np.flatnonzero(bad)]
+    covered = covers_version(table, loaded.meta, int(table.version))
     return IndexCheck(
         int(table.version),
-        loaded.table_version,
+        int(table.version) if covered else loaded.table_version,
         len(table_ids),
         len(index_ids),
         missing,

@@ -22,12 +22,15 @@ def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray
     return mat.reshape(n, dim)
 
 
-def l2_normalise(mat: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero); float32, C-contiguous."""
-    mat = np.ascontiguousarray(mat, dtype=np.float32)
+def l2_normalise(mat: np.ndarray, *, dtype: type = np.float32) -> np.ndarray:
+    """Rows (last axis) scaled to unit length; zero rows stay zero. C-contiguous ``dtype``.
+
+    The one L2 normalisation of the project (search, index, evaluation).
+    """
+    mat = np.ascontiguousarray(mat, dtype=dtype)
     norms = np.linalg.norm(mat, axis=-1, keepdims=True)
     norms[norms == 0] = 1.0
-    return np.ascontiguousarray(mat / norms, dtype=np.float32)
+    return np.ascontiguousarray(mat / norms, dtype=dtype)
 
 
 def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array, np.ndarray]:
@@ -41,6 +44,8 @@ def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array,
 
 
 def read_ids(table) -> pa.Array:
-    """All chip ids in scan order."""
+    """All chip ids in scan order (the one chip-id read: writers, importer, store)."""
+    if table.count_rows() == 0:
+        return pa.array([], pa.string())
     data = table.search().select(["chip_id"]).limit(None).to_arrow()
     return data.column("chip_id").combine_chunks()

@@ -191,12 +191,14 @@ def import_geoparquet(
 
 def _import_locked(info, rows: pa.Table, p: Path, mid: str, dim: int, sync: bool) -> dict:
     """The import's writes, under the store's write lock."""
-    from clay_search.index import sync_index
+    from clay_search.store import sync_index
     from clay_search.store.layout import open_chips_table
 
     chips = open_chips_table(info)
-    have = chips.search().select(["chip_id"]).limit(None).to_arrow().column("chip_id")
-    new_mask = pc.invert(pc.is_in(rows.column("chip_id"), value_set=have.combine_chunks()))
+    from clay_search.index.vectors import read_ids
+
+    have = read_ids(chips)
+    new_mask = pc.invert(pc.is_in(rows.column("chip_id"), value_set=have))
     new = rows.filter(new_mask)
     # duplicates inside the file itself: keep the first
     _, first = np.unique(

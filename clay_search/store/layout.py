@@ -22,6 +22,10 @@ INDEX_DIR = "index"
 RUNS_DIR = "runs"
 STORE_FORMAT = "clay-search-store"
 STORE_FORMAT_VERSION = 1
+#: Environment variable naming the store the app (and ``clay-search app``) opens.
+STORE_ENV_VAR = "CLAY_SEARCH_STORE"
+#: Environment variable naming the weights used to embed query images in the app.
+WEIGHTS_ENV_VAR = "CLAY_SEARCH_WEIGHTS"
 
 
 @dataclass(frozen=True)

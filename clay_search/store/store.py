@@ -12,29 +12,37 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from clay_search.errors import (
+    AmbiguousChipError,
     IndexStaleError,
     QueryError,
-    StoreBusyError,
     StoreMismatchError,
     StoreNotFoundError,
     UnknownChipError,
 )
-from clay_search.filters import FilterEngine, Filters, make_filters
-from clay_search.index.sync import LoadedIndex, load_index, sync_index
+from clay_search.filters import FilterEngine, FilterKeywords, Filters
+from clay_search.index.sync import LoadedIndex, covers_version, load_index
 from clay_search.index.vectors import l2_normalise, read_ids_and_vectors
 from clay_search.results import Results
 from clay_search.search import NEGATIVE_WEIGHT, exact_search, query_vector
 from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
 
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Unpack
+
+    from clay_search.index import IndexReport
+    from clay_search.query import Query
+
 #: Columns not held in memory (the embeddings; thumbnails are read for the results only).
 HEAVY_COLUMNS = ("embedding", "patch_embeddings", "thumbnail")
 INDEX_MODES = ("auto", "exact")
+#: Shortest chip-id prefix accepted in place of a full id.
+MIN_PREFIX = 4
 
 Example = str | Sequence[float] | np.ndarray
 
@@ -49,15 +57,15 @@ def connect(
     version: int | None = None,
     weights: str | Path | None = None,
     index: str = "auto",
-    sync: bool = True,
 ) -> Store:
-    """Open the store at ``uri`` for querying.
+    """Open the store at ``uri`` for querying (read-only: nothing is written).
 
     ``version`` pins a table version (default: the latest). ``weights`` are the model weights used
     to embed query images (default: the bundled weights). ``index="exact"`` always scores every
-    chip with numpy; ``"auto"`` uses the FAISS index when it matches the table version. When the
-    index is behind the latest version, ``sync=True`` updates it first (otherwise exact search is
-    used); either way ``Results.meta["index"]`` says what answered.
+    chip with numpy; ``"auto"`` uses the FAISS index when it matches the table version (commits
+    that only added columns still match). An index behind the table is not touched: exact search
+    answers and ``Results.meta["index_note"]`` says so; ``store.sync()`` (or ``clay-search index
+    --sync``) brings it up to date. ``Results.meta["index"]`` says what answered.
     Object-store URIs (``s3://``, ``gs://``, ...) open the LanceDB database there directly, with
     exact search (no FAISS index).
     """
@@ -78,15 +86,22 @@ def connect(
         first = table.search().select(["model_id"]).limit(1).to_arrow().column("model_id")
         model_id = first[0].as_py() if len(first) else "unknown"
         info = StoreInfo(Path(uri_s), str(model_id), int(dim), None, "")
-        return Store(info, table, version=version, weights=weights, index="exact", sync=False)
+        return Store(info, table, version=version, weights=weights, index="exact")
     path = Path(uri_s.removeprefix("file://"))
     info = read_store_info(path)
     table = open_chips_table(info, create=False)
-    return Store(info, table, version=version, weights=weights, index=index, sync=sync)
+    return Store(info, table, version=version, weights=weights, index=index)
 
 
 class Store:
-    """A chips table pinned to one version, with its index, filters and query methods."""
+    """A chips table pinned to one version, with its index, filters and query methods.
+
+    Every query method takes ``filters=Filters(...)`` and/or the same keywords (``bbox``,
+    ``geometry``, ``start``, ``end``, ``sensor``, ``label``, ``undated``, ``pred_label``,
+    ``min_pred_score``; see :class:`~clay_search.filters.Filters`), validated by it. Chip ids may
+    be given as unique prefixes (at least :data:`MIN_PREFIX` characters). Queries never write;
+    :meth:`sync` is the one method that does (it updates the index).
+    """
 
     def __init__(
         self,
@@ -96,7 +111,6 @@ class Store:
         version: int | None = None,
         weights: str | Path | None = None,
         index: str = "auto",
-        sync: bool = True,
     ) -> None:
         self.info = info
         self.latest_version = int(table.version)
@@ -112,10 +126,10 @@ class Store:
         self.version = int(table.version)
         self.weights = weights
         self._index_mode = index
-        self._sync = sync
         self._lock = threading.RLock()
         self._attrs: pa.Table | None = None
         self._id_rows: dict[str, int] | None = None
+        self._sorted_ids: tuple[np.ndarray, np.ndarray] | None = None
         self._engine: FilterEngine | None = None
         self._vectors: np.ndarray | None = None
         self._index: LoadedIndex | None = None
@@ -163,8 +177,9 @@ class Store:
         self._ensure_index()
 
         def counts(name: str) -> dict:
+            """Chips per value; chips without one are not a value (see ``unlabelled``)."""
             vc = a.column(name).value_counts().to_pylist()
-            return {str(d["values"]): int(d["counts"]) for d in vc}
+            return {str(d["values"]): int(d["counts"]) for d in vc if d["values"] is not None}
 
         return {
             "path": str(self.path),
@@ -190,6 +205,8 @@ class Store:
             else None,
             "sensors": counts("sensor"),
             "labels": counts("label"),
+            "unlabelled": int(a.column("label").null_count),
+            "undated": int((~eng.has_time).sum()),
             "index": self._index.meta if self._index is not None else None,
             "index_note": self._index_note,
         }
@@ -204,19 +221,62 @@ class Store:
             return self._engine
 
     def _rows_of(self, chip_ids: Sequence[str]) -> np.ndarray:
+        """Row numbers of chip ids (full ids or unique prefixes), in the order given."""
         with self._lock:
             if self._id_rows is None:
                 ids = self.attrs.column("chip_id").to_pylist()
                 self._id_rows = {c: i for i, c in enumerate(ids)}
-        unknown = [c for c in chip_ids if c not in self._id_rows]
+        rows, unknown = [], []
+        for c in chip_ids:
+            row = self._id_rows.get(c)
+            if row is None:
+                row = self._prefix_row(c)
+            if row is None:
+                unknown.append(c)
+            else:
+                rows.append(row)
         if unknown:
             shown = ", ".join(repr(c) for c in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise UnknownChipError(
                 f"chip id {shown}{more} not in store {self.path} (version {self.version}); "
-                "list ids with store.chips() or `clay-search info`"
+                f"list ids with store.chips() or `clay-search chips --store {self.path}`"
             )
-        return np.array([self._id_rows[c] for c in chip_ids], dtype=np.int64)
+        return np.array(rows, dtype=np.int64)
+
+    def _prefix_row(self, prefix: str) -> int | None:
+        """The row of the one chip whose id starts with ``prefix`` (None if none does)."""
+        if not isinstance(prefix, str) or len(prefix) < MIN_PREFIX:
+            return None
+        with self._lock:
+            if self._sorted_ids is None:
+                ids = np.array(self.attrs.column("chip_id").to_pylist(), dtype=object)
+                order = np.argsort(ids, kind="stable")
+                self._sorted_ids = (ids[order].astype(str), order)
+        ids, order = self._sorted_ids
+        lo = int(np.searchsorted(ids, prefix, side="left"))
+        hi = lo
+        while hi < len(ids) and ids[hi].startswith(prefix):
+            hi += 1
+            if hi - lo > 10:
+                break
+        if hi == lo:
+            return None
+        if hi - lo > 1:
+            shown = ", ".join(ids[lo : min(hi, lo + 10)])
+            more = " and more" if hi - lo > 10 else ""
+            raise AmbiguousChipError(
+                f"chip id prefix {prefix!r} matches {'over 10' if more else hi - lo} chips "
+                f"({shown}{more}); give more characters"
+            )
+        return int(order[lo])
+
+    def resolve_ids(self, chip_ids: str | Sequence[str]) -> list[str]:
+        """Full chip ids for ids or unique id prefixes (:class:`UnknownChipError` if absent,
+        :class:`AmbiguousChipError` listing the candidates if a prefix matches several)."""
+        ids = [chip_ids] if isinstance(chip_ids, str) else list(chip_ids)
+        rows = self._rows_of(ids)
+        return self.attrs.column("chip_id").take(pa.array(rows, pa.int64())).to_pylist()
 
     @property
     def vectors(self) -> np.ndarray:
@@ -234,7 +294,7 @@ class Store:
             return self._vectors
 
     def _ensure_index(self) -> LoadedIndex | None:
-        """The FAISS index if it matches this version (syncing it first if allowed), else None."""
+        """The FAISS index if it matches this version, else None (and a note why). Read-only."""
         with self._lock:
             if self._index is not None or self._index_note is not None:
                 return self._index
@@ -242,20 +302,10 @@ class Store:
                 self._index_note = "exact search (index='exact')"
                 return None
             try:
-                idx = load_index(self.path)
-                matches = idx.table_version == self.version
+                idx = load_index(self.info.index_path)
+                matches = covers_version(self.table, idx.meta, self.version)
             except (IndexStaleError, OSError, RuntimeError):
                 idx, matches = None, False
-            if not matches and self.version == self.latest_version and self._sync:
-                try:  # a writer at work holds the lock: search this version exactly meanwhile
-                    report = sync_index(self.path, wait=0)
-                except StoreBusyError:
-                    report = None
-                if report is not None:
-                    note = f"index synced to version {report.table_version} ({report.action})"
-                    idx = load_index(self.path)
-                    matches = idx.table_version == self.version
-                    warnings.warn(f"clay-search: {note}", stacklevel=3)
             if (
                 idx is not None
                 and matches
@@ -263,12 +313,27 @@ class Store:
             ):
                 self._index = idx
                 return idx
+            if len(self) == 0:
+                self._index_note = "the store holds no chips yet"
+                return None
             self._index_note = (
                 f"the index does not match table version {self.version}; exact search used "
-                "(run `clay-search index --rebuild` for the latest version)"
+                f"(run `clay-search index --sync --store {self.path}` or store.sync())"
             )
             warnings.warn(f"clay-search: {self._index_note}", stacklevel=3)
             return None
+
+    def sync(self, *, kind: str = "auto", rebuild: bool = False) -> IndexReport:
+        """Bring the store's index up to the latest table version (the one query-side method
+        that writes) and use it from now on if this store is at that version."""
+        from clay_search.store.indexing import sync_index
+
+        report = sync_index(self.path, kind=kind, rebuild=rebuild)
+        with self._lock:
+            self._index = None
+            self._index_note = None
+            self._vectors = None
+        return report
 
     # -- building results ------------------------------------------------------------------------
     def _results(self, rows: np.ndarray, scores: np.ndarray | None, meta: dict) -> Results:
@@ -281,26 +346,58 @@ class Store:
         )
         t = t.append_column("score", score)
         t = t.append_column("rank", pa.array(np.arange(1, len(rows) + 1), pa.int32()))
-        table = self.table
         has_thumb = "thumbnail" in self.table.schema.names
 
         def fetch(res: pa.Table) -> pa.Table:
             if not has_thumb or "thumbnail" in res.column_names:
                 return res
-            if len(rows):
-                thumbs = table.take_offsets(rows.tolist()).select(["thumbnail"]).to_arrow()
-                col = thumbs.column("thumbnail")
-            else:
-                col = pa.array([], pa.binary())
-            return res.append_column("thumbnail", col)
+            if res.num_rows == len(rows):
+                these = rows
+            else:  # a slice of the results (Results.head)
+                these = self._rows_of(res.column("chip_id").to_pylist())
+            return res.append_column("thumbnail", self.take_column("thumbnail", these))
 
         meta = {"index": self._index.kind if self._index is not None else "exact", **meta}
         if self._index_note:
             meta["index_note"] = self._index_note
         return Results(t, version=self.version, meta=meta, fetch=fetch)
 
-    def _filters(self, **kw: Any) -> Filters:
-        return make_filters(**kw)
+    def take_column(self, name: str, rows: np.ndarray) -> pa.Array:
+        """Column ``name`` of table rows ``rows``, in the order of ``rows`` (repeats allowed).
+
+        LanceDB's ``take_offsets`` answers in table order whatever order it is asked in, so the
+        rows are read sorted and put back in the order asked; the chip ids read alongside are
+        checked against this version's, so a value can never land on another chip's row.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        field = self.table.schema.field(name)
+        if len(rows) == 0:
+            return pa.array([], field.type)
+        uniq, back = np.unique(rows, return_inverse=True)
+        got = self.table.take_offsets(uniq.tolist()).select(["chip_id", name]).to_arrow()
+        want = self.attrs.column("chip_id").take(pa.array(uniq))
+        if got.num_rows != len(uniq) or not got.column("chip_id").combine_chunks().equals(
+            want.combine_chunks() if isinstance(want, pa.ChunkedArray) else want
+        ):
+            raise IndexStaleError(
+                f"reading {name!r} of {len(uniq)} chips of {self.path} returned other chips "
+                "(the table changed underneath?); reconnect and retry"
+            )
+        return got.column(name).combine_chunks().take(pa.array(back, pa.int64()))
+
+    def count(self, filters: Filters | None = None, **where: Unpack[FilterKeywords]) -> dict:
+        """How many chips the filters keep, and how many each part removes (and why).
+
+        ``{"total", "matched", "removed": {"area"|"time"|"sensor"|"label"|"pred_label"|
+        "pred_score": n}, "undated": n}``: ``undated`` counts chips without a datetime dropped
+        by a time range (pass ``undated=True`` to keep them). Parts overlap: one chip may be
+        removed by several.
+        """
+        f = Filters.of(filters, **where)
+        return self.engine.explain(f)
+
+    def _filter_rows(self, f: Filters) -> np.ndarray:
+        return self.engine.rows(f) if not f.empty else np.arange(len(self))
 
     def _resolve(
         self, examples: Example | Sequence[Example] | None, what: str
@@ -345,17 +442,30 @@ class Store:
 
     # -- queries ---------------------------------------------------------------------------------
     def get(self, chip_ids: str | Sequence[str]) -> Results:
-        """The chips with these ids, in the order given (:class:`UnknownChipError` if absent)."""
+        """The chips with these ids (or unique prefixes), in the order given."""
         ids = [chip_ids] if isinstance(chip_ids, str) else list(chip_ids)
         return self._results(self._rows_of(ids), None, {"query": "get"})
 
-    def chips(self, *, limit: int | None = None, **filters: Any) -> Results:
-        """The chips matching the filters, in table order (no ranking)."""
-        f = self._filters(**filters)
-        rows = self.engine.rows(f) if not f.empty else np.arange(len(self))
-        if limit is not None:
-            rows = rows[:limit]
-        return self._results(rows, None, {"query": "chips", "filters": f.to_dict()})
+    def chips(
+        self,
+        filters: Filters | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        **where: Unpack[FilterKeywords],
+    ) -> Results:
+        """The chips matching the filters, in table order (no ranking; a page of ``limit``
+        chips from ``offset``). ``meta["matched"]`` is the count before the page is cut."""
+        f = Filters.of(filters, **where)
+        if limit is not None and (not isinstance(limit, int | np.integer) or limit < 0):
+            raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
+        if not isinstance(offset, int | np.integer) or offset < 0:
+            raise QueryError(f"offset must be a non-negative integer, got {offset!r}")
+        rows = self._filter_rows(f)
+        matched = int(len(rows))
+        rows = rows[offset:] if limit is None else rows[offset : offset + limit]
+        meta = {"query": "chips", "filters": f.to_dict(), "matched": matched, "total": len(self)}
+        return self._results(rows, None, meta)
 
     def search(
         self,
@@ -363,25 +473,19 @@ class Store:
         negatives: Example | Sequence[Example] = (),
         k: int = 50,
         *,
-        bbox: Sequence[float] | None = None,
-        geometry: Any = None,
-        start: Any = None,
-        end: Any = None,
-        sensor: str | Sequence[str] | None = None,
-        label: str | Sequence[str] | None = None,
+        filters: Filters | None = None,
         alpha: float = NEGATIVE_WEIGHT,
         exclude_examples: bool = True,
+        **where: Unpack[FilterKeywords],
     ) -> Results:
         """Chips most like the positives and least like the negatives (see ``search.py``).
 
-        Examples are chip ids or vectors. Example chips are left out of the results unless
-        ``exclude_examples=False``. With any filter the search is exact within the filter.
+        Examples are chip ids (or unique prefixes) or vectors. Example chips are left out of the
+        results unless ``exclude_examples=False``. With any filter the search is exact within
+        the filter.
         """
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise QueryError(f"k must be a positive integer, got {k!r}")
-        f = self._filters(
-            bbox=bbox, geometry=geometry, start=start, end=end, sensor=sensor, label=label
-        )
+        _check_k(k)
+        f = Filters.of(filters, **where)
         pos, pos_rows = self._resolve(positives, "positive")
         if len(pos) == 0:
             raise QueryError(
@@ -407,6 +511,7 @@ class Store:
             rows = self.engine.rows(f)
             r, s = exact_search(self.vectors, q, k, rows=rows, exclude=exclude)
             meta["candidates"] = int(len(rows))
+            meta["total"] = len(self)
             res = self._results(r, s, meta)
             res.meta["index"] = "exact-in-filter"
             return res
@@ -427,28 +532,41 @@ class Store:
         return self._results(r, s, meta)
 
     def search_vector(
-        self, vector: Sequence[float] | np.ndarray, k: int = 50, **filters: Any
+        self,
+        vector: Sequence[float] | np.ndarray,
+        k: int = 50,
+        *,
+        filters: Filters | None = None,
+        **where: Unpack[FilterKeywords],
     ) -> Results:
         """Chips nearest to a raw embedding ``vector`` (cosine)."""
         v = np.asarray(vector, dtype=np.float32)
         if v.ndim != 1:
             raise QueryError(f"give one vector of {self.dim} values, got shape {v.shape}")
-        return self.search([v], (), k, **filters)
+        return self.search([v], (), k, filters=filters, **where)
 
-    def search_point(self, lon: float, lat: float, k: int = 50, **filters: Any) -> Results:
+    def search_point(
+        self,
+        lon: float,
+        lat: float,
+        k: int = 50,
+        *,
+        filters: Filters | None = None,
+        **where: Unpack[FilterKeywords],
+    ) -> Results:
         """Search with the chip(s) under ``lon, lat`` as positives (all chips covering it)."""
         import shapely
 
         from clay_search.geo import check_lonlat
 
         lon, lat = check_lonlat(lon, lat)
-        rows = self.engine.rows(make_filters(geometry=shapely.Point(lon, lat)))
+        rows = self.engine.rows(Filters(geometry=shapely.Point(lon, lat)))
         if len(rows) == 0:
             raise QueryError(
                 f"no chip in the store covers lon {lon}, lat {lat}; see store.overview()['bbox']"
             )
         ids = self.attrs.column("chip_id").take(pa.array(rows)).to_pylist()
-        res = self.search(ids, (), k, **filters)
+        res = self.search(ids, (), k, filters=filters, **where)
         res.meta.update(query="point", point=[lon, lat], query_chips=ids)
         return res
 
@@ -457,26 +575,29 @@ class Store:
         image: str | Path | np.ndarray,
         k: int = 50,
         *,
-        sensor: str | None = None,
+        image_sensor: str | None = None,
         bands: Sequence[str] | None = None,
         when: Any = None,
-        **filters: Any,
+        filters: Filters | None = None,
+        **where: Unpack[FilterKeywords],
     ) -> Results:
         """Embed an image (GeoTIFF/PNG/JPEG path, or raw ``[C, H, W]`` array) and search with it.
 
-        ``sensor`` defaults to ``sentinel-2-l2a``; ``bands`` to red, green, blue for 3-band input.
-        ``when`` is the acquisition time (date, datetime or ISO text) if known. The embedder's
-        model id must match the store's.
+        ``image_sensor`` is the sensor that took the image (default ``sentinel-2-l2a``); the
+        ``sensor`` keyword, as everywhere, is the filter on the chips searched. ``bands``
+        defaults to red, green, blue for 3-band input. ``when`` is the acquisition time (date,
+        datetime or ISO text) if known. The embedder's model id must match the store's.
         """
+        from clay_search.filters import _as_utc
         from clay_search.store.query_image import embed_image
 
+        _check_k(k)
+        f = Filters.of(filters, **where)  # validated before the (slow) embedding
         emb = self._get_embedder()
-        from clay_search.filters import _as_utc
-
         at = None if when is None else _as_utc(when, end=False)
-        vec, notes = embed_image(emb, image, sensor=sensor, bands=bands, when=at)
-        res = self.search([vec], (), k, **filters)
-        res.meta.update(query="image", image_notes=notes)
+        vec, notes = embed_image(emb, image, sensor=image_sensor, bands=bands, when=at)
+        res = self.search([vec], (), k, filters=f)
+        res.meta.update(query="image", image_notes=notes, image_sensor=image_sensor)
         return res
 
     def _get_embedder(self):
@@ -503,7 +624,8 @@ class Store:
         background: int = 10,
         exclude_examples: bool = True,
         seed: int = 0,
-        **filters: Any,
+        filters: Filters | None = None,
+        **where: Unpack[FilterKeywords],
     ) -> Results:
         """Fit a logistic regression on the labelled chips and rank chips by its probability.
 
@@ -512,7 +634,9 @@ class Store:
         """
         from clay_search.refine import background_rows, fit_scorer, score_rows
 
-        f = self._filters(**filters)
+        if k is not None:
+            _check_k(k)
+        f = Filters.of(filters, **where)
         pos, pos_rows = self._resolve(positives, "positive")
         if len(pos) == 0:
             raise QueryError("no positives: refine needs at least one labelled positive chip")
@@ -525,14 +649,13 @@ class Store:
                 raise QueryError("refine needs negatives: the store has no other chips")
             neg, used_background = self.vectors[bg], len(bg)
         model = fit_scorer(pos, neg, seed=seed)
-        rows = self.engine.rows(f) if not f.empty else np.arange(len(self))
+        rows = self._filter_rows(f)
+        candidates = int(len(rows))
         if exclude_examples and len(labelled):
             rows = rows[~np.isin(rows, labelled)]
         scores = score_rows(model, self.vectors[rows]) if len(rows) else np.zeros(0, np.float32)
         order = np.lexsort((rows, -scores))
         if k is not None:
-            if k < 1:
-                raise QueryError(f"k must be a positive integer, got {k!r}")
             order = order[:k]
         return self._results(
             rows[order],
@@ -543,8 +666,22 @@ class Store:
                 "negatives": len(neg),
                 "background": used_background,
                 "filters": f.to_dict(),
+                "candidates": candidates,
+                "total": len(self),
             },
         )
+
+    def query(self) -> Query:
+        """A fluent query: ``store.query().where(bbox=...).positives(ids).limit(50)
+        .to_geopandas()`` (a thin builder over :meth:`search`, :meth:`refine`, :meth:`chips`)."""
+        from clay_search.query import Query
+
+        return Query(self)
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise QueryError(f"k must be a positive integer, got {k!r}")
 
 
 class _IndexVectors:
