@@ -183,11 +183,13 @@ def simulate_session(
     return rates
 
 
-def _vector_ranker(x: np.ndarray, seed: int = 0) -> Callable[[list[int], list[int]], np.ndarray]:
+def _vector_ranker(
+    x: np.ndarray, seed: int = 0, background: int = 10
+) -> Callable[[list[int], list[int]], np.ndarray]:
     """The store's loop on a feature matrix: round 1 ranks by cosine to the mean of the
     normalised positives (``Store.search``), later rounds by a logistic regression on the labels
-    (``Store.refine``: background chips stand in for class 0 only when there are no negatives)."""
-    from clay_search.refine import fit_scorer, score_rows
+    plus ``background`` x positives random chips as negatives (``Store.refine``)."""
+    from clay_search.refine import background_rows, fit_scorer, score_rows
 
     xn = (x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
 
@@ -195,7 +197,9 @@ def _vector_ranker(x: np.ndarray, seed: int = 0) -> Callable[[list[int], list[in
         if not neg:
             q = xn[pos].mean(0)
             return np.argsort(-(xn @ q), kind="stable")
-        model = fit_scorer(xn[pos], xn[neg], seed=seed)
+        labelled = np.array(sorted(set(pos) | set(neg)))
+        bg = background_rows(len(xn), labelled, background * len(pos), seed=seed)
+        model = fit_scorer(xn[pos], np.vstack([xn[neg], xn[bg]]), seed=seed)
         return np.argsort(-score_rows(model, xn), kind="stable")
 
     return rank

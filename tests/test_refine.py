@@ -66,6 +66,20 @@ def test_refine_with_filters_and_background(store):
     assert set(res.chip_ids) <= allowed
 
 
+def test_refine_adds_background_beside_labelled_negatives(store):
+    """A few labelled negatives cannot stand for everything else: random background chips
+    (never labelled ones) join them unless ``background=0``."""
+    water = _ids(store, "SeaLake")
+    others = [c for c in store.chips().chip_ids if c not in set(water)]
+    res = store.refine(water[:2], others[:3])
+    assert res.meta["negatives"] == 3 and res.meta["background"] == 20
+    only = store.refine(water[:2], others[:3], background=0)
+    assert only.meta["background"] == 0
+    assert not np.allclose(
+        res.to_pandas().set_index("chip_id").loc[only.chip_ids, "score"], only.scores
+    )
+
+
 def test_refine_errors(store):
     with pytest.raises(QueryError, match="no positives"):
         store.refine([], [store.chips().chip_ids[0]])

@@ -630,7 +630,8 @@ class Store:
         """Fit a logistic regression on the labelled chips and rank chips by its probability.
 
         Scores every chip matching the filters (all chips without filters). ``k=None`` returns
-        all of them. Without negatives, ``background`` x positives random chips act as class 0.
+        all of them. Beside the labelled negatives, ``background`` x positives random chips act
+        as class 0 (``background=0``: labelled negatives only).
         """
         from clay_search.refine import background_rows, fit_scorer, score_rows
 
@@ -642,12 +643,14 @@ class Store:
             raise QueryError("no positives: refine needs at least one labelled positive chip")
         neg, neg_rows = self._resolve(negatives, "negative")
         labelled = np.unique(np.concatenate([pos_rows, neg_rows]))
-        used_background = 0
-        if len(neg) == 0:
-            bg = background_rows(len(self), labelled, background * len(pos), seed=seed)
-            if len(bg) == 0:
-                raise QueryError("refine needs negatives: the store has no other chips")
-            neg, used_background = self.vectors[bg], len(bg)
+        # random background chips stand in for "everything else" beside the labelled negatives:
+        # a handful of labelled negatives cannot describe all that is not the target
+        bg = background_rows(len(self), labelled, background * len(pos), seed=seed)
+        if len(neg) == 0 and len(bg) == 0:
+            raise QueryError("refine needs negatives: the store has no other chips")
+        used_background, labelled_negatives = len(bg), len(neg)
+        if used_background:
+            neg = np.vstack([neg, self.vectors[bg]]) if len(neg) else self.vectors[bg]
         model = fit_scorer(pos, neg, seed=seed)
         rows = self._filter_rows(f)
         candidates = int(len(rows))
@@ -663,7 +666,7 @@ class Store:
             {
                 "query": "refine",
                 "positives": len(pos),
-                "negatives": len(neg),
+                "negatives": labelled_negatives,
                 "background": used_background,
                 "filters": f.to_dict(),
                 "candidates": candidates,
