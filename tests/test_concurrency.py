@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from test_faults import clay_geoparquet, table_state, temp_files
-from test_ingest_helpers import nano_weights_fixture  # noqa: F401 - fixture
 
 import clay_search
 from clay_search.errors import StoreBusyError

@@ -19,7 +19,6 @@ import lancedb
 import numpy as np
 import pytest
 from corpus.make_corpus import Case, build
-from test_ingest_helpers import nano_embedder_fixture, nano_weights_fixture  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import shapely
-from test_ingest_helpers import nano_weights_fixture  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 

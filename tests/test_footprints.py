@@ -12,13 +12,9 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rasterio.windows import Window
-from test_ingest_helpers import (  # noqa: F401 - fixtures
-    nano_embedder_fixture,
-    nano_weights_fixture,
-    read_chips,
-)
+from test_ingest_helpers import read_chips
 
-from clay_search.filters import FilterEngine, make_filters
+from clay_search.filters import FilterEngine, Filters
 from clay_search.geo import NO_FOOTPRINT, footprint, footprints
 
 WGS84 = CRS.from_epsg(4326)
@@ -104,9 +100,9 @@ def test_utm_chip_across_the_antimeridian_is_a_multipolygon_found_by_filters():
     })
     eng = FilterEngine(table)
     lat = (fp.bounds[1] + fp.bounds[3]) / 2
-    east = make_filters(bbox=(-179.9, lat - 0.05, -179.5, lat + 0.05))
-    west = make_filters(bbox=(179.5, lat - 0.05, 179.99, lat + 0.05))
-    far = make_filters(bbox=(0, lat - 0.05, 1, lat + 0.05))  # inside the bounds, not the chip
+    east = Filters(bbox=(-179.9, lat - 0.05, -179.5, lat + 0.05))
+    west = Filters(bbox=(179.5, lat - 0.05, 179.99, lat + 0.05))
+    far = Filters(bbox=(0, lat - 0.05, 1, lat + 0.05))  # inside the bounds, not the chip
     assert eng.rows(east).tolist() == [0]
     assert 0 in eng.rows(west).tolist()
     assert eng.rows(far).tolist() == []

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from clay_search.filters import FilterEngine, make_filters
+from clay_search.filters import FilterEngine, Filters
 from clay_search.geo import footprint, footprints, wrap_world
 from clay_search.ingest.chips import chip_count, chip_windows
 
@@ -148,7 +148,7 @@ def test_filters_match_brute_force(rows, q, start, span):
         lo = base + timedelta(days=start)
         hi = lo + timedelta(days=span)
         kw.update(start=lo, end=hi)
-    got = eng.rows(make_filters(**kw)).tolist()
+    got = eng.rows(Filters(**kw)).tolist()
     qg = shapely.box(*qb)
     want = [i for i, (g, t) in enumerate(zip(boxes, times, strict=True))
             if g.intersects(qg) and (lo is None or (t is not None and lo <= t <= hi))]

@@ -139,10 +139,10 @@ def test_symlink_loop_in_a_folder_is_walked_once(tmp_path, sample_dir):
     {"type": "Polygon", "coordinates": [[[0, 0], [1j, 0], [1, 1], [0, 0]]]},
 ])
 def test_complex_coordinates_get_a_clear_message(geometry):
-    from clay_search.filters import make_filters
+    from clay_search.filters import Filters
 
     with pytest.raises(QueryError) as e:
-        make_filters(geometry=geometry)
+        Filters(geometry=geometry)
     assert "float() argument" not in str(e.value) and "1j (complex), not a real number" in str(
         e.value)
 
