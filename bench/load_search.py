@@ -48,7 +48,7 @@ def main() -> None:
     from test_faults import clay_geoparquet
 
     import clay_search
-    from clay_search.store.importer import import_geoparquet
+    from clay_search.ingest.importer import import_geoparquet
 
     work = Path(tempfile.mkdtemp(prefix="clay-load-"))
     t0 = time.perf_counter()

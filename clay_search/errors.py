@@ -84,6 +84,14 @@ class NetworkDisabledError(ClaySearchError, ConnectionError):
     """An operation would need the network; give a local file instead."""
 
 
+class InvalidDateError(QueryError, IngestOptionError):
+    """A date or time that cannot be read (see :mod:`clay_search.dates`).
+
+    One type for every date a user or a file gives: it is a :class:`QueryError` for filter
+    bounds and an :class:`IngestOptionError` for ingest options, so either ``except`` catches it.
+    """
+
+
 class AmbiguousChipError(UnknownChipError):
     """A chip id prefix that matches more than one chip."""
 
@@ -99,3 +107,15 @@ class DownloadError(ClaySearchError, ConnectionError):
 
 class ChecksumError(ClaySearchError, ValueError):
     """A downloaded file whose SHA-256 is not the one expected; it is deleted, never used."""
+
+
+class ImportFormatError(ClaySearchError, ValueError):
+    """An embeddings file whose layout cannot be read (no embedding column, unknown encoding)."""
+
+
+class CRSContradictionError(ClaySearchError, ValueError):
+    """A file whose coordinates contradict the CRS it declares (override with ``--crs``)."""
+
+
+class BadRowsError(ClaySearchError, ValueError):
+    """Rows with missing or malformed embeddings where all-or-nothing (``--strict``) was asked."""

@@ -161,18 +161,33 @@ class Results:
         geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
         present = geoms[~shapely.is_missing(geoms)]
         types = sorted({g.geom_type for g in present})
-        from pyproj import CRS
-
-        crs = CRS.from_user_input(EXPORT_CRS).to_json_dict()
-        col_meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": types, "crs": crs}
-        if len(present):
-            col_meta["bbox"] = [float(v) for v in shapely.total_bounds(present)]
-        geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": col_meta}}
+        bbox = [float(v) for v in shapely.total_bounds(present)] if len(present) else None
         meta = dict(table.schema.metadata or {})
-        meta[b"geo"] = json.dumps(geo).encode()
+        meta[b"geo"] = json.dumps(geoparquet_metadata(types, bbox)).encode()
         out = Path(path)
         pq.write_table(table.replace_schema_metadata(meta), out)
         return out
+
+
+def geoparquet_metadata(
+    geometry_types: list[str], bbox: list[float] | None, *, covering: str | None = None
+) -> dict:
+    """GeoParquet 1.1.0 ``geo`` metadata for a WKB ``geometry`` column in lon/lat (EPSG:4326).
+
+    ``covering``: name of a ``struct<xmin, ymin, xmax, ymax>`` bbox column (GeoParquet 1.1
+    covering), which lets readers skip row groups by their column statistics.
+    """
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(EXPORT_CRS).to_json_dict()
+    col_meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": geometry_types, "crs": crs}
+    if bbox is not None:
+        col_meta["bbox"] = bbox
+    if covering:
+        col_meta["covering"] = {
+            "bbox": {k: [covering, k] for k in ("xmin", "ymin", "xmax", "ymax")}
+        }
+    return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": col_meta}}
 
 
 def _jsonable(v: Any) -> Any:

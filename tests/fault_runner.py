@@ -30,7 +30,7 @@ def _do(op: dict, store: str) -> None:
 
         sync_index(store, rebuild=True)
     elif kind == "import":
-        from clay_search.store.importer import import_geoparquet
+        from clay_search.ingest.importer import import_geoparquet
 
         import_geoparquet(op["file"], store, model_id=op["model_id"], sensor=op.get("sensor"))
     else:  # pragma: no cover

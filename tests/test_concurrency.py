@@ -168,7 +168,7 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
 
 
 def test_two_index_syncs_at_once_both_succeed(tmp_path):
-    from clay_search.store.importer import import_geoparquet
+    from clay_search.ingest.importer import import_geoparquet
 
     gpq = clay_geoparquet(tmp_path / "e.gpq", n=20_000)
     store = tmp_path / "s"
@@ -199,7 +199,7 @@ def small_fs(tmp_path):
 
 
 def test_disk_full_during_a_commit_keeps_the_last_good_version(small_fs, tmp_path):
-    from clay_search.store.importer import import_geoparquet
+    from clay_search.ingest.importer import import_geoparquet
 
     store = small_fs / "s"
     small = clay_geoparquet(tmp_path / "small.gpq", n=2_000, dim=128, seed=1)

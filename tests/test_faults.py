@@ -63,7 +63,7 @@ def fault_run(tmp_path_factory, sample_dir, nano_weights):
     tmp = tmp_path_factory.mktemp("faults")
     gpq = clay_geoparquet(tmp / "clay_embeddings.gpq")
     synced = tmp / "sync_base"  # a store with a table for the sync trials
-    from clay_search.store.importer import import_geoparquet
+    from clay_search.ingest.importer import import_geoparquet
 
     import_geoparquet(gpq, synced, model_id="clay-v1.5", sensor="sentinel-2-l2a")
     del run

@@ -1,4 +1,5 @@
-"""`clay-search import`: Clay's published embeddings GeoParquet into a store."""
+"""`clay-search import` of Clay's embeddings GeoParquet made from real rows (other layouts, bad
+rows and files: tests/test_interop.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typer.testing import CliRunner
 
 import clay_search
 from clay_search.cli.main import app
-from clay_search.errors import QueryError, StoreMismatchError
-from clay_search.store.importer import import_geoparquet
+from clay_search.errors import StoreMismatchError
+from clay_search.ingest.importer import import_geoparquet
 
 pytestmark = pytest.mark.shared_data
 
@@ -61,15 +62,3 @@ def test_import_refuses_other_model(clay_file, tmp_path):
         app, ["import", str(path), "--store", str(tmp_path / "s"), "--model-id", "other"]
     )
     assert result.exit_code == 2 and "holds embeddings of model" in result.output
-
-
-def test_import_bad_files(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    bad = tmp_path / "x.parquet"
-    pq.write_table(pa.table({"a": [1]}), bad)
-    with pytest.raises(QueryError, match="model-id"):
-        import_geoparquet(bad, tmp_path / "s")
-    with pytest.raises(QueryError, match="lacks column"):
-        import_geoparquet(bad, tmp_path / "s", model_id="m")

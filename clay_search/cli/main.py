@@ -18,6 +18,7 @@ COMMANDS = [
     "search",
     "chips",
     "import_",
+    "export",
     "index",
     "train",
     "eval",

@@ -37,6 +37,7 @@ class StoreInfo:
     dim: int
     patch_dim: int | None
     created: str
+    imported: dict | None = None  # provenance of imported embeddings (see record_import)
 
     @property
     def lancedb_path(self) -> Path:
@@ -86,6 +87,7 @@ def read_store_info(path: str | Path) -> StoreInfo:
             dim=int(meta["dim"]),
             patch_dim=int(meta["patch_dim"]) if meta.get("patch_dim") else None,
             created=str(meta.get("created", "")),
+            imported=meta.get("imported"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise StoreNotFoundError(
@@ -138,6 +140,27 @@ def open_or_create_store(
         },
     )
     return StoreInfo(root, model_id, int(dim), int(patch_dim) if patch_dim else None, created)
+
+
+def record_import(info: StoreInfo, provenance: dict[str, Any]) -> None:
+    """Keep where imported embeddings came from in ``store.json`` under ``imported``.
+
+    ``provenance``: the model (id, name, version, source), licence, providers, time range and
+    source datasets a file declared; the first import's values are kept, later files add
+    their datasets and providers.
+    """
+    path = info.path / STORE_JSON
+    meta = json.loads(path.read_text())
+    have = meta.get("imported") or {}
+    merged = {**provenance, **have}
+    for key in ("datasets", "providers"):
+        seen = list(have.get(key, []))
+        seen += [d for d in provenance.get(key, []) if d not in seen]
+        if seen:
+            merged[key] = seen
+    if merged != have:
+        meta["imported"] = merged
+        _write_json_atomic(path, meta)
 
 
 def open_chips_table(info: StoreInfo, *, create: bool = True):

@@ -606,6 +606,14 @@ class Store:
                 from clay_search.model.embedder import Embedder
 
                 emb = Embedder.from_weights(self.weights, precision="fp32")
+                if emb.model_id != self.model_id and getattr(self.info, "imported", None):
+                    raise StoreMismatchError(
+                        f"store {self.path} holds embeddings of model {self.model_id!r}, "
+                        "imported from files made elsewhere; clay-search cannot embed a query "
+                        "image with that model (the weights give "
+                        f"{emb.model_id!r}); search by example chips, a point or a vector "
+                        "instead (store.search(ids), search_point, search_vector)"
+                    )
                 if emb.model_id != self.model_id:
                     raise StoreMismatchError(
                         f"the weights {self.weights or '(bundled)'} are model {emb.model_id!r} "
