@@ -36,7 +36,7 @@ from clay_search.app.store_access import (
     warm_up,
     weights_path,
 )
-from clay_search.app.upload import validate_upload
+from clay_search.app.upload import validate_labels_file, validate_upload
 from clay_search.errors import ClaySearchError, UploadError
 
 BROWSE_LIMIT = 2000  # chips drawn on the map before any search
@@ -196,7 +196,7 @@ def _restore_labels() -> None:
     if f is None:
         return
     try:
-        restored = S.parse_labels_json(f.getvalue())
+        restored = validate_labels_file(f.getvalue())  # bounded, schema-checked
     except ValueError as e:
         _notice("error", f"Could not restore labels: {e}")
         return

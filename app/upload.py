@@ -22,6 +22,7 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_SIDE_PX = 1024
 MIN_SIDE_PX = 8
 MAX_BANDS = 16
+MAX_DECODED_BYTES = 64 * 2**20  # pixels once decoded (width x height x bands x bytes per value)
 EXTENSIONS = {".tif": "geotiff", ".tiff": "geotiff", ".png": "png"}
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -84,18 +85,49 @@ def _check_side(name: str, width: int, height: int) -> None:
         )
 
 
+def _check_geotiff_header(name: str, ds) -> None:
+    """Refuse, from the header alone, what cannot be a query chip: complex values, blocks or
+    pixels that decode to more than ``MAX_DECODED_BYTES`` (decompression bombs)."""
+    import numpy as np
+
+    from clay_search.ingest.raster import check_readable
+
+    try:
+        check_readable(ds, name)
+    except ClaySearchError as e:
+        raise UploadError(str(e)) from e
+    per_px = sum(np.dtype(t).itemsize for t in ds.dtypes)
+    decoded = ds.width * ds.height * per_px
+    bh, bw = ds.block_shapes[0]
+    block = bh * bw * per_px
+    if max(decoded, block) > MAX_DECODED_BYTES:
+        raise UploadError(
+            f"{name} decodes to {max(decoded, block) / 2**20:.0f} MiB; a query chip may decode "
+            f"to at most {MAX_DECODED_BYTES // 2**20} MiB. Upload a smaller chip."
+        )
+
+
 def _open_png(name: str, data: bytes) -> UploadedChip:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            _check_side(name, width, height)
-            im.load()  # decodes every pixel: a truncated or corrupt file fails here
-            mode = im.mode
-            bands = len(im.getbands())
+        with warnings.catch_warnings():  # Pillow's bomb warning is an error here
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                _check_side(name, width, height)
+                if getattr(im, "n_frames", 1) > 1:
+                    raise UploadError(f"{name} is an animated PNG; upload a single image.")
+                im.load()  # decodes every pixel: a truncated or corrupt file fails here
+                mode = im.mode
+                bands = len(im.getbands())
     except UploadError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UploadError(
+            f"{name} declares far more pixels than a query chip may have (a decompression "
+            f"bomb?); a query chip is at most {MAX_SIDE_PX}x{MAX_SIDE_PX} px."
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UploadError(f"{name} is not a readable PNG image ({e}).") from e
     if mode not in {"L", "LA", "RGB", "RGBA", "P", "I;16", "I"}:
@@ -117,6 +149,7 @@ def _open_geotiff(name: str, data: bytes) -> UploadedChip:
                     raise UploadError(
                         f"{name} has {ds.count} bands; a query chip has 1 to {MAX_BANDS}."
                     )
+                _check_geotiff_header(name, ds)
                 ds.read()  # decodes every block: a truncated or corrupt file fails here
                 chip = UploadedChip(
                     name=name,
@@ -164,3 +197,55 @@ def validate_upload(name: str, data: bytes) -> UploadedChip:
             "rename it or export it again."
         )
     return _open_png(name, data) if found == "png" else _open_geotiff(name, data)
+
+
+MAX_LABELS_BYTES = 2 * 1024 * 1024
+MAX_LABELS = 100_000
+MAX_ID_CHARS = 200
+
+
+def validate_labels_file(data: bytes, known_ids=None) -> dict[str, int]:
+    """Labels from an uploaded labels JSON (as exported by the app), checked before use.
+
+    Bounded size (``MAX_LABELS_BYTES``), the export's schema (``positives``/``negatives``: lists
+    of chip-id strings of at most ``MAX_ID_CHARS``), at most ``MAX_LABELS`` ids, and, with
+    ``known_ids`` (a container of the store's chip ids), ids that exist. Returns chip id ->
+    1 (positive) / -1 (negative); every failure is an :class:`UploadError` saying what is wrong.
+    """
+    import json
+
+    from clay_search.app.state import NEGATIVE, POSITIVE
+
+    if len(data) > MAX_LABELS_BYTES:
+        raise UploadError(
+            f"the labels file is {len(data) / 1e6:.1f} MB; at most "
+            f"{MAX_LABELS_BYTES / 1e6:.0f} MB is read"
+        )
+    try:
+        doc = json.loads(data)
+    except RecursionError as e:
+        raise UploadError("the labels file nests too deeply to be a labels export") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UploadError(f"the labels file is not valid JSON ({e})") from e
+    if not isinstance(doc, dict) or not ({"positives", "negatives"} & set(doc)):
+        raise UploadError("the labels file has no 'positives' or 'negatives' list; restore a "
+                          "file saved with 'Labels JSON'")
+    out: dict[str, int] = {}
+    for key, value in (("positives", POSITIVE), ("negatives", NEGATIVE)):
+        ids = doc.get(key, [])
+        if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids):
+            raise UploadError(f"'{key}' in the labels file must be a list of chip-id strings")
+        if any(len(c) > MAX_ID_CHARS or not c for c in ids):
+            raise UploadError(f"'{key}' holds an empty or over-long chip id")
+        for c in ids:
+            out[c] = value
+    if len(out) > MAX_LABELS:
+        raise UploadError(f"the labels file holds {len(out):,} ids; at most {MAX_LABELS:,}")
+    if known_ids is not None:
+        unknown = [c for c in out if c not in known_ids]
+        if unknown:
+            raise UploadError(
+                f"{len(unknown)} chip id(s) in the labels file are not in this store (e.g. "
+                f"{unknown[0][:40]!r}); was it saved from another store?"
+            )
+    return out

@@ -64,6 +64,15 @@ class StoreNotFoundError(ClaySearchError, FileNotFoundError):
     """No store (or no chips table) at the given path."""
 
 
+class StoreBusyError(ClaySearchError, BlockingIOError):
+    """Another process is writing the store (it holds the store's write lock)."""
+
+
+class StoreWriteError(ClaySearchError, OSError):
+    """A write to the store failed (disk full, read-only, quota): the store keeps its last good
+    version."""
+
+
 class StoreMismatchError(ClaySearchError, ValueError):
     """Embeddings from another model (or of another dimension) than the store holds."""
 

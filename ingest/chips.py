@@ -1,16 +1,40 @@
-"""Chip windows, deterministic chip ids, footprints in EPSG:4326 and GSD."""
+"""Chip windows, deterministic chip ids and GSD (footprints: :func:`clay_search.geo.footprints`)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 
-import numpy as np
 from rasterio.windows import Window
 
 CHIP_ID_VERSION = "1"
+#: Most chips one source may make: the windows of a source are listed before reading, so a
+#: header declaring absurd dimensions must not turn into billions of windows.
+MAX_CHIPS_PER_SOURCE = 1_000_000
+
+
+def chip_count(width: int, height: int, size: int, step: int) -> int:
+    """``len(chip_windows(width, height, size, step))`` without listing them."""
+    def n(m: int) -> int:
+        k = max(m - size, 0) // step + 1
+        return k + 1 if (k - 1) * step + size < m else k
+
+    return n(width) * n(height)
+
+
+def check_chip_count(width: int, height: int, size: int, step: int, name: str) -> None:
+    """Refuse a source that would make more than ``MAX_CHIPS_PER_SOURCE`` chips."""
+    from clay_search.errors import SourceReadError
+
+    count = chip_count(width, height, size, step)
+    if count > MAX_CHIPS_PER_SOURCE:
+        raise SourceReadError(
+            f"{name} declares {width:,} x {height:,} px: {count:,} chips of {size} px at stride "
+            f"{step}, more than the {MAX_CHIPS_PER_SOURCE:,} one source may make; if the size "
+            "is real, split the scene (gdal_retile.py) or use a larger --chip-size/--stride, "
+            "else the header is corrupt"
+        )
 
 
 def chip_windows(width: int, height: int, size: int, step: int) -> list[Window]:
@@ -44,58 +68,6 @@ def chip_id(identity: str, window: Window, *, chip_size: int, step: int, bands: 
         separators=(",", ":"),
     )
     return hashlib.sha1(key.encode()).hexdigest()[:24]
-
-
-@functools.lru_cache(maxsize=64)
-def _to_wgs84(crs_wkt: str):
-    from pyproj import CRS, Transformer
-
-    return Transformer.from_crs(CRS.from_wkt(crs_wkt), CRS.from_epsg(4326), always_xy=True)
-
-
-def footprint(crs, transform, window: Window, *, densify: int = 8):
-    """(WKB polygon in lon/lat, (minx, miny, maxx, maxy), (lon, lat) of the centre) or Nones."""
-    return footprints(crs, transform, [window], densify=densify)[0]
-
-
-def footprints(crs, transform, windows: list[Window], *, densify: int = 8) -> list[tuple]:
-    """:func:`footprint` of many windows of one grid: one projection of all their points."""
-    import shapely
-
-    n = len(windows)
-    if crs is None or n == 0:
-        return [(None, None, None)] * n
-    win = np.array([[float(w.col_off), float(w.row_off), float(w.width), float(w.height)]
-                    for w in windows])
-    c0, r0 = win[:, :1], win[:, 1:2]
-    c1, r1 = c0 + win[:, 2:3], r0 + win[:, 3:4]
-    t = np.linspace(0.0, 1.0, densify + 1)[:-1][None, :]
-    full = np.ones_like(t)
-    cols = np.concatenate([c0 + (c1 - c0) * t, c1 * full, c1 - (c1 - c0) * t, c0 * full], 1)
-    rows = np.concatenate([r0 * full, r0 + (r1 - r0) * t, r1 * full, r1 - (r1 - r0) * t], 1)
-    k = cols.shape[1]
-    # the corner points and the centres, through the affine grid and one projection
-    px = np.concatenate([cols.ravel(), ((c0 + c1) / 2).ravel()])
-    py = np.concatenate([rows.ravel(), ((r0 + r1) / 2).ravel()])
-    xs, ys = transform @ (px, py)
-    lon, lat = _to_wgs84(crs.to_wkt()).transform(np.asarray(xs), np.asarray(ys))
-    lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
-    clon, clat = lon[n * k:], lat[n * k:]
-    lon, lat = lon[:n * k].reshape(n, k), lat[:n * k].reshape(n, k)
-    ok = np.isfinite(lon).all(1) & np.isfinite(lat).all(1)
-    out: list[tuple] = [(None, None, None)] * n
-    if not ok.any():
-        return out
-    idx = np.flatnonzero(ok)
-    polys = shapely.polygons(np.stack([lon[idx], lat[idx]], axis=-1))
-    bad = ~shapely.is_valid(polys)
-    if bad.any():
-        polys[bad] = shapely.buffer(polys[bad], 0)
-    wkbs = shapely.to_wkb(polys)
-    bounds = shapely.bounds(polys).tolist()
-    for j, i in enumerate(idx.tolist()):
-        out[i] = (wkbs[j], tuple(bounds[j]), (float(clon[i]), float(clat[i])))
-    return out
 
 
 def ground_sample_distance(crs, transform, lat: float | None, default: float) -> float:

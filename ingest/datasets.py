@@ -293,7 +293,7 @@ def read_scenes(
     Every source must map to the same sensor bands (their order is the set's). Normalised with
     statistics computed from the chips (see the module doc).
     """
-    from clay_search.ingest.chips import footprints
+    from clay_search.geo import footprints
     from clay_search.ingest.params import IngestParams
     from clay_search.ingest.plan import plan_source
     from clay_search.ingest.raster import SourceReader
@@ -318,7 +318,8 @@ def read_scenes(
         with SourceReader(src, nodata=nodata) as reader:
             reads = reader.read_many(plan.windows, plan.bands.indices)
         keep = [k for k, (_, v) in enumerate(reads) if 1.0 - float(v.mean()) <= max_nodata_fraction]
-        fps = footprints(plan.meta.crs, plan.meta.transform, [plan.windows[k] for k in keep])
+        fps = footprints(plan.meta.crs, plan.meta.transform, [plan.windows[k] for k in keep],
+                         size=(plan.meta.width, plan.meta.height))
         stem = Path(src.paths[0]).stem
         for j, k in enumerate(keep):
             win = plan.windows[k]

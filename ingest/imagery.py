@@ -68,7 +68,7 @@ def read_chip(path: str | Path, embedder: Embedder, *, sensor: str | None = None
     valid mask ``[s, s]`` and the centre's (lon, lat) or None. ``georeferenced=False``
     accepts a GeoTIFF without CRS (an array written to a file).
     """
-    from clay_search.ingest.chips import footprints
+    from clay_search.geo import footprints
     from clay_search.ingest.params import IngestParams
     from clay_search.ingest.plan import decide_normaliser, plan_source
     from clay_search.ingest.raster import SourceReader
@@ -99,7 +99,7 @@ def read_chip(path: str | Path, embedder: Embedder, *, sensor: str | None = None
             raw, valid = r.read(win, plan.bands.indices)
         plan.normaliser = chip_normaliser(plan, raw, valid, stats) or decide_normaliser(
             [plan], stats, side, readers)
-    (_, _, lonlat), = footprints(meta.crs, meta.transform, [win])
+    (_, _, lonlat), = footprints(meta.crs, meta.transform, [win], size=(meta.width, meta.height))
     return plan, raw, valid, lonlat
 
 
@@ -145,6 +145,11 @@ def embed_image(embedder: Embedder, image: str | Path | np.ndarray, *,
             arr = arr[None]
         if arr.ndim != 3:
             raise QueryError(f"query image must be [C, H, W]; got shape {arr.shape}")
+        if arr.dtype.kind not in "biuf":
+            raise QueryError(
+                f"query image values are {arr.dtype} (complex or non-numeric); give real values "
+                "(e.g. np.abs(image) for complex SAR samples)"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             import rasterio
 

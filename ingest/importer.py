@@ -725,6 +725,7 @@ def import_embeddings(
     """
     from clay_search.store import sync_index
     from clay_search.store.layout import open_chips_table, open_or_create_store, record_import
+    from clay_search.store.lock import store_lock
 
     files = expand_sources(sources)
     layouts = [inspect_file(f, embedding_column=embedding_column, crs=crs, model_id=model_id,
@@ -802,11 +803,15 @@ def import_embeddings(
                 data = pa.table({f.name: data.column(f.name) if f.name in data.schema.names
                                  else pa.nulls(data.num_rows, f.type) for f in target},
                                 schema=target)
-            chips.add(data)
+            from clay_search.store.lock import guarded_write
+
+            with guarded_write(info.path, "an import commit", version=int(chips.version)):
+                chips.add(data)
             commits += 1
         buf, buf_bytes = [], 0
 
     bar = _progress(progress, sum(lay.rows for lay in layouts))
+    lock = None
     try:
         for lay in layouts:
             rep = FileReport(str(lay.path), lay.format, layout=lay.describe())
@@ -817,6 +822,7 @@ def import_embeddings(
                 if info is None and rows.num_rows:
                     dim = dim_b
                     info = open_or_create_store(store, mid, dim)
+                    lock = store_lock(info.path, "import").acquire()  # one writer at a time
                     chips = open_chips_table(info)
                     existing = _read_existing(chips)
                     manifest_path = info.runs_path / f"{run_id}.json"
@@ -860,6 +866,8 @@ def import_embeddings(
     finally:
         if bar is not None:
             bar[0].stop()
+        if lock is not None:
+            lock.release()
     if info is None and not sum(r.rows for r in reports):
         raise BadRowsError(f"{', '.join(str(f) for f in files[:3])}: the file(s) hold no rows; "
                            "nothing to import")

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clay_search.errors import NoDataError
-from clay_search.ingest.chips import chip_id, footprints, window_json
+from clay_search.geo import footprints
+from clay_search.ingest.chips import chip_id, window_json
 from clay_search.ingest.imagery import embed_chips
 from clay_search.ingest.manifest import RunManifest
 from clay_search.ingest.params import THUMBNAIL_SIZE, IngestParams
@@ -93,7 +94,8 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
                 keep.append(k)
         if not keep:
             return res
-        fps = footprints(m.crs, m.transform, [items[k][1] for k in keep])
+        fps = footprints(m.crs, m.transform, [items[k][1] for k in keep],
+                         size=(m.width, m.height), valid=[reads[k][1] for k in keep])
         log_scale = plan.normaliser is not None and plan.normaliser.transform == "db"
         thumbs: list[bytes] = [b""] * len(keep)
         by_shape: dict[tuple, list[int]] = {}
@@ -361,6 +363,8 @@ def execute(
         if writer is not None:
             report.chips_written = writer.written
             report.table_version = writer.version
+        if writer is not None:
+            writer.close()
         if manifest is not None:
             manifest.save(report, state.sources, finished=True)
             report.manifest = str(manifest.path)

@@ -10,8 +10,9 @@ import numpy as np
 from rasterio.windows import Window
 
 from clay_search.errors import BandMismatchError, IngestOptionError, NoDataError
+from clay_search.geo import footprint
 from clay_search.ingest.bands import BandPlan, plan_bands
-from clay_search.ingest.chips import chip_windows, footprint, ground_sample_distance
+from clay_search.ingest.chips import check_chip_count, chip_windows, ground_sample_distance
 from clay_search.ingest.datetimes import DateChoice, DatesFile, choose_datetime
 from clay_search.ingest.params import IngestParams
 from clay_search.ingest.raster import RasterMeta, SourceReader
@@ -132,9 +133,10 @@ def plan_source(source: Source, registry: SensorRegistry, params: IngestParams, 
         if meta.width < cs or meta.height < cs:
             notes.append(f"the image ({meta.width}x{meta.height} px) is smaller than a chip "
                          f"({cs} px): padded")
+        check_chip_count(meta.width, meta.height, cs, params.step, source.display)
         windows = chip_windows(meta.width, meta.height, cs, params.step)
     full = Window(0, 0, meta.width, meta.height)
-    _, _, centre = footprint(meta.crs, meta.transform, full)
+    centre = footprint(meta.crs, meta.transform, full, size=(meta.width, meta.height)).centre
     gsd = ground_sample_distance(meta.crs, meta.transform, centre[1] if centre else None,
                                  bplan.sensor.gsd)
     if whole:

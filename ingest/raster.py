@@ -25,12 +25,95 @@ from clay_search.ingest.sources import Source
 
 _URL = re.compile(r"^(https?|s3|gs)://")
 BLOCK_BYTES = 32 * 2**20  # pixels of one block read by SourceReader.read_many
+#: Bounds on what a file may declare before anything is read (see :func:`check_readable`).
+MAX_DECODED_BLOCK_BYTES = 256 * 2**20  # one strip or tile, decoded
+MAX_BANDS = 2048
+MAX_PIXELS = 2**36  # 262,144 px square: beyond it, split the scene
 
 
 def _gdal_path(path: str) -> str:
     if path.startswith(("http://", "https://")):
         return "/vsicurl/" + path
     return path
+
+
+def gdal_reason(e: BaseException) -> str:
+    """The most specific message in a rasterio error's chain (GDAL's own words, not rasterio's
+    "Read failed. See previous exception for details.")."""
+    msgs, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).strip()
+        if text and "See previous exception" not in text:
+            msgs.append(text)
+        e = e.__cause__ or e.__context__
+    return msgs[-1] if msgs else "unknown GDAL error"
+
+
+def _check_vrt(path) -> None:
+    """Refuse a GDAL VRT (whatever its name) whose bands read other files' raw bytes as pixels
+    (``VRTRawRasterBand``): a VRT from a catalog could point at any file on this machine."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+            if not head.startswith(b"<VRTDataset"):
+                return
+            text = head + f.read(16 * 2**20)
+    except OSError:
+        return  # rasterio reports what is wrong with the file
+    if b"VRTRawRasterBand" in text:
+        raise SourceReadError(
+            f"{path} is a GDAL VRT with raw bands (VRTRawRasterBand) that read the bytes of "
+            "other files as pixels; this is refused: convert the data to a GeoTIFF "
+            "(gdal_translate IN.vrt OUT.tif) and ingest that"
+        )
+
+
+def check_readable(ds, name: str) -> None:
+    """Refuse an open dataset that cannot be read chip by chip with bounded memory.
+
+    Checked against the header only, before any pixel is read: real-valued bands (complex SAR
+    samples are refused), at least one pixel and one band, at most ``MAX_PIXELS`` pixels and
+    ``MAX_BANDS`` bands, and
+    strips/tiles that decode to at most ``MAX_DECODED_BLOCK_BYTES`` (GDAL decodes a whole block
+    to read any window of it, so one huge strip would need its whole size in memory).
+    """
+    dtypes = [str(t) for t in ds.dtypes]
+    odd = sorted({t for t in dtypes if t.startswith("complex")})
+    if odd:
+        raise SourceReadError(
+            f"{name} holds complex-valued samples ({', '.join(odd)}), e.g. SAR single-look "
+            "complex data; clay-search embeds real values: convert it to amplitude or intensity "
+            "first (e.g. gdal_calc.py -A IN --calc='abs(A)' --type=Float32 --outfile=OUT.tif)"
+        )
+    if ds.width < 1 or ds.height < 1 or ds.count < 1:
+        raise SourceReadError(
+            f"{name} declares {ds.width} x {ds.height} px and {ds.count} bands: no pixels to read"
+        )
+    pixels = int(ds.width) * int(ds.height)
+    if pixels > MAX_PIXELS:
+        raise SourceReadError(
+            f"{name} declares {ds.width:,} x {ds.height:,} px ({pixels:,}), more than the "
+            f"{MAX_PIXELS:,} one source may have; if the size is real, split the scene "
+            "(gdal_retile.py), else the header is corrupt"
+        )
+    if ds.count > MAX_BANDS:
+        raise SourceReadError(
+            f"{name} declares {ds.count} bands (at most {MAX_BANDS} are read); select the bands "
+            "you need first (gdal_translate -b ...)"
+        )
+    interleaved = getattr(ds, "interleaving", None) is not None and ds.interleaving.name == "pixel"
+    per_px = sum(np.dtype(t).itemsize for t in dtypes) if interleaved else max(
+        np.dtype(t).itemsize for t in dtypes)
+    bh, bw = (max(v) for v in zip(*ds.block_shapes, strict=True))
+    block = int(bh) * int(bw) * per_px
+    if block > MAX_DECODED_BLOCK_BYTES:
+        raise SourceReadError(
+            f"{name} is stored in blocks of {bw} x {bh} px ({block / 2**20:,.0f} MiB decoded, "
+            f"more than {MAX_DECODED_BLOCK_BYTES // 2**20} MiB), so it cannot be read window by "
+            "window; retile it first (gdal_translate -co TILED=YES IN.tif OUT.tif) or check "
+            "that the header is not corrupt"
+        )
 
 
 @dataclass
@@ -73,10 +156,11 @@ class SourceReader:
 
             if not Path(path).exists():
                 raise SourceNotFoundError(f"{path} does not exist (asset or file missing)")
+            _check_vrt(Path(path))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return rasterio.open(_gdal_path(path), NUM_THREADS="ALL_CPUS")
+                ds = rasterio.open(_gdal_path(path), NUM_THREADS="ALL_CPUS")
         except RasterioIOError as e:
             if is_url:
                 raise SourceNotFoundError(
@@ -86,6 +170,12 @@ class SourceReader:
                 f"{path} cannot be read as a raster ({e}); is it a corrupt or truncated "
                 "GeoTIFF, or not an image at all?"
             ) from e
+        try:
+            check_readable(ds, path)
+        except Exception:
+            ds.close()
+            raise
+        return ds
 
     def open(self) -> RasterMeta:
         """Open the files and work out the common grid (the finest file's grid)."""
@@ -94,6 +184,12 @@ class SourceReader:
                 self._datasets.append(self._open_one(p))
             ref = min(self._datasets, key=lambda d: abs(d.transform.a) * abs(d.transform.e))
             georef = ref.crs is not None and not ref.transform.is_identity
+            if not georef and self.source.needs_crs and ref.gcps[0]:
+                raise MissingCRSError(
+                    f"{self.source.display} is georeferenced by ground control points (GCPs) "
+                    "only, with no geotransform; warp it onto a grid first (gdalwarp -r "
+                    "bilinear IN.tif OUT.tif), then ingest OUT.tif"
+                )
             if not georef and self.source.needs_crs:
                 raise MissingCRSError(
                     f"{self.source.display} has no CRS or geotransform, so its chips cannot be "
@@ -288,8 +384,8 @@ class SourceReader:
             data = self._views[fi].read(**kw)
         except (RasterioError, OSError) as e:
             raise SourceReadError(
-                f"reading {self.source.paths[fi]} failed ({e}); the file may be truncated "
-                "or corrupt"
+                f"reading {self.source.paths[fi]} failed ({gdal_reason(e)}); the file may be "
+                "truncated or corrupt"
             ) from e
         return data.astype(self.meta.dtype, copy=False)
 

@@ -139,9 +139,20 @@ def _is_labelled(folder: Path, files: list[Path], dirs: list[Path]) -> bool:
 
 
 def walk_folder(
-    folder: Path, params_assets: list[str] | None = None
+    folder: Path, params_assets: list[str] | None = None, _seen: set[Path] | None = None
 ) -> list[Source | SourceFailure]:
-    """Every source under ``folder`` (recursive, sorted, deterministic)."""
+    """Every source under ``folder`` (recursive, sorted, deterministic).
+
+    Each real folder is walked once: a symlink back to a folder already walked (a loop) is
+    reported and not followed.
+    """
+    seen = set() if _seen is None else _seen
+    real = folder.resolve()
+    if real in seen:
+        return [SourceFailure(str(folder), SourceNotFoundError(
+            f"{folder} leads to {real}, which was already walked (a symlink loop or a second "
+            "link to it); it is read once"))]
+    seen.add(real)
     for name in STAC_ROOT_NAMES:
         if (folder / name).exists():
             from clay_search.ingest.stac import stac_sources
@@ -157,7 +168,7 @@ def walk_folder(
         return out
     out = list(group_files(folder, files))
     for d in dirs:
-        out.extend(walk_folder(d, params_assets))
+        out.extend(walk_folder(d, params_assets, seen))
     return out
 
 

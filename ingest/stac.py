@@ -7,6 +7,7 @@ otherwise the first multi-band data asset is used. ``assets`` picks asset keys b
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from clay_search.errors import NetworkDisabledError, SourceNotFoundError, SourceReadError
@@ -38,7 +39,18 @@ def _band_key(b: dict) -> str:
 
 def _band_wave(b: dict) -> float | None:
     w = b.get("center_wavelength") or b.get("eo:center_wavelength")
-    return float(w) if w is not None else None
+    if w is None:
+        return None
+    if isinstance(w, bool) or not isinstance(w, int | float | str):
+        raise SourceReadError(
+            f"band {_band_key(b) or '?'} has center_wavelength {w!r}, not a number (micrometres)"
+        )
+    try:
+        return float(w)
+    except ValueError as e:
+        raise SourceReadError(
+            f"band {_band_key(b) or '?'} has center_wavelength {w!r}, not a number (micrometres)"
+        ) from e
 
 
 def hint_text(item) -> str:
@@ -117,29 +129,105 @@ def _item_sources(item, assets: list[str] | None) -> list[Source | SourceFailure
     )]
 
 
-def stac_sources(href: str, assets: list[str] | None = None) -> list[Source | SourceFailure]:
-    """Sources from a STAC Item, Catalog or Collection document (local path or URL)."""
+def _read_stac(href: str):
+    """A STAC object read from ``href`` (no link is resolved), or a clear error."""
     import pystac
 
     try:
-        obj = pystac.read_file(href)
+        return pystac.read_file(href)
     except FileNotFoundError as e:
         raise SourceNotFoundError(f"STAC document {href} not found") from e
     except OSError as e:
         raise SourceNotFoundError(
             f"could not reach STAC document {href} ({e}); check the address or use a local copy"
         ) from e
+    except RecursionError as e:
+        raise SourceReadError(f"{href} nests too deeply to be a STAC document") from e
     except Exception as e:  # noqa: BLE001 - pystac raises many kinds for bad JSON
         raise SourceReadError(f"{href} is not a readable STAC document: {e}") from e
+
+
+def _link_href(link, base: str) -> str:
+    """The absolute href of ``link`` of the document at ``base`` (normalised, so a cycle through
+    ``./a/../catalog.json`` is recognised)."""
+    import posixpath
+
+    from pystac.utils import make_absolute_href
+
+    href = make_absolute_href(link.href, base)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", href, re.I):
+        scheme, rest = href.split("://", 1)
+        host, _, path = rest.partition("/")
+        return f"{scheme}://{host}/{posixpath.normpath(path).lstrip('/')}"
+    return str(Path(href).resolve())
+
+
+def walk_catalog(href: str, root) -> tuple[list, list[SourceFailure]]:
+    """The items under a Catalog/Collection ``root`` read from ``href``, each once.
+
+    Child and item links are followed breadth-first without recursion; a link back to a document
+    already read (a link cycle) is not followed again and is reported, with the document that
+    holds it, as are children and items that cannot be read. The items found are kept.
+    """
+    import pystac
+
+    seen = {_link_href(pystac.Link("self", href), href)}
+    queue = [(href, root)]
+    items: list = []
+    failures: list[SourceFailure] = []
+    while queue:
+        base, cat = queue.pop(0)
+        for link in cat.links:
+            if link.rel not in ("child", "item"):
+                continue
+            target = _link_href(link, base)
+            if target in seen:
+                if link.rel == "child":
+                    failures.append(SourceFailure(base, SourceReadError(
+                        f"{base}: its child link {link.href!r} leads back to {target}, which "
+                        "was already read (a link cycle); it was followed once, fix the link"
+                    )))
+                continue
+            seen.add(target)
+            try:
+                obj = _read_stac(target)
+            except (SourceNotFoundError, SourceReadError) as e:
+                failures.append(SourceFailure(target, type(e)(
+                    f"{e} (the {link.rel} link {link.href!r} of {base})")))
+                continue
+            if isinstance(obj, pystac.Item):
+                items.append(obj)
+            elif isinstance(obj, pystac.Catalog):
+                queue.append((target, obj))
+    return items, failures
+
+
+def stac_sources(href: str, assets: list[str] | None = None) -> list[Source | SourceFailure]:
+    """Sources from a STAC Item, Catalog or Collection document (local path or URL).
+
+    Catalogs are walked by :func:`walk_catalog` (link cycles and unreadable children are
+    reported, the items found are used). Asset hrefs are resolved against their item and read
+    where they point (a ``../`` or absolute href outside the catalog folder included).
+    """
+    import pystac
+
+    obj = _read_stac(href)
+    out: list[Source | SourceFailure] = []
     if isinstance(obj, pystac.Item):
         items = [obj]
     elif isinstance(obj, pystac.Catalog):  # Collection is a Catalog
-        items = sorted(obj.get_items(recursive=True), key=lambda i: (i.collection_id or "", i.id))
+        found, failures = walk_catalog(href, obj)
+        out.extend(failures)
+        unique = {(i.collection_id or "", i.id): i for i in found}
+        items = [unique[k] for k in sorted(unique)]
     else:
         raise SourceReadError(f"{href} is a STAC {type(obj).__name__}, not an Item or Catalog")
-    out: list[Source | SourceFailure] = []
     for item in items:
-        out.extend(_item_sources(item, assets))
+        try:
+            out.extend(_item_sources(item, assets))
+        except Exception as e:  # noqa: BLE001 - one bad item is reported, the others are used
+            out.append(SourceFailure(f"stac item {item.id}", SourceReadError(
+                f"STAC item {item.id} ({item.get_self_href() or href}) cannot be used: {e}")))
     return out
 
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 from clay_search.errors import StoreMismatchError
 from clay_search.schema import chips_schema, chips_table, rows_to_columns
 from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
+from clay_search.store.lock import StoreLock, guarded_write
 
 
 class ChipWriter:
@@ -24,6 +25,7 @@ class ChipWriter:
     def __init__(self, store_path, model_id: str, dim: int, patch_dim: int | None,
                  *, flush_rows: int = 2048, flush_seconds: float = 30.0) -> None:
         self.info: StoreInfo = open_or_create_store(store_path, model_id, dim, patch_dim)
+        self.lock = StoreLock(self.info.path, "ingest").acquire()  # released by close()
         self.table = open_chips_table(self.info, create=True)
         names = set(self.table.schema.names)
         self.has_patch_column = "patch_embeddings" in names
@@ -82,10 +84,15 @@ class ChipWriter:
         cols = rows_to_columns(rows, self.schema.names)
         cols["model_id"] = self.model_id
         table = chips_table(cols, self.schema)
-        self.table.add(table)
+        with guarded_write(self.info.path, "an ingest commit", version=self.version):
+            self.table.add(table)
         self.written += len(rows)
         self.commits += 1
         return len(rows)
+
+    def close(self) -> None:
+        """Give back the store's write lock (buffered rows must be flushed first)."""
+        self.lock.release()
 
     @property
     def version(self) -> int:

@@ -79,8 +79,9 @@ def _thumbnail(rgb: np.ndarray) -> bytes:
 def read_chips(files: list[Path], seed: int = 0) -> tuple[np.ndarray, list[dict]]:
     """Raw ``[N, 10, 64, 64]`` pixels of the usable bands and one row dict per chip."""
     import rasterio
+    from rasterio.windows import Window
 
-    from clay_search.geo import footprint_4326
+    from clay_search.geo import footprint
 
     rng = np.random.default_rng(seed)
     idx = [EUROSAT_BANDS.index(b) for b in USE_BANDS]
@@ -89,7 +90,10 @@ def read_chips(files: list[Path], seed: int = 0) -> tuple[np.ndarray, list[dict]
     for f in files:
         with rasterio.open(f) as src:
             raw = src.read()
-            fp = footprint_4326(tuple(src.bounds), src.crs)
+            full = Window(0, 0, src.width, src.height)
+            fp = shapely.from_wkb(
+                footprint(src.crs, src.transform, full, size=(src.width, src.height)).wkb
+            )
             crs = src.crs.to_string()
             h, w = src.height, src.width
         raws.append(raw[idx])

@@ -13,8 +13,9 @@ from shapely import wkb
 from test_ingest_helpers import EUROSAT_ORDER
 
 from clay_search.errors import BandMismatchError, UnknownSensorError
+from clay_search.geo import footprint
 from clay_search.ingest.bands import plan_bands
-from clay_search.ingest.chips import chip_id, chip_windows, footprint
+from clay_search.ingest.chips import chip_id, chip_windows
 from clay_search.ingest.datetimes import datetime_from_name, parse_datetime
 from clay_search.ingest.params import IngestOptionError
 from clay_search.ingest.raster import SourceReader

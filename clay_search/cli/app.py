@@ -14,6 +14,8 @@ from clay_search.cli.options import StoreOpt, WeightsOpt, handle_errors
 from clay_search.store.layout import STORE_ENV_VAR as STORE_ENV
 from clay_search.store.layout import WEIGHTS_ENV_VAR as WEIGHTS_ENV
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
 
 def script_path() -> Path:
     """The Streamlit script shipped in ``clay_search.app``."""
@@ -49,8 +51,14 @@ def streamlit_command(store: Path, host: str, port: int, weights: Path | None = 
         "false",
         "--client.toolbarMode",
         "minimal",
-        "--server.maxUploadSize",  # Streamlit's own limit (MB) = the app's query-chip limit
-        str(max_upload_mb()),
+        # a public surface: uploads bounded before they reach the app's own checks, and error
+        # pages without tracebacks (which name server paths)
+        "--server.maxUploadSize",
+        str(max_upload_mb()),  # Streamlit's own limit (MB) = the app's query-chip limit
+        "--client.showErrorDetails",
+        "false",
+        "--server.enableXsrfProtection",
+        "true",
         "--",
         "--store",
         str(store),
@@ -82,6 +90,14 @@ def serve(
         raise CheckpointNotFoundError(f"weights {weights} do not exist")
     cmd = streamlit_command(store, host, port, weights.resolve() if weights else None)
     typer.echo(f"clay-search app for {store} on http://{host}:{port} (Ctrl+C stops it)")
+    if host not in LOOPBACK and not host.startswith("127."):
+        typer.secho(
+            f"Warning: --host {host} serves the app beyond this machine. It has no login: "
+            "anyone who can reach the port can search the store, see its thumbnails and "
+            "upload files. Put it behind an authenticating reverse proxy, or use the default "
+            "--host 127.0.0.1 with an SSH tunnel.",
+            fg=typer.colors.YELLOW, err=True,
+        )
     env = {**os.environ, STORE_ENV: str(store)}
     if weights:
         env[WEIGHTS_ENV] = str(weights.resolve())

@@ -144,9 +144,15 @@ def load_index(folder: str | Path) -> LoadedIndex:
     meta = read_index_meta(folder)
     if meta is None:
         raise IndexStaleError(f"no index in {folder}; run `clay-search index --sync`")
-    index = faiss.read_index(str(folder / INDEX_FILE))
-    with ipc.open_file(str(folder / IDS_FILE)) as reader:
-        ids = reader.read_all().column("chip_id").combine_chunks()
+    try:
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        with ipc.open_file(str(folder / IDS_FILE)) as reader:
+            ids = reader.read_all().column("chip_id").combine_chunks()
+    except (RuntimeError, OSError, pa.ArrowException, KeyError) as e:
+        raise IndexStaleError(
+            f"the index files in {folder} are damaged or missing ({str(e)[:200]}); "
+            "run `clay-search index --rebuild` (the chips table is not affected)"
+        ) from e
     if index.ntotal != meta["count"] or len(ids) != meta["count"]:
         raise IndexStaleError(
             f"index files in {folder} disagree (a sync was interrupted?); "
@@ -157,6 +163,13 @@ def load_index(folder: str | Path) -> LoadedIndex:
 
 
 def _save(folder: Path, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+    from clay_search.store.lock import guarded_write
+
+    with guarded_write(folder, "writing the index"):
+        _save_files(folder, index, ids, meta)
+
+
+def _save_files(folder: Path, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / META_FILE
     if meta_path.exists():

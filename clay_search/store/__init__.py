@@ -52,13 +52,15 @@ def connect(
 
 
 def sync_index(
-    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0
+    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0,
+    wait: float = 60.0,
 ) -> IndexReport:
     """Bring the store's index up to its latest table version (writers call this after a
-    commit; see :func:`clay_search.store.indexing.sync_index`). FAISS loads on first use."""
+    commit; see :func:`clay_search.store.indexing.sync_index`). FAISS loads on first use.
+    Holds the store's write lock, waiting up to ``wait`` s for another writer."""
     from clay_search.store.indexing import sync_index as _sync
 
-    return _sync(store_path, kind=kind, rebuild=rebuild, seed=seed)
+    return _sync(store_path, kind=kind, rebuild=rebuild, seed=seed, wait=wait)
 
 
 def check_index(store_path: str | Path, *, atol: float = 1e-5) -> IndexCheck:

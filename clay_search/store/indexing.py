@@ -22,11 +22,21 @@ from clay_search.store.layout import open_chips_table, read_store_info
 
 
 def sync_index(
-    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0
+    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0,
+    wait: float = 60.0,
 ) -> IndexReport:
     """Bring ``<store>/index/`` up to the store's latest table version (see
-    :func:`clay_search.index.sync_table_index`)."""
+    :func:`clay_search.index.sync_table_index`), holding the store's write lock
+    (:mod:`clay_search.store.lock`): another writer is waited for up to ``wait`` seconds, then
+    :class:`~clay_search.errors.StoreBusyError`."""
+    from clay_search.store.lock import store_lock
+
     info = read_store_info(store_path)
+    with store_lock(info.path, "index sync", wait=wait):
+        return _sync_locked(info, kind=kind, rebuild=rebuild, seed=seed)
+
+
+def _sync_locked(info, *, kind: str, rebuild: bool, seed: int) -> IndexReport:
     try:
         table = open_chips_table(info, create=False)
     except StoreNotFoundError:

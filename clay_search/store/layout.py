@@ -70,22 +70,30 @@ def read_store_info(path: str | Path) -> StoreInfo:
             f"no clay-search store at {root} ({STORE_JSON} missing); create one with "
             "`clay-search ingest ... --store PATH` or `clay-search import FILE --store PATH`"
         )
+    repair = ("the chips table in lancedb/ is not affected: restore the file from a backup or "
+              "rewrite it (see docs/reliability.md, 'Repairing a store')")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreNotFoundError(
-            f"{meta_path} is not valid JSON ({e}); the store is damaged"
+            f"{meta_path} is not valid JSON ({e}); the store description is damaged: {repair}"
         ) from e
-    if meta.get("format") != STORE_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
         raise StoreNotFoundError(f"{meta_path} is not a clay-search store description")
-    return StoreInfo(
-        path=root,
-        model_id=str(meta["model_id"]),
-        dim=int(meta["dim"]),
-        patch_dim=int(meta["patch_dim"]) if meta.get("patch_dim") else None,
-        created=str(meta.get("created", "")),
-        imported=meta.get("imported"),
-    )
+    try:
+        return StoreInfo(
+            path=root,
+            model_id=str(meta["model_id"]),
+            dim=int(meta["dim"]),
+            patch_dim=int(meta["patch_dim"]) if meta.get("patch_dim") else None,
+            created=str(meta.get("created", "")),
+            imported=meta.get("imported"),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreNotFoundError(
+            f"{meta_path} lacks a valid {e} (model_id, dim): the store description is "
+            f"damaged: {repair}"
+        ) from e
 
 
 def open_or_create_store(

@@ -557,9 +557,9 @@ class Store:
         """Search with the chip(s) under ``lon, lat`` as positives (all chips covering it)."""
         import shapely
 
-        lon, lat = float(lon), float(lat)
-        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise QueryError(f"lon {lon}, lat {lat} is out of range (EPSG:4326 degrees)")
+        from clay_search.geo import check_lonlat
+
+        lon, lat = check_lonlat(lon, lat)
         rows = self.engine.rows(Filters(geometry=shapely.Point(lon, lat)))
         if len(rows) == 0:
             raise QueryError(

@@ -1,0 +1,150 @@
+"""The store's write lock: one writer at a time (ingest, import, index sync), readers never wait.
+
+Writers take an exclusive ``fcntl.flock`` on ``<store>/.write.lock`` for as long as they write.
+The kernel drops the lock when the process ends, however it ends (``kill -9`` included), so a
+crashed writer never leaves a stale lock. The file also records who holds it (pid, what, since
+when) for the message the next writer gets. Readers (search, the app) take no lock: LanceDB
+versions and the index's ``index.json`` give them a consistent snapshot.
+
+The lock is re-entrant within a process (an ingest that syncs the index at its end keeps the
+lock it holds). It is advisory: it binds clay-search processes on one machine (and NFS clients
+only where the server supports ``flock``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from clay_search.errors import StoreBusyError, StoreWriteError
+
+LOCK_FILE = ".write.lock"
+_POLL_S = 0.1
+
+_held: dict[str, list] = {}  # lock path -> [fd, depth, purpose]
+_guard = threading.RLock()
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    if not info:
+        return "another process"
+    return f"{info.get('purpose', 'a writer')} (pid {info.get('pid')}, since {info.get('since')})"
+
+
+class StoreLock:
+    """The write lock of the store at ``store``; ``purpose`` names the writer in messages.
+
+    ``wait``: seconds to wait for another writer to finish before :class:`StoreBusyError`
+    (0: refuse at once). Use as a context manager or with :meth:`acquire`/:meth:`release`.
+    """
+
+    def __init__(self, store: str | Path, purpose: str, *, wait: float = 0.0) -> None:
+        self.store = Path(store)
+        self.path = self.store / LOCK_FILE
+        self.purpose = purpose
+        self.wait = wait
+        self._acquired = False
+
+    def acquire(self) -> StoreLock:
+        """Take the lock (or deepen this process's hold on it)."""
+        key = str(self.path.resolve())
+        with _guard:
+            if key in _held:
+                _held[key][1] += 1
+                self._acquired = True
+                return self
+            self.store.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            deadline = time.monotonic() + max(self.wait, 0.0)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        os.close(fd)
+                        waited = f" after waiting {self.wait:.0f} s" if self.wait else ""
+                        raise StoreBusyError(
+                            f"store {self.store} is being written by {_holder(self.path)}"
+                            f"{waited}; {self.purpose} needs it alone: wait for that to finish "
+                            "and run it again (searches can go on meanwhile)"
+                        ) from None
+                    time.sleep(_POLL_S)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "purpose": self.purpose,
+                                      "since": datetime.now(UTC).isoformat(timespec="seconds")}
+                                     ).encode(), 0)
+            _held[key] = [fd, 1, self.purpose]
+            self._acquired = True
+            return self
+
+    def release(self) -> None:
+        """Give the lock back (the outermost release unlocks)."""
+        if not self._acquired:
+            return
+        self._acquired = False
+        key = str(self.path.resolve())
+        with _guard:
+            entry = _held.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _held[key]
+            fd = entry[0]
+            try:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def store_lock(store: str | Path, purpose: str, *, wait: float = 0.0) -> StoreLock:
+    """A :class:`StoreLock` (``with store_lock(path, "ingest"): ...``)."""
+    return StoreLock(store, purpose, wait=wait)
+
+
+_NO_SPACE = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122",
+             "read-only file system", "os error 30")
+
+
+@contextmanager
+def guarded_write(store: str | Path, what: str, *, version: int | None = None) -> Iterator[None]:
+    """Turn a failed write of the filesystem (disk full, quota, read-only) into one clear
+    :class:`StoreWriteError`; LanceDB's commits and the index's renames are atomic, so the store
+    stays at its last good version (``version``, when known, is named in the message)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        text = str(e).lower()
+        codes = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+        if not (getattr(e, "errno", None) in codes or any(t in text for t in _NO_SPACE)):
+            raise
+        reason = ("the disk is full" if ("space" in text or "28" in text
+                                         or getattr(e, "errno", None) == errno.ENOSPC)
+                  else "the filesystem refused the write (quota or read-only)")
+        at = f" (table version {version})" if version is not None else ""
+        raise StoreWriteError(
+            f"{what} in {store} failed: {reason} (no space left on device or similar); "
+            f"nothing of it was committed and the store keeps its last good version{at}: free "
+            "some space and run the same command again (it resumes)"
+        ) from None
