@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from clay_search.errors import UploadError
+from clay_search.errors import ClaySearchError, UploadError
 
 __all__ = ["MAX_UPLOAD_BYTES", "UploadError", "UploadedChip", "validate_upload"]
 
