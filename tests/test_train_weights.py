@@ -34,11 +34,20 @@ def test_loss_log_falls():
 
 
 def test_shipped_model_beats_random_weights_on_eurosat_ms(shared_data):
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _compare_with_random(shared_data)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compare_with_random(shared_data):
     from clay_search.ingest.datasets import eurosat_eval_sets
     from clay_search.model.clay import ClayEncoder
     from clay_search.model.evaluate import encoder_features, knn_precision_at_k, standardise
 
-    torch.set_num_threads(2)
     gallery, queries = eurosat_eval_sets(shared_data / "eurosat_ms", kind="ms")
     encoder, info = load_encoder(None)
     torch.manual_seed(0)

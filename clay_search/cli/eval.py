@@ -45,8 +45,10 @@ def run_evaluation(
         raise QueryError(f"unknown dataset {unknown[0]!r}; use {', '.join(ALL_DATASETS)}")
     if not Path(data).is_dir():
         raise SourceNotFoundError(f"data folder {data} does not exist; pass it with --data")
+    from clay_search.model.checkpoints import load_encoder
+
     t0 = time.monotonic()
-    report: dict = {"protocol": {
+    report: dict = {"model_id": load_encoder(weights)[1].model_id, "protocol": {
         "through_store": "labelled chips ingested with the CLI's defaults into a fresh store; "
         f"held-out chip = positive of Store.search, precision@{k} over gallery (train split) "
         f"hits; session: 3 random positives per class, {rounds} rounds of {per_round} new "
@@ -67,7 +69,6 @@ def run_evaluation(
                 per_round=per_round,
             )
             report["through_store"][name] = res.to_dict()
-            report["model_id"] = res.ingest["model_id"]
     direct_sets = tuple(d for d in datasets if direct or d not in STORE_DATASETS)
     if direct_sets:
         report["direct"] = evaluate_direct(
@@ -78,7 +79,6 @@ def run_evaluation(
             max_query_per_class=max_query_per_class,
             k=k,
         )
-        report.setdefault("model_id", report["direct"]["model_id"])
     report["wall_s"] = round(time.monotonic() - t0, 1)
     return report
 
