@@ -34,7 +34,8 @@ from clay_search.errors import (
     SourceNotFoundError,
     UnknownSensorError,
 )
-from clay_search.ingest.chips import chip_windows, footprints, window_json
+from clay_search.geo import footprints
+from clay_search.ingest.chips import chip_windows, window_json
 from clay_search.ingest.params import IngestParams
 from clay_search.ingest.plan import SourcePlan, plan_source
 from clay_search.ingest.raster import SourceReader
@@ -132,7 +133,8 @@ def _chip_windows_of(plan: SourcePlan, size: int) -> tuple[list[Window], bool]:
 def _chip_rows(plan: SourcePlan, runner: _Runner, spec: HeadSpec, batch_size: int) -> list[dict]:
     size = spec.chip_size
     windows, whole = _chip_windows_of(plan, size)
-    fps = footprints(plan.meta.crs, plan.meta.transform, windows)
+    fps = footprints(plan.meta.crs, plan.meta.transform, windows,
+                     size=(plan.meta.width, plan.meta.height))
     rows: list[dict] = []
     with SourceReader(plan.source) as r:
         for s in range(0, len(windows), batch_size):
@@ -273,7 +275,7 @@ def predict_raster(model, spec: HeadSpec, plan: SourcePlan, out: Path, *, device
                     reads = r.read_many(ws, plan.bands.indices)
                     raw = np.stack([a for a, _ in reads])
                     valid = np.stack([v for _, v in reads])
-                    fps = footprints(m.crs, m.transform, ws)
+                    fps = footprints(m.crs, m.transform, ws, size=(m.width, m.height))
                     out_b = runner(raw, valid, plan.gsd, [plan.datetime] * len(ws),
                                    [f[2] for f in fps])
                     for i, w in enumerate(ws):
@@ -383,7 +385,8 @@ def predict_store(head: str | Path, store: str | Path, *, weights=None, batch_si
                          for w, rs in zip(wins, resample, strict=True)]
                 raw = np.stack([a for a, _ in reads])
                 valid = np.stack([v for _, v in reads])
-                fps = footprints(plan.meta.crs, plan.meta.transform, wins)
+                fps = footprints(plan.meta.crs, plan.meta.transform, wins,
+                                 size=(plan.meta.width, plan.meta.height))
                 out = runner(raw, valid, chip_gsd(plan, size, any(resample)),
                              [x["datetime"] for x in part],
                              [f[2] for f in fps])

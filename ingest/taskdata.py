@@ -27,7 +27,8 @@ import numpy as np
 from rasterio.windows import Window
 
 from clay_search.errors import BandMismatchError, SourceNotFoundError, TrainingDataError
-from clay_search.ingest.chips import chip_windows, footprints
+from clay_search.geo import footprints
+from clay_search.ingest.chips import chip_windows
 from clay_search.ingest.params import IngestParams
 from clay_search.ingest.plan import SourcePlan, decide_normaliser, plan_source
 from clay_search.ingest.raster import SourceReader
@@ -370,7 +371,8 @@ def read_pairs(
         stem = Path(img).stem
         gs = (_tile_groups(windows, plan.meta.width, plan.meta.height, stem) if one_image
               else [stem] * len(windows))
-        fps = footprints(plan.meta.crs, plan.meta.transform, windows)
+        fps = footprints(plan.meta.crs, plan.meta.transform, windows,
+                     size=(plan.meta.width, plan.meta.height))
         for k, ((raw, v), (mraw, mv)) in enumerate(zip(reads, mreads, strict=True)):
             if 1.0 - float(v.mean()) > max_nodata:
                 continue
