@@ -75,6 +75,14 @@ class NetworkDisabledError(ClaySearchError, ConnectionError):
     """An operation would need the network; give a local file instead."""
 
 
+class InvalidDateError(QueryError, IngestOptionError):
+    """A date or time that cannot be read (see :mod:`clay_search.dates`).
+
+    One type for every date a user or a file gives: it is a :class:`QueryError` for filter
+    bounds and an :class:`IngestOptionError` for ingest options, so either ``except`` catches it.
+    """
+
+
 class AmbiguousChipError(UnknownChipError):
     """A chip id prefix that matches more than one chip."""
 

@@ -16,7 +16,7 @@ import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -64,26 +64,9 @@ def spatial_connection():
 
 
 def _as_utc(value: Any, *, end: bool) -> datetime:
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, date):
-        dt = datetime.combine(value, time.min)
-        if end:
-            dt = dt + timedelta(days=1) - timedelta(microseconds=1)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError as e:
-            raise QueryError(
-                f"could not read the date {value!r}; use ISO 8601 like 2020-06-01 or "
-                "2020-06-01T12:00:00Z"
-            ) from e
-        if end and len(text) == 10:  # a bare date as end: the whole day
-            dt = dt + timedelta(days=1) - timedelta(microseconds=1)
-    else:
-        raise QueryError(f"start/end must be a date, datetime or ISO string; got {value!r}")
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    from clay_search.dates import to_utc
+
+    return to_utc(value, end=end, what="end" if end else "start")
 
 
 def _as_set(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:

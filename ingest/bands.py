@@ -18,13 +18,9 @@ from clay_search.ingest.sources import Source
 from clay_search.model.sensors import Band, Sensor, SensorRegistry
 
 _ALIASES = {"r": "red", "g": "green", "b": "blue", "n": "nir", "nir08": "nir08"}
-_NAME_HINTS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"L[COTEM]0[89]_L2S", re.I), "landsat-c2l2-sr"),
-    (re.compile(r"L[COTEM]0[89]_L1", re.I), "landsat-c2l1"),
-    (re.compile(r"S2[A-D]_MSIL(1C|2A)", re.I), "sentinel-2-l2a"),
-    (re.compile(r"S1[A-D]_\w{2}_(GRD|SLC)", re.I), "sentinel-1-rtc"),
-    (re.compile(r"^m_\d{7}_[a-z]{2}_\d{2}_\d", re.I), "naip"),
-]
+_PARTS = re.compile(r"[\s_:/-]+")
+#: GeoTIFF tags that may name the sensor or platform (searched with the sensors' stac hints).
+SENSOR_TAGS = ("SENSOR", "SATELLITE", "PLATFORM", "SPACECRAFT_ID", "SPACECRAFT", "MISSION")
 
 
 _LANDSAT_C1 = re.compile(r"L[COTEM]0\d_L\w{3}_\d{6}_\d{8}_\d{8}_01_", re.I)
@@ -57,20 +53,96 @@ class BandPlan:
 
 
 def _lookup(sensor: Sensor, key: str) -> Band | None:
+    """The band ``key`` names: a common name, a band id, or a description made of both
+    (``B1_blue``) when its parts agree; None otherwise."""
     k = key.strip().lower()
     k = _ALIASES.get(k, k)
-    try:
+    if sensor.has_band(k):
         return sensor.band(k)
-    except BandMismatchError:
-        return None
+    found = {sensor.band(_ALIASES.get(p, p)) for p in _PARTS.split(k)
+             if p and sensor.has_band(_ALIASES.get(p, p))}
+    return found.pop() if len(found) == 1 else None
 
 
-def _name_hint(source: Source) -> str | None:
-    for part in source.name_parts:
-        for pat, name in _NAME_HINTS:
-            if pat.search(part):
-                return name
+def _tag_text(meta: RasterMeta) -> str | None:
+    tags = {str(k).upper(): str(v) for k, v in (meta.tags or {}).items()}
+    parts = [tags[t] for t in SENSOR_TAGS if tags.get(t)]
+    return " ".join(parts) or None
+
+
+def _evidence(source: Source, meta: RasterMeta, registry: SensorRegistry
+              ) -> tuple[Sensor, str] | None:
+    """The sensor that the source's own metadata names: STAC, a product id, a GeoTIFF tag."""
+    if source.stac_text and (hit := registry.from_hints("stac", [source.stac_text])):
+        return hit[0], "STAC metadata"
+    if source.sensor_hint and source.sensor_hint in registry:
+        return registry.get(source.sensor_hint), "STAC metadata"
+    if hit := registry.from_hints("product", source.name_parts):
+        return hit[0], "file name"
+    if (text := _tag_text(meta)) and (hit := registry.from_hints("stac", [text])):
+        return hit[0], f"GeoTIFF tag ({text!r})"
     return None
+
+
+def _id_meanings(s: Sensor, other: Sensor, ids: list[str] | None = None) -> str:
+    """``B1 is coastal on landsat-c2l1, blue on landsat-etm-c2l1; ...`` for ids both have."""
+    keys = ids or [b.id for b in s.bands if b.id]
+    out = []
+    for k in keys:
+        if s.has_band(k) and other.has_band(k) and s.band(k).name != other.band(k).name:
+            out.append(f"{k.upper()} is {s.band(k).name} on {s.name}, {other.band(k).name} on "
+                       f"{other.name}")
+    return "; ".join(out[:3]) or "none in common"
+
+
+def _reflective_ids(s: Sensor) -> set[str]:
+    return {b.id.upper() for b in s.bands if b.id and b.wavelength < 3.0 and b.name != "pan"}
+
+
+def check_band_ids(source: Source, meta: RasterMeta, sensor: Sensor, registry: SensorRegistry,
+                   forced: list[str]) -> list[str]:
+    """Notes (and errors) for ``--bands`` given as band ids of a sensor whose family numbers
+    bands differently (Landsat 8/9 B2 is Landsat 4-7 B1): the ids are read as ``sensor``'s,
+    said on screen; a set of ids that is another family member's own band set, or a file whose
+    band descriptions contradict them, is an error."""
+    family = registry.family(sensor)
+    ids = [k for k in forced
+           if sensor.band(_ALIASES.get(k.strip().lower(), k)).name != k.strip().lower()
+           and k.strip().lower() not in _ALIASES]
+    if not family or not ids:
+        return []
+    differ = [o for o in family if _id_meanings(sensor, o, ids) != "none in common"]
+    if not differ:
+        return []
+    given = {k.strip().upper() for k in ids}
+    for o in differ:
+        own = _reflective_ids(o)
+        if given == own and given != _reflective_ids(sensor):
+            raise BandMismatchError(
+                f"{source.display}: --bands {','.join(forced)} are the {o.name} band ids "
+                f"({o.description.split('(')[0].strip()}), not {sensor.name}'s: "
+                f"{_id_meanings(sensor, o, ids)}. Use --sensor {o.name}; if this really is "
+                f"{sensor.name}, name the bands by common name (--bands "
+                f"{','.join(sensor.band(k).name for k in forced)})"
+            )
+    for i, k in enumerate(forced):
+        d = meta.descriptions[i] if i < len(meta.descriptions) else None
+        if not d:
+            continue
+        meant = _lookup(sensor, d)
+        parts = {p for p in _PARTS.split(d.lower()) if p}
+        named = {b.name for b in sensor.bands if b.name in parts}
+        if (meant is None or meant.name != sensor.band(k).name) and named and \
+                sensor.band(k).name not in named:
+            raise BandMismatchError(
+                f"{source.display}: --bands reads band {i + 1} as {k} = {sensor.band(k).name} "
+                f"on {sensor.name}, but the file describes it as {d!r}. Band ids are per "
+                f"sensor ({_id_meanings(sensor, differ[0], ids)}): check --sensor, or name the "
+                "bands by common name"
+            )
+    return [f"--bands ids read as {sensor.name}'s ({_id_meanings(sensor, differ[0], ids)}); "
+            f"for another Landsat use its --sensor ({', '.join(o.name for o in differ)}) or "
+            "common names"]
 
 
 def _file_keys(source: Source, meta: RasterMeta) -> list[str] | None:
@@ -86,11 +158,20 @@ def detect_sensor(
     source: Source, meta: RasterMeta, registry: SensorRegistry, forced: str | None
 ) -> tuple[Sensor, str]:
     """The source's sensor and how it was found."""
+    evidence = _evidence(source, meta, registry)
     if forced:
-        return registry.get(forced), "--sensor"
-    hint = source.sensor_hint or _name_hint(source)
-    if hint and hint in registry:
-        return registry.get(hint), "STAC metadata" if source.sensor_hint else "file name"
+        s = registry.get(forced)
+        if evidence and evidence[0].name != s.name and evidence[0] in registry.family(s):
+            other, how = evidence
+            raise UnknownSensorError(
+                f"{source.display}: --sensor {s.name} ({s.description.split('(')[0].strip()}) "
+                f"but its {how} says {other.name} ({other.description.split('(')[0].strip()}); "
+                f"their band ids differ ({_id_meanings(s, other)}). Use --sensor {other.name}, "
+                "or name the bands by common name (--bands blue,green,...)"
+            )
+        return s, "--sensor"
+    if evidence:
+        return evidence
     keys = _file_keys(source, meta)
     if keys:
         fits = [n for n in registry.names if all(_lookup(registry.get(n), k) for k in keys)]
@@ -132,7 +213,15 @@ def _band_keys_in_order(
                 f"--bands names {len(forced_bands)} bands but {source.display} has "
                 f"{meta.count}; name every band of the file in order"
             )
-        return [sensor.band(k) for k in forced_bands], "--bands"
+        chosen = [sensor.band(_ALIASES.get(k.strip().lower(), k)) for k in forced_bands]
+        names = [b.name for b in chosen]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise BandMismatchError(
+                f"--bands {','.join(forced_bands)} names {', '.join(dup)} more than once on "
+                f"{sensor.name}; name each band of the file once, in file order"
+            )
+        return chosen, "--bands"
     keys = _file_keys(source, meta)
     if keys:
         found = [_lookup(sensor, k) for k in keys]
@@ -181,6 +270,10 @@ def plan_bands(
     s, how = detect_sensor(source, meta, registry, sensor)
     per_band, band_how = _band_keys_in_order(source, meta, s, bands)
     notes = [f"sensor {s.name} (from {how}); bands from {band_how}"]
+    if bands:
+        notes.extend(check_band_ids(source, meta, s, registry, bands))
+    if not any(b is not None and b.has_stats for b in per_band):
+        keep_unstats = True  # no statistics at all (Landsat TM/ETM+): computed from the data
     indices, chosen, dropped, seen = [], [], [], set()
     for i, b in enumerate(per_band):
         if b is None or b.name in seen:

@@ -242,7 +242,7 @@ def read_bigearthnet(
     )
 
 
-# -- scenes cut into chips (Landsat-8, NAIP) -----------------------------------------------------
+# -- scenes cut into chips (one reader: ingest's) ------------------------------------------
 def scene_chips(
     arrays: np.ndarray,
     *,
@@ -271,50 +271,79 @@ def scene_chips(
     return np.stack(out), offsets
 
 
-def _scene_set(
-    name: str,
-    files: list[list[Path]],
+def read_scenes(
+    paths: Sequence[str | Path],
     *,
-    sensor: str,
-    bands: list[str],
-    chip: int,
-    stride: int | None,
-    max_chips: int | None,
+    name: str,
+    sensor: str | None = None,
+    bands: Sequence[str] | None = None,
+    chip: int = 64,
+    stride: int | None = None,
+    max_chips: int | None = None,
+    nodata: float | None = 0,
+    max_nodata_fraction: float = 0.05,
 ) -> ChipSet:
+    """The one scene reader: files, band sets or folders cut into chips by ingest's own code.
+
+    Sources are found (:func:`~clay_search.ingest.sources.discover`), planned (sensor and band
+    mapping, windows, dates, GSD: :func:`~clay_search.ingest.plan.plan_source`, ``sensor`` and
+    ``bands`` as ``--sensor``/``--bands``) and read (:class:`~clay_search.ingest.raster.
+    SourceReader`) exactly as ``clay-search ingest`` reads them; chips with more than
+    ``max_nodata_fraction`` nodata (``nodata``: the value, like ``--nodata``) are skipped.
+    Every source must map to the same sensor bands (their order is the set's). Normalised with
+    statistics computed from the chips (see the module doc).
+    """
+    from clay_search.ingest.chips import footprints
+    from clay_search.ingest.params import IngestParams
+    from clay_search.ingest.plan import plan_source
+    from clay_search.ingest.raster import SourceReader
+    from clay_search.ingest.sources import SourceFailure, discover
+
+    params = IngestParams.from_options(sensor=sensor, bands=list(bands) if bands else None,
+                                       chip_size=chip, stride=stride, nodata=nodata,
+                                       max_nodata=max_nodata_fraction, stats="source")
+    registry = SensorRegistry.default()
     pixels, names, times, lonlats = [], [], [], []
-    gsd = None
-    for group in files:
-        chans = []
-        for f in group:
-            with rasterio.open(f) as src:
-                chans.append(src.read())
-                transform, crs, gsd = src.transform, src.crs, float(src.res[0])
-        scene = np.concatenate(chans)
-        chips, offsets = scene_chips(scene, chip=chip, stride=stride)
-        when = date_from_name(group[0].name)
-        for c, (y, x) in zip(chips, offsets, strict=True):
-            cx, cy = transform @ (x + chip / 2, y + chip / 2)
-            pixels.append(c)
-            names.append(f"{group[0].stem}_{y}_{x}")
-            times.append(when)
-            lonlats.append(_lonlat(crs, cx, cy))
+    gsd, set_bands, set_sensor = None, None, None
+    for src in discover([str(p) for p in paths]):
+        if isinstance(src, SourceFailure):
+            raise src.error
+        plan = plan_source(src, registry, params)
+        if set_bands is None:
+            set_bands, set_sensor, gsd = plan.bands.band_names, plan.bands.sensor.name, plan.gsd
+        elif plan.bands.band_names != set_bands:
+            raise SourceNotFoundError(
+                f"{src.display} has bands {plan.bands.band_names}, the set has {set_bands}; "
+                "read them as separate sets")
+        with SourceReader(src, nodata=nodata) as reader:
+            reads = reader.read_many(plan.windows, plan.bands.indices)
+        keep = [k for k, (_, v) in enumerate(reads) if 1.0 - float(v.mean()) <= max_nodata_fraction]
+        fps = footprints(plan.meta.crs, plan.meta.transform, [plan.windows[k] for k in keep])
+        stem = Path(src.paths[0]).stem
+        for j, k in enumerate(keep):
+            win = plan.windows[k]
+            pixels.append(reads[k][0])
+            names.append(f"{stem}_{int(win.row_off)}_{int(win.col_off)}")
+            times.append(plan.datetime)
+            lonlats.append(fps[j][2])
     if not pixels:
-        raise SourceNotFoundError(f"no valid {chip}x{chip} chips in {files}")
+        raise SourceNotFoundError(f"no valid {chip}x{chip} chips in {[str(p) for p in paths]}")
     arr = np.stack(pixels)
     if max_chips and len(arr) > max_chips:
-        keep = np.linspace(0, len(arr) - 1, max_chips).astype(int)
-        arr = arr[keep]
-        names, times, lonlats = ([seq[i] for i in keep] for seq in (names, times, lonlats))
+        keep_i = np.linspace(0, len(arr) - 1, max_chips).astype(int)
+        arr = arr[keep_i]
+        names, times, lonlats = ([seq[i] for i in keep_i] for seq in (names, times, lonlats))
     mean, std = _stats(arr)
-    rgb = [bands.index(b) for b in ("red", "green", "blue")]
+    rgb = ([set_bands.index(b) for b in ("red", "green", "blue")]
+           if {"red", "green", "blue"} <= set(set_bands) else None)
     return ChipSet(
         name=name,
         pixels=arr,
         mean=mean,
         std=std,
-        waves=_waves(sensor, bands),
+        waves=_waves(set_sensor, set_bands),
         gsd=gsd or 10.0,
-        band_names=bands,
+        band_names=list(set_bands),
         names=names,
         times=times,
         lonlats=lonlats,
@@ -325,37 +354,22 @@ def _scene_set(
 def read_landsat8(
     root: str | Path, *, chip: int = 64, stride: int | None = None, max_chips: int | None = None
 ) -> ChipSet:
-    """The Landsat-8 L1TP scenes (B2, B3, B4 raw DN, 30 m) cut into chips; zero fill skipped."""
+    """The Landsat-8 L1TP scenes (B2, B3, B4 raw DN, 30 m) cut into chips; zero fill skipped
+    (:func:`read_scenes` of the folder's scene and band files)."""
     root = _require(Path(root))
-    groups = [[f] for f in sorted(root.glob("*_RT.TIF"))]
-    singles = sorted(root.glob("*_RT_B[234].TIF"))
-    if singles:
-        groups.append(singles)  # B2, B3, B4 files of the second scene, in band order
-    return _scene_set(
-        "landsat8",
-        groups,
-        sensor="landsat-c2l1",
-        bands=["blue", "green", "red"],
-        chip=chip,
-        stride=stride,
-        max_chips=max_chips,
-    )
+    files = sorted(root.glob("*_RT.TIF")) + sorted(root.glob("*_RT_B[234].TIF"))
+    return read_scenes(files, name="landsat8", sensor="landsat-c2l1", bands=["B2", "B3", "B4"],
+                       chip=chip, stride=stride, max_chips=max_chips)
 
 
 def read_naip(
     root: str | Path, *, chip: int = 64, stride: int | None = None, max_chips: int | None = None
 ) -> ChipSet:
-    """The NAIP RGB+NIR time series (8-bit, 5 m as resampled here) cut into chips."""
+    """The NAIP RGB+NIR time series (8-bit, 5 m as resampled here) cut into chips
+    (:func:`read_scenes` of the folder)."""
     root = _require(Path(root))
-    return _scene_set(
-        "naip",
-        [[f] for f in sorted(root.glob("*.tif"))],
-        sensor="naip",
-        bands=["red", "green", "blue", "nir"],
-        chip=chip,
-        stride=stride,
-        max_chips=max_chips,
-    )
+    return read_scenes(sorted(root.glob("*.tif")), name="naip", sensor="naip", chip=chip,
+                       stride=stride, max_chips=max_chips)
 
 
 # -- the mixes used by `clay-search train` and `clay-search eval` --------------------------------

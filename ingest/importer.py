@@ -41,11 +41,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
+from clay_search.dates import to_utc
 from clay_search.emb import EmbInfo, read_emb
 from clay_search.errors import (
     BadRowsError,
     CRSContradictionError,
     ImportFormatError,
+    InvalidDateError,
     QueryError,
     SourceNotFoundError,
     SourceReadError,
@@ -492,8 +494,8 @@ _COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})?)?")
 def _parse_text_time(text: str) -> datetime | None:
     t = text.strip()
     try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
+        return to_utc(t)  # the one date parser (clay_search.dates)
+    except InvalidDateError:
         m = _COMPACT.match(t)  # Sentinel-style 20200615T104031
         if not m:
             return None

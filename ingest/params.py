@@ -1,14 +1,27 @@
-"""The parameters of an ingest run, checked once, and the error for bad options."""
+"""The options of an ingest run, defined once.
+
+Each option is one field of :class:`IngestParams`: its name (the Python keyword; the CLI flag is
+the name with dashes), type, default, help text and validation live in that field. The
+``clay-search ingest`` command (:func:`cli_parameters`) and the Python entry point
+(:func:`clay_search.ingest.ingest`, :func:`python_signature`) are both derived from these fields,
+as rasterio's ``rio/options.py`` defines each option once for every command.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from clay_search.dates import DatePeriod
 from clay_search.errors import IngestOptionError
 
-__all__ = ["IngestOptionError", "IngestParams"]
+__all__ = ["IngestOptionError", "IngestParams", "auto_workers", "cli_parameters",
+           "python_signature"]
 
 DEFAULT_CHIP_SIZE = 64
 DEFAULT_BATCH_SIZE = 32
@@ -16,34 +29,196 @@ DEFAULT_MAX_NODATA = 0.5
 DEFAULT_FLUSH_ROWS = 2048  # rows per commit, at most
 DEFAULT_FLUSH_SECONDS = 30.0  # a commit at least this often while rows are waiting
 THUMBNAIL_SIZE = 64
+STATS_CHOICES = ("auto", "sensor", "source")
+STATS_SCOPES = ("series", "source")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+# -- parsing and checks used by the fields ---------------------------------------------------------
+def split_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """``"a, b"`` or ``["a", "b"]`` as a list of stripped names; None or empty: None."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    out = [v.strip() for v in items if str(v).strip()]
+    return out or None
+
+
+def _floats(value: str | Sequence[float] | None) -> list[float] | None:
+    names = split_names(value if isinstance(value, str) or value is None
+                        else [str(v) for v in value])
+    if names is None:
+        return None
+    try:
+        return [float(v) for v in names]
+    except ValueError:
+        raise IngestOptionError(f"--bbox {value!r} must be four numbers minx,miny,maxx,maxy") \
+            from None
+
+
+def _datetime(value: Any) -> DatePeriod | None:
+    from clay_search.ingest.datetimes import parse_datetime_option
+
+    return parse_datetime_option(value)
+
+
+def _path(value: Any) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _positive(flag: str, what: str = "a positive number") -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or v > 0 else f"{flag} {v} must be {what}"
+
+
+def _choice(flag: str, choices: Sequence[str]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else (
+        f"{flag} {v!r} must be one of {', '.join(choices)}")
+
+
+def _check_bands(v: list[str] | None) -> str | None:
+    if not v:
+        return None
+    low = [b.lower() for b in v]
+    dup = sorted({b for b in v if low.count(b.lower()) > 1})
+    if dup:
+        return (f"--bands {','.join(v)} names {', '.join(dup)} more than once; name each band "
+                "of the file once, in file order")
+    return None
+
+
+def _check_thumbnail_bands(v: list[str] | None) -> str | None:
+    if v is not None and len(v) not in (1, 3):
+        return (f"--thumbnail-bands {','.join(v)} must name 3 bands (red, green, blue of the "
+                "picture, e.g. nir08,red,green) or 1 (grey)")
+    return None
+
+
+def _check_stats(v: str) -> str | None:
+    if v in STATS_CHOICES or Path(v).is_file():
+        return None
+    return (f"--stats {v!r} must be auto, sensor, source or an existing JSON file mapping band "
+            'names to {"mean": ..., "std": ...}')
+
+
+def opt(default: Any, help: str, *, flag: str | None = None, short: str | None = None,  # noqa: A002
+        parse: Callable[[Any], Any] | None = None, check: Callable[[Any], str | None] | None = None,
+        cli_type: Any = None, cli: bool = True, is_flag: bool = False) -> Any:
+    """A field of :class:`IngestParams`: default, help text and how the value is read/checked.
+
+    ``parse`` turns what a user gives (a CLI string, a Python value) into the field's type;
+    ``check`` returns an error message for a value that cannot work. ``cli_type`` is the type
+    the CLI reads (``str`` for comma-separated lists); ``cli=False`` keeps an option Python-only.
+    """
+    meta = {"help": help, "flag": flag, "short": short, "parse": parse, "check": check,
+            "cli_type": cli_type, "cli": cli, "is_flag": is_flag}
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class IngestParams:
-    """Everything that shapes which chips an ingest run makes and how they are embedded.
+    """Everything that shapes an ingest run: which chips, how they are embedded and written.
 
-    ``chip_size`` and ``stride`` are in pixels of the source grid; ``bands`` names a file's bands
-    in order (sensor common names or band ids); ``stats`` is ``auto`` (the sensor's statistics
-    when the source's values fit them, else statistics computed from the source), ``sensor``,
-    ``source`` or a JSON file path.
+    Build it with :meth:`from_options` (parses and checks every value); each field documents
+    one option of ``clay-search ingest`` and :func:`clay_search.ingest.ingest`.
     """
 
-    chip_size: int = DEFAULT_CHIP_SIZE
-    stride: int | None = None
-    sensor: str | None = None
-    bands: list[str] | None = None
-    datetime: datetime | None = None
-    patch_embeddings: bool = False
-    max_nodata: float = DEFAULT_MAX_NODATA
-    nodata: float | None = None  # overrides the files' nodata value
-    stats: str = "auto"
-    assets: list[str] | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    workers: int | None = None  # reader threads; None: auto_workers()
-    flush_rows: int = DEFAULT_FLUSH_ROWS
-    flush_seconds: float = DEFAULT_FLUSH_SECONDS
-    fail_fast: bool = False
-    extra: dict = field(default_factory=dict)
+    sensor: str | None = opt(None, "Sensor of every source (see `clay-search info`).")
+    chip_size: int = opt(DEFAULT_CHIP_SIZE, "Chip size in pixels (multiple of the model's "
+                         "patch size 8).", check=_positive("--chip-size"))
+    stride: int | None = opt(None, "Step between chips in pixels (default: the chip size).",
+                             check=_positive("--stride", "a positive number of pixels"))
+    bands: list[str] | None = opt(
+        None, "The file's bands in order: common names or the sensor's band ids, e.g. "
+        "B02,B03,B04,B08 (ids are per sensor: Landsat 8 B2 is Landsat 7 B1).",
+        parse=split_names, check=_check_bands, cli_type=str)
+    weights: Path | None = opt(None, "Weights folder or Clay .ckpt (default: the bundled "
+                               "weights).", parse=_path)
+    batch_size: int = opt(DEFAULT_BATCH_SIZE, "Chips per model call.",
+                          check=_positive("--batch-size", ">= 1"))
+    workers: int | None = opt(
+        None, "Reader threads (0: read in the main thread). Default: 2 with a GPU; on the CPU "
+        "only the logical CPUs torch leaves free.",
+        check=lambda v: None if v is None or v >= 0 else f"--workers {v} must be >= 0")
+    datetime: DatePeriod | None = opt(
+        None, "Acquisition time of every source: ISO 8601 date/time, a year (1985) or a month "
+        "(1985-07), stored as the period's midpoint. Overrides every other date.",
+        parse=_datetime, cli_type=str)
+    dates: Path | None = opt(
+        None, "CSV or JSON of per-file dates (columns file,date; or {\"file\": \"date\"}).",
+        parse=_path)
+    patch_embeddings: bool = opt(False, "Also store the patch-embedding grid.", is_flag=True)
+    max_nodata: float = opt(
+        DEFAULT_MAX_NODATA, "Skip chips with more than this fraction of nodata.",
+        check=lambda v: None if 0.0 <= v <= 1.0 else f"--max-nodata {v} must be between 0 and 1")
+    nodata: float | None = opt(
+        None, "Treat this value as nodata in every band, overriding the files' own (e.g. 0 for "
+        "black collars in files that declare no nodata).")
+    stats: str = opt("auto", "Normalisation: auto, sensor, source, or a JSON file of band "
+                     "mean/std.", check=_check_stats)
+    stats_scope: str = opt(
+        "series", "Who shares computed statistics: series (the sources of one sensor, band set "
+        "and data type in this run, so a time series stays comparable) or source (each file "
+        "its own).", check=_choice("--stats-scope", STATS_SCOPES))
+    thumbnail_bands: list[str] | None = opt(
+        None, "Bands of the thumbnails (3: red,green,blue of the picture; 1: grey), e.g. "
+        "nir08,red,green. Default: the sensor's composite for the bands read.",
+        parse=split_names, check=_check_thumbnail_bands, cli_type=str)
+    assets: list[str] | None = opt(None, "STAC asset keys to read, e.g. analytic.",
+                                   parse=split_names, cli_type=str)
+    sensors_file: Path | None = opt(
+        None, "YAML of extra sensors (shaped like clay_search/model/sensors.yaml).", parse=_path)
+    precision: str = opt("auto", "auto, fp32 or bf16.", check=_choice("--precision", PRECISIONS))
+    device: str = opt("cpu", "cpu or cuda.")
+    fail_fast: bool = opt(False, "Stop at the first bad source.", is_flag=True)
+    flush_rows: int = opt(DEFAULT_FLUSH_ROWS, "Rows per commit, at most.",
+                          check=_positive("flush_rows", ">= 1"), cli=False)
+    flush_seconds: float = opt(DEFAULT_FLUSH_SECONDS, "A commit at least this often (seconds).",
+                               check=_positive("flush_seconds"), cli=False)
+    stac_api: str | None = opt(None, "STAC API URL to search (online; needs the stac-api "
+                               "extra).")
+    collection: list[str] | None = opt(None, "STAC API collection(s), comma-separated.",
+                                       parse=split_names, cli_type=str)
+    bbox: list[float] | None = opt(None, "STAC API bbox: minx,miny,maxx,maxy.", parse=_floats,
+                                   cli_type=str)
+    search_datetime: str | None = opt(None, "STAC API datetime range.")
+    max_items: int = opt(100, "STAC API item limit.", check=_positive("--max-items"))
+    progress: bool = opt(False, "Show a progress bar.", cli=False)
+    extra: dict = field(default_factory=dict, metadata={"cli": False, "internal": True})
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def option_fields(cls) -> list[dataclasses.Field]:
+        """The option fields, in order (``metadata["cli"]`` says whether the CLI has one)."""
+        return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+    @classmethod
+    def from_options(cls, **options: Any) -> IngestParams:
+        """Parse and check ``options`` (Python values or CLI strings); unknown names and bad
+        values raise (``TypeError`` / :class:`IngestOptionError`)."""
+        fields = {f.name: f for f in cls.option_fields()}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise TypeError(f"unknown ingest option(s) {', '.join(unknown)}; the options are "
+                            f"{', '.join(fields)}")
+        values = {}
+        for name, f in fields.items():
+            v = options.get(name, f.default)
+            parse = f.metadata.get("parse")
+            if parse is not None:
+                v = parse(v)
+            elif v is not None and f.type in ("int", "float", "int | None", "float | None"):
+                try:
+                    v = (float if "float" in f.type else int)(v)
+                except (TypeError, ValueError):
+                    raise IngestOptionError(f"--{name.replace('_', '-')} {v!r} must be a "
+                                            "number") from None
+            elif f.type == "bool":
+                v = bool(v)
+            check = f.metadata.get("check")
+            if check is not None and (msg := check(v)):
+                raise IngestOptionError(msg)
+            values[name] = v
+        return cls(**values)
 
     def check(self, patch_size: int) -> None:
         """Raise :class:`IngestOptionError` for values that cannot work with the model."""
@@ -52,19 +227,14 @@ class IngestParams:
                 f"--chip-size {self.chip_size} must be a positive multiple of the model's patch "
                 f"size {patch_size} (e.g. 64, 128 or 256)"
             )
-        if self.stride is not None and self.stride <= 0:
-            raise IngestOptionError(f"--stride {self.stride} must be a positive number of pixels")
-        if not 0.0 <= self.max_nodata <= 1.0:
-            raise IngestOptionError(f"--max-nodata {self.max_nodata} must be between 0 and 1")
-        if self.batch_size < 1 or (self.workers is not None and self.workers < 0):
-            raise IngestOptionError("--batch-size must be >= 1 and --workers >= 0")
-        if self.flush_rows < 1 or self.flush_seconds <= 0:
-            raise IngestOptionError("flush_rows must be >= 1 and flush_seconds > 0")
-        if self.stats not in {"auto", "sensor", "source"} and not Path(self.stats).is_file():
-            raise IngestOptionError(
-                f"--stats {self.stats!r} must be auto, sensor, source or an existing JSON file "
-                'mapping band names to {"mean": ..., "std": ...}'
-            )
+
+    def stac_search(self) -> dict | None:
+        """The STAC API search of ``--stac-api`` and its companions, or None."""
+        if not self.stac_api:
+            return None
+        return {"url": self.stac_api, "collections": self.collection or [],
+                "bbox": self.bbox, "datetime": self.search_datetime,
+                "max_items": self.max_items}
 
     def reader_threads(self, device) -> int:
         """``workers``, or when not set, :func:`auto_workers` for ``device``."""
@@ -75,11 +245,64 @@ class IngestParams:
         """The stride in pixels (the chip size when not given)."""
         return self.stride or self.chip_size
 
+    @property
+    def forced_datetime(self) -> datetime | None:
+        """``--datetime`` as the datetime stored (a period's midpoint), or None."""
+        return None if self.datetime is None else self.datetime.midpoint
+
     def to_dict(self) -> dict:
         """JSON-able form for the run manifest."""
         d = asdict(self)
-        d["datetime"] = self.datetime.isoformat() if self.datetime else None
+        if self.datetime is not None:
+            d["datetime"] = self.datetime.midpoint.isoformat()
+            d["datetime_precision"] = self.datetime.precision
+        for k in ("weights", "dates", "sensors_file"):
+            d[k] = None if d[k] is None else str(d[k])
         return d
+
+
+# -- the two derived interfaces ------------------------------------------------------------------
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def cli_parameters() -> list[inspect.Parameter]:
+    """typer parameters (``Annotated[type, typer.Option(...)]``) of every CLI option."""
+    from typing import Annotated
+
+    import typer
+
+    types = {"str | None": str | None, "str": str, "int": int, "int | None": int | None,
+             "float": float, "float | None": float | None, "bool": bool,
+             "Path | None": Path | None}
+    out = []
+    for f in IngestParams.option_fields():
+        if not f.metadata.get("cli", True):
+            continue
+        decls = [_flag(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
+        cli_type = f.metadata.get("cli_type")
+        typ = types[f.type] if cli_type is None else cli_type | None
+        info = typer.Option(*decls, help=f.metadata["help"])
+        out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                     default=f.default, annotation=Annotated[typ, info]))
+    return out
+
+
+def python_signature(head: list[inspect.Parameter], tail: list[inspect.Parameter],
+                     return_annotation: Any) -> inspect.Signature:
+    """``head`` (positional), every option as a keyword-only parameter, then ``tail``."""
+    opts = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                              annotation=f.type)
+            for f in IngestParams.option_fields()]
+    return inspect.Signature([*head, *opts, *tail], return_annotation=return_annotation)
+
+
+def options_doc() -> str:
+    """One line per option: name, default and help (appended to the entry point's docstring)."""
+    lines = []
+    for f in IngestParams.option_fields():
+        lines.append(f"    ``{f.name}`` (default ``{f.default!r}``): {f.metadata['help']}")
+    return "\n".join(lines)
 
 
 def auto_workers(device) -> int:

@@ -10,23 +10,37 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clay_search.errors import NoDataError
 from clay_search.ingest.chips import chip_id, footprints, window_json
+from clay_search.ingest.imagery import embed_chips
 from clay_search.ingest.manifest import RunManifest
 from clay_search.ingest.params import THUMBNAIL_SIZE, IngestParams
-from clay_search.ingest.plan import SourcePlan, decide_normaliser, plan_source
+from clay_search.ingest.plan import (
+    SourcePlan,
+    decide_normaliser,
+    plan_source,
+    thumbnail_stretch,
+)
 from clay_search.ingest.readers import ReaderPool
 from clay_search.ingest.report import IngestReport, SourceReport
 from clay_search.ingest.sources import Source, SourceFailure
 from clay_search.ingest.thumbnails import thumbnails_png
 from clay_search.ingest.writer import ChipWriter
+
+if TYPE_CHECKING:
+    from rasterio.windows import Window
+
+    from clay_search.ingest.datetimes import DatesFile
+    from clay_search.model.embedder import Embedder
+    from clay_search.model.sensors import SensorRegistry
 
 log = logging.getLogger("clay_search.ingest")
 TASK_BYTES = 32 * 2**20  # raw pixels per read task
@@ -87,7 +101,7 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
         for js in by_shape.values():
             pngs = thumbnails_png([reads[keep[j]][0] for j in js],
                                   [reads[keep[j]][1] for j in js], plan.rgb,
-                                  size=THUMBNAIL_SIZE, log=log_scale)
+                                  size=THUMBNAIL_SIZE, log=log_scale, stretch=plan.stretch)
             for j, png in zip(js, pngs, strict=True):
                 thumbs[j] = png
         crs = m.crs.to_string() if m.crs is not None else None
@@ -112,7 +126,7 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
 class _Batcher:
     """Collects chips of one (group, gsd) key and embeds them in batches."""
 
-    def __init__(self, embedder, writer: ChipWriter, params: IngestParams) -> None:
+    def __init__(self, embedder: Embedder, writer: ChipWriter, params: IngestParams) -> None:
         self.embedder, self.writer, self.params = embedder, writer, params
         self.key: tuple | None = None
         self.plan: SourcePlan | None = None
@@ -135,15 +149,10 @@ class _Batcher:
         chips, plan = self.chips, self.plan
         self.chips = []
         t0 = time.perf_counter()
-        out = self.embedder.embed_raw(
-            np.stack([c.raw for c in chips]),
-            plan.bands.sensor,
-            plan.bands.bands,
-            normaliser=plan.normaliser,
-            valid=np.stack([c.valid for c in chips])[:, None],
-            gsd=plan.gsd,
-            datetimes=[c.row["datetime"] for c in chips],
-            lonlats=[c.lonlat for c in chips],
+        out = embed_chips(
+            self.embedder, plan, np.stack([c.raw for c in chips]),
+            np.stack([c.valid for c in chips]),
+            datetimes=[c.row["datetime"] for c in chips], lonlats=[c.lonlat for c in chips],
             patches=self.params.patch_embeddings,
         )
         self.embed_seconds += time.perf_counter() - t0
@@ -156,7 +165,7 @@ class _Batcher:
             self.writer.add(row)
 
 
-def _progress(enabled: bool):
+def _progress(enabled: bool):  # noqa: ANN202 - a rich Progress
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -179,185 +188,257 @@ def _progress(enabled: bool):
     )
 
 
+@dataclass
+class SourceWork:
+    """One planned source through the run: its plan, its report and the windows still to do."""
+
+    plan: SourcePlan
+    report: SourceReport
+    todo: list[tuple[str, Window]] = field(default_factory=list)
+    tasks_left: int = 0
+    failed: bool = False
+
+
+class RunState:
+    """What a run has seen so far: the per-source reports and the failure policy.
+
+    :meth:`fail` records a failed source; with ``fail_fast`` it raises the error instead (at the
+    step that met it).
+    """
+
+    def __init__(self, report: IngestReport, params: IngestParams) -> None:
+        self.report, self.params = report, params
+        self.sources: list[SourceReport] = []
+
+    def fail(self, name: str, err: BaseException, rep: SourceReport | None = None) -> None:
+        """Mark ``rep`` (or a new report for ``name``) failed with ``err``."""
+        rep = rep or SourceReport(name)
+        if rep not in self.sources:
+            self.sources.append(rep)
+        rep.status, rep.error = "failed", f"{type(err).__name__}: {err}"
+        log.warning("skipping %s: %s", name, rep.error)
+        if self.params.fail_fast:
+            raise err
+
+
+def plan_sources(sources: Iterable[Source | SourceFailure], registry: SensorRegistry,
+                 params: IngestParams, state: RunState,
+                 dates: DatesFile | None = None) -> list[SourceWork]:
+    """Step 1: plan every source (metadata only); failures are recorded in ``state``."""
+    seen: set[str] = set()
+    work: list[SourceWork] = []
+    for s in sources:
+        if isinstance(s, SourceFailure):
+            state.fail(s.source, s.error)
+            continue
+        if s.identity in seen:
+            continue
+        seen.add(s.identity)
+        rep = SourceReport(s.display, kind=s.kind)
+        state.sources.append(rep)
+        try:
+            plan = plan_source(s, registry, params, dates=dates)
+        except Exception as e:  # noqa: BLE001 - reported, the others continue
+            state.fail(s.display, e, rep)
+            continue
+        rep.sensor, rep.bands = plan.bands.sensor.name, plan.bands.band_names
+        rep.notes = plan.notes
+        rep.datetime = plan.date.value.isoformat() if plan.date.value else None
+        rep.datetime_precision, rep.datetime_from = plan.date.precision, plan.date.origin
+        work.append(SourceWork(plan, rep))
+    if dates is not None and (unused := dates.unused()):
+        state.report.notes.append(
+            f"--dates {dates.path.name}: {len(unused)} entr{'y' if len(unused) == 1 else 'ies'} "
+            f"matched no source ({', '.join(unused[:5])}{', ...' if len(unused) > 5 else ''})")
+    return work
+
+
+def choose_normalisers(work: list[SourceWork], params: IngestParams, readers: ReaderPool,
+                       state: RunState) -> list[SourceWork]:
+    """Step 2: one normaliser per group (a series, see ``--stats-scope``); returns the sources
+    that have one."""
+    groups: dict[tuple, list[SourceWork]] = {}
+    for w in work:
+        groups.setdefault(w.plan.group_key(params.stats_scope), []).append(w)
+    for members in groups.values():
+        plans = [w.plan for w in members]
+        broken: dict[int, BaseException] = {}
+        try:
+            norm = decide_normaliser(plans, params.stats, params.chip_size, readers, broken)
+        except Exception as e:  # noqa: BLE001 - the group's sources fail, the others continue
+            for w in members:
+                state.fail(w.plan.source.display, broken.get(id(w.plan), e), w.report)
+            continue
+        for w in members:  # a source whose samples could not be read fails alone
+            if id(w.plan) in broken:
+                state.fail(w.plan.source.display, broken[id(w.plan)], w.report)
+        members = [w for w in members if id(w.plan) not in broken]
+        plans = [w.plan for w in members]
+        first = plans[0]
+        try:
+            stretch = thumbnail_stretch(plans, params.chip_size, readers,
+                                        log=norm.transform == "db")
+        except Exception:  # noqa: BLE001 - thumbnails fall back to a per-chip stretch
+            stretch = None
+        what = "series" if params.stats_scope == "series" else "group"
+        shared = (f"shared by the {len(plans)} sources of this {what} "
+                  f"({first.bands.sensor.name}, {','.join(first.bands.band_names)}, "
+                  f"{first.meta.dtype})" if len(plans) > 1 else "used by 1 source")
+        for p in plans:
+            p.normaliser, p.stretch = norm, stretch
+        key = " | ".join([first.bands.sensor.name, ",".join(first.bands.band_names),
+                          first.meta.dtype, *([first.source.stats_group]
+                                              if params.stats_scope == "source" else [])])
+        state.report.normalisers[key] = {
+            **norm.to_dict(), "notes": list(norm.notes), "scope": params.stats_scope,
+            "shared": shared, "sources": [p.source.display for p in plans],
+        }
+        for n in norm.notes:
+            state.report.notes.append(f"{first.source.display}: {n}" if len(plans) == 1
+                                      else f"{len(plans)} sources ({shared}): {n}")
+    return [w for w in work if w.plan.normaliser is not None]
+
+
+def list_windows(work: list[SourceWork], writer: ChipWriter, params: IngestParams) -> int:
+    """Step 3: the windows of each source whose chip is not in the store yet; returns how many."""
+    for w in work:
+        p = w.plan
+        for win in p.windows:
+            cid = chip_id(p.source.identity, win, chip_size=params.chip_size, step=params.step,
+                          bands=p.bands.band_names, whole=p.whole)
+            if cid in writer:
+                w.report.existing += 1
+            else:
+                w.todo.append((cid, win))
+        w.report.planned = len(p.windows)
+    return sum(len(w.todo) for w in work)
+
+
 def execute(
     sources: Iterable[Source | SourceFailure],
     store: str | Path,
-    embedder,
-    registry,
+    embedder: Embedder,
+    registry: SensorRegistry,
     params: IngestParams,
     *,
-    progress: bool = False,
-    on_flush: Callable[[int], None] | None = None,
+    dates: DatesFile | None = None,
 ) -> IngestReport:
-    """Plan, read, embed and write; returns the report (the run manifest is written too)."""
+    """Plan, choose normalisers, list windows, read/embed/write, sync the index; returns the
+    report (the run manifest is written too). Nothing is created in ``store`` when no source
+    can be planned."""
     t_start = time.perf_counter()
     report = IngestReport(store=str(store), model_id=embedder.model_id)
-    reports: list[SourceReport] = []
-    plans: list[SourcePlan] = []
-    seen: set[str] = set()
-    rep_of: dict[int, SourceReport] = {}
-
-    def fail(name: str, err: BaseException, rep: SourceReport | None = None) -> None:
-        rep = rep or SourceReport(name)
-        if rep not in reports:
-            reports.append(rep)
-        rep.status, rep.error = "failed", f"{type(err).__name__}: {err}"
-        log.warning("skipping %s: %s", name, rep.error)
-        if params.fail_fast:
-            raise err
-
-    patch_dim = None
-    if params.patch_embeddings:
-        patch_dim = (params.chip_size // embedder.patch_size) ** 2 * embedder.token_dim
-    writer = ChipWriter(store, embedder.model_id, embedder.dim, patch_dim,
-                        flush_rows=params.flush_rows, flush_seconds=params.flush_seconds)
-    manifest = RunManifest(writer.info.runs_path, params, embedder.model_id)
-    manifest.save(report, reports)
+    state = RunState(report, params)
     workers = params.reader_threads(embedder.device)
     report.workers = workers
     readers = ReaderPool(max(2, 2 * workers + 2), nodata=params.nodata)
+    writer = manifest = None
     try:
-        # 1. plan every source (metadata only)
-        for s in sources:
-            if isinstance(s, SourceFailure):
-                fail(s.source, s.error)
-                continue
-            if s.identity in seen:
-                continue
-            seen.add(s.identity)
-            rep = SourceReport(s.display, kind=s.kind)
-            try:
-                plan = plan_source(s, registry, params)
-            except Exception as e:  # noqa: BLE001 - reported, the others continue
-                fail(s.display, e, rep)
-                continue
-            plans.append(plan)
-            reports.append(rep)
-            rep_of[id(plan)] = rep
-        # 2. one normaliser per group
-        groups: dict[tuple, list[SourcePlan]] = {}
-        for p in plans:
-            groups.setdefault(p.group_key, []).append(p)
-        for key, members in groups.items():
-            try:
-                norm = decide_normaliser(members, params.stats, params.chip_size, readers)
-            except Exception as e:  # noqa: BLE001
-                for p in members:
-                    fail(p.source.display, e, rep_of[id(p)])
-                continue
-            for p in members:
-                p.normaliser = norm
-            report.normalisers[" | ".join([key[0], key[1], ",".join(key[2])])] = {
-                **norm.to_dict(), "notes": list(norm.notes),
-            }
-            for n in norm.notes:
-                report.notes.append(f"{members[0].source.display}: {n}")
-        plans = [p for p in plans if p.normaliser is not None]
-        # 3. windows still to do
-        todo: list[list[tuple[str, object]]] = []
-        for p in plans:
-            rep = rep_of[id(p)]
-            rep.sensor, rep.bands = p.bands.sensor.name, p.bands.band_names
-            rep.notes = p.notes
-            items = []
-            for w in p.windows:
-                cid = chip_id(p.source.identity, w, chip_size=params.chip_size,
-                              step=params.step, bands=p.bands.band_names, whole=p.whole)
-                if cid in writer:
-                    rep.existing += 1
-                else:
-                    items.append((cid, w))
-            rep.planned = len(p.windows)
-            todo.append(items)
-        total = sum(len(t) for t in todo)
-        report.sources = len(reports)
-        _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, fail,
-                   report, readers, workers)
+        work = plan_sources(sources, registry, params, state, dates)
+        report.sources = len(state.sources)
+        if not work:
+            return report
+        patch_dim = None
+        if params.patch_embeddings:
+            patch_dim = (params.chip_size // embedder.patch_size) ** 2 * embedder.token_dim
+        writer = ChipWriter(store, embedder.model_id, embedder.dim, patch_dim,
+                            flush_rows=params.flush_rows, flush_seconds=params.flush_seconds)
+        manifest = RunManifest(writer.info.runs_path, params, embedder.model_id)
+        manifest.save(report, state.sources)
+        work = choose_normalisers(work, params, readers, state)
+        total = list_windows(work, writer, params)
+        read_embed_write(work, writer, embedder, params, readers, state, total=total,
+                         workers=workers)
         readers.close()
         report.index = _sync_index(writer.info.path, report)
     finally:
         readers.close()
         report.seconds = time.perf_counter() - t_start
-        report.chips_written = writer.written
-        report.sources_detail = reports
-        report.table_version = writer.version
-        manifest.save(report, reports, finished=True)
-        report.manifest = str(manifest.path)
+        report.sources_detail = state.sources
+        if writer is not None:
+            report.chips_written = writer.written
+            report.table_version = writer.version
+        if manifest is not None:
+            manifest.save(report, state.sources, finished=True)
+            report.manifest = str(manifest.path)
     return report
 
 
-def _run_tasks(plans, todo, rep_of, writer, embedder, params, total, progress, fail, report,
-               readers, workers):
-    batcher = _Batcher(embedder, writer, params)
+def _tasks(work: list[SourceWork], params: IngestParams) -> list[tuple[SourceWork, list]]:
+    """Groups of windows of one source, read by one task (bounded by ``TASK_BYTES``)."""
     tasks = []
-    for i, (p, items) in enumerate(zip(plans, todo, strict=True)):
-        c = len(p.bands.indices)
+    for w in work:
+        c = len(w.plan.bands.indices)
         per = max(1, min(max(params.batch_size, TASK_CHIPS),
                          TASK_BYTES // (4 * c * params.chip_size ** 2)))
-        for k in range(0, len(items), per):
-            tasks.append((i, items[k:k + per]))
-    remaining = [0] * len(plans)
-    for i, _ in tasks:
-        remaining[i] += 1
-    failed: set[int] = set()
+        for k in range(0, len(w.todo), per):
+            tasks.append((w, w.todo[k:k + per]))
+            w.tasks_left += 1
+    return tasks
+
+
+def read_embed_write(work: list[SourceWork], writer: ChipWriter, embedder: Embedder,
+                     params: IngestParams, readers: ReaderPool, state: RunState, *,
+                     total: int, workers: int) -> None:
+    """Step 4: read tasks a few ahead of the model (threads when ``workers`` > 0), embed in
+    batches, write. A task's error fails its source (the rows already written stay)."""
+    batcher = _Batcher(embedder, writer, params)
+    tasks = _tasks(work, params)
+    index = {id(w): i for i, w in enumerate(work)}
     t0 = time.perf_counter()
     done = 0
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
     ahead = max(2, 2 * workers)
-    queue: deque[Future | TaskResult] = deque()
+    queue: deque[tuple[SourceWork, Future | TaskResult]] = deque()
     it = iter(tasks)
 
     def submit_next() -> bool:
         nxt = next(it, None)
         if nxt is None:
             return False
-        i, items = nxt
-        if pool is None:
-            queue.append(_read_task(plans[i], i, items, params, readers))
-        else:
-            queue.append(pool.submit(_read_task, plans[i], i, items, params, readers))
+        w, items = nxt
+        args = (w.plan, index[id(w)], items, params, readers)
+        queue.append((w, _read_task(*args) if pool is None else pool.submit(_read_task, *args)))
         return True
 
-    with _progress(progress) as bar:
+    with _progress(params.progress) as bar:
         task_id = bar.add_task("ingest", total=total, rate="-")
         try:
             while len(queue) < ahead and submit_next():
                 pass
             while queue:
-                head = queue.popleft()
+                w, head = queue.popleft()
                 res = head.result() if isinstance(head, Future) else head
                 submit_next()
-                plan = plans[res.index]
-                rep = rep_of[id(plan)]
-                remaining[res.index] -= 1
-                if res.index in failed:
+                w.tasks_left -= 1
+                if w.failed:
                     continue
                 if res.error is not None:
-                    failed.add(res.index)
+                    w.failed = True
                     batcher.flush()
                     writer.flush()
-                    fail(plan.source.display, res.error, rep)
+                    state.fail(w.plan.source.display, res.error, w.report)
                     continue
-                rep.nodata += res.nodata
+                w.report.nodata += res.nodata
                 for chip in res.chips:
-                    batcher.add(plan, chip)
-                rep.written += len(res.chips)
+                    batcher.add(w.plan, chip)
+                w.report.written += len(res.chips)
                 done += len(res.chips) + res.nodata
                 rate = done / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task_id, advance=len(res.chips) + res.nodata, rate=f"{rate:.1f}")
-                if remaining[res.index] == 0 and rep.nodata == rep.planned:
-                    fail(plan.source.display, NoDataError(
-                        f"every chip of {plan.source.display} is more than "
+                if w.tasks_left == 0 and w.report.nodata == w.report.planned:
+                    state.fail(w.plan.source.display, NoDataError(
+                        f"every chip of {w.plan.source.display} is more than "
                         f"{params.max_nodata:.0%} nodata; nothing to ingest (check the nodata "
-                        "value, or raise --max-nodata)"), rep)
+                        "value, or raise --max-nodata)"), w.report)
             batcher.flush()
             writer.flush()
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-    report.embed_seconds = batcher.embed_seconds
-    report.chips_nodata = sum(rep_of[id(p)].nodata for p in plans)
-    report.chips_existing = sum(rep_of[id(p)].existing for p in plans)
+    state.report.embed_seconds = batcher.embed_seconds
+    state.report.chips_nodata = sum(w.report.nodata for w in work)
+    state.report.chips_existing = sum(w.report.existing for w in work)
 
 
 def _sync_index(store: Path, report: IngestReport) -> dict | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -47,6 +47,7 @@ class RasterMeta:
     descriptions: list[str | None]
     colorinterp: list[str]
     georeferenced: bool
+    tags: dict[str, str] = field(default_factory=dict)  # the first file's dataset tags
 
 
 class SourceReader:
@@ -144,6 +145,7 @@ class SourceReader:
                 descriptions=desc,
                 colorinterp=ci,
                 georeferenced=georef,
+                tags=dict(self._datasets[0].tags()),
             )
             return self.meta
         except Exception:

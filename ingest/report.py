@@ -19,6 +19,9 @@ class SourceReport:
     existing: int = 0  # already in the store (skipped)
     written: int = 0
     nodata: int = 0  # skipped: too much nodata
+    datetime: str | None = None  # ISO, UTC: the value stored (a year/month: its midpoint)
+    datetime_precision: str | None = None  # year | month | day | time
+    datetime_from: str | None = None  # where the date came from ("file name", "--dates F")
     notes: list[str] = field(default_factory=list)
 
 

@@ -36,7 +36,8 @@ class Source:
     label: str | None = None
     item_id: str | None = None
     datetime: datetime | None = None
-    sensor_hint: str | None = None
+    sensor_hint: str | None = None  # a shipped sensor named by STAC metadata
+    stac_text: str | None = None  # the STAC text sensor hints are searched in
     name_parts: list[str] = field(default_factory=list)  # file and folder names (datetimes)
     stats_group: str = ""  # sources of one group share one normaliser decision
     wavelengths: list[float | None] | None = None  # from STAC eo:bands

@@ -7,7 +7,6 @@ otherwise the first multi-band data asset is used. ``assets`` picks asset keys b
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from clay_search.errors import NetworkDisabledError, SourceNotFoundError, SourceReadError
@@ -15,17 +14,6 @@ from clay_search.ingest.sources import Source, SourceFailure
 
 _RASTER_TYPES = ("image/tiff", "image/vnd.stac.geotiff", "image/jp2", "application/x-geotiff")
 _PREFERRED_KEYS = ("analytic", "data", "image", "mosaic", "visual")
-
-#: Sensor of an item from its constellation, platform or collection id.
-_SENSOR_HINTS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"sentinel-?2", re.I), "sentinel-2-l2a"),
-    (re.compile(r"sentinel-?1", re.I), "sentinel-1-rtc"),
-    (re.compile(r"landsat.*(l2|sr)", re.I), "landsat-c2l2-sr"),
-    (re.compile(r"landsat", re.I), "landsat-c2l1"),
-    (re.compile(r"planetscope|psscene", re.I), "planetscope-sr"),
-    (re.compile(r"naip", re.I), "naip"),
-    (re.compile(r"modis", re.I), "modis"),
-]
 
 #: Band order of products whose assets carry no eo:bands (Planet's 4-band analytic: BGRN).
 _KNOWN_LAYOUTS = {"PSScene4Band": ["blue", "green", "red", "nir"]}
@@ -53,16 +41,22 @@ def _band_wave(b: dict) -> float | None:
     return float(w) if w is not None else None
 
 
-def _sensor_hint(item) -> str | None:
+def hint_text(item) -> str:
+    """The text a sensor's ``stac`` hints (sensors.yaml) are searched in: platform,
+    constellation, collection and item type."""
     props = item.properties
-    for text in (props.get("constellation"), props.get("platform"), item.collection_id,
-                 props.get("pl:item_type")):
-        if not text:
-            continue
-        for pat, name in _SENSOR_HINTS:
-            if pat.search(str(text)):
-                return name
-    return None
+    parts = (props.get("platform"), props.get("constellation"), item.collection_id,
+             props.get("pl:item_type"))
+    return " ".join(str(p) for p in parts if p)
+
+
+def _sensor_hint(item) -> str | None:
+    """The shipped sensor the item's metadata names (the run re-reads :func:`hint_text` with
+    its own registry, which may hold more sensors)."""
+    from clay_search.model.sensors import SensorRegistry
+
+    hit = SensorRegistry.default().from_hints("stac", [hint_text(item)])
+    return hit[0].name if hit else None
 
 
 def _item_sources(item, assets: list[str] | None) -> list[Source | SourceFailure]:
@@ -116,6 +110,7 @@ def _item_sources(item, assets: list[str] | None) -> list[Source | SourceFailure
         item_id=item.id,
         datetime=dt,
         sensor_hint=_sensor_hint(item),
+        stac_text=hint_text(item),
         name_parts=[item.id, *[Path(h).stem for h in hrefs]],
         stats_group=f"stac:{coll}/{item.id}/{'+'.join(keys)}",
         wavelengths=waves if waves and any(w is not None for w in waves) else None,

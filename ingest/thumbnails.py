@@ -23,18 +23,22 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
 
 
 def thumbnail_png(chip: np.ndarray, valid: np.ndarray, rgb: list[int] | None, *,
-                  size: int = 64, log: bool = False) -> bytes:
+                  size: int = 64, log: bool = False,
+                  stretch: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
     """A small PNG: ``rgb`` band indices (grey from the first band otherwise), 2-98 % stretch."""
-    return thumbnails_png([chip], [valid], rgb, size=size, log=log)[0]
+    return thumbnails_png([chip], [valid], rgb, size=size, log=log, stretch=stretch)[0]
 
 
 def thumbnails_png(chips: list[np.ndarray], valids: list[np.ndarray], rgb: list[int] | None, *,
-                   size: int = 64, log: bool = False) -> list[bytes]:
+                   size: int = 64, log: bool = False,
+                   stretch: tuple[np.ndarray, np.ndarray] | None = None) -> list[bytes]:
     """:func:`thumbnail_png` of several chips ``[C, h, w]`` of one shape.
 
     Chips larger than ``size`` by a whole factor are averaged over blocks (invalid pixels left
     out) before anything else, so the stretch and the PNG see at most ``size`` x ``size``
     pixels; other shapes are resized after the stretch. Invalid pixels are black.
+    ``stretch`` (low ``[3]``, high ``[3]``, e.g. of a whole series) is used for every chip
+    instead of each chip's own 2-98 % stretch.
     """
     if not chips:
         return []
@@ -48,7 +52,11 @@ def thumbnails_png(chips: list[np.ndarray], valids: list[np.ndarray], rgb: list[
         img = img.astype(np.float32, copy=False)  # the stack is already a fresh array
     if log:  # after the mean: backscatter is averaged as power
         img = 10 * np.log10(np.maximum(img, np.float32(1e-10)))
-    lo, hi = _stretch(img, valid)
+    if stretch is not None:
+        lo = np.broadcast_to(np.asarray(stretch[0], np.float32), (n, 3))
+        hi = np.broadcast_to(np.asarray(stretch[1], np.float32), (n, 3))
+    else:
+        lo, hi = _stretch(img, valid)
     scale = np.where(hi > lo, 255.0 / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
     img -= lo[:, :, None, None]
     img *= scale[:, :, None, None]

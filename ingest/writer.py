@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-import pyarrow as pa
-
 from clay_search.errors import StoreMismatchError
-from clay_search.schema import chips_schema
+from clay_search.schema import chips_schema, chips_table, rows_to_columns
 from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
 
 
@@ -77,28 +74,9 @@ class ChipWriter:
             return 0
         rows, self._rows = self._rows, []
         self._last_commit = time.monotonic()
-        cols: dict[str, list | pa.Array] = {}
-        for f in self.schema:
-            if f.name in ("embedding", "patch_embeddings"):
-                continue
-            cols[f.name] = [r.get(f.name) for r in rows]
-        cols["model_id"] = [self.model_id] * len(rows)
-        emb = np.stack([np.asarray(r["embedding"], dtype=np.float32) for r in rows])
-        arrays = []
-        for f in self.schema:
-            if f.name == "embedding":
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), self.dim))
-            elif f.name == "patch_embeddings":
-                size = f.type.list_size
-                if all(r.get("patch_embeddings") is not None for r in rows):
-                    flat = np.stack([np.asarray(r["patch_embeddings"], np.float32).ravel()
-                                     for r in rows])
-                    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), size))
-                else:
-                    arrays.append(pa.nulls(len(rows), f.type))
-            else:
-                arrays.append(pa.array(cols[f.name], type=f.type))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        cols = rows_to_columns(rows, self.schema.names)
+        cols["model_id"] = self.model_id
+        table = chips_table(cols, self.schema)
         self.table.add(table)
         self.written += len(rows)
         self.commits += 1

@@ -46,6 +46,9 @@ class Sensor:
     rgb: tuple[str, ...] = ()
     transform: str | None = None
     description: str = ""
+    composites: tuple[tuple[str, ...], ...] = ()  # other thumbnails, by preference
+    family: str | None = None  # sensors whose band ids overlap with other meanings
+    hints: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _lookup: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +89,20 @@ class Sensor:
             )
         return best
 
+    def has_band(self, key: str) -> bool:
+        """Whether ``key`` names one of the bands (common name or band id)."""
+        return key.strip().lower() in self._lookup
+
+    def matches(self, kind: str, text: str) -> str | None:
+        """The first of this sensor's ``kind`` hints (``product`` or ``stac`` regexes, see
+        sensors.yaml) found in ``text``, or None."""
+        import re
+
+        for pat in self.hints.get(kind, ()):
+            if re.search(pat, text, re.IGNORECASE):
+                return pat
+        return None
+
     @property
     def rgb_bands(self) -> list[Band]:
         """The bands used for RGB thumbnails."""
@@ -122,6 +139,9 @@ def _sensor_from_dict(name: str, d: Mapping) -> Sensor:
             rgb=tuple(d.get("rgb") or ()),
             transform=d.get("transform"),
             description=d.get("description", ""),
+            composites=tuple(tuple(c) for c in d.get("composites") or ()),
+            family=d.get("family"),
+            hints={k: tuple(v) for k, v in (d.get("hints") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UnknownSensorError(
@@ -190,6 +210,25 @@ class SensorRegistry:
                 "gsd=...) or pass a YAML file shaped like clay_search/model/sensors.yaml "
                 "(--sensors-file)."
             ) from None
+
+    def from_hints(self, kind: str, texts: Iterable[str]) -> tuple[Sensor, str] | None:
+        """The first sensor (this registry's order: sensors.yaml's, then added ones) whose
+        ``kind`` hint (``product``: file/folder names; ``stac``: STAC or tag text) is found in
+        the first of ``texts`` that names one; with the text that matched."""
+        for text in texts:
+            if not text:
+                continue
+            for sensor in self._sensors.values():
+                if sensor.matches(kind, str(text)):
+                    return sensor, str(text)
+        return None
+
+    def family(self, sensor: Sensor) -> list[Sensor]:
+        """The other sensors of ``sensor``'s family (band ids that mean other bands)."""
+        if not sensor.family:
+            return []
+        return [s for s in self._sensors.values()
+                if s.family == sensor.family and s.name != sensor.name]
 
     def add(self, sensor: Sensor) -> Sensor:
         """Add (or replace) a sensor."""

@@ -1,14 +1,22 @@
-"""``clay-search ingest``: imagery in, embeddings with footprints out (see docs/ingest.md)."""
+"""``clay-search ingest``: imagery in, embeddings with footprints out (see docs/ingest.md).
+
+The options are the fields of :class:`clay_search.ingest.params.IngestParams` (name, type,
+default, help, validation defined once there); this module only adds the sources, ``--store``,
+``--quiet`` and ``--verbose`` and prints the summary.
+"""
 
 from __future__ import annotations
 
+import inspect
 import sys
-from pathlib import Path
-from typing import Annotated
+from collections import defaultdict
+from typing import Annotated, Any
 
 import typer
 
-from clay_search.cli.options import StoreOpt, VerboseOpt, WeightsOpt, handle_errors
+from clay_search.cli.options import StoreOpt, VerboseOpt, handle_errors
+
+MAX_DATE_LINES = 20  # per-source date lines on screen; more are summarised (all in the manifest)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,82 +24,57 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
 
 
-def _split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-@handle_errors
-def ingest(
-    sources: Annotated[list[str], typer.Argument(help="Files, folders, STAC JSON (path or URL).")],
-    store: StoreOpt,
-    sensor: Annotated[str | None, typer.Option(help="Sensor of every source (see `info`).")] = None,
-    chip_size: Annotated[int, typer.Option(help="Chip size in pixels (multiple of 8).")] = 64,
-    stride: Annotated[int | None, typer.Option(help="Step between chips (default: chip size).")]
-    = None,
-    bands: Annotated[str | None, typer.Option(
-        help="The file's bands in order: common names or band ids, e.g. B02,B03,B04,B08.")] = None,
-    weights: WeightsOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Chips per model call.")] = 32,
-    workers: Annotated[int | None, typer.Option(
-        help="Reader threads (0: read in the main thread). Default: 2 with a GPU; on the CPU "
-             "only the logical CPUs torch leaves free.")] = None,
-    datetime: Annotated[str | None, typer.Option(
-        help="Acquisition time (ISO 8601) for every chip, overriding STAC/file names.")] = None,
-    patch_embeddings: Annotated[bool, typer.Option(
-        "--patch-embeddings", help="Also store the patch-embedding grid.")] = False,
-    max_nodata: Annotated[float, typer.Option(
-        help="Skip chips with more than this fraction of nodata.")] = 0.5,
-    nodata: Annotated[float | None, typer.Option(
-        help="Treat this value as nodata in every band, overriding the files' own (e.g. 0 for "
-             "black collars in files that declare no nodata).")] = None,
-    stats: Annotated[str, typer.Option(
-        help="Normalisation: auto, sensor, source, or a JSON file of band mean/std.")] = "auto",
-    assets: Annotated[str | None, typer.Option(help="STAC asset keys to read, e.g. analytic.")]
-    = None,
-    sensors_file: Annotated[Path | None, typer.Option(
-        help="YAML of extra sensors (shaped like clay_search/model/sensors.yaml).")] = None,
-    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad source.")]
-    = False,
-    stac_api: Annotated[str | None, typer.Option(
-        help="STAC API URL to search (online; needs the stac-api extra).")] = None,
-    collection: Annotated[str | None, typer.Option(help="STAC API collection(s), comma-separated.")]
-    = None,
-    bbox: Annotated[str | None, typer.Option(help="STAC API bbox: minx,miny,maxx,maxy.")] = None,
-    search_datetime: Annotated[str | None, typer.Option(help="STAC API datetime range.")] = None,
-    max_items: Annotated[int, typer.Option(help="STAC API item limit.")] = 100,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    verbose: VerboseOpt = False,
-) -> None:
+def _ingest(sources: list[str], store, quiet: bool = False, verbose: bool = False,
+            **options: Any) -> None:
     """Embed imagery (GeoTIFF/COG, band files, STAC, labelled folders) into a store."""
     import logging
 
     from rich.console import Console
 
-    from clay_search.ingest import run
+    from clay_search.ingest import ingest as run_ingest
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.ERROR)
-    api = None
-    if stac_api:
-        api = {"url": stac_api, "collections": _split(collection), "datetime": search_datetime,
-               "bbox": [float(v) for v in _split(bbox)] if bbox else None,
-               "max_items": max_items}
     console = Console(stderr=True)
-    report = run(
-        sources, store, sensor=sensor, chip_size=chip_size, stride=stride, bands=_split(bands),
-        weights=weights, batch_size=batch_size, workers=workers, datetime=datetime,
-        patch_embeddings=patch_embeddings, max_nodata=max_nodata, nodata=nodata, stats=stats,
-        assets=_split(assets), sensors_file=sensors_file, precision=precision, device=device,
-        fail_fast=fail_fast, progress=not quiet, stac_api=api,
-    )
+    report = run_ingest(sources, store, progress=not quiet, **options)
     print_summary(report, console)
     if not report.ok:
         sys.exit(1)
 
 
+def _signature() -> inspect.Signature:
+    from clay_search.ingest.params import cli_parameters
+
+    p = inspect.Parameter
+    head = [
+        p("sources", p.POSITIONAL_OR_KEYWORD, annotation=Annotated[
+            list[str], typer.Argument(help="Files, folders, STAC JSON (path or URL).")]),
+        p("store", p.KEYWORD_ONLY, annotation=StoreOpt),
+    ]
+    tail = [
+        p("quiet", p.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--quiet", "-q", help="No progress bar.")]),
+        p("verbose", p.KEYWORD_ONLY, default=False, annotation=VerboseOpt),
+    ]
+    return inspect.Signature([*head, *cli_parameters(), *tail], return_annotation=None)
+
+
+ingest = handle_errors(_ingest)
+ingest.__signature__ = _signature()  # type: ignore[attr-defined]
+
+
+def _group_notes(report) -> list[tuple[str, list[str]]]:
+    """Per-source notes, each text once with the sources that have it."""
+    by_note: dict[str, list[str]] = defaultdict(list)
+    for s in report.sources_detail:
+        for n in s.notes:
+            # "sensor X (from Y)" and true-colour thumbnails are the usual case: manifest only
+            if not n.startswith(("sensor ", "thumbnails: true colour")):
+                by_note[n].append(s.source)
+    return list(by_note.items())
+
+
 def print_summary(report, console) -> None:
-    """The end-of-run summary: files, chips written, skipped and why, failures, time."""
+    """The end-of-run summary: files, chips written, skipped and why, dates, failures, time."""
     from rich.table import Table
 
     t = Table(title=f"ingest into {report.store}", show_header=False)
@@ -102,11 +85,36 @@ def print_summary(report, console) -> None:
     t.add_row("time", f"{report.seconds:.1f} s ({report.chips_per_second:.1f} chips/s, "
               f"{report.embed_seconds:.1f} s in the model, {report.workers} reader threads)")
     t.add_row("model", report.model_id)
+    for key, norm in report.normalisers.items():
+        shared = norm.get("shared") or key
+        t.add_row("normalised", f"{norm.get('stats_source')} statistics, {shared}")
     if report.index:
         t.add_row("index", f"{report.index.get('action')} ({report.index.get('count')} vectors)")
-    t.add_row("manifest", str(report.manifest))
+    t.add_row("manifest", str(report.manifest or "none (nothing was written)"))
     console.print(t)
+    ok = [s for s in report.sources_detail if s.status == "ok"]
+    if ok and len(ok) <= MAX_DATE_LINES:
+        for s in ok:
+            console.print(f"[cyan]date:[/] {s.source}: {_date_text(s)}")
+    elif ok:
+        counts: dict[str, int] = defaultdict(int)
+        for s in ok:
+            counts[s.datetime_from or "none"] += 1
+        console.print("[cyan]dates:[/] " + ", ".join(
+            f"{n} from {k}" for k, n in sorted(counts.items())) + " (per source: manifest)")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
+    for note, names in _group_notes(report):
+        who = names[0] if len(names) == 1 else f"{len(names)} sources (e.g. {names[0]})"
+        console.print(f"[yellow]note:[/] {who}: {note}")
     for s in report.failed:
         console.print(f"[red]failed:[/] {s.source}: {s.error}")
+
+
+def _date_text(s) -> str:
+    from datetime import datetime
+
+    from clay_search.ingest.datetimes import DateChoice
+
+    value = datetime.fromisoformat(s.datetime) if s.datetime else None
+    return DateChoice(value, s.datetime_precision, s.datetime_from or "none").describe()

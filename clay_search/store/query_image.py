@@ -8,42 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clay_search.errors import BandMismatchError, QueryError, SourceNotFoundError, SourceReadError
+from clay_search.errors import BandMismatchError, SourceReadError
 
 DEFAULT_SENSOR = "sentinel-2-l2a"
-MAX_SIZE = 256
-
-
-def _read(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, datetime | None]:
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    if not path.exists():
-        raise SourceNotFoundError(f"query image {path} does not exist")
-    try:
-        with rasterio.open(path) as src:
-            raw = src.read()
-            lonlat = None
-            if src.crs is not None:
-                from pyproj import Transformer
-
-                cx = (src.bounds.left + src.bounds.right) / 2
-                cy = (src.bounds.bottom + src.bounds.top) / 2
-                tr = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
-                lon, lat = tr.transform(cx, cy)
-                lonlat = (float(lon), float(lat))
-    except RasterioIOError as e:
-        raise SourceReadError(f"cannot read query image {path}: {e}") from e
-    return raw, lonlat, None
-
-
-def _crop(raw: np.ndarray, patch: int) -> np.ndarray:
-    _, h, w = raw.shape
-    size = min(h, w, MAX_SIZE) // patch * patch
-    if size == 0:
-        raise QueryError(f"query image {h}x{w} px is smaller than one {patch}px patch")
-    top, left = (h - size) // 2, (w - size) // 2
-    return raw[:, top : top + size, left : left + size]
 
 
 def embed_image(
@@ -54,56 +21,46 @@ def embed_image(
     bands: Sequence[str] | None = None,
     when: datetime | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """The CLS embedding of ``image`` and notes on how it was read and normalised.
+    """The embedding of ``image`` (the weights' pooling, as ingest stores it) and notes.
 
-    The centre square (at most 256 px, a multiple of the patch size) is embedded. Statistics come
-    from the sensor metadata when the values fit them, else from the image itself (noted).
-    ``when`` (acquisition time) feeds the time encoding.
+    Read, normalised and embedded by ingest's own step (:mod:`clay_search.ingest.imagery`):
+    the centre square (at most 256 px, a multiple of the patch size). The sensor and bands are
+    found as ingest finds them; when nothing tells, ``sentinel-2-l2a`` and, for 3 or 4 bands,
+    red, green, blue (and nir) are assumed (noted). ``when`` feeds the time encoding.
     """
-    from clay_search.model.normalise import sensor_normaliser, source_normaliser
+    from clay_search.errors import UnknownSensorError
+    from clay_search.ingest.imagery import embed_image as ingest_embed
 
     notes: list[str] = []
-    lonlat = None
-    if isinstance(image, np.ndarray):
-        raw = image
-    else:
-        raw, lonlat, _ = _read(Path(image))
-    raw = np.asarray(raw)
-    if raw.ndim == 2:
-        raw = raw[None]
-    if raw.ndim != 3:
-        raise QueryError(f"query image must be [C, H, W]; got shape {raw.shape}")
-    s = embedder.sensors.get(sensor or DEFAULT_SENSOR)
-    if bands is None:
-        if raw.shape[0] not in (3, 4):
+    try:
+        vec, more = ingest_embed(embedder, image, sensor=sensor, bands=bands, when=when)
+    except (UnknownSensorError, BandMismatchError) as e:
+        if sensor is not None and bands is not None:
+            raise
+        s = embedder.sensors.get(sensor or DEFAULT_SENSOR)
+        count = _band_count(image)
+        if bands is None and count not in (3, 4):
             raise BandMismatchError(
-                f"query image has {raw.shape[0]} bands; name them with bands=[...] "
+                f"query image has {count} bands; name them with bands=[...] "
                 f"(band names or ids of {s.name})"
-            )
-        rgb = [b.name for b in s.rgb_bands][:3]
-        bands = rgb if raw.shape[0] == 3 else [*rgb, "nir"]
-        notes.append(f"bands assumed {bands}")
-    if len(bands) != raw.shape[0]:
-        raise BandMismatchError(f"{len(bands)} band names for a {raw.shape[0]}-band image")
-    blist = [s.band(b) for b in bands]
-    keep = [i for i, b in enumerate(blist) if b.has_stats]
-    if len(keep) < len(blist):
-        dropped = [b.name for i, b in enumerate(blist) if i not in keep]
-        notes.append(f"dropped bands without statistics: {dropped}")
-    raw = _crop(raw[keep].astype(np.float32), embedder.patch_size)
-    blist = [blist[i] for i in keep]
-    norm = sensor_normaliser(s, blist)
-    # one chip is too small a sample to judge spread: only an 8-bit rendering of a sensor whose
-    # statistics are far above 255 gets statistics computed from the image itself
-    if float(np.nanmax(raw)) <= 255 and float(np.min(norm.mean)) > 255:
-        norm = source_normaliser(s, [raw])
-        notes.append("8-bit image: statistics computed from the image")
-    emb = embedder.embed_raw(
-        raw[None],
-        s,
-        blist,
-        normaliser=norm,
-        lonlats=[lonlat] if lonlat else None,
-        datetimes=[when] if when else None,
-    )
-    return emb.embedding[0], notes
+            ) from e
+        if bands is None:
+            rgb = [b.name for b in s.rgb_bands][:3]
+            bands = rgb if count == 3 else [*rgb, "nir"]
+            notes.append(f"bands assumed {list(bands)}")
+        if sensor is None:
+            notes.append(f"sensor assumed {s.name}")
+        vec, more = ingest_embed(embedder, image, sensor=s.name, bands=bands, when=when)
+    return vec, notes + more
+
+
+def _band_count(image: str | Path | np.ndarray) -> int:
+    if isinstance(image, np.ndarray):
+        return 1 if image.ndim == 2 else int(image.shape[0])
+    import rasterio
+
+    try:
+        with rasterio.open(image) as src:
+            return int(src.count)
+    except Exception as e:  # noqa: BLE001
+        raise SourceReadError(f"cannot read query image {image}: {e}") from e
