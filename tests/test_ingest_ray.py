@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+import lancedb
 import numpy as np
 import pytest
 from test_ingest_helpers import embeddings, read_chips
@@ -58,6 +59,13 @@ def test_ray_engine_matches_local(ray_cluster, sample_dir, nano_embedder, tmp_pa
     assert again.chips_written == 0 and again.chips_existing == dist.chips_written
 
 
+def _rows(store) -> int:
+    try:
+        return lancedb.connect(str(store / "lancedb")).open_table("chips").count_rows()
+    except Exception:  # noqa: BLE001 - no table yet
+        return 0
+
+
 def _embed_workers() -> list:
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
@@ -87,13 +95,14 @@ def test_killed_worker_changes_nothing(ray_cluster, sample_dir, nano_embedder, t
     t0 = time.monotonic()
     while t.is_alive() and time.monotonic() - t0 < 300 and killed is None:
         pids = _embed_workers()
-        if pids and (tmp_path / "ray" / "store.json").exists():
-            time.sleep(0.5)  # let it take a task
+        written = _rows(tmp_path / "ray")
+        if pids and written >= kw["flush_rows"]:  # chips are flowing: kill mid-run
             os.kill(pids[0], signal.SIGKILL)
-            killed = pids[0]
-        time.sleep(0.2)
+            killed, at_kill = pids[0], written
+        time.sleep(0.1)
     t.join(timeout=600)
     assert killed is not None, "no embedding actor process was seen to kill"
+    assert at_kill < local.chips_written  # the run was not over
     assert "error" not in result, result.get("error")
     report = result["report"]
     assert report.ok, [s.error for s in report.failed]

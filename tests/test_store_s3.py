@@ -207,3 +207,24 @@ def test_two_writers(s3_store, sample_dir, nano_embedder):
     assert store.search(ids[-1], k=5).meta["index"] != "exact"
     again = run(sources, s3_store, embedder=nano_embedder, workers=1)
     assert again.chips_written == 0
+
+
+def test_cli_on_object_store(s3_store, sample_dir, nano_weights, tmp_path):
+    """`clay-search ingest --store s3://...` then `search` and `index --check` there."""
+    from typer.testing import CliRunner
+
+    from clay_search.cli.main import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["ingest", str(sample_dir / "naip"), "--store", s3_store,
+                            "--weights", str(nano_weights), "--precision", "fp32", "-q"])
+    assert r.exit_code == 0, r.output
+    ids = connect(s3_store).attrs.column("chip_id").to_pylist()
+    out = tmp_path / "r.geojson"
+    r = runner.invoke(app, ["search", "--store", s3_store, "--positive", ids[0], "-k", "5",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    features = json.loads(out.read_text())["features"]
+    assert len(features) == 5 and ids[0] not in {f["properties"]["chip_id"] for f in features}
+    r = runner.invoke(app, ["index", "--check", "--store", s3_store])
+    assert r.exit_code == 0, r.output
