@@ -291,6 +291,7 @@ def main() -> None:
     store = opened.store
     info = overview(store)
     with st.sidebar:
+        view = st.radio("View", ["Search", "Changes"], key="view", horizontal=True)
         render_overview(uri, info)
         if st.button("Reload store", key="reload"):
             _open.clear()
@@ -303,6 +304,11 @@ def main() -> None:
             f"The store at `{uri}` holds no chips yet. Add imagery with "
             f"`clay-search ingest SOURCE --store {uri}`, then press Reload store."
         )
+        return
+    if view == "Changes":
+        from clay_search.app import changes_view
+
+        changes_view.render(store, info, basemap=controls.basemap)
         return
     if controls.problem:
         st.error(f"Filter problem: {controls.problem}")

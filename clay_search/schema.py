@@ -28,6 +28,7 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("item_id", pa.string()),
     pa.field("crs", pa.string()),
     pa.field("window", pa.string()),  # JSON: {"col_off", "row_off", "width", "height"}
+    pa.field("place_id", pa.string()),  # same grid cell on any date: clay_search/places.py
     pa.field("label", pa.string()),
     pa.field("thumbnail", pa.binary()),  # small RGB PNG
 ]

@@ -34,6 +34,7 @@ from clay_search.ingest.report import IngestReport, SourceReport
 from clay_search.ingest.sources import Source, SourceFailure
 from clay_search.ingest.thumbnails import thumbnails_png
 from clay_search.ingest.writer import ChipWriter
+from clay_search.places import place_id_for_window
 
 if TYPE_CHECKING:
     from rasterio.windows import Window
@@ -116,6 +117,7 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
             row = {
                 "chip_id": cid, "geometry": wkb, "minx": minx, "miny": miny, "maxx": maxx,
                 "maxy": maxy, **common, "window": window_json(win), "thumbnail": thumbs[j],
+                "place_id": place_id_for_window(m.crs, m.transform, win),
             }
             res.chips.append(ChipRead(cid, raw, valid, row, lonlat))
     except Exception as e:  # noqa: BLE001 - reported against the source, others continue

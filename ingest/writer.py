@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import pyarrow as pa
+
 from clay_search.errors import StoreMismatchError
 from clay_search.schema import chips_schema, chips_table, rows_to_columns
 from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
@@ -40,6 +42,9 @@ class ChipWriter:
                 )
         self.schema = chips_schema(dim, patch_dim=self.table.schema.field(
             "patch_embeddings").type.list_size if self.has_patch_column else None)
+        # a store made before a column existed (e.g. place_id) keeps its own columns
+        self.schema = pa.schema([f for f in self.schema if f.name in names],
+                                metadata=self.schema.metadata)
         self.dim = dim
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds

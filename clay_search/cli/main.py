@@ -24,6 +24,7 @@ COMMANDS = [
     "eval",
     "app",
     "weights",
+    "changes",
 ]
 
 app = typer.Typer(

@@ -669,6 +669,25 @@ class Store:
 
         return Query(self)
 
+    # -- change over time (clay_search/change.py) ------------------------------------------------
+    def timeline(self, place_or_chip_id: str, **kw: Any) -> Results:
+        """Every chip of a place by date with its distance to a reference date (see change.py)."""
+        from clay_search.change import timeline
+
+        return timeline(self, place_or_chip_id, **kw)
+
+    def changes(self, before: Any, after: Any, **kw: Any) -> Results:
+        """One row per place with chips in both periods, ranked by change (see change.py)."""
+        from clay_search.change import changes
+
+        return changes(self, before, after, **kw)
+
+    def change_search(self, positives: Any, negatives: Any = (), **kw: Any) -> Results:
+        """Places whose change between ``before=`` and ``after=`` is like the positives'."""
+        from clay_search.change import change_search
+
+        return change_search(self, positives, negatives, **kw)
+
 
 def _check_k(k: Any) -> None:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
