@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--shards", default="1,2,4,8")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default="memory,fanout", help="what to run: memory, fanout")
     args = ap.parse_args()
     x = vectors(args.n, args.dim, args.clusters, args.seed)
     q = x[np.random.default_rng(args.seed + 1).choice(args.n, args.queries, replace=False)]
@@ -150,9 +151,12 @@ def main() -> None:
     exact.add(x)
     _, truth = exact.search(q, args.k)
     del exact
-    out = {"n": args.n, "dim": args.dim, "queries": args.queries, "k": args.k,
-           "memory": memory_table(x, q, args.k, truth),
-           "fanout": fanout(x, q, args.k, truth, [int(s) for s in args.shards.split(",")])}
+    parts = args.parts.split(",")
+    out = {"n": args.n, "dim": args.dim, "queries": args.queries, "k": args.k}
+    if "fanout" in parts:
+        out["fanout"] = fanout(x, q, args.k, truth, [int(s) for s in args.shards.split(",")])
+    if "memory" in parts:
+        out["memory"] = memory_table(x, q, args.k, truth)
     print(json.dumps(out, indent=2))
 
 
