@@ -1,26 +1,17 @@
-"""Map layers: chip footprints as pydeck polygons, coloured by score and outlined by label.
-
-Without a basemap (the default, so the map draws offline) the footprints sit on a plain
-background with a light lon/lat grid; with ``basemap=True`` Carto's tiles are drawn (needs
-network).
+"""Map data: chip footprints as polygons coloured by score and outlined by label, and a light
+lon/lat grid. The map component (``map_component.py``) draws them over the offline overview
+imagery (``clay_search.overviews``) or an online tile basemap.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import pydeck as pdk
 
-LAYER_ID = "chips"
 FRAME_COLUMNS = ["chip_id", "polygon", "fill", "line", "line_px", "tip"]
-#: Streamlit's deck.gl frontend draws no basemap for this style value; without it, it falls
-#: back to Carto's tiles (a network fetch that fails offline).
-NO_BASEMAP_STYLE = "__MAP_STYLE__"
-GRID_LAYER_ID = "grid"
 
 # A dark-blue -> teal -> yellow ramp (low -> high score), as RGB stops.
 _RAMP = np.array(
@@ -73,17 +64,23 @@ def _polygons(df: pd.DataFrame) -> list[list[list[float]] | None]:
     return rings
 
 
-def footprint_frame(df: pd.DataFrame, labels: Mapping[str, int]) -> pd.DataFrame:
+def footprint_frame(
+    df: pd.DataFrame, labels: Mapping[str, int], *, imagery: bool = False
+) -> pd.DataFrame:
     """One row per chip with a footprint: polygon, fill and line colours, tooltip text.
 
     Fill follows ``score`` when the frame has one (results), else a neutral grey (browsing).
-    Outline: green for positives, red for negatives.
+    Outline: green for positives, red for negatives. With ``imagery`` (drawn under the
+    footprints) browsing fills nothing and scores fill half-transparent, so the image shows.
     """
     if df.empty:
         return pd.DataFrame(columns=FRAME_COLUMNS)
     rings = _polygons(df)
-    scored = "score" in df.columns
-    fills = score_colors(df["score"].to_numpy()) if scored else [_NEUTRAL] * len(df)
+    scored = "score" in df.columns and bool(df["score"].notna().any())  # browse: no scores
+    if scored:
+        fills = score_colors(df["score"].to_numpy(), alpha=110 if imagery else 190)
+    else:
+        fills = [[*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]] * len(df)
     rows = []
     for i, (chip_id, ring) in enumerate(zip(df["chip_id"].astype(str), rings, strict=True)):
         if ring is None:
@@ -128,94 +125,29 @@ def extent(frame: pd.DataFrame) -> tuple[float, float, float, float] | None:
     return (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())
 
 
-def view_state(bounds: tuple[float, float, float, float] | None) -> pdk.ViewState:
-    """A view that fits ``bounds`` (the whole world when None)."""
-    if bounds is None:
-        return pdk.ViewState(latitude=20.0, longitude=0.0, zoom=1)
-    w, s, e, n = bounds
-    span = max(e - w, (n - s) * 1.3, 1e-4)
-    zoom = max(0.0, min(16.0, math.log2(360.0 / span) - 0.3))
-    return pdk.ViewState(latitude=(s + n) / 2, longitude=(w + e) / 2, zoom=zoom)
+def zoom_box(frame: pd.DataFrame, factor: float = 3.0) -> tuple[float, float, float, float] | None:
+    """The extent of ``frame`` grown ``factor`` times around its centre (to zoom to a chip)."""
+    box = extent(frame)
+    if box is None:
+        return None
+    w, s, e, n = box
+    cx, cy, hw, hh = (w + e) / 2, (s + n) / 2, (e - w) * factor / 2, (n - s) * factor / 2
+    return (max(-180.0, cx - hw), max(-85.0, cy - hh), min(180.0, cx + hw), min(85.0, cy + hh))
 
 
-def _grid(bounds: tuple[float, float, float, float] | None) -> pd.DataFrame:
-    """Lon/lat lines around ``bounds`` so a map without basemap still shows where it is."""
+def grid_paths(bounds: tuple[float, float, float, float] | None) -> list[list[list[float]]]:
+    """Lon/lat lines around ``bounds`` so the map shows where it is even without imagery."""
     if bounds is None:
         w, s, e, n, step = -180.0, -80.0, 180.0, 80.0, 30.0
     else:
         w, s, e, n = bounds
         span = max(e - w, n - s, 1e-3)
         step = 10 ** math.floor(math.log10(span / 2))
-        w, s = math.floor(w / step - 1) * step, math.floor(s / step - 1) * step
-        e, n = math.ceil(e / step + 1) * step, math.ceil(n / step + 1) * step
-    lines = [{"path": [[x, s], [x, n]]} for x in np.arange(w, e + step / 2, step)]
-    lines += [{"path": [[w, y], [e, y]]} for y in np.arange(s, n + step / 2, step)]
-    return pd.DataFrame(lines)
-
-
-def build_deck(
-    frame: pd.DataFrame,
-    *,
-    basemap: bool = False,
-    height: int = 480,
-    bounds: tuple[float, float, float, float] | None = None,
-) -> pdk.Deck:
-    """The pydeck map of the footprints in ``frame`` (see :func:`footprint_frame`).
-
-    The view fits ``bounds`` (default: the extent of the whole frame).
-    """
-    bounds = bounds or extent(frame)
-    layers = []
-    if not basemap:
-        layers.append(
-            pdk.Layer(
-                "PathLayer",
-                data=_grid(bounds),
-                id=GRID_LAYER_ID,
-                get_path="path",
-                get_color=[160, 160, 160, 90],
-                width_min_pixels=1,
-                pickable=False,
-            )
-        )
-    layers.append(
-        pdk.Layer(
-            "PolygonLayer",
-            data=frame,
-            id=LAYER_ID,
-            get_polygon="polygon",
-            get_fill_color="fill",
-            get_line_color="line",
-            get_line_width="line_px",  # not "width": deck.gl reads that as the viewport
-            line_width_units="pixels",
-            line_width_min_pixels=1,
-            stroked=True,
-            filled=True,
-            pickable=True,
-            auto_highlight=True,
-        )
-    )
-    deck = pdk.Deck(
-        layers=layers,
-        initial_view_state=view_state(bounds),
-        tooltip={"text": "{tip}"},
-        height=height,
-        map_provider="carto" if basemap else None,
-        map_style="light" if basemap else None,
-    )
-    if not basemap:
-        deck.map_style = NO_BASEMAP_STYLE
-    return deck
-
-
-def picked_chip(selection: Any) -> str | None:
-    """The chip id of the object selected on the map (pydeck selection state), if any."""
-    try:
-        objects = selection["selection"]["objects"]
-    except (KeyError, TypeError, AttributeError):
-        return None
-    for obj in (objects or {}).get(LAYER_ID, []) or []:
-        chip_id = obj.get("chip_id") if isinstance(obj, Mapping) else None
-        if chip_id:
-            return str(chip_id)
-    return None
+        w = max(-180.0, math.floor(w / step - 10) * step)
+        s = max(-85.0, math.floor(s / step - 10) * step)
+        e = min(180.0, math.ceil(e / step + 10) * step)
+        n = min(85.0, math.ceil(n / step + 10) * step)
+    xs = [round(float(x), 9) for x in np.arange(w, e + step / 2, step)]
+    ys = [round(float(y), 9) for y in np.arange(s, n + step / 2, step)]
+    lines = [[[x, s], [x, n]] for x in xs] + [[[w, y], [e, y]] for y in ys]
+    return lines

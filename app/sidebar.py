@@ -8,10 +8,18 @@ from typing import Any
 
 import streamlit as st
 
-from clay_search.app.filters import Filters, check_bbox, parse_area
 from clay_search.errors import QueryError
+from clay_search.filters import Filters
 
-AREA_MODES = ["Anywhere", "Map view (box)", "Drawn area (WKT / GeoJSON)"]
+AREA_MODES = [
+    "Anywhere",
+    "Map view",
+    "Drawn on the map",
+    "Box (lon/lat)",
+    "Pasted area (WKT / GeoJSON)",
+]
+ANYWHERE, MAP_VIEW, DRAWN, BOX, PASTED = AREA_MODES
+DEFAULT_BASEMAP = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 
 
 @dataclass
@@ -20,7 +28,8 @@ class Controls:
 
     filters: Filters
     k: int
-    basemap: bool
+    basemap_url: str | None  # an XYZ tile URL template (online), or None: offline imagery only
+    imagery: bool = True  # draw the overview images and thumbnails under the footprints
     problem: str | None = None
 
 
@@ -84,17 +93,32 @@ def render_overview(uri: str, info: dict[str, Any]) -> None:
         st.warning(f"Overview incomplete: {info['overview_error']}")
 
 
-def render_filters(info: dict[str, Any], current_view: tuple | None) -> Controls:
-    """Filter widgets; returns the Controls (with a problem message instead of raising)."""
+def render_filters(
+    info: dict[str, Any],
+    *,
+    view_bounds: tuple[float, float, float, float] | None = None,
+    drawn: dict | None = None,
+) -> Controls:
+    """Filter widgets; returns the Controls (with a problem message instead of raising).
+
+    The widgets' values become one :class:`clay_search.filters.Filters` (it validates them by
+    the Store's rules; the app passes it to every query as ``filters=``).
+    ``view_bounds`` and ``drawn`` come from the map (its *Use view* button and drawn shape).
+    """
     st.subheader("Filters")
-    problem = None
     start = end = None
+    undated = False
     lo, hi = date_range(info)
     if lo and hi and st.checkbox("Filter by date", key="f-date-on"):
         picked = st.date_input("Date range", (lo, hi), min_value=lo, max_value=hi, key="f-date")
         if isinstance(picked, tuple | list):
             start = picked[0] if len(picked) > 0 else None
             end = picked[1] if len(picked) > 1 else None
+        undated = st.checkbox(
+            "Keep undated chips",
+            key="f-undated",
+            help="Chips without an acquisition date pass the date filter too.",
+        )
     sensors = _names(_first(info, "sensors"))
     sensor = st.multiselect("Sensor", sensors, key="f-sensor", placeholder="any sensor")
     labels = _names(_first(info, "labels"))
@@ -103,38 +127,55 @@ def render_filters(info: dict[str, Any], current_view: tuple | None) -> Controls
     )
     area = st.radio("Area", AREA_MODES, key="f-area")
     bbox = geometry = None
-    if area == AREA_MODES[1]:
-        w0, s0, e0, n0 = current_view or (-180.0, -90.0, 180.0, 90.0)
+    if area == MAP_VIEW:
+        if view_bounds is None:
+            st.caption("Press **Use view** on the map to filter by what it shows.")
+        else:
+            bbox = view_bounds
+            st.caption("The map's view: " + ", ".join(f"{v:.4f}" for v in view_bounds))
+    elif area == DRAWN:
+        if drawn is None:
+            st.caption("Draw a **Box** or **Polygon** on the map (toolbar above the map).")
+        else:
+            geometry = drawn
+            st.caption("The shape drawn on the map.")
+    elif area == BOX:
+        w0, s0, e0, n0 = info.get("bbox") or (-180.0, -90.0, 180.0, 90.0)
+        st.caption("West, south, east, north in degrees; starts as the extent of the store.")
         c1, c2 = st.columns(2)
         w = c1.number_input("West", -180.0, 180.0, float(w0), format="%.5f", key="f-w")
         e = c2.number_input("East", -180.0, 180.0, float(e0), format="%.5f", key="f-e")
         s = c1.number_input("South", -90.0, 90.0, float(s0), format="%.5f", key="f-s")
         n = c2.number_input("North", -90.0, 90.0, float(n0), format="%.5f", key="f-n")
-        try:
-            bbox = check_bbox(w, s, e, n)
-        except QueryError as err:
-            problem = str(err)
-    elif area == AREA_MODES[2]:
+        bbox = (w, s, e, n)
+    elif area == PASTED:
         text = st.text_area(
             "Area (lon/lat)",
             key="f-wkt",
             placeholder="POLYGON((lon lat, ...)) or a GeoJSON Polygon / Feature",
             help="Draw it in any GIS or geojson.io, then paste the polygon here.",
         )
-        if text.strip():
-            try:
-                geometry = parse_area(text)
-            except QueryError as err:
-                problem = str(err)
+        geometry = text if text.strip() else None
     st.subheader("Results")
     k = int(st.slider("k (results)", 1, 500, 50, key="k"))
-    basemap = st.toggle("Basemap (needs internet)", value=False, key="basemap")
-    flt = Filters(
-        start=start,
-        end=end,
-        sensor=tuple(sensor) or None,
-        label=tuple(label) or None,
-        bbox=bbox,
-        geometry=geometry,
+    st.subheader("Map")
+    imagery = st.toggle("Imagery from the store (offline)", value=True, key="imagery")
+    basemap_url = None
+    if st.toggle("Online basemap (needs internet)", value=False, key="basemap"):
+        basemap_url = st.text_input("Tile URL", DEFAULT_BASEMAP, key="basemap-url").strip()
+    try:
+        flt = Filters(
+            start=start,
+            end=end,
+            undated=undated,
+            sensor=sensor or None,
+            label=label or None,
+            bbox=bbox,
+            geometry=geometry,
+        )
+        problem = None
+    except QueryError as err:
+        flt, problem = Filters(), str(err)
+    return Controls(
+        filters=flt, k=k, basemap_url=basemap_url or None, imagery=imagery, problem=problem
     )
-    return Controls(filters=flt, k=k, basemap=basemap, problem=problem)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,9 @@ ROUNDS = "rounds"  # list of dicts, one per search / refine round
 PICKED = "picked"  # last chip picked on the map
 NOTICE = "notice"  # (level, message) shown once after a callback
 UPLOAD = "upload"  # validated UploadedChip or None
+DRAWN = "drawn"  # GeoJSON Polygon drawn on the map, or None
+VIEW = "view-bounds"  # (w, s, e, n) the map sent with "Use view", or None
+MAP_EVENT = "map-event"  # key of the last map event handled
 
 DEFAULTS: dict[str, Any] = {
     LABELS: dict,
@@ -34,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     PICKED: lambda: None,
     NOTICE: lambda: None,
     UPLOAD: lambda: None,
+    DRAWN: lambda: None,
+    VIEW: lambda: None,
+    MAP_EVENT: lambda: None,
 }
 
 
@@ -88,8 +94,14 @@ def clear_labels(ss: MutableMapping[str, Any]) -> None:
     labels(ss).clear()
 
 
-def record_round(ss: MutableMapping[str, Any], kind: str, count: int, seconds: float) -> None:
-    """Append one search/refine round to the history."""
+def record_round(
+    ss: MutableMapping[str, Any],
+    kind: str,
+    count: int,
+    seconds: float,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Append one search/refine round to the history (``extra``: classifier, CV metrics...)."""
     ss.setdefault(ROUNDS, []).append(
         {
             "round": len(ss.get(ROUNDS, [])) + 1,
@@ -98,6 +110,7 @@ def record_round(ss: MutableMapping[str, Any], kind: str, count: int, seconds: f
             "negatives": len(negatives(ss)),
             "results": count,
             "seconds": round(seconds, 3),
+            **(extra or {}),
         }
     )
 

@@ -7,6 +7,7 @@ Store / Results it returns.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -14,9 +15,18 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from clay_search.app import exports, gallery, layers
+from clay_search.app import exports, gallery, layers, map_component
+from clay_search.app import session_panel as SP
 from clay_search.app import state as S
-from clay_search.app.sidebar import Controls, render_filters, render_overview
+from clay_search.app.query import date_effect
+from clay_search.app.sidebar import (
+    ANYWHERE,
+    DRAWN,
+    MAP_VIEW,
+    Controls,
+    render_filters,
+    render_overview,
+)
 from clay_search.app.store_access import (
     ENV_VAR,
     Opened,
@@ -26,10 +36,11 @@ from clay_search.app.store_access import (
     warm_up,
     weights_path,
 )
-from clay_search.app.upload import UploadError, validate_upload
-from clay_search.errors import ClaySearchError
+from clay_search.app.upload import validate_upload
+from clay_search.errors import ClaySearchError, UploadError
 
 BROWSE_LIMIT = 2000  # chips drawn on the map before any search
+MAP_KEY = "map"
 MAX_EXAMPLES_ON_MAP = 200  # labelled chips outlined on the results map
 TABLE_COLUMNS = ["rank", "score", "chip_id", "sensor", "datetime", "label", "source"]
 CLICK_ACTIONS = ["Mark positive", "Mark negative", "Just show"]
@@ -45,23 +56,36 @@ def _open(uri: str, weights: str | None, token: int) -> Opened:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _browse(uri: str, version: Any, filters_key: str, _store: Any, _kwargs: dict) -> pd.DataFrame:
+def _browse(uri: str, version: Any, filters_key: str, _store: Any, _filters: Any) -> pd.DataFrame:
     """Chips to show before a search: the filtered listing, at most BROWSE_LIMIT rows."""
-    return _store.chips(limit=BROWSE_LIMIT, **_kwargs).to_pandas()
+    return _store.chips(_filters, limit=BROWSE_LIMIT).to_pandas()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _date_effect(uri: str, version: Any, filters_key: str, _store: Any, _f: Any) -> Any:
+    """What the date range removed (counted once per store version and filters)."""
+    return date_effect(_store, _f)
+
+
+def _key(filters: Any) -> str:
+    """A cache key of a Filters object (its full description, geometry as WKT)."""
+    return json.dumps(filters.to_dict(), sort_keys=True, default=str)
 
 
 def _notice(level: str, message: str) -> None:
     st.session_state[S.NOTICE] = (level, message)
 
 
-def run_query(kind: str, store: Any, controls: Controls) -> None:
+def run_query(
+    kind: str, store: Any, controls: Controls, settings: SP.SessionSettings | None = None
+) -> None:
     """Callback of Search / Refine / Search-with-upload: query the store, keep the results."""
     ss = st.session_state
     if controls.problem:
         _notice("error", f"Fix the filters first: {controls.problem}")
         return
     pos, neg = S.positives(ss), S.negatives(ss)
-    kw = controls.filters.kwargs()
+    flt = controls.filters
     t0 = time.perf_counter()
     tmp = None
     try:
@@ -73,7 +97,7 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
                     "gallery), or search with an uploaded chip.",
                 )
                 return
-            res = store.search(positives=pos, negatives=neg, k=controls.k, **kw)
+            res = store.search(positives=pos, negatives=neg, k=controls.k, filters=flt)
             desc = f"search: {len(pos)} positive, {len(neg)} negative"
         elif kind == "refine":
             if not pos:
@@ -83,10 +107,10 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
                     "(and, better, some Negative) chips first.",
                 )
                 return
-            res = store.refine(pos, neg, k=controls.k, **kw)
-            desc = f"refine: classifier on {len(pos)} positive, {len(neg)} negative"
-            if not neg:
-                desc += " (random chips as background)"
+            res, desc = SP.run_round(
+                ss, store, settings or SP.SessionSettings(), controls.k, controls.filters
+            )
+            desc = f"refine {desc}"
         elif kind == "upload":
             chip = ss.get(S.UPLOAD)
             if chip is None:
@@ -96,7 +120,7 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
             sensor = ss.get("upload-sensor") or None
             bands = [b.strip() for b in (ss.get("upload-bands") or "").split(",") if b.strip()]
             res = store.search_image(
-                str(tmp), k=controls.k, image_sensor=sensor, bands=bands or None, **kw
+                str(tmp), k=controls.k, image_sensor=sensor, bands=bands or None, filters=flt
             )
             desc = f"upload: {chip.name}"
         else:  # pragma: no cover - only the buttons below call this
@@ -114,8 +138,16 @@ def run_query(kind: str, store: Any, controls: Controls) -> None:
     seconds = time.perf_counter() - t0
     ss[S.RESULTS] = res
     ss[S.RESULTS_DF] = df
+    ss[gallery.FOCUS] = None  # the map fits the new results
     ss[S.QUERY] = f"{desc}; {controls.filters.describe()}"
-    S.record_round(ss, kind, len(df), seconds)
+    extra = None
+    if kind == "refine":
+        r = ss[SP.ROUND].record
+        extra = {k: v for k, v in SP.round_row(r).items() if k.startswith(("cv_", "class"))}
+        extra.update(background=f"{r.background} {r.negatives}")
+    else:
+        ss[SP.ROUND] = None  # the review slider is for classifier rounds
+    S.record_round(ss, kind, len(df), seconds, extra)
 
 
 def _clear_results() -> None:
@@ -124,18 +156,39 @@ def _clear_results() -> None:
     st.session_state[S.QUERY] = ""
 
 
-def _on_map_select() -> None:
-    """Map click: mark (or just show) the chip under the pointer."""
-    ss = st.session_state
-    chip_id = layers.picked_chip(ss.get("map"))
-    if chip_id is None:
+@st.cache_resource(show_spinner="Building the overview images from the chip thumbnails...")
+def _overviews(uri: str, version: Any, _store: Any) -> Any:
+    """Per-source overview images of this store version (built once, kept in memory)."""
+    from clay_search.overviews import build_overviews
+
+    return build_overviews(_store)
+
+
+def handle_map_event(ss: Any) -> None:
+    """Act on the map's last event (runs before the sidebar, so the area filter follows it)."""
+    ev = map_component.MapEvent.parse(ss.get(MAP_KEY))
+    if ev is None or ev.key == ss.get(S.MAP_EVENT):
         return
-    ss[S.PICKED] = chip_id
-    action = ss.get("click-action", CLICK_ACTIONS[0])
-    if action == CLICK_ACTIONS[0]:
-        S.set_label(ss, chip_id, S.POSITIVE)
-    elif action == CLICK_ACTIONS[1]:
-        S.set_label(ss, chip_id, S.NEGATIVE)
+    ss[S.MAP_EVENT] = ev.key
+    if ev.kind == "click" and ev.chip_id:
+        ss[S.PICKED] = ev.chip_id
+        action = ss.get("click-action", CLICK_ACTIONS[0])
+        if action == CLICK_ACTIONS[0]:
+            S.set_label(ss, ev.chip_id, S.POSITIVE)
+            SP.note_label(ss, ev.chip_id, "click")
+        elif action == CLICK_ACTIONS[1]:
+            S.set_label(ss, ev.chip_id, S.NEGATIVE)
+            SP.note_label(ss, ev.chip_id, "click")
+    elif ev.kind == "draw":
+        ss[S.DRAWN] = ev.geometry
+        ss["f-area"] = DRAWN
+    elif ev.kind == "view":
+        ss[S.VIEW] = ev.bounds
+        ss["f-area"] = MAP_VIEW
+    elif ev.kind == "clear":
+        ss[S.DRAWN] = None
+        if ss.get("f-area") == DRAWN:
+            ss["f-area"] = ANYWHERE
 
 
 def _restore_labels() -> None:
@@ -290,6 +343,7 @@ def main() -> None:
         return
     store = opened.store
     info = overview(store)
+    handle_map_event(ss)
     with st.sidebar:
         view = st.radio("View", ["Search", "Changes"], key="view", horizontal=True)
         render_overview(uri, info)
@@ -298,7 +352,8 @@ def main() -> None:
             _browse.clear()
             _clear_results()
             st.rerun()
-        controls = render_filters(info, ss.get("view-bounds"))
+        controls = render_filters(info, view_bounds=ss.get(S.VIEW), drawn=ss.get(S.DRAWN))
+        settings = SP.render_settings()
     if len(store) == 0:
         st.info(
             f"The store at `{uri}` holds no chips yet. Add imagery with "
@@ -312,6 +367,7 @@ def main() -> None:
         return
     if controls.problem:
         st.error(f"Filter problem: {controls.problem}")
+    effect = _date_effect(uri, store.version, _key(controls.filters), store, controls.filters)
 
     notice = ss.get(S.NOTICE)
     if notice:
@@ -333,8 +389,9 @@ def main() -> None:
         "Refine",
         key="refine",
         on_click=run_query,
-        args=("refine", store, controls),
-        help="Train a classifier on the labelled chips and re-rank.",
+        args=("refine", store, controls, settings),
+        help="Train the classifier (sidebar) on the labelled chips, rank the chips, and "
+        "estimate its precision by spatial cross-validation.",
         width="stretch",
     )
     b3.button("Clear results", key="clear-results", on_click=_clear_results, width="stretch")
@@ -349,45 +406,74 @@ def main() -> None:
         if df.empty:
             st.warning(
                 "No results: no chip passes the filters. Widen the date range, area or sensor."
+                + (f" {effect.message()}" if effect is not None and effect.removed else "")
             )
         else:
             st.success(f"{len(df)} results ({ss.get(S.QUERY)})")
-        shown = df
+        shown = SP.review_filter(df, ss)
     else:
         try:
-            kw = controls.filters.kwargs() if not controls.problem else {}
-            shown = _browse(uri, store.version, repr(sorted(kw.items())), store, kw)
+            flt = controls.filters
+            shown = _browse(uri, store.version, _key(flt), store, flt)
         except ClaySearchError as e:
             st.error(str(e))
             shown = pd.DataFrame(columns=["chip_id"])
         if shown.empty:
-            st.warning("No chips match the filters.")
+            st.warning(
+                "No chips match the filters."
+                + (f" {effect.message()}" if effect is not None and effect.removed else "")
+            )
         else:
             st.caption(
                 f"Browsing {len(shown)} chips (of {len(store):,}). Mark positives, then Search."
             )
 
+    if effect is not None and effect.removed and not (shown.empty):
+        st.info(effect.message())
+
     map_col, side_col = st.columns([3, 1])
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
-        frame = layers.footprint_frame(shown, S.labels(ss))
-        ss["view-bounds"] = bounds = layers.extent(frame)  # the map fits what is shown
+        frame = layers.footprint_frame(shown, S.labels(ss), imagery=controls.imagery)
+        bounds = layers.extent(frame)  # the map fits what is shown
+        focus = ss.get(gallery.FOCUS)
+        if focus and focus in set(frame["chip_id"]):  # "Map" on a card: zoom to that chip
+            bounds = layers.zoom_box(frame[frame["chip_id"] == focus], factor=3.0)
         if res is not None:
             frame = _with_examples(frame, store, shown)
         if frame.empty and not shown.empty:
             st.info("These chips have no georeference; use the gallery below.")
-        st.pydeck_chart(
-            layers.build_deck(frame, basemap=controls.basemap, bounds=bounds),
-            on_select=_on_map_select,
-            selection_mode="single-object",
-            key="map",
+        ovs = _overviews(uri, store.version, store) if controls.imagery else None
+        args = map_component.map_args(
+            frame,
+            bounds=bounds,
+            fit_key=f"{ss.get(S.QUERY)}|{controls.filters.describe()}|{len(frame)}|{focus}",
+            overviews=ovs.overviews if ovs is not None else (),
+            thumbs=map_component.thumbnails(shown) if controls.imagery else (),
+            grid=layers.grid_paths(bounds),
+            basemap_url=controls.basemap_url,
+            drawn=ss.get(S.DRAWN),
         )
+        map_component.render_map(args, key=MAP_KEY)
+        if ovs is not None:
+            st.caption(ovs.describe() + "; chip thumbnails appear in place when you zoom in.")
     with side_col:
         render_labels_panel(store)
+        SP.label_area_buttons(store, ss)
+        SP.render_session_panel(store, ss, settings)
 
-    gallery.render_gallery(shown, ss, key="results" if res is not None else "browse")
+    reviewing = res is not None and ss.get(SP.ROUND) is not None
+    gallery.render_gallery(
+        shown,
+        ss,
+        key="results" if res is not None else "browse",
+        review=reviewing,
+        correction_weight=settings.correction_weight,
+    )
     if res is not None and df is not None and not df.empty:
         render_results_footer(res, df)
+        if reviewing:
+            SP.render_detections_export(store, ss)
 
 
 def _with_examples(frame: pd.DataFrame, store: Any, shown: pd.DataFrame) -> pd.DataFrame:

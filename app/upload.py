@@ -14,7 +14,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from clay_search.errors import ClaySearchError
+from clay_search.errors import UploadError
+
+__all__ = ["MAX_UPLOAD_BYTES", "UploadError", "UploadedChip", "validate_upload"]
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_SIDE_PX = 1024
@@ -24,10 +26,6 @@ EXTENSIONS = {".tif": "geotiff", ".tiff": "geotiff", ".png": "png"}
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-class UploadError(ClaySearchError, ValueError):
-    """An uploaded chip that cannot be used as a query."""
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,7 @@ def main() -> None:
                                  f"{args.scene_size} x {args.scene_size} x 4 uint8 scene")
                 result["throughput"][name] = res
                 print(json.dumps({name: res}), file=sys.stderr)
+            result["precision"] = embedder.precision_report()  # auto: decided at the 1st batch
         if not args.skip_rss:
             result["memory"] = peak_rss(weights, args.rss_chip_size, 2, tmp, args.rss_size)
         result["bench_process_peak_rss_mb"] = round(

@@ -1,19 +1,22 @@
 """Encoder throughput: clay-search's encoder against the reference claymodel 1.5.0 encoder.
 
-Same weights, same inputs, same process; 256 px chips, patch 8, 10 bands (Sentinel-2 L2A).
-Prints chips/s, the speed ratio and the cosine similarity of the CLS embeddings for our fp32 path
-and our fast path (cached patch weights + a bf16 copy of the weights where the CPU has native
-bf16). The reference under bf16 autocast is timed too, to show what the fast path adds beyond
-autocast.
+Same weights, same inputs, same process; 256 px chips, patch 8 (1,024 patches), the 10
+Sentinel-2 bands Clay uses. Prints the machine (CPU model and flags, torch threads, measured
+fp32/bf16 GEMM peaks), then per size: chips/s of the reference (fp32), our fp32, our automatic
+choice (``precision="auto"``, decided by calibration and cached) and the opt-in int8, the ratios
+to the reference, the smallest CLS cosine to the reference fp32 output, and the achieved GFLOP/s
+(analytic FLOPs per chip) as a share of the best measured GEMM peak.
 
-    .venv/bin/python bench/model_throughput.py [--sizes tiny base] [--repeats 3]
+    .venv/bin/python bench/model_throughput.py [--sizes tiny base] [--repeats 3] [--threads N]
 
-Needs the reference (``make reference``).
+Needs the reference (``make reference``). Timings are wall clock, best of ``--repeats``
+interleaved passes, so background load hits every contender alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,37 +28,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_clay import reference_encoder, reference_forward  # noqa: E402
 
 from clay_search.model import ClayEncoder, Embedder, SensorRegistry, get_config  # noqa: E402
-from clay_search.model.embedder import cpu_supports_bf16  # noqa: E402
+from clay_search.model.calibration import cpu_flags, cpu_model, gemm_gflops  # noqa: E402
 
 BATCH = {"nano": 8, "tiny": 8, "small": 4, "base": 2, "large": 1}
+FLAGS_SHOWN = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16",
+               "amx_int8", "amx_fp16", "avx_vnni", "avx512_vnni")
 
 
-def _time(fn, repeats: int) -> float:
-    """Best-of-``repeats`` wall time of ``fn()`` in seconds (after one warm-up call)."""
+def encoder_gflop(cfg, chip: int, bands: int) -> float:
+    """Analytic GFLOP per chip of the encoder (multiply-add = 2 FLOP): matmuls and attention."""
+    length = (chip // cfg.patch_size) ** 2
+    n, d = length + 1, cfg.dim
+    inner, mlp = cfg.heads * cfg.dim_head, int(cfg.dim * cfg.mlp_ratio)
+    patch = 2 * length * bands * cfg.patch_size**2 * d
+    block = 2 * n * d * 3 * inner + 2 * n * inner * d + 4 * n * n * inner + 4 * n * d * mlp
+    return (patch + cfg.depth * block) / 1e9
+
+
+def peak(precision: str, n: int = 2048, clock=time.perf_counter) -> tuple[float, int]:
+    """Best GEMM GFLOP/s at ``n`` (falls back to 512 where ``n`` would take minutes)."""
+    small = gemm_gflops(precision, 512, repeats=2, clock=clock)
+    if 2 * n**3 / (small * 1e9) > 3.0:
+        return small, 512
+    return gemm_gflops(precision, n, repeats=3, clock=clock), n
+
+
+CLOCK = time.perf_counter
+
+
+def _time(fn) -> float:
+    t0 = CLOCK()
     fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return CLOCK() - t0
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).min().item()
 
 
-def bench(size: str, repeats: int, chip: int = 256) -> dict:
+def bench(size: str, repeats: int, chip: int = 256, int8: bool = True) -> dict:
     """Measure one size; returns the figures as a dict."""
     cfg = get_config(size)
     torch.manual_seed(0)
     ref = reference_encoder(
-        dim=cfg.dim,
-        depth=cfg.depth,
-        heads=cfg.heads,
-        dim_head=cfg.dim_head,
-        mlp_ratio=cfg.mlp_ratio,
-        patch_size=cfg.patch_size,
+        dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
+        mlp_ratio=cfg.mlp_ratio, patch_size=cfg.patch_size,
     )
     ours = ClayEncoder.from_config(cfg).eval()
     ours.load_state_dict(ref.state_dict())
@@ -67,56 +84,52 @@ def bench(size: str, repeats: int, chip: int = 256) -> dict:
     pixels = torch.randn(b, len(bands), chip, chip, generator=g)
     t = torch.rand(b, 4, generator=g) * 2 - 1
     ll = torch.rand(b, 4, generator=g) * 2 - 1
-    fp32 = Embedder(ours, precision="fp32")
-    fast = Embedder(ours, precision="auto")
+    embedders = {"ours_fp32": Embedder(ours, precision="fp32")}
+    auto = Embedder(ours, precision="auto")
+    t0 = time.perf_counter()
+    auto.resolve_precision(chip_size=chip, bands=len(bands))
+    calib_s = time.perf_counter() - t0
+    if auto.precision != "fp32":
+        embedders["ours_auto"] = auto
+    if int8:
+        embedders["ours_int8"] = Embedder(ours, precision="int8")
 
     def run_ref():
         with torch.inference_mode():
             return reference_forward(ref, pixels, t, ll, s2.gsd, waves)
 
-    def run_ref_bf16():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return reference_forward(ref, pixels, t, ll, s2.gsd, waves)
+    def runner(emb: Embedder):
+        def run():
+            weights = emb.patch_weights(waves)
+            with torch.inference_mode():
+                return emb.runner(
+                    pixels.to(emb.dtype), time=t.to(emb.dtype), latlon=ll.to(emb.dtype),
+                    gsd=s2.gsd, waves=waves, patch_weights=weights,
+                )
+        return run
 
-    def run(emb: Embedder):
-        weights = emb.patch_weights(waves)
-        with torch.inference_mode():
-            return emb._runner(
-                pixels.to(emb.dtype),
-                time=t.to(emb.dtype),
-                latlon=ll.to(emb.dtype),
-                gsd=s2.gsd,
-                waves=waves,
-                patch_weights=weights,
-            )
-
-    out_ref, out_fp32, out_fast = run_ref(), run(fp32), run(fast)
-    out_ref_bf16 = run_ref_bf16()
-    secs = {}
-    # interleave the contenders so background load hits them alike
-    for _ in range(max(1, repeats)):
-        for name, fn in (
-            ("reference", run_ref),
-            ("ours_fp32", lambda: run(fp32)),
-            ("ours_fast", lambda: run(fast)),
-            ("reference_bf16", run_ref_bf16),
-        ):
-            secs.setdefault(name, []).append(_time(fn, 1))
-    best = {k: min(v) for k, v in secs.items()}
-    cps = {k: b / v for k, v in best.items()}
+    fns = {"reference": run_ref, **{k: runner(e) for k, e in embedders.items()}}
+    outs = {k: fn() for k, fn in fns.items()}  # also the warm-up
+    secs: dict[str, float] = {}
+    for _ in range(max(1, repeats)):  # interleaved: background load hits every contender alike
+        for name, fn in fns.items():
+            secs[name] = min(secs.get(name, float("inf")), _time(fn))
+    cps = {k: b / v for k, v in secs.items()}
+    if "ours_auto" not in cps:  # auto chose fp32: the same runner
+        cps["ours_auto"], outs["ours_auto"] = cps["ours_fp32"], outs["ours_fp32"]
+    gflop = encoder_gflop(cfg, chip, len(bands))
     return {
         "size": size,
         "batch": b,
+        "gflop_per_chip": gflop,
         "chips_per_s": cps,
-        "ratio_fp32": cps["ours_fp32"] / cps["reference"],
-        "ratio_fast": cps["ours_fast"] / cps["reference"],
-        "ratio_fast_vs_ref_bf16": cps["ours_fast"] / cps["reference_bf16"],
-        "cos_fp32": _cos(out_fp32[:, 0], out_ref[:, 0]),
-        "cos_fast": _cos(out_fast[:, 0], out_ref[:, 0]),
-        "cos_fast_tokens": _cos(out_fast, out_ref),
-        "cos_ref_bf16": _cos(out_ref_bf16[:, 0], out_ref[:, 0]),
-        "maxdiff_fp32": (out_fp32 - out_ref).abs().max().item(),
-        "fast_precision": fast.precision,
+        "ratio": {k: v / cps["reference"] for k, v in cps.items()},
+        "gflops": {k: v * gflop for k, v in cps.items()},
+        "cos": {k: _cos(v[:, 0], outs["reference"][:, 0]) for k, v in outs.items()},
+        "maxdiff_fp32": (outs["ours_fp32"] - outs["reference"]).abs().max().item(),
+        "auto": auto.precision,
+        "auto_summary": auto.calibration.summary() if auto.calibration else "",
+        "calibration_s": calib_s,
     }
 
 
@@ -125,27 +138,52 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["tiny", "base"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 contender")
+    ap.add_argument(
+        "--cpu-time", action="store_true",
+        help="one thread, timed by this thread's CPU time: figures that other processes on a "
+        "shared machine do not distort (per-core speed, not the machine's)",
+    )
     args = ap.parse_args()
+    threads = torch.get_num_threads()
+    global CLOCK
+    if args.cpu_time:
+        args.threads, CLOCK = 1, time.thread_time
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"native bf16: {cpu_supports_bf16()}"
-    )
-    print("size  batch  ref chips/s  ours fp32  ours fast  fp32 ratio  fast ratio  "
-          "cos fp32   cos fast  (fast vs ref under bf16 autocast)")
-    for size in args.sizes:
-        r = bench(size, args.repeats)
-        c = r["chips_per_s"]
-        print(
-            f"{size:5s} {r['batch']:5d} {c['reference']:12.2f} {c['ours_fp32']:10.2f} "
-            f"{c['ours_fast']:10.2f} {r['ratio_fp32']:10.2f}x {r['ratio_fast']:10.2f}x "
-            f"{r['cos_fp32']:9.6f} {r['cos_fast']:9.6f}  ({r['ratio_fast_vs_ref_bf16']:.2f}x; "
-            f"ref bf16 {c['reference_bf16']:.2f} chips/s, cos {r['cos_ref_bf16']:.6f}) "
-            f"max|diff| fp32 {r['maxdiff_fp32']:.2e}, "
-            f"fast={r['fast_precision']}"
-        )
-        sys.stdout.flush()
+    try:
+        flags = set(cpu_flags())
+        print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); flags: "
+              f"{' '.join(f for f in FLAGS_SHOWN if f in flags) or 'n/a'}")
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock "
+              f"{'thread CPU time' if args.cpu_time else 'wall'}, "
+              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        peaks = {p: peak(p, clock=CLOCK) for p in ("fp32", "bf16")}
+        best_peak = max(v for v, _ in peaks.values())
+        print("GEMM peaks: " + ", ".join(f"{p} {v:.1f} GFLOP/s (n={n})"
+                                        for p, (v, n) in peaks.items()))
+        cols = ("reference", "ours_fp32", "ours_auto", "ours_int8")
+        print("size  batch GFLOP/chip | chips/s: " + " ".join(f"{c:>10s}" for c in cols)
+              + " | ratio vs ref: fp32 auto int8 | cos: fp32 auto int8 | % of peak: ref fp32 "
+              "auto int8")
+        for size in args.sizes:
+            r = bench(size, args.repeats, int8=not args.no_int8)
+            c, q, cos = r["chips_per_s"], r["ratio"], r["cos"]
+            share = {k: 100 * v / best_peak for k, v in r["gflops"].items()}
+            get = lambda d, k, f: f.format(d[k]) if k in d else "-"  # noqa: E731
+            print(
+                f"{size:5s} {r['batch']:5d} {r['gflop_per_chip']:10.2f} | chips/s: "
+                + " ".join(f"{get(c, k, '{:.2f}'):>10s}" for k in cols)
+                + " | " + " ".join(get(q, k, "{:.2f}x") for k in cols[1:])
+                + " | " + " ".join(get(cos, k, "{:.6f}") for k in cols[1:])
+                + " | " + " ".join(get(share, k, "{:.0f}%") for k in cols)
+            )
+            print(f"      auto = {r['auto']} (calibration {r['calibration_s']:.2f} s: "
+                  f"{r['auto_summary']}); max|diff| fp32 vs reference {r['maxdiff_fp32']:.2e}")
+            sys.stdout.flush()
+        print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,18 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A weights file that does not exist (or a known name not fetched yet)."""
 
 
+class ModelConfigError(ClaySearchError, ValueError):
+    """Model sizes or inputs the encoder cannot take (unknown size, chip not a patch multiple)."""
+
+
+class EmbedderOptionError(ClaySearchError, ValueError):
+    """An Embedder option that cannot work (pooling, precision, standardisation)."""
+
+
+class PrecisionUnavailableError(EmbedderOptionError):
+    """A forced precision this device or torch build cannot run (say which one can)."""
+
+
 class StoreNotFoundError(ClaySearchError, FileNotFoundError):
     """No store (or no chips table) at the given path."""
 
@@ -69,6 +81,10 @@ class QueryError(ClaySearchError, ValueError):
 
 class IndexStaleError(ClaySearchError, RuntimeError):
     """A vector index that does not match the table version."""
+
+
+class UploadError(ClaySearchError, ValueError):
+    """A file uploaded in the app that cannot be used as a query chip (format, size, content)."""
 
 
 class NetworkDisabledError(ClaySearchError, ConnectionError):
@@ -110,3 +126,13 @@ class CRSContradictionError(ClaySearchError, ValueError):
 
 class BadRowsError(ClaySearchError, ValueError):
     """Rows with missing or malformed embeddings where all-or-nothing (``--strict``) was asked."""
+
+
+class TrainingDataError(ClaySearchError, ValueError):
+    """Labelled data that cannot train a task: one class, masks of another size than their
+    image, class values outside the task's classes, targets that match no chip."""
+
+
+class HeadError(ClaySearchError, ValueError):
+    """A task head folder that cannot be loaded (missing or corrupt files, wrong format), or a
+    head applied to imagery it was not trained for (other bands, another sensor)."""

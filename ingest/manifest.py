@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,8 @@ from clay_search.location import RemotePath, write_atomic
 class RunManifest:
     """Written when a run starts (status ``running``) and rewritten when it ends."""
 
-    def __init__(self, runs_dir: Path | RemotePath, params: IngestParams, model_id: str) -> None:
+    def __init__(self, runs_dir: Path | RemotePath, params: IngestParams, model_id: str,
+                 precision: Callable[[], dict] | None = None) -> None:
         now = datetime.now(UTC)
         # unique across processes and machines writing one store (e.g. on an object store)
         self.run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -26,6 +28,7 @@ class RunManifest:
         self.started = now.isoformat(timespec="seconds")
         self.params = params
         self.model_id = model_id
+        self.precision = precision  # the embedder's precision_report (auto: the calibration)
 
     def save(self, report: IngestReport, sources: list[SourceReport], *,
              finished: bool = False) -> None:
@@ -37,6 +40,7 @@ class RunManifest:
             "finished": datetime.now(UTC).isoformat(timespec="seconds") if finished else None,
             "model_id": self.model_id,
             "parameters": self.params.to_dict(),
+            "precision": self.precision() if self.precision else None,
             "totals": {k: v for k, v in report.to_dict().items() if k != "sources_detail"},
             "sources": [asdict(s) for s in sources],
         }

@@ -32,7 +32,7 @@ DEFAULT_FLUSH_SECONDS = 30.0  # a commit at least this often while rows are wait
 THUMBNAIL_SIZE = 64
 STATS_CHOICES = ("auto", "sensor", "source")
 STATS_SCOPES = ("series", "source")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "tf32", "int8")  # model/calibration.py
 
 
 # -- parsing and checks used by the fields ---------------------------------------------------------
@@ -171,7 +171,12 @@ class IngestParams:
                                    parse=split_names, cli_type=str)
     sensors_file: Path | None = opt(
         None, "YAML of extra sensors (shaped like clay_search/model/sensors.yaml).", parse=_path)
-    precision: str = opt("auto", "auto, fp32 or bf16.", check=_choice("--precision", PRECISIONS))
+    precision: str = opt(
+        "auto",
+        "auto (measured on this machine, cached), fp32, bf16, fp16, tf32 (CUDA) or int8 (CPU, "
+        "opt-in).",
+        check=_choice("--precision", PRECISIONS),
+    )
     device: str = opt("cpu", "cpu or cuda.")
     fail_fast: bool = opt(False, "Stop at the first bad source.", is_flag=True)
     flush_rows: int = opt(DEFAULT_FLUSH_ROWS, "Rows per commit, at most.",

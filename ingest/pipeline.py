@@ -345,7 +345,8 @@ def execute(
             patch_dim = (params.chip_size // embedder.patch_size) ** 2 * embedder.token_dim
         writer = ChipWriter(store, embedder.model_id, embedder.dim, patch_dim,
                             flush_rows=params.flush_rows, flush_seconds=params.flush_seconds)
-        manifest = RunManifest(writer.info.runs_path, params, embedder.model_id)
+        manifest = RunManifest(writer.info.runs_path, params, embedder.model_id,
+                               precision=embedder.precision_report)
         manifest.save(report, state.sources)
         work = choose_normalisers(work, params, readers, state)
         total = list_windows(work, writer, params)

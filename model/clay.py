@@ -13,6 +13,7 @@ Architecture (equivalent to the reference ``claymodel`` 1.5.0):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from clay_search.errors import BandMismatchError, ModelConfigError
 from clay_search.model.dynamic_embedding import DynamicEmbedding
 from clay_search.model.layers import Transformer, posemb_sincos_2d_with_gsd
 
@@ -54,14 +56,41 @@ class ClayConfig:
         return replace(self, patch_size=patch_size)
 
 
+def _variant(name: str, **sizes) -> ClayConfig:
+    return ClayConfig(name=name, **sizes)
+
+
 VARIANTS: dict[str, ClayConfig] = {
-    # CPU-sized variant trained by this project (see model/weights/MODEL_CARD.md)
-    "nano": ClayConfig("nano", 128, 4, 4, 32, 2, 64, 2, 2, 32, 2),
-    # Clay's own variants (claymodel 1.5.0)
-    "tiny": ClayConfig("tiny", 192, 6, 4, 48, 2, 96, 3, 2, 48, 2),
-    "small": ClayConfig("small", 384, 6, 6, 64, 2, 192, 4, 4, 64, 2),
-    "base": ClayConfig("base", 768, 12, 12, 64, 4, 512, 4, 4, 64, 4),
-    "large": ClayConfig("large", 1024, 24, 16, 64, 4, 512, 4, 4, 64, 4),
+    cfg.name: cfg
+    for cfg in (
+        # CPU-sized variant trained by this project (see model/weights/MODEL_CARD.md)
+        _variant(
+            "nano", dim=128, depth=4, heads=4, dim_head=32, mlp_ratio=2,
+            decoder_dim=64, decoder_depth=2, decoder_heads=2, decoder_dim_head=32,
+            decoder_mlp_ratio=2,
+        ),
+        # Clay's own variants (claymodel 1.5.0)
+        _variant(
+            "tiny", dim=192, depth=6, heads=4, dim_head=48, mlp_ratio=2,
+            decoder_dim=96, decoder_depth=3, decoder_heads=2, decoder_dim_head=48,
+            decoder_mlp_ratio=2,
+        ),
+        _variant(
+            "small", dim=384, depth=6, heads=6, dim_head=64, mlp_ratio=2,
+            decoder_dim=192, decoder_depth=4, decoder_heads=4, decoder_dim_head=64,
+            decoder_mlp_ratio=2,
+        ),
+        _variant(
+            "base", dim=768, depth=12, heads=12, dim_head=64, mlp_ratio=4,
+            decoder_dim=512, decoder_depth=4, decoder_heads=4, decoder_dim_head=64,
+            decoder_mlp_ratio=4,
+        ),
+        _variant(
+            "large", dim=1024, depth=24, heads=16, dim_head=64, mlp_ratio=4,
+            decoder_dim=512, decoder_depth=4, decoder_heads=4, decoder_dim_head=64,
+            decoder_mlp_ratio=4,
+        ),
+    )
 }
 
 
@@ -70,7 +99,9 @@ def get_config(name: str, *, patch_size: int | None = None) -> ClayConfig:
     try:
         cfg = VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown model size {name!r}; choose one of {sorted(VARIANTS)}") from None
+        raise ModelConfigError(
+            f"unknown model size {name!r}; choose one of {sorted(VARIANTS)}"
+        ) from None
     return cfg if patch_size is None else cfg.with_patch_size(patch_size)
 
 
@@ -80,7 +111,9 @@ def metadata_encoding(
     """Position (GSD-scaled) + time/location encoding for a square grid.  -> ``[B, L, dim]``."""
     grid = int(math.isqrt(num_patches))
     if grid * grid != num_patches:
-        raise ValueError(f"Clay needs a square patch grid, got {num_patches} patches")
+        raise ModelConfigError(
+            f"Clay needs a square patch grid, got {num_patches} patches: use square chips"
+        )
     b = time.shape[0]
     pos = posemb_sincos_2d_with_gsd(grid, grid, dim - META_DIM, gsd).to(time.device)  # [L D-8]
     meta = torch.cat((time, latlon), dim=1).to(pos.dtype)  # [B 8]
@@ -164,10 +197,14 @@ class ClayEncoder(nn.Module):
         """
         _, c, h, w = pixels.shape
         if waves.numel() != c:
-            raise ValueError(f"pixels have {c} bands but {waves.numel()} wavelengths were given")
+            raise BandMismatchError(
+                f"pixels have {c} bands but {waves.numel()} wavelengths were given: "
+                "give one wavelength per band"
+            )
         if h % self.patch_size or w % self.patch_size:
-            raise ValueError(
-                f"chip size {h}x{w} is not a multiple of the patch size {self.patch_size}"
+            raise ModelConfigError(
+                f"chip size {h}x{w} is not a multiple of the patch size {self.patch_size}: "
+                f"use a chip size divisible by {self.patch_size}"
             )
         if patch_weights is None:
             patch_weights = self.patch_embedding.generate(waves.to(pixels.device))
@@ -206,6 +243,77 @@ class ClayEncoder(nn.Module):
         batch = torch.arange(b, device=patches.device)[:, None]
         return patches[batch, kept_idx], kept_idx, masked_idx, mask
 
+    # -- step by step (for backbones and profiling) ---------------------------------------------
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks in order (each ``[B, N, D] -> [B, N, D]``)."""
+        return self.transformer.layers
+
+    @property
+    def norm(self) -> nn.LayerNorm:
+        """The final LayerNorm applied after the last block."""
+        return self.transformer.norm
+
+    def prepare_tokens(
+        self,
+        pixels: torch.Tensor,
+        *,
+        time: torch.Tensor,
+        latlon: torch.Tensor,
+        gsd,
+        waves: torch.Tensor,
+        patch_weights: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """Patch embedding + encodings + CLS, every patch kept: the first block's input.
+
+        ``[B, C, H, W] -> [B, 1 + L, D]``.
+        """
+        patches = self.add_encodings(self.patchify(pixels, waves, patch_weights), time, latlon, gsd)
+        cls = self.cls_token.to(patches.dtype).expand(patches.shape[0], -1, -1)  # [B 1 D]
+        return torch.cat((cls, patches), dim=1)
+
+    def forward_intermediates(
+        self,
+        pixels: torch.Tensor,
+        *,
+        time: torch.Tensor,
+        latlon: torch.Tensor,
+        gsd,
+        waves: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        patch_weights: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final tokens and the outputs of selected blocks (every patch kept, CLS first).
+
+        ``indices``: block numbers (negative from the end), an int ``n`` for the last ``n``
+        blocks, ``None`` for all. ``norm`` applies the final LayerNorm to the intermediates too.
+        ``stop_early`` skips the blocks after the last selected one (the final tokens returned
+        are then that block's output, unnormalised). Returns ``([B, 1+L, D], [[B, 1+L, D], ...])``.
+        """
+        depth = len(self.blocks)
+        if indices is None:
+            wanted = list(range(depth))
+        elif isinstance(indices, int):
+            wanted = list(range(depth - indices, depth))
+        else:
+            wanted = [i % depth if -depth <= i < depth else depth for i in indices]
+        if any(not 0 <= i < depth for i in wanted):
+            raise ModelConfigError(f"block indices {indices!r} out of range for {depth} blocks")
+        x = self.prepare_tokens(
+            pixels, time=time, latlon=latlon, gsd=gsd, waves=waves, patch_weights=patch_weights
+        )
+        last = max(wanted) if stop_early and wanted else depth - 1
+        out = []
+        for i, block in enumerate(self.blocks[: last + 1]):
+            x = block(x)
+            if i in wanted:
+                out.append(self.norm(x) if norm else x)
+        if last == depth - 1:
+            x = self.norm(x)
+        return x, out
+
     def encode_masked(
         self,
         pixels: torch.Tensor,
@@ -243,6 +351,11 @@ class ClayEncoder(nn.Module):
         patch_weights: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Token embeddings ``[B, 1 + L_kept, D]``, CLS first (all patches when unmasked)."""
+        if not self.mask_ratio:  # inference: no masking step, no index gathers
+            x = self.prepare_tokens(
+                pixels, time=time, latlon=latlon, gsd=gsd, waves=waves, patch_weights=patch_weights
+            )
+            return self.transformer(x)
         return self.encode_masked(
             pixels, time=time, latlon=latlon, gsd=gsd, waves=waves, patch_weights=patch_weights
         ).tokens

@@ -1,23 +1,34 @@
 """Batched inference: chips of any supported sensor in, CLS (and patch) embeddings out.
 
-Fast path: the wavelength-generated patch-embedding weights are computed in fp32 once per band
-set and cached, and on CPUs with native bf16 (AVX512-BF16 / AMX) or bf16-capable GPUs the encoder
-runs from a bf16 copy of its weights (no per-call casts, unlike autocast). Outputs are always
-float32 numpy arrays.
+The wavelength-generated patch-embedding weights are computed in fp32 once per band set and
+cached. ``precision="auto"`` is decided by measuring the real encoder on this device at the first
+batch's chip size (:mod:`clay_search.model.calibration`, cached per machine and model); a forced
+``bf16``/``fp16`` runs a copy of the weights in that type (no per-call casts, unlike autocast),
+``tf32`` (CUDA) runs fp32 weights with TF32 matrix products, ``int8`` (CPU, opt-in) dynamically
+quantised linear layers. Outputs are always float32 numpy arrays.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from clay_search.errors import BandMismatchError, EmbedderOptionError
+from clay_search.model.calibration import (
+    DTYPES,
+    Calibration,
+    calibrate,
+    check_precision,
+    make_runner,
+    precision_context,
+)
 from clay_search.model.checkpoints import WeightsInfo, load_encoder
 from clay_search.model.clay import ClayEncoder
 from clay_search.model.encoding import encode_latlon, encode_time
@@ -26,7 +37,11 @@ from clay_search.model.sensors import Band, Sensor, SensorRegistry
 
 
 def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    """Whether this CPU lists native bf16 instructions (AVX512-BF16 or AMX).
+
+    A fact for reports only: listing them does not make bf16 faster (``precision="auto"``
+    measures instead, see :mod:`clay_search.model.calibration`).
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -55,7 +70,7 @@ def pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "cls+mean":
         norm = torch.nn.functional.normalize
         return torch.cat([norm(cls, dim=1), norm(patches.mean(1), dim=1)], dim=1)
-    raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
+    raise EmbedderOptionError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
 
 
 @dataclass
@@ -74,8 +89,10 @@ class EmbeddingBatch:
 class Embedder:
     """Turns normalised chips into embeddings with a Clay encoder.
 
-    ``precision``: ``"auto"`` (bf16 where the CPU/GPU supports it, else fp32), ``"bf16"`` or
-    ``"fp32"``. ``cache_weights`` caches the generated patch weights per wavelength set.
+    ``precision``: ``"auto"`` (measured on this device at the first batch's chip size and cached,
+    see :mod:`clay_search.model.calibration`; :attr:`calibration` holds the figures), or one of
+    ``"fp32"``, ``"bf16"``, ``"fp16"``, ``"tf32"`` (CUDA), ``"int8"`` (CPU, opt-in: dynamically
+    quantised linear layers). ``cache_weights`` caches the generated patch weights per band set.
     ``pooling`` (see :data:`POOLINGS`) makes the chip vector; ``None`` takes the one the weights
     recommend (``pooling`` in their config.json; ``cls`` for official Clay checkpoints).
     ``standardise``: z-score the chip vector per feature with the statistics shipped with the
@@ -97,11 +114,13 @@ class Embedder:
     ) -> None:
         pooling = pooling or (info.pooling if info is not None else "cls")
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
+            raise EmbedderOptionError(
+                f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}"
+            )
         self.pooling = pooling
         stats = ((info.embedding_stats if info is not None else None) or {}).get(pooling)
         if standardise and stats is None:
-            raise ValueError(
+            raise EmbedderOptionError(
                 f"these weights ship no embedding statistics for pooling {pooling!r}; "
                 "use standardise=False (or None)"
             )
@@ -110,27 +129,82 @@ class Embedder:
             mean = torch.tensor(stats["mean"], dtype=torch.float32)
             std = torch.tensor(stats["std"], dtype=torch.float32).clamp(min=1e-6)
             self._standard = (mean, std)
-        if precision not in {"auto", "bf16", "fp32"}:
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
         self.device = torch.device(device)
+        if precision != "auto":
+            check_precision(precision, self.device)
         self.encoder = encoder.to(self.device).eval()
         self.info = info
         self.sensors = sensors or SensorRegistry.default()
-        if precision == "auto":
-            use_bf16 = (
-                torch.cuda.is_bf16_supported()
-                if self.device.type == "cuda"
-                else cpu_supports_bf16()
-            )
-            precision = "bf16" if use_bf16 else "fp32"
-        self.precision = precision
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        # bf16: a bf16 copy of the weights runs the transformer; fp32 weights generate patches
-        self._runner = (
-            copy.deepcopy(self.encoder).to(self.dtype) if precision == "bf16" else self.encoder
-        )
+        self.requested_precision = precision
+        self.calibration: Calibration | None = None
+        self._precision: str | None = None
+        self._runner: torch.nn.Module | None = None
         self.cache_weights = cache_weights
         self._weight_cache: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        if precision != "auto":
+            self._use(precision)
+
+    def _use(self, precision: str) -> None:
+        self._precision = precision
+        self._runner = make_runner(self.encoder, precision)
+        self._weight_cache.clear()  # cached in the run dtype
+
+    def resolve_precision(
+        self, chip_size: int = 256, bands: int = 10, *, use_cache: bool = True
+    ) -> str:
+        """Decide ``auto`` now (else at the first batch) for chips of ``chip_size`` px.
+
+        Returns the precision in use; a forced precision is returned as it is.
+        """
+        if self._precision is None:
+            self.calibration = calibrate(
+                self.encoder,
+                model=self.model_id,
+                device=self.device,
+                chip_size=chip_size,
+                bands=bands,
+                use_cache=use_cache,
+            )
+            self._use(self.calibration.precision)
+        return self._precision
+
+    @property
+    def precision(self) -> str:
+        """The precision in use (``"auto"`` until the first batch decides it)."""
+        return self._precision or "auto"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the transformer runs in (fp32 until ``auto`` is decided)."""
+        return DTYPES[self._precision or "fp32"]
+
+    @property
+    def runner(self) -> torch.nn.Module:
+        """The module that runs the encoder in :attr:`precision` (decides ``auto`` at 256 px)."""
+        if self._runner is None:
+            self.resolve_precision()
+        return self._runner
+
+    def precision_report(self) -> dict[str, Any]:
+        """What runs and why: requested, used, and the calibration's figures when measured."""
+        out: dict[str, Any] = {
+            "requested": self.requested_precision,
+            "used": self._precision,
+            "device": str(self.device),
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+        }
+        if self.calibration is not None:
+            cal = self.calibration
+            out["calibration"] = {
+                "cached": cal.cached,
+                "measured_at": cal.measured_at,
+                "chip_size": cal.chip_size,
+                "blocks": f"{cal.blocks} of {cal.depth}",
+                "candidates": cal.candidates,
+                "wall_s": cal.wall_s,
+                "cache_file": cal.path,
+            }
+        return out
 
     @classmethod
     def from_weights(cls, path: str | Path | None = None, **kwargs) -> Embedder:
@@ -211,12 +285,23 @@ class Embedder:
         )
         if x.ndim == 3:
             x = x[None]
+        if x.ndim != 4:
+            raise BandMismatchError(
+                f"pixels must be [B, C, H, W] (or one chip [C, H, W]), got shape {tuple(x.shape)}"
+            )
         b = x.shape[0]
-        waves_t = torch.as_tensor(waves, dtype=torch.float32)
+        waves_t = torch.as_tensor(waves, dtype=torch.float32).flatten()
+        if waves_t.numel() != x.shape[1]:
+            raise BandMismatchError(
+                f"pixels have {x.shape[1]} bands but {waves_t.numel()} wavelengths were given: "
+                "give one wavelength per band, in the pixels' band order"
+            )
+        if self._precision is None:
+            self.resolve_precision(chip_size=int(x.shape[-1]), bands=int(x.shape[1]))
         time = encode_time(datetimes if datetimes is not None else [None] * b)
         latlon = encode_latlon(lonlats if lonlats is not None else [None] * b)
         weights = self.patch_weights(waves_t)
-        with torch.inference_mode():
+        with precision_context(self._precision, self.device), torch.inference_mode():
             tokens = self._runner(
                 x.to(self.dtype),
                 time=time.to(self.device, self.dtype),
@@ -253,6 +338,14 @@ class Embedder:
         """Normalise raw sensor values ``[B, C, H, W]`` for ``bands`` and embed them."""
         s = self.sensors.get(sensor) if isinstance(sensor, str) else sensor
         blist = [b if isinstance(b, Band) else s.band(b) for b in bands]
+        raw_bands = np.shape(raw)[-3] if np.ndim(raw) >= 3 else None
+        if raw_bands != len(blist):
+            shape = tuple(np.shape(raw))
+            raise BandMismatchError(
+                f"raw chips of shape {shape} have {raw_bands} bands (axis -3 of [B, C, H, W]) "
+                f"but {len(blist)} band names were given ({', '.join(b.name for b in blist)}): "
+                "give one band name per channel, in the array's order"
+            )
         norm = normaliser or sensor_normaliser(s, blist)
         x = norm(raw, valid)
         return self.embed(

@@ -18,20 +18,16 @@ from pathlib import Path
 import yaml
 
 from clay_search.errors import CheckpointError, CheckpointNotFoundError
+from clay_search.paths import HOME_ENV as HOME_ENV  # re-exported
+from clay_search.paths import cache_dir
 
-HOME_ENV = "CLAY_SEARCH_HOME"
 REGISTRY_ENV = "CLAY_SEARCH_WEIGHTS_REGISTRY"
 
 
 def cache_home() -> Path:
     """clay-search's cache folder: ``$CLAY_SEARCH_HOME``, else ``$XDG_CACHE_HOME/clay-search``,
-    else ``~/.cache/clay-search``. Not created here."""
-    explicit = os.environ.get(HOME_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "clay-search"
+    else ``~/.cache/clay-search`` (:func:`clay_search.paths.cache_dir`). Not created here."""
+    return cache_dir()
 
 
 def weights_cache_dir() -> Path:

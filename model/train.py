@@ -219,14 +219,12 @@ class TrainResult:
 
 
 def choose_precision(precision: str, device: torch.device) -> str:
-    """Resolve ``auto``: bf16 on CUDA with bf16 support or on CPUs with AMX/AVX512-BF16."""
+    """Resolve ``auto`` by measuring matrix products (bf16 only where it is faster than fp32)."""
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    from clay_search.model.embedder import cpu_supports_bf16
+    from clay_search.model.calibration import gemm_choice
 
-    return "bf16" if cpu_supports_bf16() else "fp32"
+    return gemm_choice(device, ("fp32", "bf16"))
 
 
 # -- teacher -------------------------------------------------------------------------------------

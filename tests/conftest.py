@@ -43,6 +43,17 @@ def sample_dir() -> Path:
     return SAMPLE_DIR
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Point clay-search's cache folder (precision calibrations, ...) at a session temp folder.
+
+    Tests never write into the user's ``~/.cache``; CLI subprocesses inherit the variable.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLAY_SEARCH_HOME", str(tmp_path_factory.mktemp("clay-search-home")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def nano_weights(tmp_path_factory) -> Path:
     """A Clay nano encoder with seeded random weights (seed 0), saved as clay-search weights."""

@@ -11,9 +11,11 @@ import shapely
 
 from clay_search.app import layers
 from clay_search.app import state as S
-from clay_search.app.filters import Filters, check_bbox, parse_area
+from clay_search.app.map_component import MapEvent, map_args
+from clay_search.app.query import date_effect
 from clay_search.app.store_access import open_store, store_uri
 from clay_search.errors import QueryError
+from clay_search.filters import Filters
 
 
 def test_labels_toggle_and_export() -> None:
@@ -73,11 +75,17 @@ def test_footprints_colours_and_outlines() -> None:
     assert "score 0.900" in frame["tip"].iloc[0] and "River" in frame["tip"].iloc[0]
     w, s, e, n = layers.extent(frame)
     assert (w, s, e, n) == (10.0, 50.0, 11.5, 51.5)
-    deck = json.loads(layers.build_deck(frame).to_json())
-    ids = [lay["id"] for lay in deck["layers"]]
-    assert ids == [layers.GRID_LAYER_ID, layers.LAYER_ID]
-    assert deck.get("mapProvider") is None and deck["mapStyle"] == layers.NO_BASEMAP_STYLE
-    assert 6 < deck["initialViewState"]["zoom"] < 9
+    # over imagery: browsing fills nothing, scores fill half-transparent
+    over = layers.footprint_frame(_frame(), {}, imagery=True)
+    assert over["fill"].iloc[0][3] == 110
+    browse = layers.footprint_frame(_frame().drop(columns=["score"]), {}, imagery=True)
+    assert {f[3] for f in browse["fill"]} == {0}
+    grid = layers.grid_paths((w, s, e, n))
+    assert all(-180 <= x <= 180 and -85 <= y <= 85 for line in grid for x, y in line)
+    assert any(line[0][0] == line[1][0] == 10.0 for line in grid)  # a meridian at 10 degrees
+    args = map_args(frame, bounds=(w, s, e, n), fit_key="k", grid=grid)
+    assert json.loads(json.dumps(args))["chips"][0]["chip_id"] == "a"  # JSON-able
+    assert args["bounds"] == [10.0, 50.0, 11.5, 51.5] and args["drawn"] is None
 
 
 def test_score_colours_edge_cases() -> None:
@@ -88,31 +96,102 @@ def test_score_colours_edge_cases() -> None:
     assert len(nan) == 3 and nan[0] == nan[2]
 
 
-def test_picked_chip_from_selection() -> None:
-    sel = {"selection": {"indices": {"chips": [0]}, "objects": {"chips": [{"chip_id": "x1"}]}}}
-    assert layers.picked_chip(sel) == "x1"
-    assert layers.picked_chip({"selection": {"indices": {}, "objects": {}}}) is None
-    assert layers.picked_chip(None) is None
+def test_map_events_from_the_component() -> None:
+    click = MapEvent.parse({"event": "click", "chip_id": "x1", "seq": 3, "nonce": "n"})
+    assert click.kind == "click" and click.chip_id == "x1" and click.key == ("n", 3)
+    ring = [[0, 0], [1, 0], [1, 1], [0, 0]]
+    draw = MapEvent.parse({"event": "draw", "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    assert draw.geometry["type"] == "Polygon"
+    view = MapEvent.parse({"event": "view", "bounds": [1, 2, 3, 4], "seq": 1})
+    assert view.bounds == (1.0, 2.0, 3.0, 4.0)
+    for bad in (None, {}, {"event": "view", "bounds": [1, 2]}, {"event": "click"}, {"event": 1}):
+        assert MapEvent.parse(bad) is None
 
 
-def test_filters_kwargs_and_area_parsing() -> None:
-    assert Filters().kwargs() == {} and Filters().describe() == "no filters"
-    f = Filters(sensor=("sentinel-2-l2a",), bbox=check_bbox(1, 2, 3, 4))
-    assert f.kwargs() == {"sensor": ["sentinel-2-l2a"], "bbox": (1.0, 2.0, 3.0, 4.0)}
-    with pytest.raises(QueryError, match="empty"):
-        check_bbox(3, 2, 1, 4)
-    with pytest.raises(QueryError, match="outside"):
-        check_bbox(0, 0, 200, 4)
-    g = parse_area("POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))")
-    assert g.area == 1
-    gj = (
-        '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
-        "[[[0,0],[2,0],[2,2],[0,0]]]}}"
-    )
-    assert parse_area(gj).area == 2
-    for bad in ("", "POINT(0 0)", "POLYGON((", '{"type": "Nope"}'):
+def test_map_events_label_filter_and_clear() -> None:
+    from clay_search.app.streamlit_app import MAP_KEY, handle_map_event
+
+    ss: dict = {"click-action": "Mark negative"}
+    S.init_state(ss)
+    ss[MAP_KEY] = {"event": "click", "chip_id": "c1", "seq": 1, "nonce": "a"}
+    handle_map_event(ss)
+    assert S.labels(ss) == {"c1": S.NEGATIVE} and ss[S.PICKED] == "c1"
+    S.clear_labels(ss)
+    handle_map_event(ss)  # the same event again (a rerun): nothing happens
+    assert S.labels(ss) == {}
+    poly = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}
+    ss[MAP_KEY] = {"event": "draw", "geometry": poly, "seq": 2, "nonce": "a"}
+    handle_map_event(ss)
+    assert ss[S.DRAWN] == poly and ss["f-area"] == "Drawn on the map"
+    ss[MAP_KEY] = {"event": "view", "bounds": [1, 2, 3, 4], "seq": 1, "nonce": "b"}  # reloaded
+    handle_map_event(ss)
+    assert ss[S.VIEW] == (1.0, 2.0, 3.0, 4.0) and ss["f-area"] == "Map view"
+    ss["f-area"] = "Drawn on the map"
+    ss[MAP_KEY] = {"event": "clear", "seq": 2, "nonce": "b"}
+    handle_map_event(ss)
+    assert ss[S.DRAWN] is None and ss["f-area"] == "Anywhere"
+
+
+def test_app_filters_are_the_core_filters() -> None:
+    """One filter object: the app builds clay_search.filters.Filters, with the core's rules."""
+    import inspect
+
+    from clay_search.app import sidebar
+
+    assert "Filters(" in inspect.getsource(sidebar.render_filters)
+    f = Filters(sensor="sentinel-2-l2a", bbox=(1, 2, 3, 4), start="2019-01-01")
+    assert f.describe() == "2019-01-01.., sensor=sentinel-2-l2a, bbox=1,2,3,4"
+    # the core's bbox rule: a one-point-wide box is allowed, west > east is not
+    assert Filters(bbox=(1, 2, 1, 4)).bbox == (1.0, 2.0, 1.0, 4.0)
+    with pytest.raises(QueryError, match="antimeridian"):
+        Filters(bbox=(3, 2, 1, 4))
+    for bad in ("POLYGON((", '{"type": "Nope"}'):
         with pytest.raises(QueryError):
-            parse_area(bad)
+            Filters(geometry=bad)
+
+
+class _Chips:
+    """A stand-in for ``Store.count`` over plain rows, counted by the real FilterEngine."""
+
+    def __init__(self, table) -> None:
+        from clay_search.filters import FilterEngine
+
+        self.engine = FilterEngine(table)
+
+    def count(self, filters: Filters) -> dict:
+        return self.engine.explain(filters)
+
+
+def test_date_effect_counts_undated_and_outside() -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    times = [None, None, None, dt.datetime(2018, 5, 1), dt.datetime(2019, 5, 1), None]
+    table = pa.table(
+        {
+            "minx": [0.0] * 6,
+            "miny": [0.0] * 6,
+            "maxx": [1.0] * 6,
+            "maxy": [1.0] * 6,
+            "datetime": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "sensor": ["s2"] * 5 + ["l8"],
+            "label": [None] * 6,
+            "geometry": pa.array([None] * 6, pa.binary()),
+        }
+    )
+    store = _Chips(table)
+    assert date_effect(store, Filters(sensor="s2")) is None  # no date range: nothing said
+    eff = date_effect(store, Filters(start="2019-01-01", end="2019-12-31", sensor="s2"))
+    assert (eff.before, eff.after, eff.undated, eff.outside) == (5, 1, 3, 1)
+    assert eff.removed == 4
+    assert eff.message() == (
+        "The date filter removed 4 of 5 chips: 3 have no acquisition date and 1 are outside "
+        "the date range."
+    )
+    keep = Filters(start="2019-01-01", end="2019-12-31", sensor="s2", undated=True)
+    kept = date_effect(store, keep)
+    assert (kept.after, kept.undated, kept.outside, kept.removed) == (4, 0, 1, 1)
 
 
 def test_store_uri_and_missing_store(tmp_path) -> None:
@@ -124,3 +203,24 @@ def test_store_uri_and_missing_store(tmp_path) -> None:
     assert (
         opened.store is None and opened.kind == "missing" and "no clay-search store" in opened.error
     )
+
+
+def test_card_caption_shows_date_and_sensor() -> None:
+    from clay_search.app.gallery import card_caption
+
+    row = pd.Series(
+        {
+            "chip_id": "0123456789abcdef",
+            "rank": 2,
+            "score": 0.5,
+            "label": "River",
+            "datetime": pd.Timestamp("2019-06-03T10:00:00Z"),
+            "sensor": "sentinel-2-l2a",
+        }
+    )
+    assert card_caption(row, S.POSITIVE) == (
+        "#2 | score 0.500 | River | POSITIVE | 0123456789  \n2019-06-03 | sentinel-2-l2a"
+    )
+    undated = row.drop(["rank", "score"]).copy()
+    undated["datetime"] = pd.NaT
+    assert card_caption(undated, None).endswith("0123456789  \nundated | sentinel-2-l2a")

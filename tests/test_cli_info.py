@@ -51,3 +51,16 @@ def test_import_has_no_global_side_effects():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_info_shows_the_measured_precision_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAY_SEARCH_HOME", str(tmp_path / "home"))
+    save_weights(ClayEncoder.from_config(get_config("nano")), get_config("nano"), tmp_path / "w")
+    result = runner.invoke(app, ["info", "--weights", str(tmp_path / "w")])
+    assert result.exit_code == 0 and "not measured on this machine yet" in result.output
+    result = runner.invoke(app, ["info", "--weights", str(tmp_path / "w"), "--calibrate", "32"])
+    assert result.exit_code == 0, result.output
+    assert "precision auto for clay-nano-p8-" in result.output and "at 32 px" in result.output
+    assert "measured in" in result.output and "bf16" in result.output
+    result = runner.invoke(app, ["info", "--weights", str(tmp_path / "w")])  # from the cache
+    assert "at 32 px" in result.output and "cached" in result.output

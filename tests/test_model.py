@@ -102,3 +102,31 @@ def test_decoder_reconstructs_requested_bands():
     enc = mae.encoder.encode_masked(x, time=t, latlon=ll, gsd=10.0, waves=WAVES)
     pixels = mae.decoder(enc, time=t, latlon=ll, gsd=10.0, waves=WAVES)
     assert pixels.shape == (2, 16, 4 * 8 * 8)
+
+
+def test_encoder_step_api_matches_forward():
+    """prepare_tokens + blocks + norm == forward; forward_intermediates picks block outputs."""
+    torch.manual_seed(0)
+    enc = ClayEncoder.from_config(get_config("nano")).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    kw = dict(time=torch.zeros(2, 4), latlon=torch.zeros(2, 4), gsd=10.0,
+              waves=torch.tensor([0.49, 0.56, 0.66]))
+    with torch.no_grad():
+        full = enc(x, **kw)
+        tokens = enc.prepare_tokens(x, **kw)
+        assert tokens.shape == (2, 1 + 16, enc.dim)
+        steps = []
+        for block in enc.blocks:
+            tokens = block(tokens)
+            steps.append(tokens)
+        torch.testing.assert_close(enc.norm(tokens), full, rtol=0, atol=0)
+        final, inter = enc.forward_intermediates(x, **kw, indices=[0, -1])
+        torch.testing.assert_close(final, full, rtol=0, atol=0)
+        assert len(inter) == 2
+        torch.testing.assert_close(inter[0], steps[0], rtol=0, atol=0)
+        torch.testing.assert_close(inter[1], steps[-1], rtol=0, atol=0)
+        early, (only,) = enc.forward_intermediates(x, **kw, indices=[1], stop_early=True)
+        torch.testing.assert_close(early, steps[1], rtol=0, atol=0)
+        with pytest.raises(ValueError, match="out of range"):
+            enc.forward_intermediates(x, **kw, indices=[9])

@@ -22,6 +22,13 @@ def script_path() -> Path:
     return Path(clay_search.app.__file__).resolve().parent / "streamlit_app.py"
 
 
+def max_upload_mb() -> int:
+    """The app's upload limit in Streamlit's unit (MB of 2**20 bytes), at least 1."""
+    from clay_search.app.upload import MAX_UPLOAD_BYTES
+
+    return max(1, MAX_UPLOAD_BYTES // 2**20)
+
+
 def streamlit_command(store: Path, host: str, port: int, weights: Path | None = None) -> list[str]:
     """The ``streamlit run`` command line that serves the app for ``store``."""
     return [
@@ -42,6 +49,8 @@ def streamlit_command(store: Path, host: str, port: int, weights: Path | None = 
         "false",
         "--client.toolbarMode",
         "minimal",
+        "--server.maxUploadSize",  # Streamlit's own limit (MB) = the app's query-chip limit
+        str(max_upload_mb()),
         "--",
         "--store",
         str(store),

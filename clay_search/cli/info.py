@@ -23,6 +23,13 @@ def info(
     ] = None,
     weights: WeightsOpt = None,
     sensor: Annotated[str | None, typer.Option(help="Show one sensor's bands.")] = None,
+    calibrate: Annotated[
+        int | None,
+        typer.Option(
+            help="Measure precision=auto now for these weights at this chip size (px); "
+            "without it, the choices already measured on this machine are shown."
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """List sensors (or one sensor's bands) and describe the model weights.
@@ -54,3 +61,27 @@ def info(
     console.print(t)
     _, winfo = load_encoder(weights)
     console.print(f"weights: {winfo.path}\nmodel id: {winfo.model_id}\nconfig: {winfo.config}")
+    _precision(console, weights, calibrate)
+
+
+def _precision(console: Console, weights, chip_size: int | None) -> None:
+    """precision=auto on this machine: the cached calibrations, or a new one (``--calibrate``)."""
+    import torch
+
+    from clay_search.model import Embedder
+    from clay_search.model.calibration import cached_calibrations, cpu_model
+
+    console.print(f"machine: {cpu_model()}, torch {torch.__version__}, "
+                  f"{torch.get_num_threads()} threads")
+    if chip_size:
+        emb = Embedder.from_weights(weights)
+        emb.resolve_precision(chip_size=chip_size)
+        found = [emb.calibration]
+    else:
+        found = cached_calibrations()
+    if not found:
+        console.print("precision auto: not measured on this machine yet (measured at the first "
+                      "ingest, or now with --calibrate 256)")
+    for cal in found:
+        console.print(f"precision auto for {cal.model} at {cal.chip_size} px "
+                      f"({cal.measured_at}): {cal.summary()}")

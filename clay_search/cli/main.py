@@ -25,6 +25,8 @@ COMMANDS = [
     "app",
     "weights",
     "changes",
+    "finetune",
+    "predict",
 ]
 
 app = typer.Typer(

@@ -213,3 +213,38 @@ def _report(e: BaseException, kwargs: dict, message: str) -> None:
         traceback.print_exception(e, file=sys.stderr)
     line = " ".join(message.split("\n")).strip()
     typer.secho(f"Error: {line}", fg=typer.colors.RED, err=True)
+
+
+# -- options of `finetune` and `predict` (shared with any command that reads imagery) ----------
+ImageSensorOpt = Annotated[
+    str | None, typer.Option("--sensor", help="Sensor of every image (see `clay-search info`).")
+]
+BandsOpt = Annotated[
+    str | None,
+    typer.Option("--bands", help="The files' bands in order: common names or band ids, "
+                 "e.g. B02,B03,B04,B08."),
+]
+ChipSizeOpt = Annotated[int, typer.Option("--chip-size", help="Chip size in pixels (x8).")]
+StrideOpt = Annotated[
+    int | None, typer.Option("--stride", help="Step between chips (default: half a chip).")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+HeadOpt = Annotated[
+    Path, typer.Option("--head", help="Head folder written by `clay-search finetune`.")
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Chips per step / model call.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """``"a, b,c"`` -> ``["a", "b", "c"]`` (``None`` for an empty value)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

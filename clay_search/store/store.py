@@ -585,7 +585,7 @@ class Store:
             if self._embedder is None:
                 from clay_search.model.embedder import Embedder
 
-                emb = Embedder.from_weights(self.weights, precision="fp32")
+                emb = Embedder.from_weights(self.weights, precision="auto")
                 if emb.model_id != self.model_id and getattr(self.info, "imported", None):
                     raise StoreMismatchError(
                         f"store {self.path} holds embeddings of model {self.model_id!r}, "

@@ -1,0 +1,240 @@
+"""``clay-search finetune classify|regress|segment``: train a task head on labelled imagery.
+
+Each writes a head folder (``--out``: head.json + head.safetensors, metrics.csv per epoch,
+metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clay_search.cli.options import (
+    BandsOpt,
+    BatchSizeOpt,
+    ChipSizeOpt,
+    DeviceOpt,
+    ImageSensorOpt,
+    QuietOpt,
+    StrideOpt,
+    VerboseOpt,
+    WeightsOpt,
+    handle_errors,
+    resolve_device,
+    split_list,
+)
+
+finetune_app = typer.Typer(help="Fine-tune the encoder with a task head (classify, regress, "
+                           "segment).", no_args_is_help=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Head folder to write.")]
+FreezeOpt = Annotated[bool, typer.Option(
+    "--freeze/--no-freeze", help="Freeze the whole encoder (default) or train all of it.")]
+UnfreezeOpt = Annotated[int | None, typer.Option(
+    "--unfreeze-last", help="Train the last N encoder blocks (overrides --freeze).")]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training chips.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Head learning rate (encoder: lr/10).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split, shuffling and init.")]
+ValOpt = Annotated[float, typer.Option(
+    "--val-split", help="Fraction of whole images (or tiles of a single image) held out.")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when it exists.")]
+HeadKindOpt = Annotated[str, typer.Option("--head-type", help="linear or mlp (chip tasks).")]
+PoolingOpt = Annotated[str, typer.Option(
+    "--pooling", help="Chip vector: cls, mean, mean+std or cls+mean.")]
+ClassWeightsOpt = Annotated[str | None, typer.Option(
+    "--class-weights", help="'balanced' (inverse frequency) or comma-separated weights.")]
+PairsOpt = Annotated[Path | None, typer.Option(
+    "--pairs", help="CSV with columns image,mask (paths relative to the CSV).")]
+ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Folder of images.")]
+MasksOpt = Annotated[Path | None, typer.Option(
+    "--masks", help="Folder of masks/target rasters matched to --images by file stem.")]
+MaxTimeOpt = Annotated[float | None, typer.Option(
+    "--max-time", help="Stop after this many seconds (the best epoch so far is kept).")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command group to ``app``."""
+    app.add_typer(finetune_app, name="finetune")
+
+
+def _freeze(freeze: bool, unfreeze_last: int | None) -> str | int:
+    if unfreeze_last is not None:
+        return unfreeze_last
+    return "all" if freeze else "none"
+
+
+def _weights_list(value: str | None):
+    if value is None or value == "balanced":
+        return value
+    try:
+        return [float(v) for v in split_list(value) or []]
+    except ValueError:
+        from clay_search.errors import TrainingDataError
+
+        raise TrainingDataError(
+            f"--class-weights {value!r}: give 'balanced' or numbers, e.g. 1,2.5,1"
+        ) from None
+
+
+def _report(run, quiet: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    t = Table(title=f"finetune {run.spec.task} -> {run.head}", show_header=False)
+    t.add_row("chips", f"{run.train_chips} train / {run.val_chips} held out (whole images)")
+    t.add_row("best epoch", str(run.result.best_epoch))
+    for k, v in run.metrics.items():
+        if isinstance(v, float):
+            t.add_row(k, f"{v:.4f}")
+    t.add_row("time", f"{run.result.seconds:.1f} s")
+    console.print(t)
+
+
+def _common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split, resume,
+            device, quiet, max_time) -> dict:
+    return {
+        "weights": weights, "freeze": _freeze(freeze, unfreeze_last), "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "seed": seed, "val_fraction": val_split,
+        "resume": resume, "device": resolve_device(device), "progress": not quiet,
+        "max_time_s": max_time,
+    }
+
+
+@finetune_app.command("classify")
+@handle_errors
+def classify(
+    data: Annotated[Path, typer.Argument(help="Class folders: DATA/<Class>/*.tif|png|jpg")],
+    out: OutOpt,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Multi-label CSV (source,labels; labels joined with ';').")] = None,
+    sensor: ImageSensorOpt = None,
+    bands: BandsOpt = None,
+    chip_size: ChipSizeOpt = 64,
+    weights: WeightsOpt = None,
+    freeze: FreezeOpt = True,
+    unfreeze_last: UnfreezeOpt = None,
+    head_type: HeadKindOpt = "linear",
+    pooling: PoolingOpt = "mean+std",
+    class_weights: ClassWeightsOpt = None,
+    epochs: EpochsOpt = 30,
+    batch_size: BatchSizeOpt = 32,
+    lr: LrOpt = 3e-3,
+    seed: SeedOpt = 0,
+    val_split: ValOpt = 0.2,
+    resume: ResumeOpt = True,
+    device: DeviceOpt = "auto",
+    max_time: MaxTimeOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train a chip classifier (class = subfolder; multi-label from --labels)."""
+    from clay_search.tasks import finetune_classify
+
+    run = finetune_classify(
+        data, out, labels_csv=labels, chip_size=chip_size, sensor=sensor,
+        bands=split_list(bands), head=head_type, pooling=pooling,
+        class_weights=_weights_list(class_weights),
+        **_common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split,
+                  resume, device, quiet, max_time),
+    )
+    _report(run, quiet)
+
+
+@finetune_app.command("regress")
+@handle_errors
+def regress(
+    out: OutOpt,
+    targets: Annotated[Path | None, typer.Option(
+        "--targets", help="CSV/Parquet/GeoParquet of chip 'source' + a value column "
+        "(per-chip regression).")] = None,
+    target_column: Annotated[str, typer.Option(
+        "--target-column", help="Value column of --targets.")] = "value",
+    pairs: PairsOpt = None,
+    images: ImagesOpt = None,
+    masks: MasksOpt = None,
+    sensor: ImageSensorOpt = None,
+    bands: BandsOpt = None,
+    chip_size: ChipSizeOpt = 64,
+    stride: StrideOpt = None,
+    weights: WeightsOpt = None,
+    freeze: FreezeOpt = True,
+    unfreeze_last: UnfreezeOpt = None,
+    head_type: HeadKindOpt = "linear",
+    pooling: PoolingOpt = "mean+std",
+    epochs: EpochsOpt = 30,
+    batch_size: BatchSizeOpt = 32,
+    lr: LrOpt = 3e-3,
+    seed: SeedOpt = 0,
+    val_split: ValOpt = 0.2,
+    resume: ResumeOpt = True,
+    device: DeviceOpt = "auto",
+    max_time: MaxTimeOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Regression: one value per chip (--targets) or per pixel (target rasters aligned with
+    the images: --pairs, or --images with --masks)."""
+    from clay_search.tasks import finetune_regress
+
+    run = finetune_regress(
+        out, targets=targets, target_column=target_column, pairs=pairs, images=images,
+        target_rasters=masks, chip_size=chip_size, stride=stride, sensor=sensor,
+        bands=split_list(bands), head=head_type, pooling=pooling,
+        **_common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split,
+                  resume, device, quiet, max_time),
+    )
+    _report(run, quiet)
+
+
+@finetune_app.command("segment")
+@handle_errors
+def segment(
+    out: OutOpt,
+    pairs: PairsOpt = None,
+    images: ImagesOpt = None,
+    masks: MasksOpt = None,
+    sensor: ImageSensorOpt = None,
+    bands: BandsOpt = None,
+    chip_size: ChipSizeOpt = 64,
+    stride: StrideOpt = None,
+    ignore_index: Annotated[int | None, typer.Option(
+        "--ignore-index", help="Mask value that is not a class (not trained, not scored).")]
+    = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="The class values, comma-separated (default: those in the masks).")]
+    = None,
+    class_weights: ClassWeightsOpt = None,
+    weights: WeightsOpt = None,
+    freeze: FreezeOpt = True,
+    unfreeze_last: UnfreezeOpt = None,
+    epochs: EpochsOpt = 20,
+    batch_size: BatchSizeOpt = 16,
+    lr: LrOpt = 3e-3,
+    seed: SeedOpt = 0,
+    val_split: ValOpt = 0.2,
+    resume: ResumeOpt = True,
+    device: DeviceOpt = "auto",
+    max_time: MaxTimeOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Semantic segmentation from image/mask pairs (class-index masks of the image's size)."""
+    from clay_search.errors import TrainingDataError
+    from clay_search.tasks import finetune_segment
+
+    try:
+        class_values = [int(c) for c in split_list(classes)] if classes else None
+    except ValueError:
+        raise TrainingDataError(f"--classes {classes!r}: give integers, e.g. 0,1,2") from None
+    run = finetune_segment(
+        out, pairs=pairs, images=images, masks=masks, chip_size=chip_size, stride=stride,
+        sensor=sensor, bands=split_list(bands), ignore_index=ignore_index,
+        classes=class_values, class_weights=_weights_list(class_weights),
+        **_common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split,
+                  resume, device, quiet, max_time),
+    )
+    _report(run, quiet)
