@@ -687,10 +687,10 @@ def _validate(layout: FileLayout, dim: int | None, model_id: str) -> FileReport:
     return rep
 
 
-def _write_manifest(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+def _write_manifest(path, data: dict) -> None:
+    from clay_search.location import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def import_embeddings(
@@ -900,9 +900,10 @@ def import_embeddings(
 
 
 def _store_dim(store: str | Path) -> int | None:
+    from clay_search.location import store_location
     from clay_search.store.layout import STORE_JSON, read_store_info
 
-    if not (Path(store) / STORE_JSON).exists():
+    if not (store_location(store) / STORE_JSON).exists():
         return None
     return read_store_info(store).dim
 

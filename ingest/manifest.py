@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -11,15 +12,17 @@ from pathlib import Path
 
 from clay_search.ingest.params import IngestParams
 from clay_search.ingest.report import IngestReport, SourceReport
+from clay_search.location import RemotePath, write_atomic
 
 
 class RunManifest:
     """Written when a run starts (status ``running``) and rewritten when it ends."""
 
-    def __init__(self, runs_dir: Path, params: IngestParams, model_id: str,
+    def __init__(self, runs_dir: Path | RemotePath, params: IngestParams, model_id: str,
                  precision: Callable[[], dict] | None = None) -> None:
         now = datetime.now(UTC)
-        self.run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        # unique across processes and machines writing one store (e.g. on an object store)
+        self.run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         runs_dir.mkdir(parents=True, exist_ok=True)
         self.path = runs_dir / f"{self.run_id}.json"
         self.started = now.isoformat(timespec="seconds")
@@ -41,6 +44,4 @@ class RunManifest:
             "totals": {k: v for k, v in report.to_dict().items() if k != "sources_detail"},
             "sources": [asdict(s) for s in sources],
         }
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=2, default=str))

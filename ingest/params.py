@@ -10,6 +10,7 @@ as rasterio's ``rio/options.py`` defines each option once for every command.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "tf32", "int8")  # model/calibrati
 
 
 # -- parsing and checks used by the fields ---------------------------------------------------------
+ENGINES = ("local", "ray")
+
+
 def split_names(value: str | Sequence[str] | None) -> list[str] | None:
     """``"a, b"`` or ``["a", "b"]`` as a list of stripped names; None or empty: None."""
     if value is None:
@@ -188,6 +192,13 @@ class IngestParams:
     search_datetime: str | None = opt(None, "STAC API datetime range.")
     max_items: int = opt(100, "STAC API item limit.", check=_positive("--max-items"))
     progress: bool = opt(False, "Show a progress bar.", cli=False)
+    engine: str = opt("local", "local (threads in this process) or ray (a Ray Data pipeline; "
+                      "needs the distributed extra).", check=_choice("--engine", ENGINES))
+    ray_address: str | None = opt(None, "Ray cluster to join with --engine ray (auto: the "
+                                  "running one; default: start a local one).")
+    num_gpus: float | None = opt(None, "GPUs for the embedding actors with --engine ray (one "
+                                 "actor per GPU; default: CPU actors).", check=lambda v: None
+                                 if v is None or v >= 0 else f"--num-gpus {v} must be >= 0")
     extra: dict = field(default_factory=dict, metadata={"cli": False, "internal": True})
 
     # -- construction ------------------------------------------------------------------------------
@@ -227,6 +238,10 @@ class IngestParams:
 
     def check(self, patch_size: int) -> None:
         """Raise :class:`IngestOptionError` for values that cannot work with the model."""
+        if self.engine == "ray" and importlib.util.find_spec("ray") is None:
+            raise IngestOptionError(
+                "--engine ray needs Ray: pip install 'clay-search[distributed]' (nothing was "
+                "written)")
         if self.chip_size <= 0 or self.chip_size % patch_size:
             raise IngestOptionError(
                 f"--chip-size {self.chip_size} must be a positive multiple of the model's patch "

@@ -352,8 +352,13 @@ def execute(
         manifest.save(report, state.sources)
         work = choose_normalisers(work, params, readers, state)
         total = list_windows(work, writer, params)
-        read_embed_write(work, writer, embedder, params, readers, state, total=total,
-                         workers=workers)
+        if params.engine == "ray":
+            from clay_search.ingest.ray_engine import read_embed_write as on_ray
+
+            on_ray(work, writer, embedder, params, state, total=total)
+        else:
+            read_embed_write(work, writer, embedder, params, readers, state, total=total,
+                             workers=workers)
         readers.close()
         report.index = _sync_index(writer.info.path, report)
     finally:

@@ -3,17 +3,24 @@
 This module knows a LanceDB table and an index folder, nothing about the store directory
 (``clay_search.store`` opens both and calls in here: the store layer sits above the index layer).
 
-Files: ``index.faiss`` (vectors, normalised; FAISS ids are row numbers ``0..n-1``),
-``ids.arrow`` (the id map: row number -> ``chip_id``) and ``index.json`` (the table version the
-index matches, kind, count, search parameters). ``index.json`` is written last, so a reader that
-finds it consistent with the other two files can trust them.
+Files: ``index-<gen>.faiss`` (vectors, normalised; FAISS ids are row numbers ``0..n-1``),
+``ids-<gen>.arrow`` (the id map: row number -> ``chip_id``) and ``index.json`` (the table version
+the index matches, kind, count, search parameters, and under ``files`` the names of the other two).
+A sync writes a new generation of the two data files (never overwriting one a reader may be
+loading), then ``index.json`` in one atomic write (one PUT on an object store), then deletes the
+generations older than the previous one. So a reader always finds a whole index, and two writers
+syncing at once each leave a consistent one; a sync does not replace an ``index.json`` that another
+writer already moved to a later table version. The folder may be local or an object-store prefix
+(:mod:`clay_search.location`). Indexes written before generations keep working
+(``index.faiss``/``ids.arrow``, replaced on the next sync).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +33,12 @@ import pyarrow.ipc as ipc
 from clay_search.errors import IndexStaleError
 from clay_search.index.faiss_index import apply_params, build_index, choose_kind, tune
 from clay_search.index.vectors import read_ids_and_vectors
+from clay_search.location import RemotePath, store_location, write_atomic
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.arrow"
 META_FILE = "index.json"
+_GENERATION = re.compile(r"^(index-.+\.faiss|ids-.+\.arrow)$")
 _HISTORY_KEYS = (
     "total_rows",
     "total_data_files",
@@ -129,25 +138,39 @@ def covers_version(table, meta: dict, version: int) -> bool:
 
 def read_index_meta(folder: str | Path) -> dict | None:
     """``index.json`` in ``folder``, or ``None`` if there is no index yet."""
-    path = Path(folder) / META_FILE
-    if not path.exists():
-        return None
+    path = _folder(folder) / META_FILE
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _folder(folder: str | Path | RemotePath) -> Path | RemotePath:
+    return folder if isinstance(folder, RemotePath | Path) else store_location(folder)
+
+
+def _files(meta: dict) -> tuple[str, str]:
+    files = meta.get("files") or {}
+    return files.get("index", INDEX_FILE), files.get("ids", IDS_FILE)
 
 
 def load_index(folder: str | Path) -> LoadedIndex:
     """Read the index in ``folder``; :class:`IndexStaleError` if it is missing or inconsistent."""
-    folder = Path(folder)
+    folder = _folder(folder)
     meta = read_index_meta(folder)
     if meta is None:
         raise IndexStaleError(f"no index in {folder}; run `clay-search index --sync`")
+    index_name, ids_name = _files(meta)
     try:
-        index = faiss.read_index(str(folder / INDEX_FILE))
-        with ipc.open_file(str(folder / IDS_FILE)) as reader:
+        if isinstance(folder, RemotePath):
+            raw = np.frombuffer((folder / index_name).read_bytes(), dtype=np.uint8)
+            index = faiss.deserialize_index(raw)
+        else:
+            index = faiss.read_index(str(folder / index_name))
+        with ipc.open_file(pa.BufferReader((folder / ids_name).read_bytes())) as reader:
             ids = reader.read_all().column("chip_id").combine_chunks()
+    except FileNotFoundError as e:  # a newer sync removed this generation meanwhile
+        raise IndexStaleError(f"index files in {folder} changed while reading; retry") from e
     except (RuntimeError, OSError, pa.ArrowException, KeyError) as e:
         raise IndexStaleError(
             f"the index files in {folder} are damaged or missing ({str(e)[:200]}); "
@@ -162,26 +185,52 @@ def load_index(folder: str | Path) -> LoadedIndex:
     return LoadedIndex(index, ids, meta)
 
 
-def _save(folder: Path, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+def _save(folder: Path | RemotePath, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+    """Write a new generation of the data files, then ``index.json`` (see the module doc); a full
+    disk becomes one clear :class:`StoreWriteError` and the previous generation stays."""
     from clay_search.store.lock import guarded_write
 
     with guarded_write(folder, "writing the index"):
         _save_files(folder, index, ids, meta)
 
 
-def _save_files(folder: Path, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+def _save_files(folder: Path | RemotePath, index: faiss.Index, ids: pa.Array, meta: dict) -> None:
+    folder = _folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta_path = folder / META_FILE
-    if meta_path.exists():
-        meta_path.unlink()  # readers see "no index" rather than a mismatched one meanwhile
-    tmp = folder / (INDEX_FILE + ".tmp")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, folder / INDEX_FILE)
-    tmp_ids = folder / (IDS_FILE + ".tmp")
-    with ipc.new_file(str(tmp_ids), pa.schema([("chip_id", pa.string())])) as writer:
+    gen = f"v{int(meta['table_version'])}-{uuid.uuid4().hex[:12]}"
+    names = {"index": f"index-{gen}.faiss", "ids": f"ids-{gen}.arrow"}
+    if isinstance(folder, RemotePath):
+        write_atomic(folder / names["index"], faiss.serialize_index(index).tobytes())
+    else:
+        tmp = folder / (names["index"] + ".tmp")
+        faiss.write_index(index, str(tmp))
+        tmp.replace(folder / names["index"])
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, pa.schema([("chip_id", pa.string())])) as writer:
         writer.write_table(pa.table({"chip_id": ids.cast(pa.string())}))
-    os.replace(tmp_ids, folder / IDS_FILE)
+    write_atomic(folder / names["ids"], sink.getvalue().to_pybytes())
+    before = read_index_meta(folder)
+    if before is not None and int(before.get("table_version", -1)) > int(meta["table_version"]):
+        _drop_generations(folder, keep=set(_files(before)))  # another writer got further
+        return
+    meta["files"] = names
     _write_meta(folder, meta)
+    keep = set(names.values()) | (set(_files(before)) if before else set())
+    _drop_generations(folder, keep=keep)
+
+
+def _drop_generations(folder: Path | RemotePath, *, keep: set[str]) -> None:
+    """Delete index data files other than ``keep`` (the current and the previous generation:
+    a reader that read the previous ``index.json`` can still load its files)."""
+    for item in folder.iterdir():
+        name = item.name
+        legacy = name in (INDEX_FILE, IDS_FILE)
+        if name in keep or not (legacy or _GENERATION.match(name)):
+            continue
+        try:
+            item.unlink()
+        except OSError:
+            pass  # another writer removed it first
 
 
 def sync_table_index(
@@ -205,7 +254,7 @@ def sync_table_index(
     kind than the index has.
     """
     t0 = time.perf_counter()
-    folder = Path(folder)
+    folder = _folder(folder)
     version = int(table.version)
     n = table.count_rows()
     meta = None if rebuild else read_index_meta(folder)
@@ -293,7 +342,7 @@ def sync_table_index(
 
 
 def _readd_if_same(
-    table, folder: Path, meta: dict, ids: pa.Array, vecs: np.ndarray, t0: float
+    table, folder: Path | RemotePath, meta: dict, ids: pa.Array, vecs: np.ndarray, t0: float
 ) -> IndexReport | None:
     """Rows rewritten with the same ids and embeddings (e.g. predictions written with
     ``update``): put the vectors back in the new row order without training or tuning again.
@@ -341,10 +390,8 @@ def _can_append(table, meta: dict, version: int, n: int) -> bool:
     return True
 
 
-def _write_meta(folder: Path, meta: dict) -> None:
-    tmp_meta = folder / (META_FILE + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp_meta, folder / META_FILE)
+def _write_meta(folder: Path | RemotePath, meta: dict) -> None:
+    write_atomic(_folder(folder) / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
 
 
 def _now() -> str:

@@ -7,13 +7,13 @@ Writers call :func:`open_or_create_store` before their first write; it creates t
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from clay_search.errors import StoreMismatchError, StoreNotFoundError
+from clay_search.location import RemotePath, connect_lancedb, store_location, write_atomic
 from clay_search.schema import TABLE_NAME, chips_schema
 
 STORE_JSON = "store.json"
@@ -32,7 +32,7 @@ WEIGHTS_ENV_VAR = "CLAY_SEARCH_WEIGHTS"
 class StoreInfo:
     """What ``store.json`` says about a store, plus where its parts live."""
 
-    path: Path
+    path: Path | RemotePath  # a local folder, or an object-store prefix (s3://, gs://, az://)
     model_id: str
     dim: int
     patch_dim: int | None
@@ -40,32 +40,39 @@ class StoreInfo:
     imported: dict | None = None  # provenance of imported embeddings (see record_import)
 
     @property
-    def lancedb_path(self) -> Path:
+    def lancedb_path(self) -> Path | RemotePath:
         """The LanceDB database folder."""
         return self.path / LANCEDB_DIR
 
     @property
-    def index_path(self) -> Path:
+    def index_path(self) -> Path | RemotePath:
         """The FAISS index folder."""
         return self.path / INDEX_DIR
 
     @property
-    def runs_path(self) -> Path:
+    def runs_path(self) -> Path | RemotePath:
         """The ingest run manifests folder."""
         return self.path / RUNS_DIR
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def _write_json_atomic(path: Path | RemotePath, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
-def read_store_info(path: str | Path) -> StoreInfo:
-    """Read ``<path>/store.json``; :class:`StoreNotFoundError` if there is no store there."""
-    root = Path(path)
+def read_store_info(path: str | Path | RemotePath) -> StoreInfo:
+    """Read ``<path>/store.json``; :class:`StoreNotFoundError` if there is no store there.
+
+    ``path`` is a folder or an object-store URI (``s3://bucket/prefix``; see
+    :mod:`clay_search.location`)."""
+    root = store_location(path)
     meta_path = root / STORE_JSON
-    if not meta_path.exists():
+    try:
+        text = meta_path.read_text()
+    except FileNotFoundError:
+        text = None
+    except OSError as e:
+        raise StoreNotFoundError(f"cannot read {meta_path}: {e}") from e
+    if text is None:
         raise StoreNotFoundError(
             f"no clay-search store at {root} ({STORE_JSON} missing); create one with "
             "`clay-search ingest ... --store PATH` or `clay-search import FILE --store PATH`"
@@ -73,7 +80,7 @@ def read_store_info(path: str | Path) -> StoreInfo:
     repair = ("the chips table in lancedb/ is not affected: restore the file from a backup or "
               "rewrite it (see docs/reliability.md, 'Repairing a store')")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreNotFoundError(
             f"{meta_path} is not valid JSON ({e}); the store description is damaged: {repair}"
@@ -97,14 +104,16 @@ def read_store_info(path: str | Path) -> StoreInfo:
 
 
 def open_or_create_store(
-    path: str | Path, model_id: str, dim: int, patch_dim: int | None = None
+    path: str | Path | RemotePath, model_id: str, dim: int, patch_dim: int | None = None
 ) -> StoreInfo:
     """Open the store at ``path`` for writing, creating it (and ``store.json``) if needed.
 
     Raises :class:`StoreMismatchError` when the store holds another model id or dimension.
     ``patch_dim`` may be added to a store that had none; a different one is refused.
+    Two writers creating one store at once both write the same ``store.json`` when they agree
+    on the model; the loser of a disagreement is refused by the check after writing.
     """
-    root = Path(path)
+    root = store_location(path)
     if (root / STORE_JSON).exists():
         info = read_store_info(root)
         if info.model_id != model_id:
@@ -122,7 +131,7 @@ def open_or_create_store(
                 f"store {root} holds patch embeddings of size {info.patch_dim}, not {patch_dim}"
             )
         return info
-    if root.exists() and root.is_file():
+    if root.is_file():
         raise StoreNotFoundError(f"{root} is a file; give a folder for the store")
     root.mkdir(parents=True, exist_ok=True)
     for sub in (LANCEDB_DIR, INDEX_DIR, RUNS_DIR):
@@ -139,7 +148,10 @@ def open_or_create_store(
             "created": created,
         },
     )
-    return StoreInfo(root, model_id, int(dim), int(patch_dim) if patch_dim else None, created)
+    info = read_store_info(root)  # another writer may have created it meanwhile: check again
+    if (info.model_id, info.dim) != (model_id, int(dim)):
+        return open_or_create_store(root, model_id, dim, patch_dim)  # raises the mismatch
+    return info
 
 
 def record_import(info: StoreInfo, provenance: dict[str, Any]) -> None:
@@ -165,14 +177,19 @@ def record_import(info: StoreInfo, provenance: dict[str, Any]) -> None:
 
 def open_chips_table(info: StoreInfo, *, create: bool = True):
     """The LanceDB ``chips`` table of a store (created empty with the chips schema if asked)."""
-    import lancedb
-
-    db = lancedb.connect(str(info.lancedb_path))
+    db = connect_lancedb(info.lancedb_path)
     if TABLE_NAME in _table_names(db):
         return db.open_table(TABLE_NAME)
     if not create:
         raise StoreNotFoundError(f"store {info.path} has no chips yet; ingest or import some first")
-    return db.create_table(TABLE_NAME, schema=chips_schema(info.dim, patch_dim=info.patch_dim))
+    try:
+        return db.create_table(
+            TABLE_NAME, schema=chips_schema(info.dim, patch_dim=info.patch_dim)
+        )
+    except ValueError:  # another writer created it since the listing: use theirs
+        if TABLE_NAME not in _table_names(db):
+            raise
+        return db.open_table(TABLE_NAME)
 
 
 def _table_names(db) -> list[str]:

@@ -22,12 +22,12 @@ from clay_search.errors import (
     IndexStaleError,
     QueryError,
     StoreMismatchError,
-    StoreNotFoundError,
     UnknownChipError,
 )
 from clay_search.filters import FilterEngine, FilterKeywords, Filters
 from clay_search.index.sync import LoadedIndex, covers_version, load_index
 from clay_search.index.vectors import l2_normalise, read_ids_and_vectors
+from clay_search.location import RemotePath
 from clay_search.results import Results
 from clay_search.search import NEGATIVE_WEIGHT, exact_search, query_vector
 from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
@@ -47,10 +47,6 @@ MIN_PREFIX = 4
 Example = str | Sequence[float] | np.ndarray
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
 def connect(
     uri: str | Path,
     *,
@@ -66,29 +62,13 @@ def connect(
     that only added columns still match). An index behind the table is not touched: exact search
     answers and ``Results.meta["index_note"]`` says so; ``store.sync()`` (or ``clay-search index
     --sync``) brings it up to date. ``Results.meta["index"]`` says what answered.
-    Object-store URIs (``s3://``, ``gs://``, ...) open the LanceDB database there directly, with
-    exact search (no FAISS index).
+    ``uri`` may be an object-store prefix (``s3://bucket/prefix``, ``gs://``, ``az://``; settings
+    from the environment, see :mod:`clay_search.location`): the table, ``store.json`` and the
+    index are read from there, with the same features as a local folder.
     """
     if index not in INDEX_MODES:
         raise QueryError(f"index must be one of {INDEX_MODES}, got {index!r}")
-    uri_s = str(uri)
-    if _is_remote(uri_s):
-        import lancedb
-
-        from clay_search.schema import TABLE_NAME
-
-        db = lancedb.connect(uri_s)
-        try:
-            table = db.open_table(TABLE_NAME)
-        except Exception as e:
-            raise StoreNotFoundError(f"no chips table in the LanceDB database at {uri_s}") from e
-        dim = table.schema.field("embedding").type.list_size
-        first = table.search().select(["model_id"]).limit(1).to_arrow().column("model_id")
-        model_id = first[0].as_py() if len(first) else "unknown"
-        info = StoreInfo(Path(uri_s), str(model_id), int(dim), None, "")
-        return Store(info, table, version=version, weights=weights, index="exact")
-    path = Path(uri_s.removeprefix("file://"))
-    info = read_store_info(path)
+    info = read_store_info(uri)
     table = open_chips_table(info, create=False)
     return Store(info, table, version=version, weights=weights, index=index)
 
@@ -138,8 +118,8 @@ class Store:
 
     # -- facts -----------------------------------------------------------------------------------
     @property
-    def path(self) -> Path:
-        """The store folder."""
+    def path(self) -> Path | RemotePath:
+        """The store folder (or object-store prefix)."""
         return self.info.path
 
     @property
