@@ -8,7 +8,10 @@ versions and the index's ``index.json`` give them a consistent snapshot.
 
 The lock is re-entrant within a process (an ingest that syncs the index at its end keeps the
 lock it holds). It is advisory: it binds clay-search processes on one machine (and NFS clients
-only where the server supports ``flock``).
+only where the server supports ``flock``). A store on an object store (``s3://...``) has no file
+lock: there LanceDB's commit protocol orders the table's commits and the index is written as
+generations behind one atomic ``index.json`` (``clay_search.index.sync``), so two writers are
+safe without it (``tests/test_store_s3.py``).
 """
 
 from __future__ import annotations
@@ -51,14 +54,19 @@ class StoreLock:
     """
 
     def __init__(self, store: str | Path, purpose: str, *, wait: float = 0.0) -> None:
-        self.store = Path(store)
+        from clay_search.location import RemotePath
+
+        self.remote = isinstance(store, RemotePath) or "://" in str(store)
+        self.store = store if self.remote else Path(store)
         self.path = self.store / LOCK_FILE
         self.purpose = purpose
         self.wait = wait
         self._acquired = False
 
     def acquire(self) -> StoreLock:
-        """Take the lock (or deepen this process's hold on it)."""
+        """Take the lock (or deepen this process's hold on it); a no-op on object stores."""
+        if self.remote:
+            return self
         key = str(self.path.resolve())
         with _guard:
             if key in _held:
@@ -92,7 +100,7 @@ class StoreLock:
 
     def release(self) -> None:
         """Give the lock back (the outermost release unlocks)."""
-        if not self._acquired:
+        if self.remote or not self._acquired:
             return
         self._acquired = False
         key = str(self.path.resolve())
