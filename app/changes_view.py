@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from clay_search.app import exports, layers
+from clay_search.app import deck_map, exports, layers
 from clay_search.errors import ClaySearchError
 
 PAGE_SIZE = 12
@@ -170,7 +170,7 @@ def render(store: Any, info: dict[str, Any], *, basemap: bool = False) -> None:
     st.success(f"{len(df)} pairs ({ss.get(QUERY)}; {res.meta.get('pairs')} places paired)")
     shown = df.assign(chip_id=df["chip_id_after"])
     frame = layers.footprint_frame(shown, {})
-    st.pydeck_chart(layers.build_deck(frame, basemap=basemap), key="chg-map")
+    st.pydeck_chart(deck_map.build_deck(frame, basemap=basemap), key="chg-map")
     place = ss.get(PLACE)
     if place:
         render_timeline(store, place)
