@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -133,10 +134,30 @@ def _map_ready(page, chips: int) -> None:
 
 
 def _map_box(page) -> dict:
-    """The deck.gl canvas's box on the page (the map's drawing area)."""
-    box = page.frame_locator(MAP).locator("#map canvas").first.bounding_box()
-    assert box is not None
-    return box
+    """The deck.gl canvas's box on the page (the map's drawing area), once the layout has
+    settled: an expander opening above the map (or a rerun) moves it, and a drag measured
+    before that lands beside the map. Polls until three readings 0.2 s apart agree."""
+    canvas = page.frame_locator(MAP).locator("#map canvas").first
+    last, same = None, 0
+    for _ in range(300):  # at most about a minute; the page normally settles in < 1 s
+        box = canvas.bounding_box()
+        assert box is not None
+        key = tuple(round(box[k]) for k in ("x", "y", "width", "height"))
+        same = same + 1 if key == last else 0
+        if same >= 2:
+            return box
+        last = key
+        page.wait_for_timeout(200)
+    raise AssertionError(f"the map kept moving on the page (last box {last})")
+
+
+def _mode(page, name: str):
+    """Click a map toolbar mode button and wait until the component says it is on."""
+    from playwright.sync_api import expect
+
+    button = page.frame_locator(MAP).get_by_role("button", name=name, exact=True)
+    button.click()
+    expect(button).to_have_class(re.compile(r"\bon\b"))
 
 
 def test_draw_view_pick_search_export_and_map_click(
@@ -168,8 +189,8 @@ def test_draw_view_pick_search_export_and_map_click(
             expect(page.get_by_text("200MB")).to_have_count(0)
 
             # draw a box over the left half of the map: the area filter follows it
+            _mode(page, "Box")
             m = _map_box(page)
-            page.frame_locator(MAP).get_by_role("button", name="Box", exact=True).click()
             page.mouse.move(m["x"] + 5, m["y"] + 5)
             page.mouse.down()
             page.mouse.move(m["x"] + m["width"] * 0.3, m["y"] + m["height"] * 0.5, steps=5)
@@ -187,8 +208,8 @@ def test_draw_view_pick_search_export_and_map_click(
 
             # zoom in and send the view: fewer chips than the whole store
             _map_ready(page, 30)
+            _mode(page, "Pick")
             m = _map_box(page)
-            page.frame_locator(MAP).get_by_role("button", name="Pick", exact=True).click()
             page.mouse.move(m["x"] + m["width"] * 0.25, m["y"] + m["height"] * 0.5)
             for _ in range(3):
                 page.mouse.wheel(0, -300)

@@ -239,7 +239,8 @@ def test_corrupted_store_files_are_explained_and_repaired(tmp_path, sample_dir, 
     store = _ingested_store(tmp_path, sample_dir, nano_weights)
     ids = table_state(store)[0]
     # 1. a truncated index file: detected; searches fall back to exact; --rebuild repairs
-    faiss_file = store / "index" / "index.faiss"
+    meta = json.loads((store / "index" / "index.json").read_text())
+    faiss_file = store / "index" / meta["files"]["index"]  # the current generation's data
     faiss_file.write_bytes(faiss_file.read_bytes()[:100])
     assert not check_index(store).ok
     with pytest.warns(UserWarning, match="exact search"):
