@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pydeck as pdk
 
-from clay_search.app.layers import extent
+from clay_search.app.layers import extent, grid_paths
 
 LAYER_ID = "chips"
 GRID_LAYER_ID = "grid"
@@ -34,18 +33,8 @@ def view_state(bounds: tuple[float, float, float, float] | None) -> pdk.ViewStat
 
 
 def _grid(bounds: tuple[float, float, float, float] | None) -> pd.DataFrame:
-    """Lon/lat lines around ``bounds`` so a map without basemap still shows where it is."""
-    if bounds is None:
-        w, s, e, n, step = -180.0, -80.0, 180.0, 80.0, 30.0
-    else:
-        w, s, e, n = bounds
-        span = max(e - w, n - s, 1e-3)
-        step = 10 ** math.floor(math.log10(span / 2))
-        w, s = math.floor(w / step - 1) * step, math.floor(s / step - 1) * step
-        e, n = math.ceil(e / step + 1) * step, math.ceil(n / step + 1) * step
-    lines = [{"path": [[x, s], [x, n]]} for x in np.arange(w, e + step / 2, step)]
-    lines += [{"path": [[w, y], [e, y]]} for y in np.arange(s, n + step / 2, step)]
-    return pd.DataFrame(lines)
+    """The lon/lat lines of ``layers.grid_paths`` as the PathLayer's rows."""
+    return pd.DataFrame({"path": grid_paths(bounds)})
 
 
 def build_deck(
