@@ -23,7 +23,14 @@ COLUMNS = 4
 METHODS = ["cosine", "normalised", "patch"]
 # session keys of this view (all prefixed "chg-")
 RES, DF, QUERY, LIKE, UNLIKE, PLACE, NOTE = (
-    "chg-results", "chg-df", "chg-query", "chg-like", "chg-unlike", "chg-place", "chg-note")
+    "chg-results",
+    "chg-df",
+    "chg-query",
+    "chg-like",
+    "chg-unlike",
+    "chg-place",
+    "chg-note",
+)
 
 
 def default_periods(info: dict[str, Any]) -> tuple[tuple[date, date], tuple[date, date]]:
@@ -94,8 +101,12 @@ def render_timeline(store: Any, place: str) -> None:
         st.error(str(e))
         return
     st.markdown(f"**Timeline of place** `{place[:14]}` ({len(tl)} dates)")
-    chart = pd.DataFrame({"date": pd.to_datetime(tl["datetime"]),
-                          "distance to first date": tl["distance"].astype(float)})
+    chart = pd.DataFrame(
+        {
+            "date": pd.to_datetime(tl["datetime"]),
+            "distance to first date": tl["distance"].astype(float),
+        }
+    )
     st.line_chart(chart, x="date", y="distance to first date", height=200)
     cols = st.columns(min(len(tl), 10) or 1)
     for i, (_, r) in enumerate(tl.iterrows()):
@@ -111,15 +122,17 @@ def render_pairs(df: pd.DataFrame, ss: MutableMapping[str, Any]) -> None:
     page = 1
     if pages > 1:
         page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="chg-page"))
-    rows = df.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    rows = df.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     cols = st.columns(COLUMNS)
     like, unlike = ss.get(LIKE, []), ss.get(UNLIKE, [])
     for i, (_, row) in enumerate(rows.iterrows()):
         place = _key(row)
         with cols[i % COLUMNS], st.container(border=True, key=f"chg-card-{place}"):
             c1, c2 = st.columns(2)
-            for c, col, label in ((c1, "thumbnail_before", "before"),
-                                  (c2, "thumbnail_after", "after")):
+            for c, col, label in (
+                (c1, "thumbnail_before", "before"),
+                (c2, "thumbnail_after", "after"),
+            ):
                 thumb = row.get(col)
                 if isinstance(thumb, bytes) and thumb:
                     c.image(thumb, caption=label, width="stretch")
@@ -129,10 +142,12 @@ def render_pairs(df: pd.DataFrame, ss: MutableMapping[str, Any]) -> None:
             st.caption(pair_caption(row) + mark)
             b1, b2, b3 = st.columns(3)
             b1.button("Like", key=f"chg-like-{place}", on_click=toggle, args=(ss, LIKE, place))
-            b2.button("Unlike", key=f"chg-unlike-{place}", on_click=toggle,
-                      args=(ss, UNLIKE, place))
-            b3.button("Timeline", key=f"chg-tl-{place}", on_click=ss.__setitem__,
-                      args=(PLACE, place))
+            b2.button(
+                "Unlike", key=f"chg-unlike-{place}", on_click=toggle, args=(ss, UNLIKE, place)
+            )
+            b3.button(
+                "Timeline", key=f"chg-tl-{place}", on_click=ss.__setitem__, args=(PLACE, place)
+            )
 
 
 def render(store: Any, info: dict[str, Any], *, basemap: bool = False) -> None:
@@ -145,19 +160,35 @@ def render(store: Any, info: dict[str, Any], *, basemap: bool = False) -> None:
     has_patches = "patch_embeddings" in store.table.schema.names
     method = c3.selectbox("Measure", METHODS if has_patches else METHODS[:2], key="chg-method")
     k = int(c4.number_input("Pairs", 1, 5000, 200, key="chg-k"))
-    if not (isinstance(before, tuple | list) and len(before) == 2
-            and isinstance(after, tuple | list) and len(after) == 2):
+    if not (
+        isinstance(before, tuple | list)
+        and len(before) == 2
+        and isinstance(after, tuple | list)
+        and len(after) == 2
+    ):
         st.info("Pick a start and an end date for both periods.")
         return
     before, after = tuple(before), tuple(after)
     b1_, b2_, b3_, b4_ = st.columns([1, 1, 1, 3])
-    b1_.button("Find changes", key="chg-run", type="primary", on_click=_run,
-               args=(store, "changes", before, after, method, k))
-    b2_.button("More like these", key="chg-more", on_click=_run,
-               args=(store, "more", before, after, method, k),
-               help="Rank pairs by how much their change resembles the Liked pairs' change.")
-    b3_.button("Clear picks", key="chg-clear",
-               on_click=lambda: (ss.__setitem__(LIKE, []), ss.__setitem__(UNLIKE, [])))
+    b1_.button(
+        "Find changes",
+        key="chg-run",
+        type="primary",
+        on_click=_run,
+        args=(store, "changes", before, after, method, k),
+    )
+    b2_.button(
+        "More like these",
+        key="chg-more",
+        on_click=_run,
+        args=(store, "more", before, after, method, k),
+        help="Rank pairs by how much their change resembles the Liked pairs' change.",
+    )
+    b3_.button(
+        "Clear picks",
+        key="chg-clear",
+        on_click=lambda: (ss.__setitem__(LIKE, []), ss.__setitem__(UNLIKE, [])),
+    )
     b4_.markdown(f"**{len(ss.get(LIKE, []))}** liked, **{len(ss.get(UNLIKE, []))}** unliked")
     note = ss.pop(NOTE, None)
     if note:
@@ -178,6 +209,10 @@ def render(store: Any, info: dict[str, Any], *, basemap: bool = False) -> None:
     d1, d2, _ = st.columns([1, 1, 4])
     for col, fmt in ((d1, "GeoJSON"), (d2, "GeoParquet")):
         col.download_button(
-            f"Download {fmt}", data=lambda fmt=fmt: exports.results_bytes(res, fmt),
+            f"Download {fmt}",
+            data=lambda fmt=fmt: exports.results_bytes(res, fmt),
             file_name=exports.file_name(fmt, stem="clay-search-changes"),
-            mime=exports.mime(fmt), key=f"chg-dl-{fmt.lower()}", on_click="ignore")
+            mime=exports.mime(fmt),
+            key=f"chg-dl-{fmt.lower()}",
+            on_click="ignore",
+        )

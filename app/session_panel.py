@@ -87,9 +87,7 @@ def note_label(ss: MutableMapping[str, Any], chip_id: str, how: str, weight: flo
     ss.setdefault(WEIGHTS, {})[chip_id] = float(weight)
 
 
-def current_session(
-    ss: MutableMapping[str, Any], store: Any, settings: SessionSettings
-) -> Session:
+def current_session(ss: MutableMapping[str, Any], store: Any, settings: SessionSettings) -> Session:
     """The session for ``store`` with the app's labels and the chosen settings."""
     s = ss.get(SESSION)
     if not isinstance(s, Session) or s.model_id != store.model_id:
@@ -145,7 +143,12 @@ def review_filter(df: pd.DataFrame, ss: MutableMapping[str, Any]) -> pd.DataFram
         return df
     thr = float(
         st.slider(
-            "Confidence (detections at or above)", 0.0, 1.0, 0.5, 0.01, key="confidence",
+            "Confidence (detections at or above)",
+            0.0,
+            1.0,
+            0.5,
+            0.01,
+            key="confidence",
             help="Results scoring at least this are drawn and paged below. Confirm a detection "
             "with Pos, reject it with Neg (it counts as a weighted negative next round).",
         )  # fmt: skip

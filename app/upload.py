@@ -228,8 +228,10 @@ def validate_labels_file(data: bytes, known_ids=None) -> dict[str, int]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UploadError(f"the labels file is not valid JSON ({e})") from e
     if not isinstance(doc, dict) or not ({"positives", "negatives"} & set(doc)):
-        raise UploadError("the labels file has no 'positives' or 'negatives' list; restore a "
-                          "file saved with 'Labels JSON'")
+        raise UploadError(
+            "the labels file has no 'positives' or 'negatives' list; restore a "
+            "file saved with 'Labels JSON'"
+        )
     out: dict[str, int] = {}
     for key, value in (("positives", POSITIVE), ("negatives", NEGATIVE)):
         ids = doc.get(key, [])

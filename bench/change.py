@@ -70,20 +70,25 @@ def pixel_scores_loco(pix: dict[str, np.ndarray], masks: dict[str, np.ndarray]) 
     for city in pix:
         train_s = np.concatenate([pix[c].ravel() for c in pix if c != city])
         train_m = np.concatenate([masks[c].ravel() for c in pix if c != city])
-        sub = np.random.default_rng(0).choice(len(train_s), min(len(train_s), 400_000),
-                                              replace=False)
+        sub = np.random.default_rng(0).choice(
+            len(train_s), min(len(train_s), 400_000), replace=False
+        )
         t = best_threshold(train_s[sub], train_m[sub])
         pred = pix[city] >= t
         m = masks[city].astype(bool)
         a, b, c = float(np.sum(pred & m)), float(np.sum(pred & ~m)), float(np.sum(~pred & m))
         tp, fp, fn = tp + a, fp + b, fn + c
         per_city[city] = round(2 * a / max(2 * a + b + c, 1), 3)
-    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "iou": tp / max(tp + fp + fn, 1),
-            "f1_per_city": per_city}
+    return {
+        "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+        "iou": tp / max(tp + fp + fn, 1),
+        "f1_per_city": per_city,
+    }
 
 
 def cva(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
     """Per-pixel change vector magnitude of band-wise standardised dates ``[C, H, W]``."""
+
     def z(x):
         x = x.astype(np.float64)
         m = x.mean(axis=(1, 2), keepdims=True)
@@ -108,10 +113,18 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
     if not store_path.exists():
         for c in cities:
             for which, date in (("pre", c["date_pre"]), ("post", c["date_post"])):
-                run([str(root / c["city"] / f"{which}.tif")], store_path, chip_size=chip,
-                    sensor="sentinel-2-l2a", bands=OSCD_BANDS, patch_embeddings=True,
-                    datetime=f"{date[:4]}-{date[4:6]}-{date[6:]}", embedder=emb, workers=0,
-                    stats=stats)
+                run(
+                    [str(root / c["city"] / f"{which}.tif")],
+                    store_path,
+                    chip_size=chip,
+                    sensor="sentinel-2-l2a",
+                    bands=OSCD_BANDS,
+                    patch_embeddings=True,
+                    datetime=f"{date[:4]}-{date[4:6]}-{date[6:]}",
+                    embedder=emb,
+                    workers=0,
+                    stats=stats,
+                )
     ingest_s = time.perf_counter() - t0
     store = clay_search.connect(store_path)
     before, after = ("2015-01-01", "2016-12-31"), ("2017-01-01", "2018-12-31")
@@ -129,8 +142,11 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
     patch_tokens = _patch_distance_maps(store_path, results["patch"], chip)
     for c in cities:
         city = c["city"]
-        with rasterio.open(root / city / "pre.tif") as a, rasterio.open(
-                root / city / "post.tif") as b, rasterio.open(root / city / "cm.tif") as m:
+        with (
+            rasterio.open(root / city / "pre.tif") as a,
+            rasterio.open(root / city / "post.tif") as b,
+            rasterio.open(root / city / "cm.tif") as m,
+        ):
             pre, post, mask = a.read(), b.read(), m.read(1)
         masks[city] = mask
         cva_pix[city] = cva(pre, post)
@@ -141,21 +157,27 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
         for _, r in df.iterrows():
             city = Path(r.source_before).parent.name
             w = json.loads(r.window)
-            sl = (slice(w["row_off"], w["row_off"] + w["height"]),
-                  slice(w["col_off"], w["col_off"] + w["width"]))
+            sl = (
+                slice(w["row_off"], w["row_off"] + w["height"]),
+                slice(w["col_off"], w["col_off"] + w["width"]),
+            )
             if method == "cosine":
                 cos_pix[city][sl] = r.change
                 m = masks[city][sl]
-                chip_rows.append({
-                    "city": city, "window": r.window, "frac": float(m.mean()),
-                    "cva": float(cva_pix[city][sl].mean()), "cosine": float(r.change),
-                })
+                chip_rows.append(
+                    {
+                        "city": city,
+                        "window": r.window,
+                        "frac": float(m.mean()),
+                        "cva": float(cva_pix[city][sl].mean()),
+                        "cosine": float(r.change),
+                    }
+                )
             elif method == "patch":
                 patch_pix[city][sl] = patch_tokens[(city, r.window)]
     del by_method
     frame = {k: [row[k] for row in chip_rows] for k in chip_rows[0]}
-    key = {(c, w): i for i, (c, w) in enumerate(zip(frame["city"], frame["window"],
-                                                      strict=True))}
+    key = {(c, w): i for i, (c, w) in enumerate(zip(frame["city"], frame["window"], strict=True))}
     for method in ("patch", "normalised"):
         vals = np.zeros(len(chip_rows))
         for _, r in results[method].iterrows():
@@ -163,13 +185,19 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
         frame[method] = vals.tolist()
     labels = np.array(frame["frac"]) >= chip_frac
     city_arr = np.array(frame["city"])
-    report = {"places": n_places, "chip_px": chip, "stats": stats,
-              "chip_changed_if_frac_ge": chip_frac,
-              "changed_chips": int(labels.sum()), "ingest_seconds": round(ingest_s, 1),
-              "changes_seconds": {k: round(v, 3) for k, v in timing.items()},
-              "seconds_per_1000_places": {k: round(v / n_places * 1000, 3)
-                                          for k, v in timing.items()},
-              "auc": {}, "auc_mean_per_city": {}, "pixel": {}}
+    report = {
+        "places": n_places,
+        "chip_px": chip,
+        "stats": stats,
+        "chip_changed_if_frac_ge": chip_frac,
+        "changed_chips": int(labels.sum()),
+        "ingest_seconds": round(ingest_s, 1),
+        "changes_seconds": {k: round(v, 3) for k, v in timing.items()},
+        "seconds_per_1000_places": {k: round(v / n_places * 1000, 3) for k, v in timing.items()},
+        "auc": {},
+        "auc_mean_per_city": {},
+        "pixel": {},
+    }
     for method in ("cva", "cosine", "patch", "normalised"):
         s = np.array(frame[method])
         report["auc"][method] = round(auc(s, labels), 3)
@@ -185,18 +213,23 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
         for _ in range(1000):
             idx = rng.integers(0, len(s), len(s))
             diffs.append(auc(s[idx], labels[idx]) - auc(cva_s[idx], labels[idx]))
-        report["auc_minus_cva_95ci"][method] = [round(float(np.percentile(diffs, q)), 3)
-                                                for q in (2.5, 97.5)]
+        report["auc_minus_cva_95ci"][method] = [
+            round(float(np.percentile(diffs, q)), 3) for q in (2.5, 97.5)
+        ]
     for name, pix in (("cva", cva_pix), ("cosine", cos_pix), ("patch", patch_pix)):
         r = pixel_scores_loco(pix, masks)
-        report["pixel"][name] = {"f1": round(r["f1"], 3), "iou": round(r["iou"], 3),
-                                 "f1_per_city": r["f1_per_city"]}
+        report["pixel"][name] = {
+            "f1": round(r["f1"], 3),
+            "iou": round(r["iou"], 3),
+            "f1_per_city": r["f1_per_city"],
+        }
     return report
 
 
 def _patch_distance_maps(store_path: Path, df, chip: int) -> dict:
     """Per chip ``[chip, chip]`` map of the patch-token cosine distance (each 8 px patch)."""
     import clay_search
+
     store = clay_search.connect(store_path)
     ids = store.attrs.column("chip_id").to_pylist()
     row_of = {c: i for i, c in enumerate(ids)}
@@ -224,8 +257,12 @@ def _rgb(path: str, window: dict, pad: int = 0) -> np.ndarray:
     from rasterio.windows import Window
 
     with rasterio.open(path) as src:
-        w = Window(window["col_off"] - pad, window["row_off"] - pad, window["width"] + 2 * pad,
-                   window["height"] + 2 * pad)
+        w = Window(
+            window["col_off"] - pad,
+            window["row_off"] - pad,
+            window["width"] + 2 * pad,
+            window["height"] + 2 * pad,
+        )
         x = src.read([1, 2, 3], window=w, boundless=True).astype(np.float32)
     return np.clip(np.transpose(x, (1, 2, 0)) / 255.0 * 1.3, 0, 1)
 
@@ -255,11 +292,16 @@ def naip(out: Path, chip: int, top: int) -> dict:
         sec = time.perf_counter() - t
         df = res.to_pandas()
         report["methods"][method] = {
-            "places": len(df), "pairs_grid": res.meta["pairs_grid"],
-            "pairs_overlap": res.meta["pairs_overlap"], "seconds": round(sec, 3),
+            "places": len(df),
+            "pairs_grid": res.meta["pairs_grid"],
+            "pairs_overlap": res.meta["pairs_overlap"],
+            "seconds": round(sec, 3),
             "seconds_per_1000_places": round(sec / max(len(df), 1) * 1000, 3),
-            "top": df.head(top)[["place_id", "window", "change", "datetime_before",
-                                 "datetime_after"]].astype(str).to_dict("records"),
+            "top": df.head(top)[
+                ["place_id", "window", "change", "datetime_before", "datetime_after"]
+            ]
+            .astype(str)
+            .to_dict("records"),
         }
         fig, axes = plt.subplots(2, top, figsize=(2.0 * top, 4.4))
         for i, (_, r) in enumerate(df.head(top).iterrows()):
@@ -289,8 +331,13 @@ def naip(out: Path, chip: int, top: int) -> dict:
             fig.savefig(out / "naip_timeline_top.png", dpi=110)
             plt.close(fig)
             report["timeline_top"] = [
-                {"date": f"{r.datetime:%Y-%m-%d}", "distance": round(float(r.distance), 3),
-                 "grid": r.place_id[:8]} for _, r in tl.iterrows()]
+                {
+                    "date": f"{r.datetime:%Y-%m-%d}",
+                    "distance": round(float(r.distance), 3),
+                    "grid": r.place_id[:8],
+                }
+                for _, r in tl.iterrows()
+            ]
     return report
 
 
@@ -320,8 +367,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="the shared data folder")
     ap.add_argument("--chip", type=int, default=32, help="OSCD chip size (px)")
     ap.add_argument("--chip-frac", type=float, default=0.05)
-    ap.add_argument("--stats", default="source",
-                    help="ingest normalisation of OSCD: source (per file) or sensor")
+    ap.add_argument(
+        "--stats",
+        default="source",
+        help="ingest normalisation of OSCD: source (per file) or sensor",
+    )
     ap.add_argument("--naip-chip", type=int, default=64)
     ap.add_argument("--top", type=int, default=8)
     ap.add_argument("--only", choices=["oscd", "naip"], default=None)

@@ -39,9 +39,12 @@ def _emit(task: str, row: dict) -> dict:
     _LOG.append(row)
     m = row["metrics"]
     key = "overall_accuracy" if task == "eurosat_ms" else "miou"
-    print(f"{task:10s} {row['model'][:40]:40s} frac {row['label_fraction']:.1f} "
-          f"{key} {m.get(key, float('nan')):.3f} f1_macro {m.get('f1_macro', float('nan')):.3f} "
-          f"t {row['train_seconds']} s rss {row['peak_rss_mb']} MB", flush=True)
+    print(
+        f"{task:10s} {row['model'][:40]:40s} frac {row['label_fraction']:.1f} "
+        f"{key} {m.get(key, float('nan')):.3f} f1_macro {m.get('f1_macro', float('nan')):.3f} "
+        f"t {row['train_seconds']} s rss {row['peak_rss_mb']} MB",
+        flush=True,
+    )
     if _OUT is not None:
         _OUT.parent.mkdir(parents=True, exist_ok=True)
         _OUT.with_suffix(".partial.json").write_text(json.dumps(_LOG, indent=2, default=float))
@@ -64,8 +67,9 @@ def classic_classify(chips, train_idx, val_idx) -> dict:
     x = chips.normalised(np.arange(len(chips)))
     feats = np.concatenate([x.mean((2, 3)), x.std((2, 3))], 1)
     sc = StandardScaler().fit(feats[train_idx])
-    clf = LogisticRegression(max_iter=3000).fit(sc.transform(feats[train_idx]),
-                                                chips.targets[train_idx])
+    clf = LogisticRegression(max_iter=3000).fit(
+        sc.transform(feats[train_idx]), chips.targets[train_idx]
+    )
     pred = clf.predict(sc.transform(feats[val_idx]))
     m = classification_metrics(pred, chips.targets[val_idx], len(chips.classes), chips.classes)
     return {"metrics": m, "seconds": time.perf_counter() - t0}
@@ -105,8 +109,10 @@ def classic_segment(pairs, held: str, classes: list[int], train_fraction: float,
     t = np.vectorize(lambda v: lut.get(int(v), -1))(m)
     p = np.vectorize(lambda v: lut.get(int(v), -1))(pred)
     cm = confusion(np.clip(p, 0, None), t, len(classes))
-    return {"metrics": segmentation_metrics(cm, [str(c) for c in classes]),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "metrics": segmentation_metrics(cm, [str(c) for c in classes]),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def score_raster(head: Path, img: Path, mask: Path, classes: list[int]) -> dict:
@@ -126,32 +132,65 @@ def score_raster(head: Path, img: Path, mask: Path, classes: list[int]) -> dict:
     return segmentation_metrics(confusion(p, t, len(classes)), [str(c) for c in classes])
 
 
-def _deep_runs(chips, task, kind, tmp: Path, fraction: float, epochs: dict, seed: int,
-               val_fraction: float, score=None) -> list[dict]:
+def _deep_runs(
+    chips,
+    task,
+    kind,
+    tmp: Path,
+    fraction: float,
+    epochs: dict,
+    seed: int,
+    val_fraction: float,
+    score=None,
+) -> list[dict]:
     from clay_search.tasks import run_task
 
     rows = []
     unfrozen_time = None
-    for name, kw in (("frozen", {"freeze": "all", "epochs": epochs["frozen"]}),
-                     ("unfreeze-2", {"freeze": 2, "epochs": epochs["tuned"]}),
-                     ("scratch", {"scratch": "nano", "epochs": epochs["tuned"]})):
+    for name, kw in (
+        ("frozen", {"freeze": "all", "epochs": epochs["frozen"]}),
+        ("unfreeze-2", {"freeze": 2, "epochs": epochs["tuned"]}),
+        ("scratch", {"scratch": "nano", "epochs": epochs["tuned"]}),
+    ):
         if name == "scratch" and unfrozen_time is not None:
             kw["max_time_s"] = unfrozen_time
         t0 = time.perf_counter()
-        run = run_task(chips, task, tmp / f"{task}-{name}-{fraction}", kind=kind, seed=seed,
-                       val_fraction=val_fraction, label_fraction=fraction, keep="last",
-                       lr=3e-3 if name == "frozen" else 1e-3, batch_size=16,
-                       progress=False, resume=False, chip_size=chips.pixels.shape[-1], **kw)
+        run = run_task(
+            chips,
+            task,
+            tmp / f"{task}-{name}-{fraction}",
+            kind=kind,
+            seed=seed,
+            val_fraction=val_fraction,
+            label_fraction=fraction,
+            keep="last",
+            lr=3e-3 if name == "frozen" else 1e-3,
+            batch_size=16,
+            progress=False,
+            resume=False,
+            chip_size=chips.pixels.shape[-1],
+            **kw,
+        )
         secs = time.perf_counter() - t0
         if name == "unfreeze-2":
             unfrozen_time = run.result.seconds
         metrics = score(run.head) if score is not None else run.metrics
-        rows.append(_emit(task, {"model": name, "label_fraction": fraction,
-                     "train_chips": run.train_chips,
-                     "val_chips": run.val_chips, "epochs": len(run.result.rows),
-                     "train_seconds": round(run.result.seconds, 1),
-                     "total_seconds": round(secs, 1), "peak_rss_mb": round(_rss_mb()),
-                     "metrics": metrics}))
+        rows.append(
+            _emit(
+                task,
+                {
+                    "model": name,
+                    "label_fraction": fraction,
+                    "train_chips": run.train_chips,
+                    "val_chips": run.val_chips,
+                    "epochs": len(run.result.rows),
+                    "train_seconds": round(run.result.seconds, 1),
+                    "total_seconds": round(secs, 1),
+                    "peak_rss_mb": round(_rss_mb()),
+                    "metrics": metrics,
+                },
+            )
+        )
     return rows
 
 
@@ -164,16 +203,29 @@ def bench_eurosat(data: Path, tmp: Path, seed: int) -> list[dict]:
         train_idx, val_idx = split_holdout(chips, 0.3, seed=seed)
         if fraction < 1:
             rng = np.random.default_rng(seed)
-            train_idx = np.sort(rng.choice(train_idx, max(1, int(round(fraction * len(
-                train_idx)))), replace=False))
+            train_idx = np.sort(
+                rng.choice(train_idx, max(1, int(round(fraction * len(train_idx)))), replace=False)
+            )
         c = classic_classify(chips, train_idx, val_idx)
-        out.append(_emit("eurosat_ms", {
-            "model": "classic: band mean/std + logistic regression", "label_fraction": fraction,
-            "train_chips": len(train_idx), "val_chips": len(val_idx),
-            "train_seconds": round(c["seconds"], 1), "peak_rss_mb": round(_rss_mb()),
-            "metrics": c["metrics"]}))
-        out.extend(_deep_runs(chips, "classify", "chip", tmp, fraction,
-                              {"frozen": 60, "tuned": 15}, seed, 0.3))
+        out.append(
+            _emit(
+                "eurosat_ms",
+                {
+                    "model": "classic: band mean/std + logistic regression",
+                    "label_fraction": fraction,
+                    "train_chips": len(train_idx),
+                    "val_chips": len(val_idx),
+                    "train_seconds": round(c["seconds"], 1),
+                    "peak_rss_mb": round(_rss_mb()),
+                    "metrics": c["metrics"],
+                },
+            )
+        )
+        out.extend(
+            _deep_runs(
+                chips, "classify", "chip", tmp, fraction, {"frozen": 60, "tuned": 15}, seed, 0.3
+            )
+        )
     return out
 
 
@@ -183,8 +235,15 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
     root = data / "grass_nc_landsat7_lc"
     pairs = [(root / f"{q}_image.tif", root / f"{q}_landcover.tif") for q in ("ne", "nw", "sw")]
     bands = ["blue", "green", "red", "nir08", "swir16", "swir22"]
-    chips = read_pairs(pairs, kind="class", chip_size=64, stride=32, sensor="landsat-c2l2-sr",
-                       bands=bands, ignore_index=0)
+    chips = read_pairs(
+        pairs,
+        kind="class",
+        chip_size=64,
+        stride=32,
+        sensor="landsat-c2l2-sr",
+        bands=bands,
+        ignore_index=0,
+    )
     _, val_idx = split_holdout(chips, 0.34, seed=seed)
     held = chips.groups[val_idx[0]]
     classes = [int(c) for c in chips.classes]
@@ -192,13 +251,32 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
     out = []
     for fraction in FRACTIONS:
         c = classic_segment(pairs, held, classes, fraction, seed)
-        out.append(_emit("grass_nc", {
-            "model": "classic: per-pixel random forest (100 trees)", "label_fraction": fraction,
-            "train_seconds": round(c["seconds"], 1), "peak_rss_mb": round(_rss_mb()),
-            "metrics": c["metrics"], "held_out": held}))
-        out.extend(_deep_runs(chips, "segment", "dense", tmp, fraction,
-                              {"frozen": 30, "tuned": 10}, seed, 0.34,
-                              score=lambda h: score_raster(h, img, mask, classes)))
+        out.append(
+            _emit(
+                "grass_nc",
+                {
+                    "model": "classic: per-pixel random forest (100 trees)",
+                    "label_fraction": fraction,
+                    "train_seconds": round(c["seconds"], 1),
+                    "peak_rss_mb": round(_rss_mb()),
+                    "metrics": c["metrics"],
+                    "held_out": held,
+                },
+            )
+        )
+        out.extend(
+            _deep_runs(
+                chips,
+                "segment",
+                "dense",
+                tmp,
+                fraction,
+                {"frozen": 30, "tuned": 10},
+                seed,
+                0.34,
+                score=lambda h: score_raster(h, img, mask, classes),
+            )
+        )
     for r in out:
         r["held_out"] = held
     return out
@@ -210,8 +288,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/finetune.json"))
     ap.add_argument("--tasks", default="eurosat_ms,grass_nc")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: on a loaded machine OpenMP barriers stall)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a loaded machine OpenMP barriers stall)",
+    )
     ap.add_argument("--fractions", default="1.0,0.1")
     args = ap.parse_args()
     import torch
@@ -220,14 +302,19 @@ def main() -> None:
     global _OUT, FRACTIONS
     _OUT = args.out
     FRACTIONS = tuple(float(f) for f in args.fractions.split(","))
-    res = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, "
-                      "shared with other jobs (loaded)", "torch": torch.__version__, "tasks": {}}
+    res = {
+        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, "
+        "shared with other jobs (loaded)",
+        "torch": torch.__version__,
+        "tasks": {},
+    }
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for task in args.tasks.split(","):
             t0 = time.perf_counter()
             rows = {"eurosat_ms": bench_eurosat, "grass_nc": bench_grass}[task](
-                args.data, tmp, args.seed)
+                args.data, tmp, args.seed
+            )
             res["tasks"][task] = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")

@@ -36,9 +36,20 @@ def main() -> None:
         print("rows  file_MB  warm_RSS_MB  peak_RSS_MB  seconds  rows_per_s")
         for n in sizes:
             f = fx.big_file(d / f"f{n}.parquet", rows=n, dim=256)
-            out = subprocess.run([sys.executable, "-c", CHILD, str(warm), str(f),
-                                  str(d / f"w{n}"), str(d / f"s{n}")],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    str(warm),
+                    str(f),
+                    str(d / f"w{n}"),
+                    str(d / f"s{n}"),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             w, p, added, dt = out.stdout.split()
             size = os.path.getsize(f) / 2**20
             print(f"{n}  {size:.0f}  {w}  {p}  {dt}  {int(added) / float(dt):.0f}")

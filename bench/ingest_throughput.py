@@ -68,16 +68,24 @@ def read_like_the_pipeline(files: list[Path], chip_size: int, batch_size: int):
         for i, src in enumerate(discover([str(f) for f in files])):
             plan = plan_source(src, reg, params)
             plan.normaliser = decide_normaliser([plan], params.stats, chip_size, readers)
-            res = _read_task(plan, i, [(str(k), w) for k, w in enumerate(plan.windows)],
-                             params, readers)
+            res = _read_task(
+                plan, i, [(str(k), w) for k, w in enumerate(plan.windows)], params, readers
+            )
             if res.error is not None:
                 raise res.error
             out.extend((plan, c) for c in res.chips)
     return out, params
 
 
-def throughput(embedder, files: list[Path], chip_size: int, batch_size: int,
-               workers_list: list[int], tmp: Path, repeats: int = 3) -> dict:
+def throughput(
+    embedder,
+    files: list[Path],
+    chip_size: int,
+    batch_size: int,
+    workers_list: list[int],
+    tmp: Path,
+    repeats: int = 3,
+) -> dict:
     """End-to-end (for each worker count) vs model-only chips/s on ``files``."""
     from clay_search.ingest import run
     from clay_search.ingest.pipeline import _Batcher
@@ -98,8 +106,14 @@ def throughput(embedder, files: list[Path], chip_size: int, batch_size: int,
     mo, written = [], 0
     for i in range(repeats):  # alternated (the machine may be shared); best of `repeats` each
         for w in workers_list:
-            rep = run(files, tmp / f"e2e-{chip_size}-{w}-{i}", embedder=embedder,
-                      chip_size=chip_size, batch_size=batch_size, workers=w)
+            rep = run(
+                files,
+                tmp / f"e2e-{chip_size}-{w}-{i}",
+                embedder=embedder,
+                chip_size=chip_size,
+                batch_size=batch_size,
+                workers=w,
+            )
             e2e[w].append(rep.chips_written / rep.seconds)
             written = rep.chips_written
         mo.append(model_only())
@@ -133,8 +147,16 @@ def build_big_raster(path: Path, size: int = 10_000) -> Path:
     with rasterio.open(files[0]) as s:
         profile = s.profile.copy()
         tile_h, tile_w = s.height, s.width
-    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512,
-                   compress="deflate", driver="GTiff", BIGTIFF="IF_SAFER")
+    profile.update(
+        width=size,
+        height=size,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        driver="GTiff",
+        BIGTIFF="IF_SAFER",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         k = 0
         for r in range(0, size, tile_h):
@@ -168,15 +190,28 @@ def peak_rss(weights: Path, chip_size: int, workers: int, tmp: Path, size: int) 
     """Peak RSS of a fresh process ingesting the big raster."""
     big = build_big_raster(tmp / "m_4709963_se_14_1_20200831_big.tif", size)
     out = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, str(big), str(tmp / "big_store"), str(weights),
-         str(chip_size), str(workers)],
-        check=False, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            RSS_SCRIPT,
+            str(big),
+            str(tmp / "big_store"),
+            str(weights),
+            str(chip_size),
+            str(workers),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         raise SystemExit(f"the ingest process failed:\n{out.stderr[-3000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    res.update(raster=f"{size}x{size}x4 uint8", file_mb=round(big.stat().st_size / 2**20, 1),
-               chip_size=chip_size)
+    res.update(
+        raster=f"{size}x{size}x4 uint8",
+        file_mb=round(big.stat().st_size / 2**20, 1),
+        chip_size=chip_size,
+    )
     return res
 
 
@@ -208,8 +243,12 @@ def main() -> None:
         result: dict = {"weights": str(weights)}
         if not args.skip_throughput:
             embedder = Embedder.from_weights(weights, device=args.device)
-            result.update(precision=embedder.precision, device=str(embedder.device),
-                          model_id=embedder.model_id, throughput={})
+            result.update(
+                precision=embedder.precision,
+                device=str(embedder.device),
+                model_id=embedder.model_id,
+                throughput={},
+            )
             naip = sorted(NAIP.glob("*.tif"))
             scene = None
             for name in args.workloads.split(","):
@@ -219,19 +258,25 @@ def main() -> None:
                 else:
                     if scene is None:
                         scene = build_big_raster(
-                            tmp / "m_4709963_se_14_1_20200831_scene.tif", args.scene_size)
+                            tmp / "m_4709963_se_14_1_20200831_scene.tif", args.scene_size
+                        )
                     files = [scene]
-                res = throughput(embedder, files, int(size), args.batch_size, workers, tmp,
-                                 args.repeats)
-                res["source"] = (f"{len(files)} NAIP scenes" if kind == "naip" else
-                                 f"{args.scene_size} x {args.scene_size} x 4 uint8 scene")
+                res = throughput(
+                    embedder, files, int(size), args.batch_size, workers, tmp, args.repeats
+                )
+                res["source"] = (
+                    f"{len(files)} NAIP scenes"
+                    if kind == "naip"
+                    else f"{args.scene_size} x {args.scene_size} x 4 uint8 scene"
+                )
                 result["throughput"][name] = res
                 print(json.dumps({name: res}), file=sys.stderr)
             result["precision"] = embedder.precision_report()  # auto: decided at the 1st batch
         if not args.skip_rss:
             result["memory"] = peak_rss(weights, args.rss_chip_size, 2, tmp, args.rss_size)
         result["bench_process_peak_rss_mb"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
     print(json.dumps(result, indent=2))
 
 

@@ -74,9 +74,13 @@ def main() -> None:
                     res = store.search_vector(v, k=50)
                 else:
                     lon, lat0 = float(r.uniform(-10, 8)), float(r.uniform(40, 49))
-                    res = store.search([ids[int(r.integers(len(ids)))]], k=50,
-                                       bbox=(lon, lat0, lon + 2, lat0 + 1),
-                                       start="2018-01-01", end="2018-12-31")
+                    res = store.search(
+                        [ids[int(r.integers(len(ids)))]],
+                        k=50,
+                        bbox=(lon, lat0, lon + 2, lat0 + 1),
+                        start="2018-01-01",
+                        end="2018-12-31",
+                    )
                 if kind < 2 and len(res) != 50:
                     errors.append(f"{len(res)} results")
             except Exception as e:  # noqa: BLE001 - every error counts
@@ -87,8 +91,10 @@ def main() -> None:
     for k in range(args.rounds):
         lat: list[float] = []
         errors: list[str] = []
-        threads = [threading.Thread(target=client, args=(int(rng.integers(1 << 30)), lat, errors))
-                   for _ in range(args.clients)]
+        threads = [
+            threading.Thread(target=client, args=(int(rng.integers(1 << 30)), lat, errors))
+            for _ in range(args.clients)
+        ]
         t = time.perf_counter()
         for th in threads:
             th.start()
@@ -96,14 +102,29 @@ def main() -> None:
             th.join()
         wall = time.perf_counter() - t
         ms = np.array(lat) * 1000
-        rounds.append({"round": k, "requests": len(lat), "errors": len(errors),
-                       "error_examples": errors[:3], "p50_ms": float(np.percentile(ms, 50)),
-                       "p99_ms": float(np.percentile(ms, 99)), "throughput_rps": len(lat) / wall,
-                       "rss_mib": rss_mib()})
+        rounds.append(
+            {
+                "round": k,
+                "requests": len(lat),
+                "errors": len(errors),
+                "error_examples": errors[:3],
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p99_ms": float(np.percentile(ms, 99)),
+                "throughput_rps": len(lat) / wall,
+                "rss_mib": rss_mib(),
+            }
+        )
         print(json.dumps(rounds[-1]))
-    out = {"n": args.n, "dim": args.dim, "clients": args.clients, "requests": args.requests,
-           "build_seconds": build_s, "rss_after_warmup_mib": rss0, "rounds": rounds,
-           "index": store.search([ids[0]], k=5).meta.get("index")}
+    out = {
+        "n": args.n,
+        "dim": args.dim,
+        "clients": args.clients,
+        "requests": args.requests,
+        "build_seconds": build_s,
+        "rss_after_warmup_mib": rss0,
+        "rounds": rounds,
+        "index": store.search([ids[0]], k=5).meta.get("index"),
+    }
     print(json.dumps(out, indent=1))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))

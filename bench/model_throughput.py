@@ -31,8 +31,19 @@ from clay_search.model import ClayEncoder, Embedder, SensorRegistry, get_config 
 from clay_search.model.calibration import cpu_flags, cpu_model, gemm_gflops  # noqa: E402
 
 BATCH = {"nano": 8, "tiny": 8, "small": 4, "base": 2, "large": 1}
-FLAGS_SHOWN = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16",
-               "amx_int8", "amx_fp16", "avx_vnni", "avx512_vnni")
+FLAGS_SHOWN = (
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+    "avx_vnni",
+    "avx512_vnni",
+)
 
 
 def encoder_gflop(cfg, chip: int, bands: int) -> float:
@@ -71,8 +82,12 @@ def bench(size: str, repeats: int, chip: int = 256, int8: bool = True) -> dict:
     cfg = get_config(size)
     torch.manual_seed(0)
     ref = reference_encoder(
-        dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
-        mlp_ratio=cfg.mlp_ratio, patch_size=cfg.patch_size,
+        dim=cfg.dim,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        dim_head=cfg.dim_head,
+        mlp_ratio=cfg.mlp_ratio,
+        patch_size=cfg.patch_size,
     )
     ours = ClayEncoder.from_config(cfg).eval()
     ours.load_state_dict(ref.state_dict())
@@ -103,9 +118,14 @@ def bench(size: str, repeats: int, chip: int = 256, int8: bool = True) -> dict:
             weights = emb.patch_weights(waves)
             with torch.inference_mode():
                 return emb.runner(
-                    pixels.to(emb.dtype), time=t.to(emb.dtype), latlon=ll.to(emb.dtype),
-                    gsd=s2.gsd, waves=waves, patch_weights=weights,
+                    pixels.to(emb.dtype),
+                    time=t.to(emb.dtype),
+                    latlon=ll.to(emb.dtype),
+                    gsd=s2.gsd,
+                    waves=waves,
+                    patch_weights=weights,
                 )
+
         return run
 
     fns = {"reference": run_ref, **{k: runner(e) for k, e in embedders.items()}}
@@ -140,7 +160,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 contender")
     ap.add_argument(
-        "--cpu-time", action="store_true",
+        "--cpu-time",
+        action="store_true",
         help="one thread, timed by this thread's CPU time: figures that other processes on a "
         "shared machine do not distort (per-core speed, not the machine's)",
     )
@@ -153,19 +174,28 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     try:
         flags = set(cpu_flags())
-        print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); flags: "
-              f"{' '.join(f for f in FLAGS_SHOWN if f in flags) or 'n/a'}")
-        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock "
-              f"{'thread CPU time' if args.cpu_time else 'wall'}, "
-              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print(
+            f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); flags: "
+            f"{' '.join(f for f in FLAGS_SHOWN if f in flags) or 'n/a'}"
+        )
+        print(
+            f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock "
+            f"{'thread CPU time' if args.cpu_time else 'wall'}, "
+            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        )
         peaks = {p: peak(p, clock=CLOCK) for p in ("fp32", "bf16")}
         best_peak = max(v for v, _ in peaks.values())
-        print("GEMM peaks: " + ", ".join(f"{p} {v:.1f} GFLOP/s (n={n})"
-                                        for p, (v, n) in peaks.items()))
+        print(
+            "GEMM peaks: "
+            + ", ".join(f"{p} {v:.1f} GFLOP/s (n={n})" for p, (v, n) in peaks.items())
+        )
         cols = ("reference", "ours_fp32", "ours_auto", "ours_int8")
-        print("size  batch GFLOP/chip | chips/s: " + " ".join(f"{c:>10s}" for c in cols)
-              + " | ratio vs ref: fp32 auto int8 | cos: fp32 auto int8 | % of peak: ref fp32 "
-              "auto int8")
+        print(
+            "size  batch GFLOP/chip | chips/s: "
+            + " ".join(f"{c:>10s}" for c in cols)
+            + " | ratio vs ref: fp32 auto int8 | cos: fp32 auto int8 | % of peak: ref fp32 "
+            "auto int8"
+        )
         for size in args.sizes:
             r = bench(size, args.repeats, int8=not args.no_int8)
             c, q, cos = r["chips_per_s"], r["ratio"], r["cos"]
@@ -174,12 +204,17 @@ def main() -> None:
             print(
                 f"{size:5s} {r['batch']:5d} {r['gflop_per_chip']:10.2f} | chips/s: "
                 + " ".join(f"{get(c, k, '{:.2f}'):>10s}" for k in cols)
-                + " | " + " ".join(get(q, k, "{:.2f}x") for k in cols[1:])
-                + " | " + " ".join(get(cos, k, "{:.6f}") for k in cols[1:])
-                + " | " + " ".join(get(share, k, "{:.0f}%") for k in cols)
+                + " | "
+                + " ".join(get(q, k, "{:.2f}x") for k in cols[1:])
+                + " | "
+                + " ".join(get(cos, k, "{:.6f}") for k in cols[1:])
+                + " | "
+                + " ".join(get(share, k, "{:.0f}%") for k in cols)
             )
-            print(f"      auto = {r['auto']} (calibration {r['calibration_s']:.2f} s: "
-                  f"{r['auto_summary']}); max|diff| fp32 vs reference {r['maxdiff_fp32']:.2e}")
+            print(
+                f"      auto = {r['auto']} (calibration {r['calibration_s']:.2f} s: "
+                f"{r['auto_summary']}); max|diff| fp32 vs reference {r['maxdiff_fp32']:.2e}"
+            )
             sys.stdout.flush()
         print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:

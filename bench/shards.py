@@ -29,8 +29,7 @@ import numpy as np
 def vectors(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, d)).astype(np.float32)
-    x = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, d)).astype(
-        np.float32)
+    x = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 
@@ -74,9 +73,13 @@ def memory_table(x: np.ndarray, q: np.ndarray, k: int, truth: np.ndarray) -> lis
             faiss.extract_index_ivf(index).nprobe = 32
         size = len(faiss.serialize_index(index))
         found, times = timed_queries(index, q, k)
-        row = {"index": name, "bytes_per_vector": round(size / n, 1), "build_s": round(build, 2),
-               "recall@50": round(recall(found, truth), 3),
-               "p50_ms": round(1e3 * float(np.median(times)), 2)}
+        row = {
+            "index": name,
+            "bytes_per_vector": round(size / n, 1),
+            "build_s": round(build, 2),
+            "recall@50": round(recall(found, truth), 3),
+            "p50_ms": round(1e3 * float(np.median(times)), 2),
+        }
         if "PQ" in key:  # exact re-ranking of 4k candidates with the fp32 vectors
             rr, rtimes = [], []
             for v in q:
@@ -94,8 +97,9 @@ def memory_table(x: np.ndarray, q: np.ndarray, k: int, truth: np.ndarray) -> lis
     return rows
 
 
-def fanout(x: np.ndarray, q: np.ndarray, k: int, truth: np.ndarray, shard_counts: list[int]
-           ) -> list[dict]:
+def fanout(
+    x: np.ndarray, q: np.ndarray, k: int, truth: np.ndarray, shard_counts: list[int]
+) -> list[dict]:
     n, d = x.shape
     rows = []
     for s in shard_counts:
@@ -125,9 +129,14 @@ def fanout(x: np.ndarray, q: np.ndarray, k: int, truth: np.ndarray, shard_counts
             times.append(time.perf_counter() - t0)
         pool.shutdown()
         faiss.omp_set_num_threads(threads)
-        rows.append({"shards": s, "p50_ms": round(1e3 * float(np.median(times)), 2),
-                     "p95_ms": round(1e3 * float(np.percentile(times, 95)), 2),
-                     "recall_vs_single": round(recall(np.array(found), truth), 4)})
+        rows.append(
+            {
+                "shards": s,
+                "p50_ms": round(1e3 * float(np.median(times)), 2),
+                "p95_ms": round(1e3 * float(np.percentile(times, 95)), 2),
+                "recall_vs_single": round(recall(np.array(found), truth), 4),
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 

@@ -65,8 +65,9 @@ def parse_period(value: Period, name: str) -> tuple[datetime, datetime]:
     if isinstance(value, str):
         parts = value.split("/")
         if len(parts) != 2:
-            raise QueryError(f"{name} period {value!r} must be START/END, e.g. "
-                             "2015-01-01/2016-12-31")
+            raise QueryError(
+                f"{name} period {value!r} must be START/END, e.g. 2015-01-01/2016-12-31"
+            )
         value = parts
     try:
         start, end = value
@@ -81,8 +82,9 @@ def parse_period(value: Period, name: str) -> tuple[datetime, datetime]:
     return f.start, f.end
 
 
-def check_periods(before: Period, after: Period) -> tuple[tuple[datetime, datetime],
-                                                         tuple[datetime, datetime]]:
+def check_periods(
+    before: Period, after: Period
+) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
     """Parse both periods; :class:`QueryError` when they overlap or are reversed."""
     b, a = parse_period(before, "before"), parse_period(after, "after")
     if a[1] < b[0]:
@@ -105,8 +107,9 @@ def store_place_keys(store) -> np.ndarray:
         return hit[1]
     pids = place_ids(store.attrs)
     ids = store.attrs.column("chip_id").to_pylist()
-    keys = np.array([p if p is not None else f"chip:{c}" for p, c in zip(pids, ids, strict=True)],
-                    dtype=object)
+    keys = np.array(
+        [p if p is not None else f"chip:{c}" for p, c in zip(pids, ids, strict=True)], dtype=object
+    )
     _PLACE_CACHE[store] = (store.version, keys)
     return keys
 
@@ -167,8 +170,16 @@ class Pairs:
         return np.where(norm > 0, d / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
-def pair_places(store, before: Period, after: Period, *, filters: Filters | None = None,
-                pairing: str = "auto", min_iou: float = DEFAULT_MIN_IOU, **where: Any) -> Pairs:
+def pair_places(
+    store,
+    before: Period,
+    after: Period,
+    *,
+    filters: Filters | None = None,
+    pairing: str = "auto",
+    min_iou: float = DEFAULT_MIN_IOU,
+    **where: Any,
+) -> Pairs:
     """The places of ``store`` with chips in both periods (within ``filters`` / ``where``:
     the :class:`~clay_search.filters.Filters` keywords except the time range)."""
     if pairing not in PAIRINGS:
@@ -232,19 +243,20 @@ def pair_places(store, before: Period, after: Period, *, filters: Filters | None
             iou.append(float(vv))
     reason = None
     if not rb.size:
-        reason = (f"no chip in the before period {b[0]:%Y-%m-%d}/{b[1]:%Y-%m-%d} within the "
-                  "filters")
+        reason = f"no chip in the before period {b[0]:%Y-%m-%d}/{b[1]:%Y-%m-%d} within the filters"
     elif not ra.size:
-        reason = (f"no chip in the after period {a[0]:%Y-%m-%d}/{a[1]:%Y-%m-%d} within the "
-                  "filters")
+        reason = f"no chip in the after period {a[0]:%Y-%m-%d}/{a[1]:%Y-%m-%d} within the filters"
     elif not names:
-        reason = (f"no place has chips in both periods ({len(gb)} places before, {len(ga)} "
-                  f"after, none on the same grid cell or overlapping with IoU >= {min_iou})")
+        reason = (
+            f"no place has chips in both periods ({len(gb)} places before, {len(ga)} "
+            f"after, none on the same grid cell or overlapping with IoU >= {min_iou})"
+        )
     vec = store.vectors
     mb, repb = _mean_rep(vec, pb)
     ma, repa = _mean_rep(vec, pa_)
-    return Pairs(names, pb, pa_, mb, ma, repb, repa, how, np.asarray(iou, np.float64), b, a, f,
-                 reason)
+    return Pairs(
+        names, pb, pa_, mb, ma, repb, repa, how, np.asarray(iou, np.float64), b, a, f, reason
+    )
 
 
 # -- measures ---------------------------------------------------------------------------------
@@ -331,9 +343,11 @@ def normalised_change(store, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
     known = spread[np.isfinite(spread)]
     median = float(np.median(known)) if len(known) else float(np.median(d)) or 1.0
     median = max(median, 1e-6)
-    s = np.where(np.isfinite(spread),
-                 (ndates * np.nan_to_num(spread) + SHRINK_DATES * median)
-                 / (ndates + SHRINK_DATES), median)
+    s = np.where(
+        np.isfinite(spread),
+        (ndates * np.nan_to_num(spread) + SHRINK_DATES * median) / (ndates + SHRINK_DATES),
+        median,
+    )
     return (d / np.maximum(s, 1e-6)).astype(np.float32), s.astype(np.float32)
 
 
@@ -344,8 +358,9 @@ def _us(dt: datetime) -> int:
 
 
 # -- results ----------------------------------------------------------------------------------
-def _pairs_table(store, pairs: Pairs, order: np.ndarray, score: np.ndarray,
-                 change: np.ndarray) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+def _pairs_table(
+    store, pairs: Pairs, order: np.ndarray, score: np.ndarray, change: np.ndarray
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     a = store.attrs
     rb = pairs.rep_before[order] if len(pairs) else np.zeros(0, np.int64)
     ra = pairs.rep_after[order] if len(pairs) else np.zeros(0, np.int64)
@@ -388,7 +403,8 @@ def _thumbs_fetch(store, rb: np.ndarray, ra: np.ndarray):
         if "thumbnail_before" in res.column_names:
             return res
         return res.append_column("thumbnail_before", col(rb)).append_column(
-            "thumbnail_after", col(ra))
+            "thumbnail_after", col(ra)
+        )
 
     return fetch
 
@@ -403,7 +419,7 @@ def _meta(store, pairs: Pairs, query: str, **extra: Any) -> dict:
         "pairs_grid": int(sum(h == "grid" for h in pairs.how)),
         "pairs_overlap": int(sum(h == "overlap" for h in pairs.how)),
         "combine": "mean of L2-normalised embeddings per period; the chip shown is the one "
-                   "closest to that mean",
+        "closest to that mean",
         "index": "exact",
         **extra,
     }
@@ -417,9 +433,20 @@ def _check_k(k: int | None) -> None:
         raise QueryError(f"k must be a positive integer, got {k!r}")
 
 
-def changes(store, before: Period, after: Period, *, filters: Filters | None = None,
-            bbox=None, geometry=None, k: int | None = None, method: str = "cosine",
-            pairing: str = "auto", min_iou: float = DEFAULT_MIN_IOU, **where: Any) -> Results:
+def changes(
+    store,
+    before: Period,
+    after: Period,
+    *,
+    filters: Filters | None = None,
+    bbox=None,
+    geometry=None,
+    k: int | None = None,
+    method: str = "cosine",
+    pairing: str = "auto",
+    min_iou: float = DEFAULT_MIN_IOU,
+    **where: Any,
+) -> Results:
     """One row per place with chips in both periods, ranked by ``change`` (see module doc).
 
     ``filters`` / ``bbox``, ``geometry`` and the other filter keywords (``sensor``, ``label``,
@@ -428,8 +455,17 @@ def changes(store, before: Period, after: Period, *, filters: Filters | None = N
     if method not in METHODS:
         raise QueryError(f"method must be one of {METHODS}, got {method!r}")
     _check_k(k)
-    pairs = pair_places(store, before, after, filters=filters, pairing=pairing, min_iou=min_iou,
-                        bbox=bbox, geometry=geometry, **where)
+    pairs = pair_places(
+        store,
+        before,
+        after,
+        filters=filters,
+        pairing=pairing,
+        min_iou=min_iou,
+        bbox=bbox,
+        geometry=geometry,
+        **where,
+    )
     extra: dict = {"method": method}
     if method == "cosine":
         change = cosine_change(pairs)
@@ -443,8 +479,12 @@ def changes(store, before: Period, after: Period, *, filters: Filters | None = N
     if k is not None:
         order = order[:k]
     table, rb, ra = _pairs_table(store, pairs, order, change, change)
-    return Results(table, version=store.version, meta=_meta(store, pairs, "changes", **extra),
-                   fetch=_thumbs_fetch(store, rb, ra))
+    return Results(
+        table,
+        version=store.version,
+        meta=_meta(store, pairs, "changes", **extra),
+        fetch=_thumbs_fetch(store, rb, ra),
+    )
 
 
 def _example_rows(store, pairs: Pairs, examples, what: str) -> tuple[list[np.ndarray], list[int]]:
@@ -476,16 +516,29 @@ def _example_rows(store, pairs: Pairs, examples, what: str) -> tuple[list[np.nda
             v = np.asarray(e, dtype=np.float32)
             if v.ndim != 1 or v.shape[0] != store.dim:
                 raise QueryError(
-                    f"{what} change vector must have {store.dim} values, got shape {v.shape}")
+                    f"{what} change vector must have {store.dim} values, got shape {v.shape}"
+                )
             vecs.append(v)
     return vecs, used
 
 
-def change_search(store, positives, negatives=(), *, before: Period, after: Period,
-                  k: int | None = 50, filters: Filters | None = None, bbox=None, geometry=None,
-                  alpha: float = NEGATIVE_WEIGHT, pairing: str = "auto",
-                  min_iou: float = DEFAULT_MIN_IOU, exclude_examples: bool = True,
-                  **where: Any) -> Results:
+def change_search(
+    store,
+    positives,
+    negatives=(),
+    *,
+    before: Period,
+    after: Period,
+    k: int | None = 50,
+    filters: Filters | None = None,
+    bbox=None,
+    geometry=None,
+    alpha: float = NEGATIVE_WEIGHT,
+    pairing: str = "auto",
+    min_iou: float = DEFAULT_MIN_IOU,
+    exclude_examples: bool = True,
+    **where: Any,
+) -> Results:
     """Places whose change (after minus before) is most like the positives' change.
 
     Examples are place ids or chip ids (of either period) of places paired in these periods, or
@@ -493,8 +546,17 @@ def change_search(store, positives, negatives=(), *, before: Period, after: Peri
     query ``mean(positives) - alpha * mean(negatives)``; ``change`` is the cosine change.
     """
     _check_k(k)
-    pairs = pair_places(store, before, after, filters=filters, pairing=pairing, min_iou=min_iou,
-                        bbox=bbox, geometry=geometry, **where)
+    pairs = pair_places(
+        store,
+        before,
+        after,
+        filters=filters,
+        pairing=pairing,
+        min_iou=min_iou,
+        bbox=bbox,
+        geometry=geometry,
+        **where,
+    )
     keys = np.array(pairs.keys, dtype=object)
     pos, pos_used = _example_rows(store, pairs, positives, "positive")
     if not pos:
@@ -511,13 +573,13 @@ def change_search(store, positives, negatives=(), *, before: Period, after: Peri
     if k is not None:
         order = order[:k]
     table, rb, ra = _pairs_table(store, pairs, order, score, cosine_change(pairs))
-    meta = _meta(store, pairs, "change_search", positives=len(pos), negatives=len(neg),
-                 alpha=alpha)
+    meta = _meta(store, pairs, "change_search", positives=len(pos), negatives=len(neg), alpha=alpha)
     return Results(table, version=store.version, meta=meta, fetch=_thumbs_fetch(store, rb, ra))
 
 
-def timeline(store, place_or_chip_id: str, *, reference: Any = None,
-             min_iou: float | None = DEFAULT_MIN_IOU) -> Results:
+def timeline(
+    store, place_or_chip_id: str, *, reference: Any = None, min_iou: float | None = DEFAULT_MIN_IOU
+) -> Results:
     """Every chip of a place, by date, with ``distance`` (cosine) to a reference chip.
 
     ``place_or_chip_id``: a place id or the id of one of its chips. ``reference``: a chip id of
@@ -543,8 +605,7 @@ def timeline(store, place_or_chip_id: str, *, reference: Any = None,
     rows = hit
     eng = store.engine
     if min_iou is not None and eng.has_geom[hit[0]]:
-        f = Filters(bbox=(eng.minx[hit[0]], eng.miny[hit[0]], eng.maxx[hit[0]],
-                          eng.maxy[hit[0]]))
+        f = Filters(bbox=(eng.minx[hit[0]], eng.miny[hit[0]], eng.maxx[hit[0]], eng.maxy[hit[0]]))
         cand = eng.rows(f)
         cand = cand[keys[cand] != keys[hit[0]]]
         if len(cand):
@@ -568,13 +629,17 @@ def timeline(store, place_or_chip_id: str, *, reference: Any = None,
         tt = eng.time_us[rows].astype(np.float64)
         ref = int(np.argmin(np.abs(tt - at)))
     dist = (1.0 - vec @ vec[ref]).astype(np.float32)
-    prev = np.concatenate([[np.nan], 1.0 - np.sum(vec[1:] * vec[:-1], axis=1)]).astype(
-        np.float32)
-    meta = {"query": "timeline", "place": str(keys[hit[0]]), "reference": ids[rows[ref]],
-            "grids": int(len(np.unique(keys[rows])))}
+    prev = np.concatenate([[np.nan], 1.0 - np.sum(vec[1:] * vec[:-1], axis=1)]).astype(np.float32)
+    meta = {
+        "query": "timeline",
+        "place": str(keys[hit[0]]),
+        "reference": ids[rows[ref]],
+        "grids": int(len(np.unique(keys[rows]))),
+    }
     tab = store.get([ids[r] for r in rows]).to_arrow()  # a few rows: thumbnails read here
     tab = tab.replace_schema_metadata(None).drop_columns(
-        [c for c in ("score", "rank", "place_id") if c in tab.column_names])
+        [c for c in ("score", "rank", "place_id") if c in tab.column_names]
+    )
     tab = tab.append_column("place_id", pa.array([_pid(keys[r]) for r in rows], pa.string()))
     tab = tab.append_column("distance", pa.array(dist, pa.float32()))
     tab = tab.append_column("distance_previous", pa.array(prev, pa.float32()))
@@ -604,8 +669,9 @@ def write_change_raster(results: Results, path, *, column: str = "change") -> di
 
     table = results.to_arrow()
     if table.num_rows == 0:
-        raise QueryError("no changes to map: the results are empty "
-                         f"({results.meta.get('reason', 'no pairs')})")
+        raise QueryError(
+            f"no changes to map: the results are empty ({results.meta.get('reason', 'no pairs')})"
+        )
     crs_col = table.column("crs").to_pylist()
     vals = table.column(column).to_numpy(zero_copy_only=False).astype(np.float32)
     geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
@@ -637,14 +703,29 @@ def write_change_raster(results: Results, path, *, column: str = "change") -> di
     for r, c, v in zip(row[keep], col[keep], vals[keep], strict=True):
         if np.isnan(grid[r, c]) or v > grid[r, c]:
             grid[r, c] = v
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1,
-               "dtype": "float32", "crs": crs_text, "nodata": float("nan"),
-               "transform": from_origin(x0, y1, cw, ch), "compress": "deflate"}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "float32",
+        "crs": crs_text,
+        "nodata": float("nan"),
+        "transform": from_origin(x0, y1, cw, ch),
+        "compress": "deflate",
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(grid, 1)
         dst.set_band_description(1, column)
-        dst.update_tags(clay_search_before="/".join(results.meta.get("before", [])),
-                        clay_search_after="/".join(results.meta.get("after", [])),
-                        clay_search_method=str(results.meta.get("method", "")))
-    return {"path": str(path), "width": width, "height": height, "crs": crs_text,
-            "cells": int(np.isfinite(grid).sum())}
+        dst.update_tags(
+            clay_search_before="/".join(results.meta.get("before", [])),
+            clay_search_after="/".join(results.meta.get("after", [])),
+            clay_search_method=str(results.meta.get("method", "")),
+        )
+    return {
+        "path": str(path),
+        "width": width,
+        "height": height,
+        "crs": crs_text,
+        "cells": int(np.isfinite(grid).sum()),
+    }

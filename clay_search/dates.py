@@ -66,8 +66,9 @@ def _month(year: int, month: int) -> DatePeriod:
 
 def _year(year: int) -> DatePeriod:
     start = datetime(year, 1, 1, tzinfo=UTC)
-    return DatePeriod(start, datetime(year + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1),
-                      "year")
+    return DatePeriod(
+        start, datetime(year + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1), "year"
+    )
 
 
 def _bad(value: Any, what: str) -> InvalidDateError:
@@ -118,8 +119,9 @@ def parse_period(value: str | date | datetime | Any, *, what: str = "date") -> D
     return DatePeriod(dt, dt, "time")
 
 
-def to_utc(value: str | date | datetime | Any, *, end: bool = False,
-           what: str = "date") -> datetime:
+def to_utc(
+    value: str | date | datetime | Any, *, end: bool = False, what: str = "date"
+) -> datetime:
     """``value`` as one aware UTC datetime: the start of the period it names, or its last
     microsecond with ``end=True`` (``2020`` as an end bound is the whole of 2020)."""
     p = parse_period(value, what=what)

@@ -102,11 +102,21 @@ def parse_emb(obj: dict[str, Any]) -> EmbInfo:
     if isinstance(model, str):
         model = {"id": model}
     emb = obj.get("embedding") if isinstance(obj.get("embedding"), dict) else {}
-    dim = obj.get("embedding_dim", next((emb[k] for k in ("embeddings_dim", "embedding_dim",
-                                                         "dim") if k in emb), None))
-    quant = obj.get("embedding_quantization", next(
-        (emb[k] for k in ("embeddings_quantization", "embedding_quantization", "quantization")
-         if k in emb), None))
+    dim = obj.get(
+        "embedding_dim",
+        next((emb[k] for k in ("embeddings_dim", "embedding_dim", "dim") if k in emb), None),
+    )
+    quant = obj.get(
+        "embedding_quantization",
+        next(
+            (
+                emb[k]
+                for k in ("embeddings_quantization", "embedding_quantization", "quantization")
+                if k in emb
+            ),
+            None,
+        ),
+    )
     quant = None if quant is None or str(quant).strip().lower() in {"", "none", "null"} else quant
     scale = obj.get("embedding_scale", emb.get("scale"))
     offset = obj.get("embedding_offset", emb.get("offset"))
@@ -115,8 +125,15 @@ def parse_emb(obj: dict[str, Any]) -> EmbInfo:
         offset = offset if offset is not None else t_offset
     datasets = obj.get("datasets", obj.get("source_datasets")) or []
     if isinstance(datasets, list):
-        datasets = [{f"dataset_{k}" if k in ("id", "source", "name", "description") else k: v
-                     for k, v in d.items()} if isinstance(d, dict) else d for d in datasets]
+        datasets = [
+            {
+                f"dataset_{k}" if k in ("id", "source", "name", "description") else k: v
+                for k, v in d.items()
+            }
+            if isinstance(d, dict)
+            else d
+            for d in datasets
+        ]
     providers = obj.get("providers") or []
     lic = obj.get("license", obj.get("licensing"))
     if isinstance(lic, dict):

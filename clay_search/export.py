@@ -51,8 +51,11 @@ def describe_model_id(model_id: str) -> dict:
     return {
         "weights_sha256_prefix": m.group("hash"),
         "pooling": m.group("pool") or "cls",
-        "normalisation": (f"z-scored with the weights' embedding statistics (hash {m.group('z')})"
-                          if m.group("z") else "none (raw pooled vectors)"),
+        "normalisation": (
+            f"z-scored with the weights' embedding statistics (hash {m.group('z')})"
+            if m.group("z")
+            else "none (raw pooled vectors)"
+        ),
     }
 
 
@@ -79,8 +82,9 @@ def region_name(lon: float, lat: float) -> str:
     return f"{'n' if la >= 0 else 's'}{abs(la):02d}{'e' if lo >= 0 else 'w'}{abs(lo):03d}"
 
 
-def _partition_keys(attrs: pa.Table, rows: np.ndarray, by: str | None,
-                    cx: np.ndarray, cy: np.ndarray) -> list[str]:
+def _partition_keys(
+    attrs: pa.Table, rows: np.ndarray, by: str | None, cx: np.ndarray, cy: np.ndarray
+) -> list[str]:
     if by is None:
         return [""] * len(rows)
     if by == "year":
@@ -121,8 +125,11 @@ def export_geoparquet(
     if single and partition_by:
         raise QueryError(f"--partition-by writes a folder of files; give a folder, not {out}")
     attrs = st.attrs
-    rows = (st.engine.rows(filters) if filters is not None and not filters.empty
-            else np.arange(attrs.num_rows))
+    rows = (
+        st.engine.rows(filters)
+        if filters is not None and not filters.empty
+        else np.arange(attrs.num_rows)
+    )
     if len(rows) == 0:
         raise QueryError(f"no chip in {st.path} matches the filters; nothing to export")
     eng = st.engine
@@ -130,20 +137,21 @@ def export_geoparquet(
     cy = (eng.miny[rows] + eng.maxy[rows]) / 2
     keys = np.array(_partition_keys(attrs, rows, partition_by, cx, cy), dtype=object)
     has_geom = ~np.isnan(cx)
-    z = np.where(has_geom, _morton(np.nan_to_num(cx), np.nan_to_num(cy)),
-                 np.iinfo(np.uint64).max)
+    z = np.where(has_geom, _morton(np.nan_to_num(cx), np.nan_to_num(cy)), np.iinfo(np.uint64).max)
     order = np.lexsort((rows, z, keys))
     rows, cx, cy, keys = rows[order], cx[order], cy[order], keys[order]
 
     dim = st.dim
     bytes_per_row = dim * 4 + 256
     group_rows = int(max(1024, min(131_072, row_group_mb * 2**20 / bytes_per_row)))
-    emb = _emb_metadata(st, attrs, rows, license=license, providers=providers,
-                        datasets=datasets)
-    fields = [pa.field("chip_id", pa.string(), nullable=False), pa.field("geometry", pa.binary()),
-              pa.field("bbox", pa.struct([(k, pa.float64()) for k in
-                                          ("xmin", "ymin", "xmax", "ymax")])),
-              pa.field("centre_lon", pa.float64()), pa.field("centre_lat", pa.float64())]
+    emb = _emb_metadata(st, attrs, rows, license=license, providers=providers, datasets=datasets)
+    fields = [
+        pa.field("chip_id", pa.string(), nullable=False),
+        pa.field("geometry", pa.binary()),
+        pa.field("bbox", pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])),
+        pa.field("centre_lon", pa.float64()),
+        pa.field("centre_lat", pa.float64()),
+    ]
     fields += [attrs.schema.field(c) for c in COLUMNS if c != "chip_id"]
     fields.append(pa.field("embedding", pa.list_(pa.float32(), dim)))
     files: list[dict] = []
@@ -163,26 +171,43 @@ def export_geoparquet(
         meta = {
             b"geo": json.dumps(geoparquet_metadata(types, bbox, covering="bbox")).encode(),
             EMB_KEY: json.dumps(emb).encode(),
-            b"clay_search.export": json.dumps({
-                "store": str(st.path), "table_version": st.version,
-                "filters": filters.to_dict() if filters is not None else None,
-                "partition": key or None,
-            }).encode(),
+            b"clay_search.export": json.dumps(
+                {
+                    "store": str(st.path),
+                    "table_version": st.version,
+                    "filters": filters.to_dict() if filters is not None else None,
+                    "partition": key or None,
+                }
+            ).encode(),
         }
         schema = pa.schema(fields, metadata=meta)
-        with pq.ParquetWriter(path, schema, compression=compression,
-                              write_statistics=True) as w:
+        with pq.ParquetWriter(path, schema, compression=compression, write_statistics=True) as w:
             for start in range(0, len(sel), group_rows):
-                idx = sel[start:start + group_rows]
-                w.write_table(_group(st, attrs, rows[idx], cx[idx], cy[idx], schema, dim),
-                              row_group_size=len(idx))
+                idx = sel[start : start + group_rows]
+                w.write_table(
+                    _group(st, attrs, rows[idx], cx[idx], cy[idx], schema, dim),
+                    row_group_size=len(idx),
+                )
         files.append({"path": str(path), "rows": int(len(sel)), "partition": key or None})
-    return {"store": str(st.path), "table_version": st.version, "rows": int(len(rows)),
-            "files": files, "row_group_rows": group_rows, "emb": emb}
+    return {
+        "store": str(st.path),
+        "table_version": st.version,
+        "rows": int(len(rows)),
+        "files": files,
+        "row_group_rows": group_rows,
+        "emb": emb,
+    }
 
 
-def _group(st, attrs: pa.Table, rows: np.ndarray, cx: np.ndarray, cy: np.ndarray,
-           schema: pa.Schema, dim: int) -> pa.Table:
+def _group(
+    st,
+    attrs: pa.Table,
+    rows: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    schema: pa.Schema,
+    dim: int,
+) -> pa.Table:
     """One row group: attributes from ``attrs``, vectors read by offset from the table."""
     sorted_rows = np.sort(rows)
     data = st.table.take_offsets(sorted_rows.tolist()).select(["chip_id", "embedding"]).to_arrow()
@@ -209,8 +234,15 @@ def _group(st, attrs: pa.Table, rows: np.ndarray, cx: np.ndarray, cy: np.ndarray
     return pa.table([cols[f.name] for f in schema], schema=schema)
 
 
-def _emb_metadata(st, attrs: pa.Table, rows: np.ndarray, *, license: str | None,
-                  providers: Sequence[str], datasets: Sequence[str]) -> dict:
+def _emb_metadata(
+    st,
+    attrs: pa.Table,
+    rows: np.ndarray,
+    *,
+    license: str | None,
+    providers: Sequence[str],
+    datasets: Sequence[str],
+) -> dict:
     imported = getattr(st.info, "imported", None) or {}
     times = attrs.column("datetime").take(pa.array(rows)).drop_null()
     start = end = None
@@ -218,11 +250,15 @@ def _emb_metadata(st, attrs: pa.Table, rows: np.ndarray, *, license: str | None,
         mm = pc.min_max(times)
         start = mm["min"].as_py().isoformat().replace("+00:00", "Z")
         end = mm["max"].as_py().isoformat().replace("+00:00", "Z")
-    sensors = sorted(s for s in pc.unique(attrs.column("sensor").take(pa.array(rows)))
-                     .to_pylist() if s)
+    sensors = sorted(
+        s for s in pc.unique(attrs.column("sensor").take(pa.array(rows))).to_pylist() if s
+    )
     ds = [dict(d) for d in imported.get("datasets", [])]
-    ds += [{"dataset_id": s, "dataset_source": s} for s in sensors
-           if not any(d.get("dataset_id") == s for d in ds)]
+    ds += [
+        {"dataset_id": s, "dataset_source": s}
+        for s in sensors
+        if not any(d.get("dataset_id") == s for d in ds)
+    ]
     ds += [{"dataset_id": d, "dataset_source": d} for d in datasets]
     prov = [dict(p) for p in imported.get("providers", [])]
     prov += [{"name": p, "roles": ["processor"]} for p in providers]
@@ -231,11 +267,25 @@ def _emb_metadata(st, attrs: pa.Table, rows: np.ndarray, *, license: str | None,
     desc = describe_model_id(st.model_id)
     if desc:
         model.setdefault("name", st.model_id)
-        model.setdefault("config", f"chip vector: {desc['pooling']} pooling of the encoder's "
-                                   f"tokens; {desc['normalisation']}")
+        model.setdefault(
+            "config",
+            f"chip vector: {desc['pooling']} pooling of the encoder's "
+            f"tokens; {desc['normalisation']}",
+        )
     return build_emb(
-        model_id=st.model_id, dim=st.dim, model=model, providers=prov,
-        license=license or imported.get("license"), start=start, end=end, datasets=ds,
-        clay_search={"model_id": st.model_id, **desc, "store_version": st.version,
-                     "chips": int(len(rows)), "imported": bool(imported)},
+        model_id=st.model_id,
+        dim=st.dim,
+        model=model,
+        providers=prov,
+        license=license or imported.get("license"),
+        start=start,
+        end=end,
+        datasets=ds,
+        clay_search={
+            "model_id": st.model_id,
+            **desc,
+            "store_version": st.version,
+            "chips": int(len(rows)),
+            "imported": bool(imported),
+        },
     )

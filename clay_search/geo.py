@@ -165,8 +165,9 @@ def _project(crs, transform, cols: np.ndarray, rows: np.ndarray) -> tuple[np.nda
     """Pixel (col, row) points of the grid to lon/lat (inf where off the Earth)."""
     xs, ys = transform @ (cols.ravel(), rows.ravel())
     with np.errstate(all="ignore"):
-        lon, lat = _to_wgs84(crs.to_wkt()).transform(np.asarray(xs, dtype=np.float64),
-                                                     np.asarray(ys, dtype=np.float64))
+        lon, lat = _to_wgs84(crs.to_wkt()).transform(
+            np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        )
     lon = np.asarray(lon, dtype=np.float64).reshape(cols.shape)
     lat = np.asarray(lat, dtype=np.float64).reshape(cols.shape)
     bad = ~(np.isfinite(lon) & np.isfinite(lat)) | (np.abs(lat) > 90 + 1e-9)
@@ -234,8 +235,9 @@ def _ring_geometry(lon: np.ndarray, lat: np.ndarray) -> BaseGeometry | None:
     return wrap_world(poly)
 
 
-def _limb_geometry(crs, transform, c0: float, r0: float, c1: float,
-                   r1: float) -> BaseGeometry | None:
+def _limb_geometry(
+    crs, transform, c0: float, r0: float, c1: float, r1: float
+) -> BaseGeometry | None:
     """The on-Earth part of a window whose outline does not all project (geostationary limb).
 
     A ``LIMB_GRID`` x ``LIMB_GRID`` grid of cells over the window; cells whose four corners
@@ -244,8 +246,12 @@ def _limb_geometry(crs, transform, c0: float, r0: float, c1: float,
     g = LIMB_GRID
     cc, rr = np.meshgrid(np.linspace(c0, c1, g + 1), np.linspace(r0, r1, g + 1))
     lon, lat = _project(crs, transform, cc, rr)
-    corners = [(slice(0, -1), slice(0, -1)), (slice(0, -1), slice(1, None)),
-               (slice(1, None), slice(1, None)), (slice(1, None), slice(0, -1))]
+    corners = [
+        (slice(0, -1), slice(0, -1)),
+        (slice(0, -1), slice(1, None)),
+        (slice(1, None), slice(1, None)),
+        (slice(1, None), slice(0, -1)),
+    ]
     qlon = np.stack([lon[a, b] for a, b in corners], -1).reshape(-1, 4)
     qlat = np.stack([lat[a, b] for a, b in corners], -1).reshape(-1, 4)
     ok = np.isfinite(qlon).all(1)
@@ -270,12 +276,23 @@ def _valid_extent(mask: np.ndarray, c0: float, r0: float, c1: float, r1: float):
     if len(rows) == 0:
         return None
     sy, sx = (r1 - r0) / mask.shape[0], (c1 - c0) / mask.shape[1]
-    return (c0 + cols[0] * sx, r0 + rows[0] * sy, c0 + (cols[-1] + 1) * sx,
-            r0 + (rows[-1] + 1) * sy)
+    return (
+        c0 + cols[0] * sx,
+        r0 + rows[0] * sy,
+        c0 + (cols[-1] + 1) * sx,
+        r0 + (rows[-1] + 1) * sy,
+    )
 
 
-def footprints(crs, transform, windows: Sequence, *, size: tuple[int, int] | None = None,
-               valid: Sequence[np.ndarray] | None = None, densify: int = 8) -> list[Footprint]:
+def footprints(
+    crs,
+    transform,
+    windows: Sequence,
+    *,
+    size: tuple[int, int] | None = None,
+    valid: Sequence[np.ndarray] | None = None,
+    densify: int = 8,
+) -> list[Footprint]:
     """The footprint in EPSG:4326 of each pixel window of one grid (the one footprint function).
 
     ``crs``/``transform``: the grid (rasterio CRS and affine); ``windows``: rasterio windows;
@@ -309,14 +326,18 @@ def footprints(crs, transform, windows: Sequence, *, size: tuple[int, int] | Non
     if len(idx) == 0:
         return out
     win = np.array([ext[i] for i in idx])
-    c0, r0, c1, r1 = (win[:, k:k + 1] for k in range(4))
+    c0, r0, c1, r1 = (win[:, k : k + 1] for k in range(4))
     t = np.linspace(0.0, 1.0, densify + 1)[:-1][None, :]
     full = np.ones_like(t)
     cols = np.concatenate([c0 + (c1 - c0) * t, c1 * full, c1 - (c1 - c0) * t, c0 * full], 1)
     rows = np.concatenate([r0 * full, r0 + (r1 - r0) * t, r1 * full, r1 - (r1 - r0) * t], 1)
     k = cols.shape[1]
-    lon, lat = _project(crs, transform, np.concatenate([cols, (c0 + c1) / 2], 1),
-                        np.concatenate([rows, (r0 + r1) / 2], 1))
+    lon, lat = _project(
+        crs,
+        transform,
+        np.concatenate([cols, (c0 + c1) / 2], 1),
+        np.concatenate([rows, (r0 + r1) / 2], 1),
+    )
     clon, clat = lon[:, k], lat[:, k]
     lon, lat = lon[:, :k], lat[:, :k]
     finite = np.isfinite(lon).all(1)
@@ -350,8 +371,21 @@ def footprints(crs, transform, windows: Sequence, *, size: tuple[int, int] | Non
     return out
 
 
-def footprint(crs, transform, window, *, size: tuple[int, int] | None = None,
-              valid: np.ndarray | None = None, densify: int = 8) -> Footprint:
+def footprint(
+    crs,
+    transform,
+    window,
+    *,
+    size: tuple[int, int] | None = None,
+    valid: np.ndarray | None = None,
+    densify: int = 8,
+) -> Footprint:
     """:func:`footprints` of one window."""
-    return footprints(crs, transform, [window], size=size,
-                      valid=None if valid is None else [valid], densify=densify)[0]
+    return footprints(
+        crs,
+        transform,
+        [window],
+        size=size,
+        valid=None if valid is None else [valid],
+        densify=densify,
+    )[0]

@@ -116,7 +116,9 @@ class RemotePath:
         self.bucket = parsed.netloc
         self.key = parsed.path.lstrip("/")
         if not self.bucket:
-            raise StoreNotFoundError(f"store URI {uri!r} names no bucket: use {self.scheme}://BUCKET/PREFIX")
+            raise StoreNotFoundError(
+                f"store URI {uri!r} names no bucket: use {self.scheme}://BUCKET/PREFIX"
+            )
 
     # -- pathlib-like ----------------------------------------------------------------------------
     def __truediv__(self, name: str) -> RemotePath:

@@ -36,8 +36,9 @@ DEFAULT_MIN_IOU = 0.5
 _local = threading.local()
 
 
-def place_id_from_bounds(crs: str | None, bounds: Sequence[float], width: int,
-                         height: int) -> str | None:
+def place_id_from_bounds(
+    crs: str | None, bounds: Sequence[float], width: int, height: int
+) -> str | None:
     """Place id of a ``width`` x ``height`` px chip with ``bounds`` (minx, miny, maxx, maxy)
     in ``crs`` (its text as stored in the ``crs`` column). ``None`` without a CRS."""
     if not crs or width <= 0 or height <= 0 or bounds is None:
@@ -52,8 +53,9 @@ def place_id_from_bounds(crs: str | None, bounds: Sequence[float], width: int,
     # every chip of one grid even with float noise in the bounds
     q_key = float(f"{q:.4g}")
     cells = [int(round(v / q_key)) for v in (minx, miny, maxx, maxy)]
-    key = json.dumps([PLACE_ID_VERSION, crs, q_key, cells, int(width), int(height)],
-                     separators=(",", ":"))
+    key = json.dumps(
+        [PLACE_ID_VERSION, crs, q_key, cells, int(width), int(height)], separators=(",", ":")
+    )
     return "p" + hashlib.sha1(key.encode()).hexdigest()[:23]
 
 
@@ -75,8 +77,7 @@ def place_id_for_window(crs, transform, window) -> str | None:
 def _from_wgs84(crs_text: str):
     from pyproj import CRS, Transformer
 
-    return Transformer.from_crs(CRS.from_epsg(4326), CRS.from_user_input(crs_text),
-                                always_xy=True)
+    return Transformer.from_crs(CRS.from_epsg(4326), CRS.from_user_input(crs_text), always_xy=True)
 
 
 def place_ids(attrs: pa.Table) -> np.ndarray:
@@ -114,14 +115,21 @@ def place_ids(attrs: pa.Table) -> np.ndarray:
             x, y = tr.transform(xy[:, 0], xy[:, 1])
             w = json.loads(win[i])
             out[i] = place_id_from_bounds(
-                text, (np.min(x), np.min(y), np.max(x), np.max(y)), int(w["width"]),
-                int(w["height"]))
+                text,
+                (np.min(x), np.min(y), np.max(x), np.max(y)),
+                int(w["width"]),
+                int(w["height"]),
+            )
     return out
 
 
-def overlap_pairs(wkb_a: Sequence[bytes], wkb_b: Sequence[bytes], *,
-                  min_iou: float = DEFAULT_MIN_IOU, best_only: bool = True,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def overlap_pairs(
+    wkb_a: Sequence[bytes],
+    wkb_b: Sequence[bytes],
+    *,
+    min_iou: float = DEFAULT_MIN_IOU,
+    best_only: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(i, j, iou)`` of footprints (WKB, EPSG:4326) of ``a`` and ``b`` that overlap with
     intersection over union >= ``min_iou``; with ``best_only`` each ``i`` keeps its best ``j``.
 
@@ -135,11 +143,14 @@ def overlap_pairs(wkb_a: Sequence[bytes], wkb_b: Sequence[bytes], *,
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
     if not len(wkb_a) or not len(wkb_b):
         return empty
+
     def table(name: str, wkb: Sequence[bytes]) -> pa.Table:
         geoms = shapely.from_wkb(np.array(list(wkb), dtype=object))
         bounds = shapely.bounds(geoms)  # NaN where missing
-        cols = {name: pa.array(np.arange(len(wkb)), pa.int64()),
-                "wkb": pa.array(list(wkb), pa.binary())}
+        cols = {
+            name: pa.array(np.arange(len(wkb)), pa.int64()),
+            "wkb": pa.array(list(wkb), pa.binary()),
+        }
         for k, c in enumerate(("minx", "miny", "maxx", "maxy")):
             cols[c] = pa.array(bounds[:, k], pa.float64(), from_pandas=True)
         return pa.table(cols)
@@ -174,5 +185,8 @@ def overlap_pairs(wkb_a: Sequence[bytes], wkb_b: Sequence[bytes], *,
     finally:
         con.unregister("clay_a")
         con.unregister("clay_b")
-    return (np.asarray(out["i"], np.int64), np.asarray(out["j"], np.int64),
-            np.asarray(out["iou"], np.float64))
+    return (
+        np.asarray(out["i"], np.int64),
+        np.asarray(out["j"], np.int64),
+        np.asarray(out["iou"], np.float64),
+    )

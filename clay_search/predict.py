@@ -60,11 +60,16 @@ class PredictReport:
     index: dict | None = None
 
 
-def _plan(source: Source, spec: HeadSpec, registry: SensorRegistry, *, stride=None,
-          bands: list[str] | None = None) -> SourcePlan:
+def _plan(
+    source: Source,
+    spec: HeadSpec,
+    registry: SensorRegistry,
+    *,
+    stride=None,
+    bands: list[str] | None = None,
+) -> SourcePlan:
     """Plan a source as the head sees it; its bands must be the head's."""
-    params = IngestParams(chip_size=spec.chip_size, stride=stride, sensor=spec.sensor,
-                          bands=bands)
+    params = IngestParams(chip_size=spec.chip_size, stride=stride, sensor=spec.sensor, bands=bands)
     try:
         try:
             plan = plan_source(source, registry, params)
@@ -104,12 +109,16 @@ class _Runner:
         self.norm = spec.make_normaliser()
         self.waves = torch.tensor(spec.waves, dtype=torch.float32)
 
-    def __call__(self, raw: np.ndarray, valid: np.ndarray, gsd: float, datetimes, lonlats
-                 ) -> np.ndarray:
+    def __call__(
+        self, raw: np.ndarray, valid: np.ndarray, gsd: float, datetimes, lonlats
+    ) -> np.ndarray:
         x = torch.from_numpy(self.norm(raw, valid[:, None])).to(self.device)
-        meta = Metadata(self.waves.to(self.device), float(gsd),
-                        encode_time(datetimes).to(self.device),
-                        encode_latlon(lonlats).to(self.device))
+        meta = Metadata(
+            self.waves.to(self.device),
+            float(gsd),
+            encode_time(datetimes).to(self.device),
+            encode_latlon(lonlats).to(self.device),
+        )
         with torch.inference_mode():
             out = self.model(x, meta).float()
         s = self.spec
@@ -133,22 +142,31 @@ def _chip_windows_of(plan: SourcePlan, size: int) -> tuple[list[Window], bool]:
 def _chip_rows(plan: SourcePlan, runner: _Runner, spec: HeadSpec, batch_size: int) -> list[dict]:
     size = spec.chip_size
     windows, whole = _chip_windows_of(plan, size)
-    fps = footprints(plan.meta.crs, plan.meta.transform, windows,
-                     size=(plan.meta.width, plan.meta.height))
+    fps = footprints(
+        plan.meta.crs, plan.meta.transform, windows, size=(plan.meta.width, plan.meta.height)
+    )
     rows: list[dict] = []
     with SourceReader(plan.source) as r:
         for s in range(0, len(windows), batch_size):
-            ws = windows[s:s + batch_size]
-            reads = ([r.read(w, plan.bands.indices, size) for w in ws] if whole
-                     else r.read_many(ws, plan.bands.indices))
+            ws = windows[s : s + batch_size]
+            reads = (
+                [r.read(w, plan.bands.indices, size) for w in ws]
+                if whole
+                else r.read_many(ws, plan.bands.indices)
+            )
             raw = np.stack([a for a, _ in reads])
             valid = np.stack([v for _, v in reads])
             lonlats = [fps[s + i][2] for i in range(len(ws))]
-            out = runner(raw, valid, chip_gsd(plan, size, whole), [plan.datetime] * len(ws),
-                         lonlats)
+            out = runner(
+                raw, valid, chip_gsd(plan, size, whole), [plan.datetime] * len(ws), lonlats
+            )
             for i, w in enumerate(ws):
-                row = {"source": plan.source.display, "window": window_json(w),
-                       "geometry": fps[s + i][0], "sensor": plan.bands.sensor.name}
+                row = {
+                    "source": plan.source.display,
+                    "window": window_json(w),
+                    "geometry": fps[s + i][0],
+                    "sensor": plan.bands.sensor.name,
+                }
                 row.update(_pred_fields(out[i], spec))
                 rows.append(row)
     return rows
@@ -200,14 +218,22 @@ def _sources(inputs: Sequence[str | Path], report: PredictReport) -> list[Source
     return out
 
 
-def predict_chips(head: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
-                  weights=None, batch_size: int = 64, device: str = "cpu",
-                  bands: list[str] | None = None) -> PredictReport:
+def predict_chips(
+    head: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    weights=None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    bands: list[str] | None = None,
+) -> PredictReport:
     """Classify (or regress) every chip of ``inputs`` and write the table ``out``."""
     model, spec = load_head(head, weights=weights, device=device)
     if spec.dense:
-        raise HeadError(f"{head} is a {spec.task} head: predict writes rasters for it "
-                        "(--out FOLDER)")
+        raise HeadError(
+            f"{head} is a {spec.task} head: predict writes rasters for it (--out FOLDER)"
+        )
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".geoparquet", ".csv"):
         raise HeadError(f"--out {out}: write .parquet, .geoparquet or .csv")
@@ -235,8 +261,16 @@ def _tent(size: int) -> np.ndarray:
     return np.outer(w, w)
 
 
-def predict_raster(model, spec: HeadSpec, plan: SourcePlan, out: Path, *, device="cpu",
-                   overlap: float = 0.5, batch_size: int = 16) -> Path:
+def predict_raster(
+    model,
+    spec: HeadSpec,
+    plan: SourcePlan,
+    out: Path,
+    *,
+    device="cpu",
+    overlap: float = 0.5,
+    batch_size: int = 16,
+) -> Path:
     """One dense prediction GeoTIFF for ``plan``'s image (see the module docstring)."""
     import rasterio
 
@@ -254,12 +288,22 @@ def predict_raster(model, spec: HeadSpec, plan: SourcePlan, out: Path, *, device
     acc = np.zeros((k, buf_h, m.width), np.float32)
     wsum = np.zeros((buf_h, m.width), np.float32)
     okay = np.zeros((buf_h, m.width), bool)
-    dtype = "uint8" if seg and values.max() < 255 and values.min() >= 0 else (
-        "int32" if seg else "float32")
+    dtype = (
+        "uint8"
+        if seg and values.max() < 255 and values.min() >= 0
+        else ("int32" if seg else "float32")
+    )
     nodata = 255 if dtype == "uint8" else (-1 if seg else float("nan"))
     profile = {
-        "driver": "GTiff", "width": m.width, "height": m.height, "count": 1, "dtype": dtype,
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "driver": "GTiff",
+        "width": m.width,
+        "height": m.height,
+        "count": 1,
+        "dtype": dtype,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
         "nodata": nodata,
     }
     if m.georeferenced:
@@ -271,13 +315,14 @@ def predict_raster(model, spec: HeadSpec, plan: SourcePlan, out: Path, *, device
             for ri, row0 in enumerate(starts):
                 row_ws = [w for w in windows if int(w.row_off) == row0]
                 for s in range(0, len(row_ws), batch_size):
-                    ws = row_ws[s:s + batch_size]
+                    ws = row_ws[s : s + batch_size]
                     reads = r.read_many(ws, plan.bands.indices)
                     raw = np.stack([a for a, _ in reads])
                     valid = np.stack([v for _, v in reads])
                     fps = footprints(m.crs, m.transform, ws, size=(m.width, m.height))
-                    out_b = runner(raw, valid, plan.gsd, [plan.datetime] * len(ws),
-                                   [f[2] for f in fps])
+                    out_b = runner(
+                        raw, valid, plan.gsd, [plan.datetime] * len(ws), [f[2] for f in fps]
+                    )
                     for i, w in enumerate(ws):
                         c0 = int(w.col_off)
                         c1 = min(c0 + size, m.width)
@@ -314,14 +359,22 @@ def predict_raster(model, spec: HeadSpec, plan: SourcePlan, out: Path, *, device
     return out
 
 
-def predict_rasters(head: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,
-                    weights=None, device: str = "cpu", overlap: float = 0.5,
-                    bands: list[str] | None = None) -> PredictReport:
+def predict_rasters(
+    head: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    weights=None,
+    device: str = "cpu",
+    overlap: float = 0.5,
+    bands: list[str] | None = None,
+) -> PredictReport:
     """A dense head over images: ``<out_dir>/<image stem>.tif`` each."""
     model, spec = load_head(head, weights=weights, device=device)
     if not spec.dense:
-        raise HeadError(f"{head} is a {spec.task} head: predict writes a table for it "
-                        "(--out FILE.parquet|.csv)")
+        raise HeadError(
+            f"{head} is a {spec.task} head: predict writes a table for it (--out FILE.parquet|.csv)"
+        )
     if not 0.0 <= overlap < 1.0:
         raise HeadError(f"--overlap {overlap} must be in [0, 1)")
     report = PredictReport()
@@ -336,14 +389,14 @@ def predict_rasters(head: str | Path, inputs: Sequence[str | Path], out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     for plan in plans:
         stem = Path(plan.source.paths[0]).stem
-        p = predict_raster(model, spec, plan, out / f"{stem}.tif", device=device,
-                           overlap=overlap)
+        p = predict_raster(model, spec, plan, out / f"{stem}.tif", device=device, overlap=overlap)
         report.written.append(str(p))
     return report
 
 
-def predict_store(head: str | Path, store: str | Path, *, weights=None, batch_size: int = 64,
-                  device: str = "cpu") -> PredictReport:
+def predict_store(
+    head: str | Path, store: str | Path, *, weights=None, batch_size: int = 64, device: str = "cpu"
+) -> PredictReport:
     """Predict every chip of a store from its source pixels and write the prediction columns
     (``pred_label``, ``pred_score`` for classification; ``pred_value`` for regression)."""
     import pyarrow as pa
@@ -353,12 +406,19 @@ def predict_store(head: str | Path, store: str | Path, *, weights=None, batch_si
 
     model, spec = load_head(head, weights=weights, device=device)
     if spec.dense:
-        raise HeadError(f"{head} is a {spec.task} head; a store holds chips: use a "
-                        "classification or regression head")
+        raise HeadError(
+            f"{head} is a {spec.task} head; a store holds chips: use a "
+            "classification or regression head"
+        )
     info = read_store_info(store)
     table = open_chips_table(info, create=False)
-    attrs = table.search().select(["chip_id", "source", "window", "sensor", "datetime"]).limit(
-        None).to_arrow().to_pylist()
+    attrs = (
+        table.search()
+        .select(["chip_id", "source", "window", "sensor", "datetime"])
+        .limit(None)
+        .to_arrow()
+        .to_pylist()
+    )
     report = PredictReport()
     registry = SensorRegistry.default()
     runner = _Runner(model, spec, device)
@@ -378,18 +438,28 @@ def predict_store(head: str | Path, store: str | Path, *, weights=None, batch_si
         rows = by_source[src]
         with SourceReader(plan.source) as r:
             for s in range(0, len(rows), batch_size):
-                part = rows[s:s + batch_size]
+                part = rows[s : s + batch_size]
                 wins = [Window(**json.loads(x["window"])) for x in part]
                 resample = [(int(w.width), int(w.height)) != (size, size) for w in wins]
-                reads = [r.read(w, plan.bands.indices, size if rs else None)
-                         for w, rs in zip(wins, resample, strict=True)]
+                reads = [
+                    r.read(w, plan.bands.indices, size if rs else None)
+                    for w, rs in zip(wins, resample, strict=True)
+                ]
                 raw = np.stack([a for a, _ in reads])
                 valid = np.stack([v for _, v in reads])
-                fps = footprints(plan.meta.crs, plan.meta.transform, wins,
-                                 size=(plan.meta.width, plan.meta.height))
-                out = runner(raw, valid, chip_gsd(plan, size, any(resample)),
-                             [x["datetime"] for x in part],
-                             [f[2] for f in fps])
+                fps = footprints(
+                    plan.meta.crs,
+                    plan.meta.transform,
+                    wins,
+                    size=(plan.meta.width, plan.meta.height),
+                )
+                out = runner(
+                    raw,
+                    valid,
+                    chip_gsd(plan, size, any(resample)),
+                    [x["datetime"] for x in part],
+                    [f[2] for f in fps],
+                )
                 for i, x in enumerate(part):
                     ids.append(x["chip_id"])
                     if spec.task in ("classify", "multilabel"):
@@ -403,13 +473,18 @@ def predict_store(head: str | Path, store: str | Path, *, weights=None, batch_si
     all_ids = pa.array(ids + rest, pa.string())
     if spec.task in ("classify", "multilabel"):
         fields = [pa.field("pred_label", pa.string()), pa.field("pred_score", pa.float32())]
-        new = pa.table({"chip_id": all_ids,
-                        "pred_label": pa.array(labels + [None] * len(rest), pa.string()),
-                        "pred_score": pa.array(scores + [None] * len(rest), pa.float32())})
+        new = pa.table(
+            {
+                "chip_id": all_ids,
+                "pred_label": pa.array(labels + [None] * len(rest), pa.string()),
+                "pred_score": pa.array(scores + [None] * len(rest), pa.float32()),
+            }
+        )
     else:
         fields = [pa.field("pred_value", pa.float32())]
-        new = pa.table({"chip_id": all_ids,
-                        "pred_value": pa.array(values + [None] * len(rest), pa.float32())})
+        new = pa.table(
+            {"chip_id": all_ids, "pred_value": pa.array(values + [None] * len(rest), pa.float32())}
+        )
     # the other task's columns of an earlier run are dropped; these are added (null) if new,
     # then filled by chip id in one merge (a new table version each step)
     stale = [c for c in PRED_COLUMNS if c in table.schema.names and c not in new.column_names]

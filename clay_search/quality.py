@@ -289,8 +289,11 @@ def evaluate_through_store(
                     ranker, labels, cls, start=start, rounds=rounds, per_round=per_round
                 )
         mean_rates = {
-            name: [float(np.mean([r[i] for r in per.values() if len(r) > i]))
-                   for i in range(rounds) if any(len(r) > i for r in per.values())]
+            name: [
+                float(np.mean([r[i] for r in per.values() if len(r) > i]))
+                for i in range(rounds)
+                if any(len(r) > i for r in per.values())
+            ]
             for name, per in session.items()
         }
         return StoreEvaluation(
@@ -308,8 +311,10 @@ def evaluate_through_store(
                     key.split(" | ", 1)[-1]: v.get("stats_source")
                     for key, v in report.normalisers.items()
                 },
-                "options": {"weights": None if weights is None else str(weights),
-                            **(ingest_options or {})},
+                "options": {
+                    "weights": None if weights is None else str(weights),
+                    **(ingest_options or {}),
+                },
             },
         )
 

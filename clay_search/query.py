@@ -38,9 +38,7 @@ class Query:
     k: int | None = None
     mode: str = "search"  # or "refine"
 
-    def where(
-        self, filters: Filters | None = None, **where: Unpack[FilterKeywords]
-    ) -> Query:
+    def where(self, filters: Filters | None = None, **where: Unpack[FilterKeywords]) -> Query:
         """Add filters (a :class:`Filters` and/or its keywords; later calls override)."""
         base = self.filters if filters is None else _merge(self.filters, filters)
         return dataclasses.replace(self, filters=Filters.of(base, **where))
@@ -87,8 +85,10 @@ class Query:
 
 
 def _flat(examples: tuple[Any, ...]) -> tuple[Any, ...]:
-    if len(examples) == 1 and isinstance(examples[0], Sequence | set) and not isinstance(
-        examples[0], str
+    if (
+        len(examples) == 1
+        and isinstance(examples[0], Sequence | set)
+        and not isinstance(examples[0], str)
     ):
         first = examples[0]
         if not (len(first) and all(isinstance(v, int | float) for v in first)):  # not a vector

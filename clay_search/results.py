@@ -13,8 +13,14 @@ import pyarrow.parquet as pq
 import shapely
 
 #: Columns never written to GeoJSON properties (binary or huge).
-BINARY_COLUMNS = ("geometry", "thumbnail", "embedding", "patch_embeddings",
-                  "thumbnail_before", "thumbnail_after")
+BINARY_COLUMNS = (
+    "geometry",
+    "thumbnail",
+    "embedding",
+    "patch_embeddings",
+    "thumbnail_before",
+    "thumbnail_after",
+)
 #: The CRS every export names (coordinates are always lon/lat).
 EXPORT_CRS = "EPSG:4326"
 

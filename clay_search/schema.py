@@ -58,11 +58,13 @@ def _vectors(value, size: int, n: int, name: str) -> pa.Array:
     else:
         vals = list(value)
         if any(v is None for v in vals):  # some rows without: nulls (all or nothing per row)
-            flat = [None if v is None else np.asarray(v, np.float32).ravel().tolist()
-                    for v in vals]
+            flat = [None if v is None else np.asarray(v, np.float32).ravel().tolist() for v in vals]
             return pa.array(flat, pa.list_(pa.float32(), size))
-        mat = np.stack([np.asarray(v, np.float32).ravel() for v in vals]) if vals else \
-            np.zeros((0, size), np.float32)
+        mat = (
+            np.stack([np.asarray(v, np.float32).ravel() for v in vals])
+            if vals
+            else np.zeros((0, size), np.float32)
+        )
     mat = np.ascontiguousarray(mat, dtype=np.float32).reshape(len(mat), -1)
     if mat.shape != (n, size):
         raise ValueError(f"{name} must be [{n}, {size}]; got {list(mat.shape)}")

@@ -58,8 +58,14 @@ def _backbone(weights, freeze, scratch: str | None) -> ClayBackbone:
 
 
 def _arrays(chips: TaskChips, idx: np.ndarray) -> ArrayData:
-    return ArrayData(chips.normalised(idx), chips.targets[idx], chips.time[idx],
-                     chips.latlon[idx], chips.waves, chips.gsd)
+    return ArrayData(
+        chips.normalised(idx),
+        chips.targets[idx],
+        chips.time[idx],
+        chips.latlon[idx],
+        chips.waves,
+        chips.gsd,
+    )
 
 
 def _balanced(y: np.ndarray, k: int) -> list[float]:
@@ -129,64 +135,115 @@ def run_task(
             raise TrainingDataError("no finite regression targets in the training split")
         tmean, tstd = float(finite.mean()), float(finite.std() or 1.0)
     cfg = FinetuneConfig(
-        task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, class_weights=cw,
-        augment=augment, max_time_s=max_time_s, target_mean=tmean or 0.0,
-        target_std=tstd or 1.0, classes=classes, keep=keep,
+        task=task,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        class_weights=cw,
+        augment=augment,
+        max_time_s=max_time_s,
+        target_mean=tmean or 0.0,
+        target_std=tstd or 1.0,
+        classes=classes,
+        keep=keep,
     )
     spec = HeadSpec(
-        task=task, sensor=chips.sensor, bands=list(chips.bands), waves=list(chips.waves),
-        normaliser=chips.normaliser.to_dict(), chip_size=int(chip_size),
-        model={"kind": kind, "num_outputs": num_outputs, "pooling": pooling, "head": head,
-               "channels": channels},
-        backbone={}, classes=classes, ignore_index=ignore_index, gsd=chips.gsd,
+        task=task,
+        sensor=chips.sensor,
+        bands=list(chips.bands),
+        waves=list(chips.waves),
+        normaliser=chips.normaliser.to_dict(),
+        chip_size=int(chip_size),
+        model={
+            "kind": kind,
+            "num_outputs": num_outputs,
+            "pooling": pooling,
+            "head": head,
+            "channels": channels,
+        },
+        backbone={},
+        classes=classes,
+        ignore_index=ignore_index,
+        gsd=chips.gsd,
         target={"mean": tmean, "std": tstd} if tmean is not None else None,
     )
     model = build_model(spec, bb)
     out = Path(out)
-    result = finetune(model, train, val, cfg, out, device=device, resume=resume,
-                      progress=progress)
+    result = finetune(model, train, val, cfg, out, device=device, resume=resume, progress=progress)
     spec.metrics = result.best_metrics
     spec.training = {
         **{k: v for k, v in cfg.to_dict().items() if k != "classes"},
-        "freeze": bb.freeze, "scratch": scratch, "train_chips": int(len(train_idx)),
-        "val_chips": int(len(val_idx)), "val_fraction": val_fraction,
-        "label_fraction": label_fraction, "best_epoch": result.best_epoch,
-        "seconds": round(result.seconds, 2), "split": "whole images/tiles (seeded)",
+        "freeze": bb.freeze,
+        "scratch": scratch,
+        "train_chips": int(len(train_idx)),
+        "val_chips": int(len(val_idx)),
+        "val_fraction": val_fraction,
+        "label_fraction": label_fraction,
+        "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 2),
+        "split": "whole images/tiles (seeded)",
         "held_out_groups": sorted({chips.groups[i] for i in val_idx})[:200],
     }
     save_head(model, spec, out)
-    (out / "metrics.json").write_text(json.dumps(
-        {"best_epoch": result.best_epoch, "held_out": result.best_metrics,
-         "epochs": result.rows}, indent=2, default=float) + "\n")
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "best_epoch": result.best_epoch,
+                "held_out": result.best_metrics,
+                "epochs": result.rows,
+            },
+            indent=2,
+            default=float,
+        )
+        + "\n"
+    )
     return TaskRun(out, result, spec, int(len(train_idx)), int(len(val_idx)))
 
 
 def finetune_classify(
-    data: str | Path, out: str | Path, *, labels_csv: str | Path | None = None,
-    chip_size: int = 64, sensor: str | None = None, bands: list[str] | None = None, **kw
+    data: str | Path,
+    out: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+    chip_size: int = 64,
+    sensor: str | None = None,
+    bands: list[str] | None = None,
+    **kw,
 ) -> TaskRun:
     """Train a chip classifier on ``DATA/<Class>/*`` (or a multi-label ``labels_csv``)."""
-    chips = read_labelled_folder(data, chip_size=chip_size, sensor=sensor, bands=bands,
-                                 labels_csv=labels_csv)
+    chips = read_labelled_folder(
+        data, chip_size=chip_size, sensor=sensor, bands=bands, labels_csv=labels_csv
+    )
     task = "multilabel" if chips.targets.ndim == 2 else "classify"
     return run_task(chips, task, out, kind="chip", chip_size=chip_size, **kw)
 
 
 def finetune_regress(
-    out: str | Path, *, targets: str | Path | None = None, target_column: str = "value",
-    pairs: str | Path | None = None, images: str | Path | None = None,
-    target_rasters: str | Path | None = None, chip_size: int = 64, stride: int | None = None,
-    sensor: str | None = None, bands: list[str] | None = None, **kw
+    out: str | Path,
+    *,
+    targets: str | Path | None = None,
+    target_column: str = "value",
+    pairs: str | Path | None = None,
+    images: str | Path | None = None,
+    target_rasters: str | Path | None = None,
+    chip_size: int = 64,
+    stride: int | None = None,
+    sensor: str | None = None,
+    bands: list[str] | None = None,
+    **kw,
 ) -> TaskRun:
     """Per-chip regression (``targets`` table) or pixel-wise regression (target rasters aligned
     with the images: ``pairs`` CSV ``image,mask`` or ``images`` + ``target_rasters`` folders)."""
     if targets is not None:
-        chips = read_target_table(targets, column=target_column, chip_size=chip_size,
-                                  sensor=sensor, bands=bands)
+        chips = read_target_table(
+            targets, column=target_column, chip_size=chip_size, sensor=sensor, bands=bands
+        )
         return run_task(chips, "regress", out, kind="chip", chip_size=chip_size, **kw)
     plist = _pairs(pairs, images, target_rasters)
-    chips = read_pairs(plist, kind="value", chip_size=chip_size, stride=stride, sensor=sensor,
-                       bands=bands)
+    chips = read_pairs(
+        plist, kind="value", chip_size=chip_size, stride=stride, sensor=sensor, bands=bands
+    )
     return run_task(chips, "regress-pixel", out, kind="dense", chip_size=chip_size, **kw)
 
 
@@ -199,14 +256,31 @@ def _pairs(pairs, images, masks) -> list[tuple[Path, Path]]:
 
 
 def finetune_segment(
-    out: str | Path, *, pairs: str | Path | None = None, images: str | Path | None = None,
-    masks: str | Path | None = None, chip_size: int = 64, stride: int | None = None,
-    sensor: str | None = None, bands: list[str] | None = None, ignore_index: int | None = None,
-    classes: list[int] | None = None, **kw
+    out: str | Path,
+    *,
+    pairs: str | Path | None = None,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    chip_size: int = 64,
+    stride: int | None = None,
+    sensor: str | None = None,
+    bands: list[str] | None = None,
+    ignore_index: int | None = None,
+    classes: list[int] | None = None,
+    **kw,
 ) -> TaskRun:
     """Semantic segmentation from image/mask pairs (class-index masks of the image's size)."""
     plist = _pairs(pairs, images, masks)
-    chips = read_pairs(plist, kind="class", chip_size=chip_size, stride=stride, sensor=sensor,
-                       bands=bands, ignore_index=ignore_index, classes=classes)
-    return run_task(chips, "segment", out, kind="dense", chip_size=chip_size,
-                ignore_index=ignore_index, **kw)
+    chips = read_pairs(
+        plist,
+        kind="class",
+        chip_size=chip_size,
+        stride=stride,
+        sensor=sensor,
+        bands=bands,
+        ignore_index=ignore_index,
+        classes=classes,
+    )
+    return run_task(
+        chips, "segment", out, kind="dense", chip_size=chip_size, ignore_index=ignore_index, **kw
+    )

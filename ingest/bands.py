@@ -31,8 +31,10 @@ def stats_caveat(source: Source, sensor: Sensor) -> str | None:
     if sensor.name.startswith("landsat-c2") and any(
         _LANDSAT_C1.search(p) for p in source.name_parts
     ):
-        return (f"a Landsat Collection 1 product (raw DN), while the {sensor.name} statistics "
-                "are for Collection 2")
+        return (
+            f"a Landsat Collection 1 product (raw DN), while the {sensor.name} statistics "
+            "are for Collection 2"
+        )
     return None
 
 
@@ -59,8 +61,11 @@ def _lookup(sensor: Sensor, key: str) -> Band | None:
     k = _ALIASES.get(k, k)
     if sensor.has_band(k):
         return sensor.band(k)
-    found = {sensor.band(_ALIASES.get(p, p)) for p in _PARTS.split(k)
-             if p and sensor.has_band(_ALIASES.get(p, p))}
+    found = {
+        sensor.band(_ALIASES.get(p, p))
+        for p in _PARTS.split(k)
+        if p and sensor.has_band(_ALIASES.get(p, p))
+    }
     return found.pop() if len(found) == 1 else None
 
 
@@ -70,8 +75,9 @@ def _tag_text(meta: RasterMeta) -> str | None:
     return " ".join(parts) or None
 
 
-def _evidence(source: Source, meta: RasterMeta, registry: SensorRegistry
-              ) -> tuple[Sensor, str] | None:
+def _evidence(
+    source: Source, meta: RasterMeta, registry: SensorRegistry
+) -> tuple[Sensor, str] | None:
     """The sensor that the source's own metadata names: STAC, a product id, a GeoTIFF tag."""
     if source.stac_text and (hit := registry.from_hints("stac", [source.stac_text])):
         return hit[0], "STAC metadata"
@@ -90,8 +96,9 @@ def _id_meanings(s: Sensor, other: Sensor, ids: list[str] | None = None) -> str:
     out = []
     for k in keys:
         if s.has_band(k) and other.has_band(k) and s.band(k).name != other.band(k).name:
-            out.append(f"{k.upper()} is {s.band(k).name} on {s.name}, {other.band(k).name} on "
-                       f"{other.name}")
+            out.append(
+                f"{k.upper()} is {s.band(k).name} on {s.name}, {other.band(k).name} on {other.name}"
+            )
     return "; ".join(out[:3]) or "none in common"
 
 
@@ -99,16 +106,20 @@ def _reflective_ids(s: Sensor) -> set[str]:
     return {b.id.upper() for b in s.bands if b.id and b.wavelength < 3.0 and b.name != "pan"}
 
 
-def check_band_ids(source: Source, meta: RasterMeta, sensor: Sensor, registry: SensorRegistry,
-                   forced: list[str]) -> list[str]:
+def check_band_ids(
+    source: Source, meta: RasterMeta, sensor: Sensor, registry: SensorRegistry, forced: list[str]
+) -> list[str]:
     """Notes (and errors) for ``--bands`` given as band ids of a sensor whose family numbers
     bands differently (Landsat 8/9 B2 is Landsat 4-7 B1): the ids are read as ``sensor``'s,
     said on screen; a set of ids that is another family member's own band set, or a file whose
     band descriptions contradict them, is an error."""
     family = registry.family(sensor)
-    ids = [k for k in forced
-           if sensor.band(_ALIASES.get(k.strip().lower(), k)).name != k.strip().lower()
-           and k.strip().lower() not in _ALIASES]
+    ids = [
+        k
+        for k in forced
+        if sensor.band(_ALIASES.get(k.strip().lower(), k)).name != k.strip().lower()
+        and k.strip().lower() not in _ALIASES
+    ]
     if not family or not ids:
         return []
     differ = [o for o in family if _id_meanings(sensor, o, ids) != "none in common"]
@@ -132,17 +143,22 @@ def check_band_ids(source: Source, meta: RasterMeta, sensor: Sensor, registry: S
         meant = _lookup(sensor, d)
         parts = {p for p in _PARTS.split(d.lower()) if p}
         named = {b.name for b in sensor.bands if b.name in parts}
-        if (meant is None or meant.name != sensor.band(k).name) and named and \
-                sensor.band(k).name not in named:
+        if (
+            (meant is None or meant.name != sensor.band(k).name)
+            and named
+            and sensor.band(k).name not in named
+        ):
             raise BandMismatchError(
                 f"{source.display}: --bands reads band {i + 1} as {k} = {sensor.band(k).name} "
                 f"on {sensor.name}, but the file describes it as {d!r}. Band ids are per "
                 f"sensor ({_id_meanings(sensor, differ[0], ids)}): check --sensor, or name the "
                 "bands by common name"
             )
-    return [f"--bands ids read as {sensor.name}'s ({_id_meanings(sensor, differ[0], ids)}); "
-            f"for another Landsat use its --sensor ({', '.join(o.name for o in differ)}) or "
-            "common names"]
+    return [
+        f"--bands ids read as {sensor.name}'s ({_id_meanings(sensor, differ[0], ids)}); "
+        f"for another Landsat use its --sensor ({', '.join(o.name for o in differ)}) or "
+        "common names"
+    ]
 
 
 def _file_keys(source: Source, meta: RasterMeta) -> list[str] | None:
@@ -293,5 +309,6 @@ def plan_bands(
         raise BandMismatchError(
             f"none of the bands of {source.display} can be used with {s.name}; check --bands"
         )
-    return BandPlan(sensor=s, indices=indices, bands=chosen, notes=notes,
-                    stats_caveat=stats_caveat(source, s))
+    return BandPlan(
+        sensor=s, indices=indices, bands=chosen, notes=notes, stats_caveat=stats_caveat(source, s)
+    )

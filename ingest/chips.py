@@ -16,6 +16,7 @@ MAX_CHIPS_PER_SOURCE = 1_000_000
 
 def chip_count(width: int, height: int, size: int, step: int) -> int:
     """``len(chip_windows(width, height, size, step))`` without listing them."""
+
     def n(m: int) -> int:
         k = max(m - size, 0) // step + 1
         return k + 1 if (k - 1) * step + size < m else k
@@ -42,6 +43,7 @@ def chip_windows(width: int, height: int, size: int, step: int) -> list[Window]:
 
     The last row/column of windows may reach past the raster; those pixels are padding.
     """
+
     def starts(n: int) -> list[int]:
         out = list(range(0, max(n - size, 0) + 1, step))
         if out[-1] + size < n:
@@ -56,12 +58,21 @@ def window_json(w: Window) -> str:
 
     The text of ``json.dumps`` of the four ints with ``sort_keys=True``.
     """
-    return (f'{{"col_off": {int(w.col_off)}, "height": {int(w.height)}, '
-            f'"row_off": {int(w.row_off)}, "width": {int(w.width)}}}')
+    return (
+        f'{{"col_off": {int(w.col_off)}, "height": {int(w.height)}, '
+        f'"row_off": {int(w.row_off)}, "width": {int(w.width)}}}'
+    )
 
 
-def chip_id(identity: str, window: Window, *, chip_size: int, step: int, bands: list[str],
-            whole: bool = False) -> str:
+def chip_id(
+    identity: str,
+    window: Window,
+    *,
+    chip_size: int,
+    step: int,
+    bands: list[str],
+    whole: bool = False,
+) -> str:
     """Deterministic id: sha1 of the source identity, window, chip size, stride and bands."""
     key = json.dumps(
         [CHIP_ID_VERSION, identity, window_json(window), chip_size, step, list(bands), whole],
@@ -87,4 +98,3 @@ def ground_sample_distance(crs, transform, lat: float | None, default: float) ->
     if crs.to_epsg() in (3857, 900913) and lat is not None:
         gsd *= math.cos(math.radians(lat))  # Web Mercator stretches with latitude
     return float(gsd)
-

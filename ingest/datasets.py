@@ -299,9 +299,15 @@ def read_scenes(
     from clay_search.ingest.raster import SourceReader
     from clay_search.ingest.sources import SourceFailure, discover
 
-    params = IngestParams.from_options(sensor=sensor, bands=list(bands) if bands else None,
-                                       chip_size=chip, stride=stride, nodata=nodata,
-                                       max_nodata=max_nodata_fraction, stats="source")
+    params = IngestParams.from_options(
+        sensor=sensor,
+        bands=list(bands) if bands else None,
+        chip_size=chip,
+        stride=stride,
+        nodata=nodata,
+        max_nodata=max_nodata_fraction,
+        stats="source",
+    )
     registry = SensorRegistry.default()
     pixels, names, times, lonlats = [], [], [], []
     gsd, set_bands, set_sensor = None, None, None
@@ -314,12 +320,17 @@ def read_scenes(
         elif plan.bands.band_names != set_bands:
             raise SourceNotFoundError(
                 f"{src.display} has bands {plan.bands.band_names}, the set has {set_bands}; "
-                "read them as separate sets")
+                "read them as separate sets"
+            )
         with SourceReader(src, nodata=nodata) as reader:
             reads = reader.read_many(plan.windows, plan.bands.indices)
         keep = [k for k, (_, v) in enumerate(reads) if 1.0 - float(v.mean()) <= max_nodata_fraction]
-        fps = footprints(plan.meta.crs, plan.meta.transform, [plan.windows[k] for k in keep],
-                         size=(plan.meta.width, plan.meta.height))
+        fps = footprints(
+            plan.meta.crs,
+            plan.meta.transform,
+            [plan.windows[k] for k in keep],
+            size=(plan.meta.width, plan.meta.height),
+        )
         stem = Path(src.paths[0]).stem
         for j, k in enumerate(keep):
             win = plan.windows[k]
@@ -335,8 +346,11 @@ def read_scenes(
         arr = arr[keep_i]
         names, times, lonlats = ([seq[i] for i in keep_i] for seq in (names, times, lonlats))
     mean, std = _stats(arr)
-    rgb = ([set_bands.index(b) for b in ("red", "green", "blue")]
-           if {"red", "green", "blue"} <= set(set_bands) else None)
+    rgb = (
+        [set_bands.index(b) for b in ("red", "green", "blue")]
+        if {"red", "green", "blue"} <= set(set_bands)
+        else None
+    )
     return ChipSet(
         name=name,
         pixels=arr,
@@ -359,8 +373,15 @@ def read_landsat8(
     (:func:`read_scenes` of the folder's scene and band files)."""
     root = _require(Path(root))
     files = sorted(root.glob("*_RT.TIF")) + sorted(root.glob("*_RT_B[234].TIF"))
-    return read_scenes(files, name="landsat8", sensor="landsat-c2l1", bands=["B2", "B3", "B4"],
-                       chip=chip, stride=stride, max_chips=max_chips)
+    return read_scenes(
+        files,
+        name="landsat8",
+        sensor="landsat-c2l1",
+        bands=["B2", "B3", "B4"],
+        chip=chip,
+        stride=stride,
+        max_chips=max_chips,
+    )
 
 
 def read_naip(
@@ -369,8 +390,14 @@ def read_naip(
     """The NAIP RGB+NIR time series (8-bit, 5 m as resampled here) cut into chips
     (:func:`read_scenes` of the folder)."""
     root = _require(Path(root))
-    return read_scenes(sorted(root.glob("*.tif")), name="naip", sensor="naip", chip=chip,
-                       stride=stride, max_chips=max_chips)
+    return read_scenes(
+        sorted(root.glob("*.tif")),
+        name="naip",
+        sensor="naip",
+        chip=chip,
+        stride=stride,
+        max_chips=max_chips,
+    )
 
 
 # -- the mixes used by `clay-search train` and `clay-search eval` --------------------------------

@@ -44,8 +44,14 @@ _ONLY_YEAR = re.compile(r"^((?:19|20)\d{2})$")  # 1985.tif, a folder 1985/
 
 #: GeoTIFF metadata tags that hold a date, most trusted first (TIFFTAG_DATETIME is often the
 #: file's creation time, so it comes last).
-DATE_TAGS = ("ACQUISITIONDATE", "ACQUISITION_DATE", "DATE_ACQUIRED", "ACQUISITION_DATETIME",
-             "DATE", "TIFFTAG_DATETIME")
+DATE_TAGS = (
+    "ACQUISITIONDATE",
+    "ACQUISITION_DATE",
+    "DATE_ACQUIRED",
+    "ACQUISITION_DATETIME",
+    "DATE",
+    "TIFFTAG_DATETIME",
+)
 
 
 @dataclass(frozen=True)
@@ -163,8 +169,9 @@ class DatesFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise IngestOptionError(f"--dates {self.path} does not exist; give a CSV or JSON "
-                                    "file of per-file dates")
+            raise IngestOptionError(
+                f"--dates {self.path} does not exist; give a CSV or JSON file of per-file dates"
+            )
         self.entries: dict[str, DatePeriod] = {}
         for key, text in self._rows():
             self.entries[key] = parse_period(str(text), what=f"--dates {self.path.name}: {key}")
@@ -181,8 +188,10 @@ class DatesFile:
                 return [(str(k), str(v)) for k, v in data.items()]
             if isinstance(data, list) and all(isinstance(r, dict) for r in data):
                 return [self._pick(r, i) for i, r in enumerate(data)]
-            raise IngestOptionError(f"--dates {self.path}: expected an object of file -> date "
-                                    "or a list of {\"file\": ..., \"date\": ...}")
+            raise IngestOptionError(
+                f"--dates {self.path}: expected an object of file -> date "
+                'or a list of {"file": ..., "date": ...}'
+            )
         rows = list(csv.DictReader(text.splitlines()))
         return [self._pick(r, i + 2) for i, r in enumerate(rows)]
 
@@ -193,7 +202,8 @@ class DatesFile:
         if f is None or d is None:
             raise IngestOptionError(
                 f"--dates {self.path}: entry {where} needs a file ({'/'.join(_FILE_KEYS)}) and "
-                f"a date ({'/'.join(_DATE_KEYS)}); got {row}")
+                f"a date ({'/'.join(_DATE_KEYS)}); got {row}"
+            )
         return str(f).strip(), str(d).strip()
 
     def lookup(self, paths: list[str]) -> DateChoice | None:
@@ -211,8 +221,13 @@ class DatesFile:
         return [k for k in self.entries if k not in self.used]
 
 
-def choose_datetime(source, tags: Mapping[str, str], *, forced: DatePeriod | None = None,
-                    dates: DatesFile | None = None) -> DateChoice:
+def choose_datetime(
+    source,
+    tags: Mapping[str, str],
+    *,
+    forced: DatePeriod | None = None,
+    dates: DatesFile | None = None,
+) -> DateChoice:
     """The date of ``source`` from the first evidence that has one (see the module doc)."""
     if forced is not None:
         return DateChoice.of(forced, "--datetime")

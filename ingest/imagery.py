@@ -38,10 +38,16 @@ class _PlainSource(Source):
         return False
 
 
-def embed_chips(embedder: Embedder, plan: SourcePlan, raw: np.ndarray, valid: np.ndarray, *,
-                datetimes: Sequence[datetime | None] | None = None,
-                lonlats: Sequence[tuple[float, float] | None] | None = None,
-                patches: bool = False) -> EmbeddingBatch:
+def embed_chips(
+    embedder: Embedder,
+    plan: SourcePlan,
+    raw: np.ndarray,
+    valid: np.ndarray,
+    *,
+    datetimes: Sequence[datetime | None] | None = None,
+    lonlats: Sequence[tuple[float, float] | None] | None = None,
+    patches: bool = False,
+) -> EmbeddingBatch:
     """Embed chips of one source plan as ingest does.
 
     ``raw``: ``[N, C, H, W]`` raw pixels of ``plan.bands`` (the files' type); ``valid``:
@@ -50,15 +56,28 @@ def embed_chips(embedder: Embedder, plan: SourcePlan, raw: np.ndarray, valid: np
     embedder's output (``.embedding`` ``[N, D]``, ``.patches`` with ``patches=True``).
     """
     return embedder.embed_raw(
-        raw, plan.bands.sensor, plan.bands.bands, normaliser=plan.normaliser,
-        valid=valid[:, None], gsd=plan.gsd, datetimes=list(datetimes) if datetimes else None,
-        lonlats=list(lonlats) if lonlats else None, patches=patches)
+        raw,
+        plan.bands.sensor,
+        plan.bands.bands,
+        normaliser=plan.normaliser,
+        valid=valid[:, None],
+        gsd=plan.gsd,
+        datetimes=list(datetimes) if datetimes else None,
+        lonlats=list(lonlats) if lonlats else None,
+        patches=patches,
+    )
 
 
-def read_chip(path: str | Path, embedder: Embedder, *, sensor: str | None = None,
-              bands: Sequence[str] | None = None, size: int | None = None,
-              stats: str = "auto", georeferenced: bool = True
-              ) -> tuple[SourcePlan, np.ndarray, np.ndarray, tuple[float, float] | None]:
+def read_chip(
+    path: str | Path,
+    embedder: Embedder,
+    *,
+    sensor: str | None = None,
+    bands: Sequence[str] | None = None,
+    size: int | None = None,
+    stats: str = "auto",
+    georeferenced: bool = True,
+) -> tuple[SourcePlan, np.ndarray, np.ndarray, tuple[float, float] | None]:
     """Read the centre square of a raster file as ingest reads a chip.
 
     The square is ``size`` px (default: the image's shorter side, at most 256, a multiple of
@@ -87,10 +106,12 @@ def read_chip(path: str | Path, embedder: Embedder, *, sensor: str | None = None
     patch = embedder.patch_size
     side = min(meta.width, meta.height, size or MAX_QUERY_SIZE) // patch * patch
     if side == 0:
-        raise QueryError(f"image {meta.width}x{meta.height} px is smaller than one {patch} px "
-                         "patch")
-    params = IngestParams.from_options(sensor=sensor, bands=list(bands) if bands else None,
-                                       chip_size=side, stats=stats)
+        raise QueryError(
+            f"image {meta.width}x{meta.height} px is smaller than one {patch} px patch"
+        )
+    params = IngestParams.from_options(
+        sensor=sensor, bands=list(bands) if bands else None, chip_size=side, stats=stats
+    )
     plan = plan_source(source, embedder.sensors, params)
     win = Window((meta.width - side) // 2, (meta.height - side) // 2, side, side)
     plan.windows = [win]
@@ -98,13 +119,15 @@ def read_chip(path: str | Path, embedder: Embedder, *, sensor: str | None = None
         with readers.use(source) as r:
             raw, valid = r.read(win, plan.bands.indices)
         plan.normaliser = chip_normaliser(plan, raw, valid, stats) or decide_normaliser(
-            [plan], stats, side, readers)
-    (_, _, lonlat), = footprints(meta.crs, meta.transform, [win], size=(meta.width, meta.height))
+            [plan], stats, side, readers
+        )
+    ((_, _, lonlat),) = footprints(meta.crs, meta.transform, [win], size=(meta.width, meta.height))
     return plan, raw, valid, lonlat
 
 
-def chip_normaliser(plan: SourcePlan, raw: np.ndarray, valid: np.ndarray,
-                    stats: str = "auto") -> Normaliser | None:
+def chip_normaliser(
+    plan: SourcePlan, raw: np.ndarray, valid: np.ndarray, stats: str = "auto"
+) -> Normaliser | None:
     """The ``auto`` normaliser of a single chip (a query image), or None to decide as ingest
     decides for a source (:func:`~clay_search.ingest.plan.decide_normaliser`).
 
@@ -130,9 +153,14 @@ def chip_normaliser(plan: SourcePlan, raw: np.ndarray, valid: np.ndarray,
     return norm
 
 
-def embed_image(embedder: Embedder, image: str | Path | np.ndarray, *,
-                sensor: str | None = None, bands: Sequence[str] | None = None,
-                when: datetime | None = None) -> tuple[np.ndarray, list[str]]:
+def embed_image(
+    embedder: Embedder,
+    image: str | Path | np.ndarray,
+    *,
+    sensor: str | None = None,
+    bands: Sequence[str] | None = None,
+    when: datetime | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """The embedding (the weights' pooling, as stored) of an image file or ``[C, H, W]`` array,
     read, normalised and embedded by the ingest code; and notes on how.
 
@@ -154,21 +182,41 @@ def embed_image(embedder: Embedder, image: str | Path | np.ndarray, *,
             import rasterio
 
             f = Path(tmp) / "query.tif"
-            with rasterio.open(f, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1],
-                               count=arr.shape[0], dtype=arr.dtype) as dst:
+            with rasterio.open(
+                f,
+                "w",
+                driver="GTiff",
+                width=arr.shape[2],
+                height=arr.shape[1],
+                count=arr.shape[0],
+                dtype=arr.dtype,
+            ) as dst:
                 dst.write(arr)
             return _embed_file(embedder, f, sensor, bands, when, georeferenced=False)
     return _embed_file(embedder, Path(image), sensor, bands, when)
 
 
-def _embed_file(embedder: Embedder, path: Path, sensor: str | None,
-                bands: Sequence[str] | None, when: datetime | None, *,
-                georeferenced: bool = True) -> tuple[np.ndarray, list[str]]:
-    plan, raw, valid, lonlat = read_chip(path, embedder, sensor=sensor, bands=bands,
-                                         georeferenced=georeferenced)
+def _embed_file(
+    embedder: Embedder,
+    path: Path,
+    sensor: str | None,
+    bands: Sequence[str] | None,
+    when: datetime | None,
+    *,
+    georeferenced: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    plan, raw, valid, lonlat = read_chip(
+        path, embedder, sensor=sensor, bands=bands, georeferenced=georeferenced
+    )
     at = when or plan.datetime
-    out = embed_chips(embedder, plan, raw[None], valid[None], datetimes=[at] if at else None,
-                      lonlats=[lonlat] if lonlat else None)
+    out = embed_chips(
+        embedder,
+        plan,
+        raw[None],
+        valid[None],
+        datetimes=[at] if at else None,
+        lonlats=[lonlat] if lonlat else None,
+    )
     notes = [n for n in plan.notes if not n.startswith("thumbnails")]
     notes.extend(plan.normaliser.notes if plan.normaliser else [])
     return out.embedding[0], notes

@@ -59,8 +59,13 @@ ID_COLUMNS = ("chip_id", "id", "unique_id")
 DATE_COLUMNS = ("datetime", "date", "timestamp", "start_datetime", "acquired")
 SOURCE_COLUMNS = ("source_url", "source", "parquet_url")
 ITEM_COLUMNS = ("item_id", "product_id")
-LONLAT_COLUMNS = (("centre_lon", "centre_lat"), ("center_lon", "center_lat"),
-                  ("centroid_lon", "centroid_lat"), ("lon", "lat"), ("longitude", "latitude"))
+LONLAT_COLUMNS = (
+    ("centre_lon", "centre_lat"),
+    ("center_lon", "center_lat"),
+    ("centroid_lon", "centroid_lat"),
+    ("lon", "lat"),
+    ("longitude", "latitude"),
+)
 MODEL_ID_KEYS = (b"model_id", b"clay_search.model_id", b"clay_model_id")
 #: Chips columns copied as they are when a file has them (files from ``clay-search export``).
 PASSTHROUGH = ("sensor", "gsd", "crs", "window", "label")
@@ -108,20 +113,39 @@ class FileLayout:
     @property
     def columns(self) -> list[str]:
         """The columns read from the file."""
-        cols = [self.embedding, self.geometry, self.grid_cell, self.date, self.chip_id,
-                self.source, self.item_id, self.utm_crs, *(self.lonlat or ()), *self.passthrough]
+        cols = [
+            self.embedding,
+            self.geometry,
+            self.grid_cell,
+            self.date,
+            self.chip_id,
+            self.source,
+            self.item_id,
+            self.utm_crs,
+            *(self.lonlat or ()),
+            *self.passthrough,
+        ]
         return list(dict.fromkeys(c for c in cols if c))
 
     def describe(self) -> dict:
         """JSON-able summary (kept in the run manifest)."""
         return {
-            "file": str(self.path), "format": self.format, "rows": self.rows,
-            "row_groups": self.row_groups, "embedding_column": self.embedding, "dim": self.dim,
-            "values": self.value_type, "scale": self.scale, "offset": self.offset,
-            "geometry": self.geometry or ("grid cell" if self.grid_cell else
-                                          ("lon/lat columns" if self.lonlat else None)),
-            "crs": self.crs_name, "crs_declared": self.crs_declared, "date_column": self.date,
-            "default_datetime": self.default_datetime, "model_id": self.model_id,
+            "file": str(self.path),
+            "format": self.format,
+            "rows": self.rows,
+            "row_groups": self.row_groups,
+            "embedding_column": self.embedding,
+            "dim": self.dim,
+            "values": self.value_type,
+            "scale": self.scale,
+            "offset": self.offset,
+            "geometry": self.geometry
+            or ("grid cell" if self.grid_cell else ("lon/lat columns" if self.lonlat else None)),
+            "crs": self.crs_name,
+            "crs_declared": self.crs_declared,
+            "date_column": self.date,
+            "default_datetime": self.default_datetime,
+            "model_id": self.model_id,
             "point_size_m": self.point_size,
         }
 
@@ -134,8 +158,9 @@ def expand_sources(sources: str | Path | Sequence[str | Path]) -> list[Path]:
         text = str(item)
         p = Path(text)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*")
-                           if q.suffix.lower() in {".parquet", ".gpq", ".geoparquet"})
+            found = sorted(
+                q for q in p.rglob("*") if q.suffix.lower() in {".parquet", ".gpq", ".geoparquet"}
+            )
             if not found:
                 raise SourceNotFoundError(f"folder {p} holds no .parquet/.gpq/.geoparquet files")
             out.extend(found)
@@ -227,8 +252,11 @@ def inspect_file(
             f"--embedding-column; its columns: {sorted(names)}"
         )
     etype = schema.field(emb_col).type
-    if not (pa.types.is_list(etype) or pa.types.is_large_list(etype)
-            or pa.types.is_fixed_size_list(etype)):
+    if not (
+        pa.types.is_list(etype)
+        or pa.types.is_large_list(etype)
+        or pa.types.is_fixed_size_list(etype)
+    ):
         raise ImportFormatError(
             f"{p}: column {emb_col!r} is {etype}, not a list of numbers; name the vector column "
             "with --embedding-column"
@@ -247,8 +275,14 @@ def inspect_file(
     elif "embeddings" in names or "source_url" in names:
         fmt = "clay"
 
-    layout = FileLayout(path=p, format=fmt, embedding=emb_col, rows=pf.metadata.num_rows,
-                        row_groups=pf.metadata.num_row_groups, emb=emb)
+    layout = FileLayout(
+        path=p,
+        format=fmt,
+        embedding=emb_col,
+        rows=pf.metadata.num_rows,
+        row_groups=pf.metadata.num_row_groups,
+        emb=emb,
+    )
     layout.value_type = str(vtype)
     if pa.types.is_fixed_size_list(etype):
         layout.dim = etype.list_size
@@ -260,8 +294,10 @@ def inspect_file(
         # whose rows keep their own, possibly null, dates)
         if fmt != "clay-search":
             layout.default_datetime = emb.representative_datetime
-    for key, attr in ((b"clay_search.embedding_scale", "scale"),
-                      (b"clay_search.embedding_offset", "offset")):
+    for key, attr in (
+        (b"clay_search.embedding_scale", "scale"),
+        (b"clay_search.embedding_offset", "offset"),
+    ):
         if key in meta:
             setattr(layout, attr, float(meta[key]))
 
@@ -279,16 +315,16 @@ def inspect_file(
         gtype = schema.field(gcol).type
         if isinstance(gtype, pa.ExtensionType):  # geoarrow.wkb / Parquet GEOMETRY
             gtype = gtype.storage_type
-        if layout.encoding.upper() != "WKB" or not (pa.types.is_binary(gtype)
-                                                    or pa.types.is_large_binary(gtype)):
+        if layout.encoding.upper() != "WKB" or not (
+            pa.types.is_binary(gtype) or pa.types.is_large_binary(gtype)
+        ):
             raise ImportFormatError(
                 f"{p}: geometry column {gcol!r} is {layout.encoding} / {gtype}; only WKB "
                 "geometries are read (convert with e.g. `gpq convert` or geopandas)"
             )
         layout.geometry = gcol
     else:
-        layout.lonlat = next(((x, y) for x, y in LONLAT_COLUMNS if x in names and y in names),
-                             None)
+        layout.lonlat = next(((x, y) for x, y in LONLAT_COLUMNS if x in names and y in names), None)
         if layout.lonlat is None and "grid_cell" in names:
             layout.grid_cell = "grid_cell"
 
@@ -296,8 +332,11 @@ def inspect_file(
 
     if declared not in (None, "absent"):
         try:
-            dcrs = CRS.from_json_dict(declared) if isinstance(declared, dict) else \
-                CRS.from_user_input(declared)
+            dcrs = (
+                CRS.from_json_dict(declared)
+                if isinstance(declared, dict)
+                else CRS.from_user_input(declared)
+            )
         except Exception as e:
             raise ImportFormatError(f"{p}: unreadable CRS in the GeoParquet metadata ({e})") from e
         layout.crs_declared = _crs_label(dcrs)
@@ -306,8 +345,9 @@ def inspect_file(
         try:
             layout.crs = CRS.from_user_input(crs)
         except Exception as e:
-            raise QueryError(f"--crs {crs!r} is not a CRS pyproj knows ({e}); use e.g. "
-                             "EPSG:4326") from e
+            raise QueryError(
+                f"--crs {crs!r} is not a CRS pyproj knows ({e}); use e.g. EPSG:4326"
+            ) from e
         layout.crs_name = _crs_label(layout.crs)
     if _is_lonlat(layout.crs):
         layout.crs = None
@@ -363,8 +403,10 @@ def check_crs(layout: FileLayout, bounds: np.ndarray) -> None:
     x0, y0 = float(bounds[ok, 0].min()), float(bounds[ok, 1].min())
     x1, y1 = float(bounds[ok, 2].max()), float(bounds[ok, 3].max())
     box_text = f"x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g}"
-    fix = ("if the file's coordinates are in another CRS, pass it with --crs (e.g. --crs "
-           "EPSG:4326 for lon/lat degrees); or correct the file's GeoParquet metadata")
+    fix = (
+        "if the file's coordinates are in another CRS, pass it with --crs (e.g. --crs "
+        "EPSG:4326 for lon/lat degrees); or correct the file's GeoParquet metadata"
+    )
     crs = layout.crs
     if crs is None:
         if x0 < -180.5 or x1 > 360.5 or y0 < -90.5 or y1 > 90.5:
@@ -375,8 +417,16 @@ def check_crs(layout: FileLayout, bounds: np.ndarray) -> None:
         return
     units = {a.unit_name for a in crs.axis_info}
     metric = bool(units) and all(u in {"metre", "meter", "US survey foot", "foot"} for u in units)
-    if metric and -180.5 <= x0 and x1 <= 180.5 and -90.5 <= y0 and y1 <= 90.5 \
-            and (x1 - x0) < 5 and (y1 - y0) < 5 and (abs(x0) > 1 or abs(y0) > 1):
+    if (
+        metric
+        and -180.5 <= x0
+        and x1 <= 180.5
+        and -90.5 <= y0
+        and y1 <= 90.5
+        and (x1 - x0) < 5
+        and (y1 - y0) < 5
+        and (abs(x0) > 1 or abs(y0) > 1)
+    ):
         raise CRSContradictionError(
             f"{layout.path}: declares {layout.crs_name} (metres) but its coordinates ({box_text}) "
             f"look like lon/lat degrees; {fix}"
@@ -442,7 +492,10 @@ def _geometries(layout: FileLayout, batch: pa.RecordBatch) -> tuple[np.ndarray, 
 
 # -- embeddings and dates ----------------------------------------------------------------------
 def embedding_values(
-    column: pa.Array | pa.ChunkedArray, dim: int | None, *, scale: float | None = None,
+    column: pa.Array | pa.ChunkedArray,
+    dim: int | None,
+    *,
+    scale: float | None = None,
     offset: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str | None], int]:
     """``(vectors [n_ok, D] float32, ok mask [n], reason per row (None if ok), D)``.
@@ -461,8 +514,7 @@ def embedding_values(
     if dim is None:
         good = lengths[~null]
         if len(good) == 0:
-            return np.zeros((0, 0), np.float32), np.zeros(n, bool), \
-                ["null embedding"] * n, 0
+            return np.zeros((0, 0), np.float32), np.zeros(n, bool), ["null embedding"] * n, 0
         vals, counts = np.unique(good, return_counts=True)
         dim = int(vals[np.argmax(counts)])
     ok = (~null) & (lengths == dim)
@@ -472,8 +524,11 @@ def embedding_values(
     flat = pc.list_flatten(kept)
     scaled = scale is not None or offset is not None
     work = np.float64 if scaled or pa.types.is_float64(flat.type) else np.float32
-    mat = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=work).reshape(-1, dim) \
-        if dim else np.zeros((len(kept), 0), work)
+    mat = (
+        np.asarray(flat.to_numpy(zero_copy_only=False), dtype=work).reshape(-1, dim)
+        if dim
+        else np.zeros((len(kept), 0), work)
+    )
     if scaled:
         mat = mat * (1.0 if scale is None else scale) + (0.0 if offset is None else offset)
     finite = np.isfinite(mat).all(axis=1)
@@ -579,8 +634,10 @@ def chip_rows(
     keep = ok_rows[keep_in_ok]
     vecs = vecs[keep_in_ok]
     skipped = Counter(r for r in reasons if r is not None)
-    examples = [{"row": int(i), "reason": reasons[i]} for i in np.flatnonzero(~np.isin(
-        np.arange(n), keep))[:EXAMPLES_KEPT]]
+    examples = [
+        {"row": int(i), "reason": reasons[i]}
+        for i in np.flatnonzero(~np.isin(np.arange(n), keep))[:EXAMPLES_KEPT]
+    ]
 
     take = pa.array(keep, pa.int64())
     g = geoms[keep]
@@ -623,8 +680,7 @@ def chip_rows(
     cols["embedding"] = pa.FixedSizeListArray.from_arrays(
         pa.array(vecs.reshape(-1), pa.float32()), dim_found
     )
-    table = pa.table({f.name: cols.get(f.name, pa.nulls(m, f.type)) for f in schema},
-                     schema=schema)
+    table = pa.table({f.name: cols.get(f.name, pa.nulls(m, f.type)) for f in schema}, schema=schema)
     return table, skipped, examples, dim_found
 
 
@@ -674,16 +730,15 @@ def _check_model(layouts: list[FileLayout], model_id: str | None) -> str:
 def _validate(layout: FileLayout, dim: int | None, model_id: str) -> FileReport:
     rep = FileReport(str(layout.path), layout.format, layout=layout.describe())
     for batch in iter_batches(layout):
-        rows, skipped, examples, dim_b = chip_rows(layout, batch, dim=dim, model_id=model_id,
-                                                  sensor=None)
+        rows, skipped, examples, dim_b = chip_rows(
+            layout, batch, dim=dim, model_id=model_id, sensor=None
+        )
         if dim is None and rows.num_rows:
             dim = dim_b
         rep.rows += batch.num_rows
         rep.skipped_bad += sum(skipped.values())
         rep.skipped = dict(Counter(rep.skipped) + skipped)
-        rep.examples.extend(
-            {**e, "row": e["row"] + rep.rows - batch.num_rows} for e in examples
-        )
+        rep.examples.extend({**e, "row": e["row"] + rep.rows - batch.num_rows} for e in examples)
     return rep
 
 
@@ -728,20 +783,27 @@ def import_embeddings(
     from clay_search.store.lock import store_lock
 
     files = expand_sources(sources)
-    layouts = [inspect_file(f, embedding_column=embedding_column, crs=crs, model_id=model_id,
-                            point_size=point_size) for f in files]
+    layouts = [
+        inspect_file(
+            f, embedding_column=embedding_column, crs=crs, model_id=model_id, point_size=point_size
+        )
+        for f in files
+    ]
     mid = _check_model(layouts, model_id)
     dims = {lay.dim for lay in layouts if lay.dim}
     if len(dims) > 1:
-        raise QueryError(f"the files hold embeddings of several sizes {sorted(dims)}; a store "
-                         "holds one size")
+        raise QueryError(
+            f"the files hold embeddings of several sizes {sorted(dims)}; a store holds one size"
+        )
     dim = dims.pop() if dims else None
     existing_dim = _store_dim(store)
     if existing_dim and dim and existing_dim != dim:
         from clay_search.errors import StoreMismatchError
 
-        raise StoreMismatchError(f"store {store} holds {existing_dim}-dimensional embeddings, "
-                                 f"not {dim}; write to a new store")
+        raise StoreMismatchError(
+            f"store {store} holds {existing_dim}-dimensional embeddings, "
+            f"not {dim}; write to a new store"
+        )
     dim = dim or existing_dim
 
     # first rows of each file: the CRS check stops before anything is written
@@ -756,20 +818,33 @@ def import_embeddings(
         for r in reports:
             skipped_all.update(r.skipped)
         return {
-            "dry_run": True, "store": str(store), "model_id": mid, "dim": dim,
-            "files": len(reports), "rows": sum(r.rows for r in reports),
+            "dry_run": True,
+            "store": str(store),
+            "model_id": mid,
+            "dim": dim,
+            "files": len(reports),
+            "rows": sum(r.rows for r in reports),
             "importable": sum(r.rows - r.skipped_bad for r in reports),
-            "skipped_bad": sum(r.skipped_bad for r in reports), "skipped": dict(skipped_all),
-            "files_detail": [{"file": r.file, "rows": r.rows, "skipped": r.skipped,
-                              "examples": r.examples[:5], "layout": r.layout}
-                             for r in reports],
+            "skipped_bad": sum(r.skipped_bad for r in reports),
+            "skipped": dict(skipped_all),
+            "files_detail": [
+                {
+                    "file": r.file,
+                    "rows": r.rows,
+                    "skipped": r.skipped,
+                    "examples": r.examples[:5],
+                    "layout": r.layout,
+                }
+                for r in reports
+            ],
         }
     if strict:
         reports = [_validate(lay, dim, mid) for lay in layouts]
         bad = [r for r in reports if r.skipped_bad]
         if bad:
-            detail = "; ".join(f"{r.file}: {r.skipped_bad} of {r.rows} rows ({r.skipped})"
-                               for r in bad[:3])
+            detail = "; ".join(
+                f"{r.file}: {r.skipped_bad} of {r.rows} rows ({r.skipped})" for r in bad[:3]
+            )
             raise BadRowsError(
                 f"bad rows, nothing imported (--strict): {detail}; drop --strict to import "
                 "the good rows and skip the others"
@@ -781,11 +856,21 @@ def import_embeddings(
     existing = SeenIds()
     recorded: set[Path] = set()
     manifest: dict[str, Any] = {
-        "run_id": run_id, "kind": "import", "status": "running",
-        "started": now.isoformat(timespec="seconds"), "finished": None, "model_id": mid,
-        "parameters": {"sources": [str(f) for f in files], "model_id": model_id,
-                       "sensor": sensor, "embedding_column": embedding_column, "crs": crs,
-                       "point_size": point_size, "strict": strict},
+        "run_id": run_id,
+        "kind": "import",
+        "status": "running",
+        "started": now.isoformat(timespec="seconds"),
+        "finished": None,
+        "model_id": mid,
+        "parameters": {
+            "sources": [str(f) for f in files],
+            "model_id": model_id,
+            "sensor": sensor,
+            "embedding_column": embedding_column,
+            "crs": crs,
+            "point_size": point_size,
+            "strict": strict,
+        },
         "files": [],
     }
     manifest_path: Path | None = None
@@ -800,9 +885,15 @@ def import_embeddings(
             data = pa.concat_tables(buf)
             target = chips.schema
             if data.schema.names != target.names:  # e.g. a store with patch embeddings
-                data = pa.table({f.name: data.column(f.name) if f.name in data.schema.names
-                                 else pa.nulls(data.num_rows, f.type) for f in target},
-                                schema=target)
+                data = pa.table(
+                    {
+                        f.name: data.column(f.name)
+                        if f.name in data.schema.names
+                        else pa.nulls(data.num_rows, f.type)
+                        for f in target
+                    },
+                    schema=target,
+                )
             from clay_search.store.lock import guarded_write
 
             with guarded_write(info.path, "an import commit", version=int(chips.version)):
@@ -817,8 +908,9 @@ def import_embeddings(
             rep = FileReport(str(lay.path), lay.format, layout=lay.describe())
             reports.append(rep)
             for batch in iter_batches(lay, batch_rows):
-                rows, skipped, examples, dim_b = chip_rows(lay, batch, dim=dim, model_id=mid,
-                                                          sensor=sensor)
+                rows, skipped, examples, dim_b = chip_rows(
+                    lay, batch, dim=dim, model_id=mid, sensor=sensor
+                )
                 if info is None and rows.num_rows:
                     dim = dim_b
                     info = open_or_create_store(store, mid, dim)
@@ -831,8 +923,11 @@ def import_embeddings(
                     recorded.add(lay.path)
                     prov = lay.emb.provenance() if lay.emb is not None else {}
                     record_import(info, {"model_id": mid, **prov})
-                rep.examples.extend({**e, "row": e["row"] + rep.rows} for e in examples
-                                    if len(rep.examples) < EXAMPLES_KEPT)
+                rep.examples.extend(
+                    {**e, "row": e["row"] + rep.rows}
+                    for e in examples
+                    if len(rep.examples) < EXAMPLES_KEPT
+                )
                 rep.rows += batch.num_rows
                 rep.skipped_bad += sum(skipped.values())
                 rep.skipped = dict(Counter(rep.skipped) + skipped)
@@ -869,8 +964,9 @@ def import_embeddings(
         if lock is not None:
             lock.release()
     if info is None and not sum(r.rows for r in reports):
-        raise BadRowsError(f"{', '.join(str(f) for f in files[:3])}: the file(s) hold no rows; "
-                           "nothing to import")
+        raise BadRowsError(
+            f"{', '.join(str(f) for f in files[:3])}: the file(s) hold no rows; nothing to import"
+        )
     if info is None:
         raise BadRowsError(
             f"no importable row in {', '.join(str(f) for f in files[:3])}: "
@@ -879,7 +975,8 @@ def import_embeddings(
     manifest["status"] = "done"
     _save(manifest_path, manifest, reports, commits, finished=True)
     totals = {
-        "files": len(reports), "rows": sum(r.rows for r in reports),
+        "files": len(reports),
+        "rows": sum(r.rows for r in reports),
         "added": sum(r.added for r in reports),
         "skipped_existing": sum(r.skipped_existing for r in reports),
         "skipped_bad": sum(r.skipped_bad for r in reports),
@@ -888,11 +985,19 @@ def import_embeddings(
     for r in reports:
         skipped_all.update(r.skipped)
     report: dict[str, Any] = {
-        "store": str(info.path), "model_id": mid, "dim": dim, **totals,
-        "skipped": dict(skipped_all), "commits": commits, "table_version": int(chips.version),
+        "store": str(info.path),
+        "model_id": mid,
+        "dim": dim,
+        **totals,
+        "skipped": dict(skipped_all),
+        "commits": commits,
+        "table_version": int(chips.version),
         "manifest": str(manifest_path),
-        "files_detail": [{k: v for k, v in asdict(r).items() if k not in ("examples", "layout")}
-                         | {"format": r.format} for r in reports],
+        "files_detail": [
+            {k: v for k, v in asdict(r).items() if k not in ("examples", "layout")}
+            | {"format": r.format}
+            for r in reports
+        ],
     }
     if sync:
         report["index"] = sync_index(info.path).to_dict()
@@ -950,8 +1055,14 @@ def _read_existing(chips) -> SeenIds:
     return seen
 
 
-def _save(path: Path | None, manifest: dict, reports: list[FileReport], commits: int, *,
-          finished: bool = False) -> None:
+def _save(
+    path: Path | None,
+    manifest: dict,
+    reports: list[FileReport],
+    commits: int,
+    *,
+    finished: bool = False,
+) -> None:
     if path is None:
         return
     manifest["files"] = [asdict(r) for r in reports]
@@ -977,9 +1088,15 @@ def _progress(enabled: bool, total: int):
         TimeRemainingColumn,
     )
 
-    bar = Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("rows"), TimeRemainingColumn(), console=Console(stderr=True),
-                   transient=False)
+    bar = Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
     task = bar.add_task("import", total=total)
     bar.start()
     return bar, task

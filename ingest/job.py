@@ -23,8 +23,12 @@ def _stac_api_options(options: dict[str, Any]) -> None:
     api = options.get("stac_api")
     if isinstance(api, dict):
         options["stac_api"] = api.get("url")
-        for key, name in (("collections", "collection"), ("bbox", "bbox"),
-                          ("datetime", "search_datetime"), ("max_items", "max_items")):
+        for key, name in (
+            ("collections", "collection"),
+            ("bbox", "bbox"),
+            ("datetime", "search_datetime"),
+            ("max_items", "max_items"),
+        ):
             if api.get(key) is not None:
                 options.setdefault(name, api[key])
 
@@ -34,13 +38,19 @@ def _missing_arguments(found: list, args: list[str]) -> list[str]:
     from clay_search.ingest.sources import SourceFailure
 
     named = set(args)
-    return [f.source for f in found
-            if isinstance(f, SourceFailure) and f.source in named
-            and isinstance(f.error, SourceNotFoundError) and not re.match(r"^\w+://", f.source)]
+    return [
+        f.source
+        for f in found
+        if isinstance(f, SourceFailure)
+        and f.source in named
+        and isinstance(f.error, SourceNotFoundError)
+        and not re.match(r"^\w+://", f.source)
+    ]
 
 
-def ingest(sources: Sequence[str | Path] | str | Path, store: str | Path, *,
-           embedder=None, **options: Any) -> IngestReport:
+def ingest(
+    sources: Sequence[str | Path] | str | Path, store: str | Path, *, embedder=None, **options: Any
+) -> IngestReport:
     """Ingest imagery into the store at ``store`` and return what was done.
 
     ``sources``: GeoTIFF/COG files or folders (recursive; band files and labelled
@@ -64,8 +74,11 @@ def ingest(sources: Sequence[str | Path] | str | Path, store: str | Path, *,
     args = [str(s) for s in sources]
     _stac_api_options(options)
     params = IngestParams.from_options(**options)
-    registry = (SensorRegistry.from_yaml(params.sensors_file) if params.sensors_file
-                else SensorRegistry.default())
+    registry = (
+        SensorRegistry.from_yaml(params.sensors_file)
+        if params.sensors_file
+        else SensorRegistry.default()
+    )
     if params.sensor:
         registry.get(params.sensor)  # unknown sensor: a clear error before any work
     dates = DatesFile(params.dates) if params.dates else None
@@ -74,28 +87,39 @@ def ingest(sources: Sequence[str | Path] | str | Path, store: str | Path, *,
     if missing:
         raise SourceNotFoundError(
             f"{', '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist; give "
-            "raster files, folders or STAC JSON files (nothing was written)")
+            "raster files, folders or STAC JSON files (nothing was written)"
+        )
     if embedder is None:
-        embedder = Embedder.from_weights(params.weights, sensors=registry,
-                                         precision=params.precision, device=params.device)
+        embedder = Embedder.from_weights(
+            params.weights, sensors=registry, precision=params.precision, device=params.device
+        )
     params.check(embedder.patch_size)
     api = params.stac_search()
     if api:
         from clay_search.ingest.stac import stac_search_sources
 
         try:
-            found.extend(stac_search_sources(
-                api["url"], collections=list(api["collections"]), bbox=api["bbox"],
-                datetime=api["datetime"], max_items=int(api["max_items"]),
-                assets=params.assets))
+            found.extend(
+                stac_search_sources(
+                    api["url"],
+                    collections=list(api["collections"]),
+                    bbox=api["bbox"],
+                    datetime=api["datetime"],
+                    max_items=int(api["max_items"]),
+                    assets=params.assets,
+                )
+            )
         except Exception as e:  # noqa: BLE001 - reported like any other source
             found.append(SourceFailure(api["url"], e))
     return execute(found, store, embedder, registry, params, dates=dates)
 
 
 ingest.__signature__ = python_signature(  # type: ignore[attr-defined]
-    [inspect.Parameter("sources", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-     inspect.Parameter("store", inspect.Parameter.POSITIONAL_OR_KEYWORD)],
+    [
+        inspect.Parameter("sources", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("store", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    ],
     [inspect.Parameter("embedder", inspect.Parameter.KEYWORD_ONLY, default=None)],
-    IngestReport)
+    IngestReport,
+)
 ingest.__doc__ = (ingest.__doc__ or "") + "\n" + options_doc() + "\n"

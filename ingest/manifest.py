@@ -18,8 +18,13 @@ from clay_search.location import RemotePath, write_atomic
 class RunManifest:
     """Written when a run starts (status ``running``) and rewritten when it ends."""
 
-    def __init__(self, runs_dir: Path | RemotePath, params: IngestParams, model_id: str,
-                 precision: Callable[[], dict] | None = None) -> None:
+    def __init__(
+        self,
+        runs_dir: Path | RemotePath,
+        params: IngestParams,
+        model_id: str,
+        precision: Callable[[], dict] | None = None,
+    ) -> None:
         now = datetime.now(UTC)
         # unique across processes and machines writing one store (e.g. on an object store)
         self.run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -30,8 +35,9 @@ class RunManifest:
         self.model_id = model_id
         self.precision = precision  # the embedder's precision_report (auto: the calibration)
 
-    def save(self, report: IngestReport, sources: list[SourceReport], *,
-             finished: bool = False) -> None:
+    def save(
+        self, report: IngestReport, sources: list[SourceReport], *, finished: bool = False
+    ) -> None:
         """Write the manifest atomically."""
         data = {
             "run_id": self.run_id,

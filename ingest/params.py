@@ -21,8 +21,13 @@ from typing import Any
 from clay_search.dates import DatePeriod
 from clay_search.errors import IngestOptionError
 
-__all__ = ["IngestOptionError", "IngestParams", "auto_workers", "cli_parameters",
-           "python_signature"]
+__all__ = [
+    "IngestOptionError",
+    "IngestParams",
+    "auto_workers",
+    "cli_parameters",
+    "python_signature",
+]
 
 DEFAULT_CHIP_SIZE = 64
 DEFAULT_BATCH_SIZE = 32
@@ -49,15 +54,17 @@ def split_names(value: str | Sequence[str] | None) -> list[str] | None:
 
 
 def _floats(value: str | Sequence[float] | None) -> list[float] | None:
-    names = split_names(value if isinstance(value, str) or value is None
-                        else [str(v) for v in value])
+    names = split_names(
+        value if isinstance(value, str) or value is None else [str(v) for v in value]
+    )
     if names is None:
         return None
     try:
         return [float(v) for v in names]
     except ValueError:
-        raise IngestOptionError(f"--bbox {value!r} must be four numbers minx,miny,maxx,maxy") \
-            from None
+        raise IngestOptionError(
+            f"--bbox {value!r} must be four numbers minx,miny,maxx,maxy"
+        ) from None
 
 
 def _datetime(value: Any) -> DatePeriod | None:
@@ -75,8 +82,7 @@ def _positive(flag: str, what: str = "a positive number") -> Callable[[Any], str
 
 
 def _choice(flag: str, choices: Sequence[str]) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else (
-        f"{flag} {v!r} must be one of {', '.join(choices)}")
+    return lambda v: None if v in choices else (f"{flag} {v!r} must be one of {', '.join(choices)}")
 
 
 def _check_bands(v: list[str] | None) -> str | None:
@@ -85,36 +91,59 @@ def _check_bands(v: list[str] | None) -> str | None:
     low = [b.lower() for b in v]
     dup = sorted({b for b in v if low.count(b.lower()) > 1})
     if dup:
-        return (f"--bands {','.join(v)} names {', '.join(dup)} more than once; name each band "
-                "of the file once, in file order")
+        return (
+            f"--bands {','.join(v)} names {', '.join(dup)} more than once; name each band "
+            "of the file once, in file order"
+        )
     return None
 
 
 def _check_thumbnail_bands(v: list[str] | None) -> str | None:
     if v is not None and len(v) not in (1, 3):
-        return (f"--thumbnail-bands {','.join(v)} must name 3 bands (red, green, blue of the "
-                "picture, e.g. nir08,red,green) or 1 (grey)")
+        return (
+            f"--thumbnail-bands {','.join(v)} must name 3 bands (red, green, blue of the "
+            "picture, e.g. nir08,red,green) or 1 (grey)"
+        )
     return None
 
 
 def _check_stats(v: str) -> str | None:
     if v in STATS_CHOICES or Path(v).is_file():
         return None
-    return (f"--stats {v!r} must be auto, sensor, source or an existing JSON file mapping band "
-            'names to {"mean": ..., "std": ...}')
+    return (
+        f"--stats {v!r} must be auto, sensor, source or an existing JSON file mapping band "
+        'names to {"mean": ..., "std": ...}'
+    )
 
 
-def opt(default: Any, help: str, *, flag: str | None = None, short: str | None = None,  # noqa: A002
-        parse: Callable[[Any], Any] | None = None, check: Callable[[Any], str | None] | None = None,
-        cli_type: Any = None, cli: bool = True, is_flag: bool = False) -> Any:
+def opt(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    short: str | None = None,  # noqa: A002
+    parse: Callable[[Any], Any] | None = None,
+    check: Callable[[Any], str | None] | None = None,
+    cli_type: Any = None,
+    cli: bool = True,
+    is_flag: bool = False,
+) -> Any:
     """A field of :class:`IngestParams`: default, help text and how the value is read/checked.
 
     ``parse`` turns what a user gives (a CLI string, a Python value) into the field's type;
     ``check`` returns an error message for a value that cannot work. ``cli_type`` is the type
     the CLI reads (``str`` for comma-separated lists); ``cli=False`` keeps an option Python-only.
     """
-    meta = {"help": help, "flag": flag, "short": short, "parse": parse, "check": check,
-            "cli_type": cli_type, "cli": cli, "is_flag": is_flag}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "short": short,
+        "parse": parse,
+        "check": check,
+        "cli_type": cli_type,
+        "cli": cli,
+        "is_flag": is_flag,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -127,50 +156,83 @@ class IngestParams:
     """
 
     sensor: str | None = opt(None, "Sensor of every source (see `clay-search info`).")
-    chip_size: int = opt(DEFAULT_CHIP_SIZE, "Chip size in pixels (multiple of the model's "
-                         "patch size 8).", check=_positive("--chip-size"))
-    stride: int | None = opt(None, "Step between chips in pixels (default: the chip size).",
-                             check=_positive("--stride", "a positive number of pixels"))
+    chip_size: int = opt(
+        DEFAULT_CHIP_SIZE,
+        "Chip size in pixels (multiple of the model's patch size 8).",
+        check=_positive("--chip-size"),
+    )
+    stride: int | None = opt(
+        None,
+        "Step between chips in pixels (default: the chip size).",
+        check=_positive("--stride", "a positive number of pixels"),
+    )
     bands: list[str] | None = opt(
-        None, "The file's bands in order: common names or the sensor's band ids, e.g. "
+        None,
+        "The file's bands in order: common names or the sensor's band ids, e.g. "
         "B02,B03,B04,B08 (ids are per sensor: Landsat 8 B2 is Landsat 7 B1).",
-        parse=split_names, check=_check_bands, cli_type=str)
-    weights: Path | None = opt(None, "Weights folder or Clay .ckpt (default: the bundled "
-                               "weights).", parse=_path)
-    batch_size: int = opt(DEFAULT_BATCH_SIZE, "Chips per model call.",
-                          check=_positive("--batch-size", ">= 1"))
+        parse=split_names,
+        check=_check_bands,
+        cli_type=str,
+    )
+    weights: Path | None = opt(
+        None, "Weights folder or Clay .ckpt (default: the bundled weights).", parse=_path
+    )
+    batch_size: int = opt(
+        DEFAULT_BATCH_SIZE, "Chips per model call.", check=_positive("--batch-size", ">= 1")
+    )
     workers: int | None = opt(
-        None, "Reader threads (0: read in the main thread). Default: 2 with a GPU; on the CPU "
+        None,
+        "Reader threads (0: read in the main thread). Default: 2 with a GPU; on the CPU "
         "only the logical CPUs torch leaves free.",
-        check=lambda v: None if v is None or v >= 0 else f"--workers {v} must be >= 0")
+        check=lambda v: None if v is None or v >= 0 else f"--workers {v} must be >= 0",
+    )
     datetime: DatePeriod | None = opt(
-        None, "Acquisition time of every source: ISO 8601 date/time, a year (1985) or a month "
+        None,
+        "Acquisition time of every source: ISO 8601 date/time, a year (1985) or a month "
         "(1985-07), stored as the period's midpoint. Overrides every other date.",
-        parse=_datetime, cli_type=str)
+        parse=_datetime,
+        cli_type=str,
+    )
     dates: Path | None = opt(
-        None, "CSV or JSON of per-file dates (columns file,date; or {\"file\": \"date\"}).",
-        parse=_path)
+        None, 'CSV or JSON of per-file dates (columns file,date; or {"file": "date"}).', parse=_path
+    )
     patch_embeddings: bool = opt(False, "Also store the patch-embedding grid.", is_flag=True)
     max_nodata: float = opt(
-        DEFAULT_MAX_NODATA, "Skip chips with more than this fraction of nodata.",
-        check=lambda v: None if 0.0 <= v <= 1.0 else f"--max-nodata {v} must be between 0 and 1")
+        DEFAULT_MAX_NODATA,
+        "Skip chips with more than this fraction of nodata.",
+        check=lambda v: None if 0.0 <= v <= 1.0 else f"--max-nodata {v} must be between 0 and 1",
+    )
     nodata: float | None = opt(
-        None, "Treat this value as nodata in every band, overriding the files' own (e.g. 0 for "
-        "black collars in files that declare no nodata).")
-    stats: str = opt("auto", "Normalisation: auto, sensor, source, or a JSON file of band "
-                     "mean/std.", check=_check_stats)
+        None,
+        "Treat this value as nodata in every band, overriding the files' own (e.g. 0 for "
+        "black collars in files that declare no nodata).",
+    )
+    stats: str = opt(
+        "auto",
+        "Normalisation: auto, sensor, source, or a JSON file of band mean/std.",
+        check=_check_stats,
+    )
     stats_scope: str = opt(
-        "series", "Who shares computed statistics: series (the sources of one sensor, band set "
+        "series",
+        "Who shares computed statistics: series (the sources of one sensor, band set "
         "and data type in this run, so a time series stays comparable) or source (each file "
-        "its own).", check=_choice("--stats-scope", STATS_SCOPES))
+        "its own).",
+        check=_choice("--stats-scope", STATS_SCOPES),
+    )
     thumbnail_bands: list[str] | None = opt(
-        None, "Bands of the thumbnails (3: red,green,blue of the picture; 1: grey), e.g. "
+        None,
+        "Bands of the thumbnails (3: red,green,blue of the picture; 1: grey), e.g. "
         "nir08,red,green. Default: the sensor's composite for the bands read.",
-        parse=split_names, check=_check_thumbnail_bands, cli_type=str)
-    assets: list[str] | None = opt(None, "STAC asset keys to read, e.g. analytic.",
-                                   parse=split_names, cli_type=str)
+        parse=split_names,
+        check=_check_thumbnail_bands,
+        cli_type=str,
+    )
+    assets: list[str] | None = opt(
+        None, "STAC asset keys to read, e.g. analytic.", parse=split_names, cli_type=str
+    )
     sensors_file: Path | None = opt(
-        None, "YAML of extra sensors (shaped like clay_search/model/sensors.yaml).", parse=_path)
+        None, "YAML of extra sensors (shaped like clay_search/model/sensors.yaml).", parse=_path
+    )
     precision: str = opt(
         "auto",
         "auto (measured on this machine, cached), fp32, bf16, fp16, tf32 (CUDA) or int8 (CPU, "
@@ -179,26 +241,44 @@ class IngestParams:
     )
     device: str = opt("cpu", "cpu or cuda.")
     fail_fast: bool = opt(False, "Stop at the first bad source.", is_flag=True)
-    flush_rows: int = opt(DEFAULT_FLUSH_ROWS, "Rows per commit, at most.",
-                          check=_positive("flush_rows", ">= 1"), cli=False)
-    flush_seconds: float = opt(DEFAULT_FLUSH_SECONDS, "A commit at least this often (seconds).",
-                               check=_positive("flush_seconds"), cli=False)
-    stac_api: str | None = opt(None, "STAC API URL to search (online; needs the stac-api "
-                               "extra).")
-    collection: list[str] | None = opt(None, "STAC API collection(s), comma-separated.",
-                                       parse=split_names, cli_type=str)
-    bbox: list[float] | None = opt(None, "STAC API bbox: minx,miny,maxx,maxy.", parse=_floats,
-                                   cli_type=str)
+    flush_rows: int = opt(
+        DEFAULT_FLUSH_ROWS,
+        "Rows per commit, at most.",
+        check=_positive("flush_rows", ">= 1"),
+        cli=False,
+    )
+    flush_seconds: float = opt(
+        DEFAULT_FLUSH_SECONDS,
+        "A commit at least this often (seconds).",
+        check=_positive("flush_seconds"),
+        cli=False,
+    )
+    stac_api: str | None = opt(None, "STAC API URL to search (online; needs the stac-api extra).")
+    collection: list[str] | None = opt(
+        None, "STAC API collection(s), comma-separated.", parse=split_names, cli_type=str
+    )
+    bbox: list[float] | None = opt(
+        None, "STAC API bbox: minx,miny,maxx,maxy.", parse=_floats, cli_type=str
+    )
     search_datetime: str | None = opt(None, "STAC API datetime range.")
     max_items: int = opt(100, "STAC API item limit.", check=_positive("--max-items"))
     progress: bool = opt(False, "Show a progress bar.", cli=False)
-    engine: str = opt("local", "local (threads in this process) or ray (a Ray Data pipeline; "
-                      "needs the distributed extra).", check=_choice("--engine", ENGINES))
-    ray_address: str | None = opt(None, "Ray cluster to join with --engine ray (auto: the "
-                                  "running one; default: start a local one).")
-    num_gpus: float | None = opt(None, "GPUs for the embedding actors with --engine ray (one "
-                                 "actor per GPU; default: CPU actors).", check=lambda v: None
-                                 if v is None or v >= 0 else f"--num-gpus {v} must be >= 0")
+    engine: str = opt(
+        "local",
+        "local (threads in this process) or ray (a Ray Data pipeline; "
+        "needs the distributed extra).",
+        check=_choice("--engine", ENGINES),
+    )
+    ray_address: str | None = opt(
+        None,
+        "Ray cluster to join with --engine ray (auto: the "
+        "running one; default: start a local one).",
+    )
+    num_gpus: float | None = opt(
+        None,
+        "GPUs for the embedding actors with --engine ray (one actor per GPU; default: CPU actors).",
+        check=lambda v: None if v is None or v >= 0 else f"--num-gpus {v} must be >= 0",
+    )
     extra: dict = field(default_factory=dict, metadata={"cli": False, "internal": True})
 
     # -- construction ------------------------------------------------------------------------------
@@ -214,8 +294,10 @@ class IngestParams:
         fields = {f.name: f for f in cls.option_fields()}
         unknown = sorted(set(options) - set(fields))
         if unknown:
-            raise TypeError(f"unknown ingest option(s) {', '.join(unknown)}; the options are "
-                            f"{', '.join(fields)}")
+            raise TypeError(
+                f"unknown ingest option(s) {', '.join(unknown)}; the options are "
+                f"{', '.join(fields)}"
+            )
         values = {}
         for name, f in fields.items():
             v = options.get(name, f.default)
@@ -226,8 +308,9 @@ class IngestParams:
                 try:
                     v = (float if "float" in f.type else int)(v)
                 except (TypeError, ValueError):
-                    raise IngestOptionError(f"--{name.replace('_', '-')} {v!r} must be a "
-                                            "number") from None
+                    raise IngestOptionError(
+                        f"--{name.replace('_', '-')} {v!r} must be a number"
+                    ) from None
             elif f.type == "bool":
                 v = bool(v)
             check = f.metadata.get("check")
@@ -241,7 +324,8 @@ class IngestParams:
         if self.engine == "ray" and importlib.util.find_spec("ray") is None:
             raise IngestOptionError(
                 "--engine ray needs Ray: pip install 'clay-search[distributed]' (nothing was "
-                "written)")
+                "written)"
+            )
         if self.chip_size <= 0 or self.chip_size % patch_size:
             raise IngestOptionError(
                 f"--chip-size {self.chip_size} must be a positive multiple of the model's patch "
@@ -252,9 +336,13 @@ class IngestParams:
         """The STAC API search of ``--stac-api`` and its companions, or None."""
         if not self.stac_api:
             return None
-        return {"url": self.stac_api, "collections": self.collection or [],
-                "bbox": self.bbox, "datetime": self.search_datetime,
-                "max_items": self.max_items}
+        return {
+            "url": self.stac_api,
+            "collections": self.collection or [],
+            "bbox": self.bbox,
+            "datetime": self.search_datetime,
+            "max_items": self.max_items,
+        }
 
     def reader_threads(self, device) -> int:
         """``workers``, or when not set, :func:`auto_workers` for ``device``."""
@@ -292,9 +380,16 @@ def cli_parameters() -> list[inspect.Parameter]:
 
     import typer
 
-    types = {"str | None": str | None, "str": str, "int": int, "int | None": int | None,
-             "float": float, "float | None": float | None, "bool": bool,
-             "Path | None": Path | None}
+    types = {
+        "str | None": str | None,
+        "str": str,
+        "int": int,
+        "int | None": int | None,
+        "float": float,
+        "float | None": float | None,
+        "bool": bool,
+        "Path | None": Path | None,
+    }
     out = []
     for f in IngestParams.option_fields():
         if not f.metadata.get("cli", True):
@@ -303,17 +398,27 @@ def cli_parameters() -> list[inspect.Parameter]:
         cli_type = f.metadata.get("cli_type")
         typ = types[f.type] if cli_type is None else cli_type | None
         info = typer.Option(*decls, help=f.metadata["help"])
-        out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                                     default=f.default, annotation=Annotated[typ, info]))
+        out.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=f.default,
+                annotation=Annotated[typ, info],
+            )
+        )
     return out
 
 
-def python_signature(head: list[inspect.Parameter], tail: list[inspect.Parameter],
-                     return_annotation: Any) -> inspect.Signature:
+def python_signature(
+    head: list[inspect.Parameter], tail: list[inspect.Parameter], return_annotation: Any
+) -> inspect.Signature:
     """``head`` (positional), every option as a keyword-only parameter, then ``tail``."""
-    opts = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                              annotation=f.type)
-            for f in IngestParams.option_fields()]
+    opts = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+        )
+        for f in IngestParams.option_fields()
+    ]
     return inspect.Signature([*head, *opts, *tail], return_annotation=return_annotation)
 
 

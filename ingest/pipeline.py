@@ -70,8 +70,13 @@ class TaskResult:
     error: BaseException | None = None
 
 
-def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
-               params: IngestParams, readers: ReaderPool) -> TaskResult:
+def _read_task(
+    plan: SourcePlan,
+    index: int,
+    items: list[tuple[str, object]],
+    params: IngestParams,
+    readers: ReaderPool,
+) -> TaskResult:
     """Read, chip and describe a group of windows of one source (in a worker thread).
 
     The windows are read in strips (one file read per row of chips), and the footprints and
@@ -82,8 +87,7 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
     try:
         with readers.use(src) as reader:
             if plan.whole:
-                reads = [reader.read(win, plan.bands.indices, params.chip_size)
-                         for _, win in items]
+                reads = [reader.read(win, plan.bands.indices, params.chip_size) for _, win in items]
             else:
                 reads = reader.read_many([win for _, win in items], plan.bands.indices)
         keep = []
@@ -94,31 +98,54 @@ def _read_task(plan: SourcePlan, index: int, items: list[tuple[str, object]],
                 keep.append(k)
         if not keep:
             return res
-        fps = footprints(m.crs, m.transform, [items[k][1] for k in keep],
-                         size=(m.width, m.height), valid=[reads[k][1] for k in keep])
+        fps = footprints(
+            m.crs,
+            m.transform,
+            [items[k][1] for k in keep],
+            size=(m.width, m.height),
+            valid=[reads[k][1] for k in keep],
+        )
         log_scale = plan.normaliser is not None and plan.normaliser.transform == "db"
         thumbs: list[bytes] = [b""] * len(keep)
         by_shape: dict[tuple, list[int]] = {}
         for j, k in enumerate(keep):
             by_shape.setdefault(reads[k][0].shape, []).append(j)
         for js in by_shape.values():
-            pngs = thumbnails_png([reads[keep[j]][0] for j in js],
-                                  [reads[keep[j]][1] for j in js], plan.rgb,
-                                  size=THUMBNAIL_SIZE, log=log_scale, stretch=plan.stretch)
+            pngs = thumbnails_png(
+                [reads[keep[j]][0] for j in js],
+                [reads[keep[j]][1] for j in js],
+                plan.rgb,
+                size=THUMBNAIL_SIZE,
+                log=log_scale,
+                stretch=plan.stretch,
+            )
             for j, png in zip(js, pngs, strict=True):
                 thumbs[j] = png
         crs = m.crs.to_string() if m.crs is not None else None
-        common = {"datetime": plan.datetime, "sensor": plan.bands.sensor.name, "gsd": plan.gsd,
-                  "source": src.display, "item_id": src.item_id, "crs": crs,
-                  "label": src.label}
+        common = {
+            "datetime": plan.datetime,
+            "sensor": plan.bands.sensor.name,
+            "gsd": plan.gsd,
+            "source": src.display,
+            "item_id": src.item_id,
+            "crs": crs,
+            "label": src.label,
+        }
         for j, k in enumerate(keep):
             cid, win = items[k]
             raw, valid = reads[k]
             wkb, bounds, lonlat = fps[j]
             minx, miny, maxx, maxy = bounds if bounds else (None,) * 4
             row = {
-                "chip_id": cid, "geometry": wkb, "minx": minx, "miny": miny, "maxx": maxx,
-                "maxy": maxy, **common, "window": window_json(win), "thumbnail": thumbs[j],
+                "chip_id": cid,
+                "geometry": wkb,
+                "minx": minx,
+                "miny": miny,
+                "maxx": maxx,
+                "maxy": maxy,
+                **common,
+                "window": window_json(win),
+                "thumbnail": thumbs[j],
                 "place_id": place_id_for_window(m.crs, m.transform, win),
             }
             res.chips.append(ChipRead(cid, raw, valid, row, lonlat))
@@ -154,9 +181,12 @@ class _Batcher:
         self.chips = []
         t0 = time.perf_counter()
         out = embed_chips(
-            self.embedder, plan, np.stack([c.raw for c in chips]),
+            self.embedder,
+            plan,
+            np.stack([c.raw for c in chips]),
             np.stack([c.valid for c in chips]),
-            datetimes=[c.row["datetime"] for c in chips], lonlats=[c.lonlat for c in chips],
+            datetimes=[c.row["datetime"] for c in chips],
+            lonlats=[c.lonlat for c in chips],
             patches=self.params.patch_embeddings,
         )
         self.embed_seconds += time.perf_counter() - t0
@@ -225,9 +255,13 @@ class RunState:
             raise err
 
 
-def plan_sources(sources: Iterable[Source | SourceFailure], registry: SensorRegistry,
-                 params: IngestParams, state: RunState,
-                 dates: DatesFile | None = None) -> list[SourceWork]:
+def plan_sources(
+    sources: Iterable[Source | SourceFailure],
+    registry: SensorRegistry,
+    params: IngestParams,
+    state: RunState,
+    dates: DatesFile | None = None,
+) -> list[SourceWork]:
     """Step 1: plan every source (metadata only); failures are recorded in ``state``."""
     seen: set[str] = set()
     work: list[SourceWork] = []
@@ -253,12 +287,14 @@ def plan_sources(sources: Iterable[Source | SourceFailure], registry: SensorRegi
     if dates is not None and (unused := dates.unused()):
         state.report.notes.append(
             f"--dates {dates.path.name}: {len(unused)} entr{'y' if len(unused) == 1 else 'ies'} "
-            f"matched no source ({', '.join(unused[:5])}{', ...' if len(unused) > 5 else ''})")
+            f"matched no source ({', '.join(unused[:5])}{', ...' if len(unused) > 5 else ''})"
+        )
     return work
 
 
-def choose_normalisers(work: list[SourceWork], params: IngestParams, readers: ReaderPool,
-                       state: RunState) -> list[SourceWork]:
+def choose_normalisers(
+    work: list[SourceWork], params: IngestParams, readers: ReaderPool, state: RunState
+) -> list[SourceWork]:
     """Step 2: one normaliser per group (a series, see ``--stats-scope``); returns the sources
     that have one."""
     groups: dict[tuple, list[SourceWork]] = {}
@@ -280,26 +316,42 @@ def choose_normalisers(work: list[SourceWork], params: IngestParams, readers: Re
         plans = [w.plan for w in members]
         first = plans[0]
         try:
-            stretch = thumbnail_stretch(plans, params.chip_size, readers,
-                                        log=norm.transform == "db")
+            stretch = thumbnail_stretch(
+                plans, params.chip_size, readers, log=norm.transform == "db"
+            )
         except Exception:  # noqa: BLE001 - thumbnails fall back to a per-chip stretch
             stretch = None
         what = "series" if params.stats_scope == "series" else "group"
-        shared = (f"shared by the {len(plans)} sources of this {what} "
-                  f"({first.bands.sensor.name}, {','.join(first.bands.band_names)}, "
-                  f"{first.meta.dtype})" if len(plans) > 1 else "used by 1 source")
+        shared = (
+            f"shared by the {len(plans)} sources of this {what} "
+            f"({first.bands.sensor.name}, {','.join(first.bands.band_names)}, "
+            f"{first.meta.dtype})"
+            if len(plans) > 1
+            else "used by 1 source"
+        )
         for p in plans:
             p.normaliser, p.stretch = norm, stretch
-        key = " | ".join([first.bands.sensor.name, ",".join(first.bands.band_names),
-                          first.meta.dtype, *([first.source.stats_group]
-                                              if params.stats_scope == "source" else [])])
+        key = " | ".join(
+            [
+                first.bands.sensor.name,
+                ",".join(first.bands.band_names),
+                first.meta.dtype,
+                *([first.source.stats_group] if params.stats_scope == "source" else []),
+            ]
+        )
         state.report.normalisers[key] = {
-            **norm.to_dict(), "notes": list(norm.notes), "scope": params.stats_scope,
-            "shared": shared, "sources": [p.source.display for p in plans],
+            **norm.to_dict(),
+            "notes": list(norm.notes),
+            "scope": params.stats_scope,
+            "shared": shared,
+            "sources": [p.source.display for p in plans],
         }
         for n in norm.notes:
-            state.report.notes.append(f"{first.source.display}: {n}" if len(plans) == 1
-                                      else f"{len(plans)} sources ({shared}): {n}")
+            state.report.notes.append(
+                f"{first.source.display}: {n}"
+                if len(plans) == 1
+                else f"{len(plans)} sources ({shared}): {n}"
+            )
     return [w for w in work if w.plan.normaliser is not None]
 
 
@@ -308,8 +360,14 @@ def list_windows(work: list[SourceWork], writer: ChipWriter, params: IngestParam
     for w in work:
         p = w.plan
         for win in p.windows:
-            cid = chip_id(p.source.identity, win, chip_size=params.chip_size, step=params.step,
-                          bands=p.bands.band_names, whole=p.whole)
+            cid = chip_id(
+                p.source.identity,
+                win,
+                chip_size=params.chip_size,
+                step=params.step,
+                bands=p.bands.band_names,
+                whole=p.whole,
+            )
             if cid in writer:
                 w.report.existing += 1
             else:
@@ -345,10 +403,17 @@ def execute(
         patch_dim = None
         if params.patch_embeddings:
             patch_dim = (params.chip_size // embedder.patch_size) ** 2 * embedder.token_dim
-        writer = ChipWriter(store, embedder.model_id, embedder.dim, patch_dim,
-                            flush_rows=params.flush_rows, flush_seconds=params.flush_seconds)
-        manifest = RunManifest(writer.info.runs_path, params, embedder.model_id,
-                               precision=embedder.precision_report)
+        writer = ChipWriter(
+            store,
+            embedder.model_id,
+            embedder.dim,
+            patch_dim,
+            flush_rows=params.flush_rows,
+            flush_seconds=params.flush_seconds,
+        )
+        manifest = RunManifest(
+            writer.info.runs_path, params, embedder.model_id, precision=embedder.precision_report
+        )
         manifest.save(report, state.sources)
         work = choose_normalisers(work, params, readers, state)
         total = list_windows(work, writer, params)
@@ -357,8 +422,9 @@ def execute(
 
             on_ray(work, writer, embedder, params, state, total=total)
         else:
-            read_embed_write(work, writer, embedder, params, readers, state, total=total,
-                             workers=workers)
+            read_embed_write(
+                work, writer, embedder, params, readers, state, total=total, workers=workers
+            )
         readers.close()
         report.index = _sync_index(writer.info.path, report)
     finally:
@@ -381,17 +447,26 @@ def _tasks(work: list[SourceWork], params: IngestParams) -> list[tuple[SourceWor
     tasks = []
     for w in work:
         c = len(w.plan.bands.indices)
-        per = max(1, min(max(params.batch_size, TASK_CHIPS),
-                         TASK_BYTES // (4 * c * params.chip_size ** 2)))
+        per = max(
+            1, min(max(params.batch_size, TASK_CHIPS), TASK_BYTES // (4 * c * params.chip_size**2))
+        )
         for k in range(0, len(w.todo), per):
-            tasks.append((w, w.todo[k:k + per]))
+            tasks.append((w, w.todo[k : k + per]))
             w.tasks_left += 1
     return tasks
 
 
-def read_embed_write(work: list[SourceWork], writer: ChipWriter, embedder: Embedder,
-                     params: IngestParams, readers: ReaderPool, state: RunState, *,
-                     total: int, workers: int) -> None:
+def read_embed_write(
+    work: list[SourceWork],
+    writer: ChipWriter,
+    embedder: Embedder,
+    params: IngestParams,
+    readers: ReaderPool,
+    state: RunState,
+    *,
+    total: int,
+    workers: int,
+) -> None:
     """Step 4: read tasks a few ahead of the model (threads when ``workers`` > 0), embed in
     batches, write. A task's error fails its source (the rows already written stay)."""
     batcher = _Batcher(embedder, writer, params)
@@ -439,10 +514,15 @@ def read_embed_write(work: list[SourceWork], writer: ChipWriter, embedder: Embed
                 rate = done / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task_id, advance=len(res.chips) + res.nodata, rate=f"{rate:.1f}")
                 if w.tasks_left == 0 and w.report.nodata == w.report.planned:
-                    state.fail(w.plan.source.display, NoDataError(
-                        f"every chip of {w.plan.source.display} is more than "
-                        f"{params.max_nodata:.0%} nodata; nothing to ingest (check the nodata "
-                        "value, or raise --max-nodata)"), w.report)
+                    state.fail(
+                        w.plan.source.display,
+                        NoDataError(
+                            f"every chip of {w.plan.source.display} is more than "
+                            f"{params.max_nodata:.0%} nodata; nothing to ingest (check the nodata "
+                            "value, or raise --max-nodata)"
+                        ),
+                        w.report,
+                    )
             batcher.flush()
             writer.flush()
         finally:

@@ -55,14 +55,16 @@ class SourcePlan:
         return key if scope == "series" else (self.source.stats_group, *key)
 
 
-def thumbnail_bands(names: list[str], sensor, chosen: list[str] | None
-                    ) -> tuple[list[int] | None, str]:
+def thumbnail_bands(
+    names: list[str], sensor, chosen: list[str] | None
+) -> tuple[list[int] | None, str]:
     """Positions of the thumbnail's bands among ``names`` (the bands read) and what they are.
 
     ``chosen`` (``--thumbnail-bands``) wins; else the sensor's true colour (``rgb``), else its
     first ``composites`` entry whose bands were read, else red/green/blue by name, else three
     bands by falling wavelength (a false colour), else grey from the first band.
     """
+
     def pos(keys) -> list[int] | None:
         out = []
         for k in keys:
@@ -80,7 +82,8 @@ def thumbnail_bands(names: list[str], sensor, chosen: list[str] | None
         if got is None:
             raise IngestOptionError(
                 f"--thumbnail-bands {','.join(chosen)}: not all among the bands read "
-                f"({', '.join(names)})")
+                f"({', '.join(names)})"
+            )
         return (got * 3 if len(got) == 1 else got), "--thumbnail-bands " + ",".join(chosen)
     for keys in [sensor.rgb, *sensor.composites]:
         if keys and (got := pos(keys)) is not None:
@@ -106,13 +109,20 @@ def _too_small(meta: RasterMeta, cs: int, max_nodata: float) -> str | None:
     fits = [c for c in (1024, 512, 256, 128, 64) if c <= min(meta.width, meta.height)]
     side = min(meta.width, meta.height)
     hint = f"--chip-size {fits[0]}" if fits else f"a chip size of at most {side // 8 * 8}"
-    return (f"the chip ({cs}x{cs} px) is larger than the image ({meta.width}x{meta.height} "
-            f"px): {1 - fill:.0%} of it would be padding (--max-nodata {max_nodata}); use "
-            f"{hint}, or raise --max-nodata")
+    return (
+        f"the chip ({cs}x{cs} px) is larger than the image ({meta.width}x{meta.height} "
+        f"px): {1 - fill:.0%} of it would be padding (--max-nodata {max_nodata}); use "
+        f"{hint}, or raise --max-nodata"
+    )
 
 
-def plan_source(source: Source, registry: SensorRegistry, params: IngestParams, *,
-                dates: DatesFile | None = None) -> SourcePlan:
+def plan_source(
+    source: Source,
+    registry: SensorRegistry,
+    params: IngestParams,
+    *,
+    dates: DatesFile | None = None,
+) -> SourcePlan:
     """Open ``source`` (metadata only), map its bands and list its chip windows."""
     reader = SourceReader(source, nodata=params.nodata)
     try:
@@ -120,8 +130,9 @@ def plan_source(source: Source, registry: SensorRegistry, params: IngestParams, 
     finally:
         reader.close()
     keep = params.stats != "auto" and params.stats != "sensor"
-    bplan = plan_bands(source, meta, registry, sensor=params.sensor, bands=params.bands,
-                       keep_unstats=keep)
+    bplan = plan_bands(
+        source, meta, registry, sensor=params.sensor, bands=params.bands, keep_unstats=keep
+    )
     cs = params.chip_size
     whole = source.kind == "labelled" and max(meta.width, meta.height) <= 2 * cs
     notes = list(bplan.notes)
@@ -131,14 +142,17 @@ def plan_source(source: Source, registry: SensorRegistry, params: IngestParams, 
         if why := _too_small(meta, cs, params.max_nodata):
             raise IngestOptionError(f"{source.display}: {why}")
         if meta.width < cs or meta.height < cs:
-            notes.append(f"the image ({meta.width}x{meta.height} px) is smaller than a chip "
-                         f"({cs} px): padded")
+            notes.append(
+                f"the image ({meta.width}x{meta.height} px) is smaller than a chip "
+                f"({cs} px): padded"
+            )
         check_chip_count(meta.width, meta.height, cs, params.step, source.display)
         windows = chip_windows(meta.width, meta.height, cs, params.step)
     full = Window(0, 0, meta.width, meta.height)
     centre = footprint(meta.crs, meta.transform, full, size=(meta.width, meta.height)).centre
-    gsd = ground_sample_distance(meta.crs, meta.transform, centre[1] if centre else None,
-                                 bplan.sensor.gsd)
+    gsd = ground_sample_distance(
+        meta.crs, meta.transform, centre[1] if centre else None, bplan.sensor.gsd
+    )
     if whole:
         gsd *= max(meta.width, meta.height) / cs
     gsd = float(f"{gsd:.3g}")  # 9.9992 and 9.9966 m are one GSD: batches stay whole
@@ -146,10 +160,12 @@ def plan_source(source: Source, registry: SensorRegistry, params: IngestParams, 
     rgb, how = thumbnail_bands(bplan.band_names, bplan.sensor, params.thumbnail_bands)
     notes.append(f"thumbnails: {how}")
     if date.value is None:
-        notes.append("no acquisition time found (STAC, file name, GeoTIFF tag, --dates or "
-                     "--datetime)")
-    return SourcePlan(source, meta, bplan, whole, windows, date.value, float(gsd), rgb,
-                      notes=notes, date=date)
+        notes.append(
+            "no acquisition time found (STAC, file name, GeoTIFF tag, --dates or --datetime)"
+        )
+    return SourcePlan(
+        source, meta, bplan, whole, windows, date.value, float(gsd), rgb, notes=notes, date=date
+    )
 
 
 def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, Window]]:
@@ -166,9 +182,12 @@ def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, W
     return out
 
 
-def read_samples(plans: list[SourcePlan], chip_size: int, readers: ReaderPool,
-                 failed: dict[int, BaseException] | None = None
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_samples(
+    plans: list[SourcePlan],
+    chip_size: int,
+    readers: ReaderPool,
+    failed: dict[int, BaseException] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to 16 chips spread over a group's sources (or one source's windows).
 
     Read through the run's pool: the sources stay open, so the blocks decoded here are still
@@ -185,8 +204,9 @@ def read_samples(plans: list[SourcePlan], chip_size: int, readers: ReaderPool,
         try:
             with readers.use(plan.source) as r:
                 while k < len(picks) and picks[k][0] is plan:
-                    got.append(r.read(picks[k][1], plan.bands.indices,
-                                      chip_size if plan.whole else None))
+                    got.append(
+                        r.read(picks[k][1], plan.bands.indices, chip_size if plan.whole else None)
+                    )
                     k += 1
         except Exception as e:
             if failed is None:
@@ -199,8 +219,9 @@ def read_samples(plans: list[SourcePlan], chip_size: int, readers: ReaderPool,
     return out
 
 
-def thumbnail_stretch(plans: list[SourcePlan], chip_size: int, readers: ReaderPool,
-                      *, log: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+def thumbnail_stretch(
+    plans: list[SourcePlan], chip_size: int, readers: ReaderPool, *, log: bool = False
+) -> tuple[np.ndarray, np.ndarray] | None:
     """One 2-98 % stretch ``(low[3], high[3])`` of the thumbnail bands over a group's samples.
 
     Shared by every chip of the group (a series), so a dark lake stays dark instead of being
@@ -220,9 +241,13 @@ def thumbnail_stretch(plans: list[SourcePlan], chip_size: int, readers: ReaderPo
     return lo, np.maximum(hi, lo + np.float32(1e-6))
 
 
-def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
-                      readers: ReaderPool,
-                      failed: dict[int, BaseException] | None = None) -> Normaliser:
+def decide_normaliser(
+    plans: list[SourcePlan],
+    stats: str,
+    chip_size: int,
+    readers: ReaderPool,
+    failed: dict[int, BaseException] | None = None,
+) -> Normaliser:
     """One normaliser for a group: the sensor's statistics when the values fit them (``auto``),
     else statistics computed from the group's own pixels; or as ``stats`` says.
 
@@ -244,11 +269,17 @@ def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
             f"{first.source.display}: the sampled chips hold only nodata; nothing to ingest"
         )
     already_db = sensor.transform == "db" and looks_like_db(masked)
-    notes = [f"{sensor.name} values are already in dB (negative backscatter): the dB "
-             "conversion is skipped"] if already_db else []
+    notes = (
+        [
+            f"{sensor.name} values are already in dB (negative backscatter): the dB "
+            "conversion is skipped"
+        ]
+        if already_db
+        else []
+    )
     caveat = next((p.bands.stats_caveat for p in plans if p.bands.stats_caveat), None)
     if stats == "auto" and caveat:
-        reason = (f"{caveat}: normalised with statistics computed from the source itself")
+        reason = f"{caveat}: normalised with statistics computed from the source itself"
     elif stats == "auto" and all(b.has_stats for b in bands):
         norm = sensor_normaliser(sensor, bands)
         if already_db:
@@ -259,13 +290,14 @@ def decide_normaliser(plans: list[SourcePlan], stats: str, chip_size: int,
         if ok:
             norm.notes.extend(notes)
             return norm
-        reason = (f"values do not fit the {sensor.name} statistics ({why}); normalised with "
-                  "statistics computed from the source itself")
+        reason = (
+            f"values do not fit the {sensor.name} statistics ({why}); normalised with "
+            "statistics computed from the source itself"
+        )
     else:
         reason = "normalised with statistics computed from the source itself"
     try:
-        norm = source_normaliser(sensor, masked,
-                                 transform=None if already_db else "sensor")
+        norm = source_normaliser(sensor, masked, transform=None if already_db else "sensor")
     except BandMismatchError as e:
         raise NoDataError(f"{first.source.display}: {e}") from e
     norm.notes.append("; ".join([*notes, reason]))

@@ -103,8 +103,11 @@ def check_readable(ds, name: str) -> None:
             "you need first (gdal_translate -b ...)"
         )
     interleaved = getattr(ds, "interleaving", None) is not None and ds.interleaving.name == "pixel"
-    per_px = sum(np.dtype(t).itemsize for t in dtypes) if interleaved else max(
-        np.dtype(t).itemsize for t in dtypes)
+    per_px = (
+        sum(np.dtype(t).itemsize for t in dtypes)
+        if interleaved
+        else max(np.dtype(t).itemsize for t in dtypes)
+    )
     bh, bw = (max(v) for v in zip(*ds.block_shapes, strict=True))
     block = int(bh) * int(bw) * per_px
     if block > MAX_DECODED_BLOCK_BYTES:
@@ -374,8 +377,9 @@ class SourceReader:
                 out[i] = data[k]
         return out
 
-    def _read_file(self, fi: int, members: list[tuple[int, int]], window: Window,
-                   out_shape) -> np.ndarray:
+    def _read_file(
+        self, fi: int, members: list[tuple[int, int]], window: Window, out_shape
+    ) -> np.ndarray:
         """Bands ``members`` ((output index, 1-based band)) of file ``fi``, in that order."""
         kw = {"window": window, "indexes": [bi for _, bi in members]}
         if out_shape is not None:

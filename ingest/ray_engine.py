@@ -84,8 +84,9 @@ class _Rows:
 class EmbedActor:
     """Ray actor holding the model: embeds the chips of read tasks with the local ``_Batcher``."""
 
-    def __init__(self, embedder_blob: bytes, params_blob: bytes, plans_blob: bytes,
-                 device: str | None) -> None:
+    def __init__(
+        self, embedder_blob: bytes, params_blob: bytes, plans_blob: bytes, device: str | None
+    ) -> None:
         import torch
 
         torch.set_num_threads(1)  # one core per actor: Ray schedules actors by CPU
@@ -96,7 +97,8 @@ class EmbedActor:
             from clay_search.model.embedder import Embedder
 
             self.embedder = Embedder.from_weights(
-                self.params.weights, precision=self.params.precision, device=device)
+                self.params.weights, precision=self.params.precision, device=device
+            )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         from clay_search.ingest.pipeline import _Batcher
@@ -121,8 +123,15 @@ class EmbedActor:
         return out
 
 
-def read_embed_write(work: list[SourceWork], writer: ChipWriter, embedder: Embedder,
-                     params: IngestParams, state: RunState, *, total: int) -> None:
+def read_embed_write(
+    work: list[SourceWork],
+    writer: ChipWriter,
+    embedder: Embedder,
+    params: IngestParams,
+    state: RunState,
+    *,
+    total: int,
+) -> None:
     """Step 4 on Ray: read tasks, an embedding actor pool, rows written by the driver.
 
     Connects to ``params.ray_address`` (``"auto"``: a running cluster; None: a local one
@@ -137,12 +146,17 @@ def read_embed_write(work: list[SourceWork], writer: ChipWriter, embedder: Embed
     ray = _import_ray()
     started = False
     if not ray.is_initialized():
-        ray.init(address=params.ray_address, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=params.ray_address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         started = True
     try:
-        _run(ray, work, writer, embedder, params, state, total=total,
-             progress=_progress, tasks=tasks)
+        _run(
+            ray, work, writer, embedder, params, state, total=total, progress=_progress, tasks=tasks
+        )
     finally:
         if started:
             ray.shutdown()
@@ -154,8 +168,10 @@ def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) 
     plans = [dataclasses.replace(w.plan, windows=[]) for w in work]  # the windows go per task
     index = {id(w): i for i, w in enumerate(work)}
     slim = dataclasses.replace(params, extra={})
-    specs = [{"task": k, "spec": pickle.dumps((plans[index[id(w)]], index[id(w)], items, slim))}
-             for k, (w, items) in enumerate(tasks)]
+    specs = [
+        {"task": k, "spec": pickle.dumps((plans[index[id(w)]], index[id(w)], items, slim))}
+        for k, (w, items) in enumerate(tasks)
+    ]
     owner = [w for w, _ in tasks]
     gpus = float(params.num_gpus or 0)
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -164,14 +180,23 @@ def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ds = ray.data.from_items(specs, override_num_blocks=min(len(specs), 64))
-    ds = ds.map(_read, fn_kwargs={"nodata": params.nodata}, num_cpus=1,
-                max_retries=MAX_RETRIES)  # a read task whose worker died runs again
+    ds = ds.map(
+        _read, fn_kwargs={"nodata": params.nodata}, num_cpus=1, max_retries=MAX_RETRIES
+    )  # a read task whose worker died runs again
     ds = ds.map_batches(
-        EmbedActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_args=(pickle.dumps(embedder), pickle.dumps(slim), pickle.dumps(plans),
-                             device),
-        num_gpus=gpus / actors if gpus else 0, num_cpus=0 if gpus else 1,
-        max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES,
+        EmbedActor,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        fn_constructor_args=(
+            pickle.dumps(embedder),
+            pickle.dumps(slim),
+            pickle.dumps(plans),
+            device,
+        ),
+        num_gpus=gpus / actors if gpus else 0,
+        num_cpus=0 if gpus else 1,
+        max_restarts=MAX_RETRIES,
+        max_task_retries=MAX_RETRIES,
     )
     seen: set[int] = set()
     t0, done = time.perf_counter(), 0
@@ -198,12 +223,20 @@ def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) 
             w.report.nodata += int(out["nodata"])
             w.report.written += len(rows)
             done += len(rows) + int(out["nodata"])
-            bar.update(task_id, advance=len(rows) + int(out["nodata"]),
-                       rate=f"{done / max(time.perf_counter() - t0, 1e-9):.1f}")
+            bar.update(
+                task_id,
+                advance=len(rows) + int(out["nodata"]),
+                rate=f"{done / max(time.perf_counter() - t0, 1e-9):.1f}",
+            )
             if w.tasks_left == 0 and w.report.nodata == w.report.planned:
-                state.fail(w.plan.source.display, NoDataError(
-                    f"every chip of {w.plan.source.display} is more than "
-                    f"{params.max_nodata:.0%} nodata; nothing to ingest (check the nodata "
-                    "value, or raise --max-nodata)"), w.report)
+                state.fail(
+                    w.plan.source.display,
+                    NoDataError(
+                        f"every chip of {w.plan.source.display} is more than "
+                        f"{params.max_nodata:.0%} nodata; nothing to ingest (check the nodata "
+                        "value, or raise --max-nodata)"
+                    ),
+                    w.report,
+                )
     writer.flush()
     state.report.chips_nodata = sum(w.report.nodata for w in work)

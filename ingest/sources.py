@@ -149,9 +149,15 @@ def walk_folder(
     seen = set() if _seen is None else _seen
     real = folder.resolve()
     if real in seen:
-        return [SourceFailure(str(folder), SourceNotFoundError(
-            f"{folder} leads to {real}, which was already walked (a symlink loop or a second "
-            "link to it); it is read once"))]
+        return [
+            SourceFailure(
+                str(folder),
+                SourceNotFoundError(
+                    f"{folder} leads to {real}, which was already walked (a symlink loop or a "
+                    "second link to it); it is read once"
+                ),
+            )
+        ]
     seen.add(real)
     for name in STAC_ROOT_NAMES:
         if (folder / name).exists():

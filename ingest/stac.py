@@ -57,8 +57,12 @@ def hint_text(item) -> str:
     """The text a sensor's ``stac`` hints (sensors.yaml) are searched in: platform,
     constellation, collection and item type."""
     props = item.properties
-    parts = (props.get("platform"), props.get("constellation"), item.collection_id,
-             props.get("pl:item_type"))
+    parts = (
+        props.get("platform"),
+        props.get("constellation"),
+        item.collection_id,
+        props.get("pl:item_type"),
+    )
     return " ".join(str(p) for p in parts if p)
 
 
@@ -76,20 +80,35 @@ def _item_sources(item, assets: list[str] | None) -> list[Source | SourceFailure
     if assets:
         keys = [k for k in assets if k in item.assets]
         if not keys:
-            return [SourceFailure(label, SourceReadError(
-                f"item {item.id} has none of the assets {assets}; it has {sorted(item.assets)}"
-            ))]
+            return [
+                SourceFailure(
+                    label,
+                    SourceReadError(
+                        f"item {item.id} has none of the assets {assets}; "
+                        f"it has {sorted(item.assets)}"
+                    ),
+                )
+            ]
     else:
-        data = [k for k, a in item.assets.items()
-                if _is_raster_asset(a) and "data" in (a.roles or [])]
+        data = [
+            k for k, a in item.assets.items() if _is_raster_asset(a) and "data" in (a.roles or [])
+        ]
         if not data:
-            data = [k for k, a in item.assets.items()
-                    if _is_raster_asset(a) and {"visual", "overview"} & set(a.roles or [])]
+            data = [
+                k
+                for k, a in item.assets.items()
+                if _is_raster_asset(a) and {"visual", "overview"} & set(a.roles or [])
+            ]
         if not data:
-            return [SourceFailure(label, SourceReadError(
-                f"item {item.id} has no raster data asset (assets: {sorted(item.assets)}); "
-                "pick one with --assets KEY"
-            ))]
+            return [
+                SourceFailure(
+                    label,
+                    SourceReadError(
+                        f"item {item.id} has no raster data asset (assets: {sorted(item.assets)}); "
+                        "pick one with --assets KEY"
+                    ),
+                )
+            ]
         single = [k for k in data if len(_asset_bands(item, item.assets[k]) or []) == 1]
         if len(single) >= 2 and len(single) == len(data):
             keys = sorted(single)
@@ -113,20 +132,22 @@ def _item_sources(item, assets: list[str] | None) -> list[Source | SourceFailure
         band_keys = None
     dt = item.datetime or item.common_metadata.start_datetime
     coll = item.collection_id or ""
-    return [Source(
-        kind="stac",
-        paths=hrefs,
-        identity=f"stac:{coll}/{item.id}/{'+'.join(keys)}",
-        display=hrefs[0] if len(hrefs) == 1 else f"{item.id}:{'+'.join(keys)}",
-        band_keys=band_keys,
-        item_id=item.id,
-        datetime=dt,
-        sensor_hint=_sensor_hint(item),
-        stac_text=hint_text(item),
-        name_parts=[item.id, *[Path(h).stem for h in hrefs]],
-        stats_group=f"stac:{coll}/{item.id}/{'+'.join(keys)}",
-        wavelengths=waves if waves and any(w is not None for w in waves) else None,
-    )]
+    return [
+        Source(
+            kind="stac",
+            paths=hrefs,
+            identity=f"stac:{coll}/{item.id}/{'+'.join(keys)}",
+            display=hrefs[0] if len(hrefs) == 1 else f"{item.id}:{'+'.join(keys)}",
+            band_keys=band_keys,
+            item_id=item.id,
+            datetime=dt,
+            sensor_hint=_sensor_hint(item),
+            stac_text=hint_text(item),
+            name_parts=[item.id, *[Path(h).stem for h in hrefs]],
+            stats_group=f"stac:{coll}/{item.id}/{'+'.join(keys)}",
+            wavelengths=waves if waves and any(w is not None for w in waves) else None,
+        )
+    ]
 
 
 def _read_stac(href: str):
@@ -183,17 +204,26 @@ def walk_catalog(href: str, root) -> tuple[list, list[SourceFailure]]:
             target = _link_href(link, base)
             if target in seen:
                 if link.rel == "child":
-                    failures.append(SourceFailure(base, SourceReadError(
-                        f"{base}: its child link {link.href!r} leads back to {target}, which "
-                        "was already read (a link cycle); it was followed once, fix the link"
-                    )))
+                    failures.append(
+                        SourceFailure(
+                            base,
+                            SourceReadError(
+                                f"{base}: its child link {link.href!r} leads back to {target}, "
+                                "which was already read (a link cycle); it was followed once, "
+                                "fix the link"
+                            ),
+                        )
+                    )
                 continue
             seen.add(target)
             try:
                 obj = _read_stac(target)
             except (SourceNotFoundError, SourceReadError) as e:
-                failures.append(SourceFailure(target, type(e)(
-                    f"{e} (the {link.rel} link {link.href!r} of {base})")))
+                failures.append(
+                    SourceFailure(
+                        target, type(e)(f"{e} (the {link.rel} link {link.href!r} of {base})")
+                    )
+                )
                 continue
             if isinstance(obj, pystac.Item):
                 items.append(obj)
@@ -226,8 +256,14 @@ def stac_sources(href: str, assets: list[str] | None = None) -> list[Source | So
         try:
             out.extend(_item_sources(item, assets))
         except Exception as e:  # noqa: BLE001 - one bad item is reported, the others are used
-            out.append(SourceFailure(f"stac item {item.id}", SourceReadError(
-                f"STAC item {item.id} ({item.get_self_href() or href}) cannot be used: {e}")))
+            out.append(
+                SourceFailure(
+                    f"stac item {item.id}",
+                    SourceReadError(
+                        f"STAC item {item.id} ({item.get_self_href() or href}) cannot be used: {e}"
+                    ),
+                )
+            )
     return out
 
 

@@ -94,26 +94,48 @@ class TaskChips:
         idx = np.asarray(idx)
         pick = idx.tolist()
         return TaskChips(
-            self.pixels[idx], self.valid[idx], self.targets[idx],
-            [self.groups[i] for i in pick], [self.sources[i] for i in pick],
-            [self.windows[i] for i in pick], self.time[idx], self.latlon[idx], self.sensor,
-            self.bands, self.waves, self.gsd, self.normaliser, self.classes, list(self.notes),
+            self.pixels[idx],
+            self.valid[idx],
+            self.targets[idx],
+            [self.groups[i] for i in pick],
+            [self.sources[i] for i in pick],
+            [self.windows[i] for i in pick],
+            self.time[idx],
+            self.latlon[idx],
+            self.sensor,
+            self.bands,
+            self.waves,
+            self.gsd,
+            self.normaliser,
+            self.classes,
+            list(self.notes),
         )
 
 
-def _params(chip_size: int, sensor: str | None, bands: list[str] | None,
-            stride: int | None = None, stats: str = "auto") -> IngestParams:
+def _params(
+    chip_size: int,
+    sensor: str | None,
+    bands: list[str] | None,
+    stride: int | None = None,
+    stats: str = "auto",
+) -> IngestParams:
     p = IngestParams(chip_size=chip_size, stride=stride, sensor=sensor, bands=bands, stats=stats)
     return p
 
 
-def _plan_all(sources: list[Source], params: IngestParams, registry: SensorRegistry,
-              normaliser: Normaliser | None) -> tuple[list[SourcePlan], Normaliser]:
+def _plan_all(
+    sources: list[Source],
+    params: IngestParams,
+    registry: SensorRegistry,
+    normaliser: Normaliser | None,
+) -> tuple[list[SourcePlan], Normaliser]:
     plans = [plan_source(s, registry, params) for s in sources]
     first = plans[0]
     for p in plans[1:]:
-        if (p.bands.sensor.name, p.bands.band_names) != (first.bands.sensor.name,
-                                                          first.bands.band_names):
+        if (p.bands.sensor.name, p.bands.band_names) != (
+            first.bands.sensor.name,
+            first.bands.band_names,
+        ):
             raise BandMismatchError(
                 f"{p.source.display} has {p.bands.sensor.name} bands {p.bands.band_names} but "
                 f"{first.source.display} has {first.bands.sensor.name} "
@@ -145,8 +167,9 @@ def _whole_chip(reader: SourceReader, plan: SourcePlan, size: int):
     return reader.read(Window(0, 0, m.width, m.height), plan.bands.indices, out_size=size)
 
 
-def _chip_set(plans: list[SourcePlan], norm: Normaliser, size: int, targets, groups,
-              classes=None, notes=None) -> TaskChips:
+def _chip_set(
+    plans: list[SourcePlan], norm: Normaliser, size: int, targets, groups, classes=None, notes=None
+) -> TaskChips:
     pixels, valid, lonlats = [], [], []
     for p in plans:
         with SourceReader(p.source) as r:
@@ -158,12 +181,21 @@ def _chip_set(plans: list[SourcePlan], norm: Normaliser, size: int, targets, gro
     t, ll = _encodings(plans, lonlats)
     first = plans[0]
     return TaskChips(
-        np.stack(pixels), np.stack(valid), targets, groups,
-        [p.source.display for p in plans], [Window(0, 0, p.meta.width, p.meta.height)
-                                            for p in plans],
-        t, ll, first.bands.sensor.name, first.bands.band_names,
+        np.stack(pixels),
+        np.stack(valid),
+        targets,
+        groups,
+        [p.source.display for p in plans],
+        [Window(0, 0, p.meta.width, p.meta.height) for p in plans],
+        t,
+        ll,
+        first.bands.sensor.name,
+        first.bands.band_names,
         [b.wavelength for b in first.bands.bands],
-        float(np.median([chip_gsd(p, size, True) for p in plans])), norm, classes, notes or [],
+        float(np.median([chip_gsd(p, size, True) for p in plans])),
+        norm,
+        classes,
+        notes or [],
     )
 
 
@@ -211,8 +243,7 @@ def read_labelled_folder(
         if not data.is_dir():
             raise SourceNotFoundError(f"{data} is not a folder of class folders")
         dirs = sorted(d for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
-        with_files = [d for d in dirs
-                      if any(f.suffix.lower() in RASTER_EXTS for f in d.iterdir())]
+        with_files = [d for d in dirs if any(f.suffix.lower() in RASTER_EXTS for f in d.iterdir())]
         if len(with_files) < 2:
             raise TrainingDataError(
                 f"{data} has {len(with_files)} class folder(s) with images "
@@ -300,6 +331,7 @@ def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
 
 def match_by_stem(images: str | Path, masks: str | Path) -> list[tuple[Path, Path]]:
     """Image and mask files of two folders paired by file stem (unmatched ones are an error)."""
+
     def files(d: Path) -> dict[str, Path]:
         if not d.is_dir():
             raise SourceNotFoundError(f"{d} is not a folder")
@@ -369,10 +401,14 @@ def read_pairs(
                 reads = r.read_many(windows, plan.bands.indices)
             mreads = mr.read_many(windows, [0])
         stem = Path(img).stem
-        gs = (_tile_groups(windows, plan.meta.width, plan.meta.height, stem) if one_image
-              else [stem] * len(windows))
-        fps = footprints(plan.meta.crs, plan.meta.transform, windows,
-                     size=(plan.meta.width, plan.meta.height))
+        gs = (
+            _tile_groups(windows, plan.meta.width, plan.meta.height, stem)
+            if one_image
+            else [stem] * len(windows)
+        )
+        fps = footprints(
+            plan.meta.crs, plan.meta.transform, windows, size=(plan.meta.width, plan.meta.height)
+        )
         for k, ((raw, v), (mraw, mv)) in enumerate(zip(reads, mreads, strict=True)):
             if 1.0 - float(v.mean()) > max_nodata:
                 continue
@@ -418,15 +454,26 @@ def read_pairs(
     t, ll = _encodings(chip_plans, lonlats)
     first = plans[0]
     return TaskChips(
-        np.stack(pixels), np.stack(valid), y, groups, srcs, wins, t, ll,
-        first.bands.sensor.name, first.bands.band_names,
-        [b.wavelength for b in first.bands.bands], float(np.median([p.gsd for p in plans])),
-        norm, names,
+        np.stack(pixels),
+        np.stack(valid),
+        y,
+        groups,
+        srcs,
+        wins,
+        t,
+        ll,
+        first.bands.sensor.name,
+        first.bands.band_names,
+        [b.wavelength for b in first.bands.bands],
+        float(np.median([p.gsd for p in plans])),
+        norm,
+        names,
     )
 
 
-def split_holdout(chips: TaskChips, fraction: float, *, seed: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def split_holdout(
+    chips: TaskChips, fraction: float, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, held-out) indices: whole groups (images, or tiles of a single image) are held out,
     chosen by a seeded hash; train chips that overlap a held-out chip of the same image are
     dropped, so no pixel is on both sides."""
@@ -453,5 +500,9 @@ def split_holdout(chips: TaskChips, fraction: float, *, seed: int = 0
 
 
 def _overlaps(a: Window, b: Window) -> bool:
-    return not (a.col_off + a.width <= b.col_off or b.col_off + b.width <= a.col_off
-                or a.row_off + a.height <= b.row_off or b.row_off + b.height <= a.row_off)
+    return not (
+        a.col_off + a.width <= b.col_off
+        or b.col_off + b.width <= a.col_off
+        or a.row_off + a.height <= b.row_off
+        or b.row_off + b.height <= a.row_off
+    )

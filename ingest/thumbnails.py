@@ -22,16 +22,28 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
     _fast_zlib = None
 
 
-def thumbnail_png(chip: np.ndarray, valid: np.ndarray, rgb: list[int] | None, *,
-                  size: int = 64, log: bool = False,
-                  stretch: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
+def thumbnail_png(
+    chip: np.ndarray,
+    valid: np.ndarray,
+    rgb: list[int] | None,
+    *,
+    size: int = 64,
+    log: bool = False,
+    stretch: tuple[np.ndarray, np.ndarray] | None = None,
+) -> bytes:
     """A small PNG: ``rgb`` band indices (grey from the first band otherwise), 2-98 % stretch."""
     return thumbnails_png([chip], [valid], rgb, size=size, log=log, stretch=stretch)[0]
 
 
-def thumbnails_png(chips: list[np.ndarray], valids: list[np.ndarray], rgb: list[int] | None, *,
-                   size: int = 64, log: bool = False,
-                   stretch: tuple[np.ndarray, np.ndarray] | None = None) -> list[bytes]:
+def thumbnails_png(
+    chips: list[np.ndarray],
+    valids: list[np.ndarray],
+    rgb: list[int] | None,
+    *,
+    size: int = 64,
+    log: bool = False,
+    stretch: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[bytes]:
     """:func:`thumbnail_png` of several chips ``[C, h, w]`` of one shape.
 
     Chips larger than ``size`` by a whole factor are averaged over blocks (invalid pixels left
@@ -67,11 +79,14 @@ def thumbnails_png(chips: list[np.ndarray], valids: list[np.ndarray], rgb: list[
     if pix.shape[1:3] != (size, size):
         from PIL import Image
 
-        pix = np.stack([
-            np.asarray(Image.fromarray(p, mode="RGB").resize(
-                (size, size), Image.Resampling.BILINEAR))
-            for p in pix
-        ])
+        pix = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(p, mode="RGB").resize((size, size), Image.Resampling.BILINEAR)
+                )
+                for p in pix
+            ]
+        )
     return png_rgb8(pix)
 
 
@@ -160,8 +175,10 @@ def png_rgb8(pix: np.ndarray) -> list[bytes]:
     np.subtract(line[:, :, 3:], line[:, :, :-3], out=rows[:, :, 4:])
     ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
     iend = _chunk(b"IEND", b"")
-    return [b"".join([b"\x89PNG\r\n\x1a\n", ihdr, _chunk(b"IDAT", _deflate(r.tobytes())), iend])
-            for r in rows]
+    return [
+        b"".join([b"\x89PNG\r\n\x1a\n", ihdr, _chunk(b"IDAT", _deflate(r.tobytes())), iend])
+        for r in rows
+    ]
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:

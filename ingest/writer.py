@@ -22,8 +22,16 @@ from clay_search.store.lock import StoreLock, guarded_write
 class ChipWriter:
     """Buffered, idempotent writer of chip rows into ``<store>/lancedb`` table ``chips``."""
 
-    def __init__(self, store_path, model_id: str, dim: int, patch_dim: int | None,
-                 *, flush_rows: int = 2048, flush_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        store_path,
+        model_id: str,
+        dim: int,
+        patch_dim: int | None,
+        *,
+        flush_rows: int = 2048,
+        flush_seconds: float = 30.0,
+    ) -> None:
         self.info: StoreInfo = open_or_create_store(store_path, model_id, dim, patch_dim)
         self.lock = StoreLock(self.info.path, "ingest").acquire()  # released by close()
         self.table = open_chips_table(self.info, create=True)
@@ -42,11 +50,16 @@ class ChipWriter:
                     f"store {self.info.path} holds patch embeddings of size {have}, not "
                     f"{patch_dim}; use the store's chip size or a new store"
                 )
-        self.schema = chips_schema(dim, patch_dim=self.table.schema.field(
-            "patch_embeddings").type.list_size if self.has_patch_column else None)
+        self.schema = chips_schema(
+            dim,
+            patch_dim=self.table.schema.field("patch_embeddings").type.list_size
+            if self.has_patch_column
+            else None,
+        )
         # a store made before a column existed (e.g. place_id) keeps its own columns
-        self.schema = pa.schema([f for f in self.schema if f.name in names],
-                                metadata=self.schema.metadata)
+        self.schema = pa.schema(
+            [f for f in self.schema if f.name in names], metadata=self.schema.metadata
+        )
         self.dim = dim
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -71,8 +84,10 @@ class ChipWriter:
             return
         self.existing.add(row["chip_id"])
         self._rows.append(row)
-        if (len(self._rows) >= self.flush_rows
-                or time.monotonic() - self._last_commit >= self.flush_seconds):
+        if (
+            len(self._rows) >= self.flush_rows
+            or time.monotonic() - self._last_commit >= self.flush_seconds
+        ):
             self.flush()
 
     def flush(self) -> int:

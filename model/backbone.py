@@ -204,8 +204,8 @@ class ClayBackbone(nn.Module):
     def forward_vector(
         self, pixels: torch.Tensor, meta: Metadata, pooling: str = "cls"
     ) -> torch.Tensor:
-        """One vector per chip: ``cls``/``mean`` ``[B, D]``; ``mean+std``/``cls+mean`` ``[B, 2D]``
-        """
+        """One vector per chip: ``cls``/``mean`` ``[B, D]``; ``mean+std``/``cls+mean``
+        ``[B, 2D]``."""
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
         return pool_tokens(self.tokens(pixels, meta), pooling)

@@ -34,8 +34,9 @@ OPSET = 17
 class _Graph(nn.Module):
     """The exported computation: fixed bands (baked patch weights), dynamic batch."""
 
-    def __init__(self, backbone: ClayBackbone, task_model: nn.Module | None,
-                 waves: Sequence[float]) -> None:
+    def __init__(
+        self, backbone: ClayBackbone, task_model: nn.Module | None, waves: Sequence[float]
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.task_model = task_model
@@ -55,8 +56,10 @@ class _Graph(nn.Module):
 
 def _resolve_waves(bands, sensor: str | None) -> tuple[list[float], list[str], str | None]:
     if bands is None:
-        raise HeadError("export_onnx needs bands= (names of a sensor's bands, or wavelengths "
-                        "in micrometres) when no head is given")
+        raise HeadError(
+            "export_onnx needs bands= (names of a sensor's bands, or wavelengths "
+            "in micrometres) when no head is given"
+        )
     if all(isinstance(b, int | float) for b in bands):
         return [float(b) for b in bands], [str(b) for b in bands], sensor
     s = SensorRegistry.default().get(sensor or "sentinel-2-l2a")
@@ -88,8 +91,10 @@ def export_onnx(
         task_model, spec = load_head(head, weights=weights)
         backbone = task_model.backbone
         if bands is not None and [str(b) for b in bands] != list(spec.bands):
-            raise HeadError(f"the head {head} was trained on bands {spec.bands}; export it "
-                            "with those (leave bands= out)")
+            raise HeadError(
+                f"the head {head} was trained on bands {spec.bands}; export it "
+                "with those (leave bands= out)"
+            )
         waves, names, sensor = list(spec.waves), list(spec.bands), spec.sensor
         chip_size = chip_size or spec.chip_size
     else:
@@ -98,32 +103,57 @@ def export_onnx(
         waves, names, sensor = _resolve_waves(bands, sensor)
         chip_size = chip_size or 64
     if chip_size % backbone.patch_size:
-        raise HeadError(f"chip_size {chip_size} is not a multiple of the patch size "
-                        f"{backbone.patch_size}")
+        raise HeadError(
+            f"chip_size {chip_size} is not a multiple of the patch size {backbone.patch_size}"
+        )
     graph = _Graph(backbone, task_model, waves).eval()
     c = len(waves)
-    args = (torch.zeros(1, c, chip_size, chip_size), torch.zeros(1, 4), torch.zeros(1, 4),
-            torch.tensor(10.0))
+    args = (
+        torch.zeros(1, c, chip_size, chip_size),
+        torch.zeros(1, 4),
+        torch.zeros(1, 4),
+        torch.tensor(10.0),
+    )
     out_name = "tokens" if task_model is None else "logits"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with torch.no_grad():
         torch.onnx.export(
-            graph, args, str(tmp), dynamo=False, opset_version=opset,
-            input_names=["pixels", "time", "latlon", "gsd"], output_names=[out_name],
-            dynamic_axes={"pixels": {0: "batch"}, "time": {0: "batch"},
-                          "latlon": {0: "batch"}, out_name: {0: "batch"}},
+            graph,
+            args,
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["pixels", "time", "latlon", "gsd"],
+            output_names=[out_name],
+            dynamic_axes={
+                "pixels": {0: "batch"},
+                "time": {0: "batch"},
+                "latlon": {0: "batch"},
+                out_name: {0: "batch"},
+            },
         )
     os.replace(tmp, out)
     doc = {
-        "format": "clay-search-onnx", "model": out.name, "model_id": backbone.model_id,
-        "inputs": {"pixels": ["batch", c, chip_size, chip_size], "time": ["batch", 4],
-                   "latlon": ["batch", 4], "gsd": []},
-        "output": out_name, "bands": names, "waves": waves, "sensor": sensor,
-        "chip_size": chip_size, "opset": opset,
+        "format": "clay-search-onnx",
+        "model": out.name,
+        "model_id": backbone.model_id,
+        "inputs": {
+            "pixels": ["batch", c, chip_size, chip_size],
+            "time": ["batch", 4],
+            "latlon": ["batch", 4],
+            "gsd": [],
+        },
+        "output": out_name,
+        "bands": names,
+        "waves": waves,
+        "sensor": sensor,
+        "chip_size": chip_size,
+        "opset": opset,
         "normaliser": spec.normaliser if spec is not None else None,
-        "head": None if spec is None else {"task": spec.task, "classes": spec.classes,
-                                           "target": spec.target},
+        "head": None
+        if spec is None
+        else {"task": spec.task, "classes": spec.classes, "target": spec.target},
     }
     out.with_name(out.name + ".json").write_text(json.dumps(doc, indent=2) + "\n")
     return out

@@ -113,8 +113,9 @@ def _augment(x: torch.Tensor, y: torch.Tensor, dense: bool, gen: torch.Generator
     return x, y
 
 
-def _loss(task: str, out: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
-          cfg: FinetuneConfig) -> torch.Tensor:
+def _loss(
+    task: str, out: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, cfg: FinetuneConfig
+) -> torch.Tensor:
     if task == "classify":
         return F.cross_entropy(out, y, weight=weights)
     if task == "multilabel":
@@ -129,8 +130,14 @@ def _loss(task: str, out: torch.Tensor, y: torch.Tensor, weights: torch.Tensor |
     return F.smooth_l1_loss(pred[keep], t[keep], beta=1.0)
 
 
-def predict_batches(model, data: ArrayData, *, batch_size: int = 64, device="cpu",
-                    features: torch.Tensor | None = None) -> np.ndarray:
+def predict_batches(
+    model,
+    data: ArrayData,
+    *,
+    batch_size: int = 64,
+    device="cpu",
+    features: torch.Tensor | None = None,
+) -> np.ndarray:
     """Raw model outputs for every chip (logits, or standardised values) as float32 numpy."""
     model.eval()
     outs = []
@@ -156,7 +163,7 @@ def evaluate(task: str, outputs: np.ndarray, y: np.ndarray, cfg: FinetuneConfig)
     if task == "segment":
         k = outputs.shape[1]
         return segmentation_metrics(confusion(outputs.argmax(1), y, k), cfg.classes)
-    pred = (outputs.squeeze(1) if outputs.ndim > 1 and outputs.shape[1] == 1 else outputs)
+    pred = outputs.squeeze(1) if outputs.ndim > 1 and outputs.shape[1] == 1 else outputs
     return regression_metrics(pred * cfg.target_std + cfg.target_mean, y)
 
 
@@ -217,8 +224,11 @@ def finetune(
         elr = cfg.encoder_lr or cfg.lr / 10
         groups.append({"params": enc_params, "lr": elr, "base": elr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    weights = (torch.tensor(cfg.class_weights, dtype=torch.float32, device=dev)
-               if cfg.class_weights else None)
+    weights = (
+        torch.tensor(cfg.class_weights, dtype=torch.float32, device=dev)
+        if cfg.class_weights
+        else None
+    )
     n = len(train)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
@@ -229,8 +239,11 @@ def finetune(
     # frozen encoder: run it once per chip
     feats_train = feats_val = None
     if frozen:
-        per_chip = (4 * bb.dim * (size[0] // bb.patch_size) * (size[1] // bb.patch_size)
-                    if dense else 2 * bb.dim) * 4
+        per_chip = (
+            4 * bb.dim * (size[0] // bb.patch_size) * (size[1] // bb.patch_size)
+            if dense
+            else 2 * bb.dim
+        ) * 4
         if per_chip * (n + (len(val) if val else 0)) <= CACHE_BYTES:
             feats_train = _features(model, train, dev)
             feats_val = _features(model, val, dev) if val is not None and len(val) else None
@@ -257,14 +270,25 @@ def finetune(
             result.best_metrics = json.loads(ck.get("best_metrics", "{}"))
     t0 = time.monotonic()
     columns = TextColumn("{task.fields[info]}")
-    with Progress(TextColumn(f"[bold]finetune {cfg.task}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("epoch {task.fields[epoch]}"), columns, TimeElapsedColumn(),
-                  TimeRemainingColumn(), disable=not progress, transient=False) as bar:
-        task_id = bar.add_task("train", total=total, completed=epoch * steps_per_epoch,
-                               epoch=epoch, info="")
+    with Progress(
+        TextColumn(f"[bold]finetune {cfg.task}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]}"),
+        columns,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        task_id = bar.add_task(
+            "train", total=total, completed=epoch * steps_per_epoch, epoch=epoch, info=""
+        )
         while epoch < cfg.epochs:
-            if cfg.max_time_s is not None and elapsed_before + time.monotonic() - t0 > \
-                    cfg.max_time_s:
+            if (
+                cfg.max_time_s is not None
+                and elapsed_before + time.monotonic() - t0 > cfg.max_time_s
+            ):
                 result.stopped_early = True
                 break
             model.train()
@@ -272,7 +296,7 @@ def finetune(
             losses = []
             te = time.monotonic()
             for s in range(steps_per_epoch):
-                idx = np.sort(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size])
+                idx = np.sort(perm[s * cfg.batch_size : (s + 1) * cfg.batch_size])
                 if not len(idx):
                     continue
                 step = epoch * steps_per_epoch + s
@@ -293,18 +317,22 @@ def finetune(
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
                 opt.step()
                 losses.append(float(loss.detach()))
-                bar.update(task_id, advance=1, epoch=epoch + 1,
-                           info=f"loss {np.mean(losses):.4f}")
+                bar.update(task_id, advance=1, epoch=epoch + 1, info=f"loss {np.mean(losses):.4f}")
             epoch += 1
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                   "epoch_seconds": round(time.monotonic() - te, 2)}
+            row = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                "epoch_seconds": round(time.monotonic() - te, 2),
+            }
             metrics = {}
             if val is not None and len(val):
-                outv = predict_batches(model, val, batch_size=cfg.batch_size, device=dev,
-                                       features=feats_val)
+                outv = predict_batches(
+                    model, val, batch_size=cfg.batch_size, device=dev, features=feats_val
+                )
                 metrics = evaluate(cfg.task, outv, val.y, cfg)
-                row.update({f"val_{k}": v for k, v in metrics.items()
-                            if isinstance(v, float | int)})
+                row.update(
+                    {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float | int)}
+                )
             score = metrics.get(MAIN_METRIC[cfg.task]) if metrics else None
             if cfg.keep == "last" or score is None or _better(cfg.task, score, best_score):
                 best_score = score
@@ -313,10 +341,17 @@ def finetune(
                 result.best_metrics = metrics
             result.rows.append(row)
             _write_metrics(out / METRICS_CSV, result.rows)
-            bar.update(task_id, info=" ".join(
-                f"{k.removeprefix('val_')} {v:.3f}" for k, v in row.items()
-                if k.startswith("val_") and isinstance(v, float) and
-                k.removeprefix("val_") in ("overall_accuracy", "miou", "rmse", "r2", "f1_micro")))
+            bar.update(
+                task_id,
+                info=" ".join(
+                    f"{k.removeprefix('val_')} {v:.3f}"
+                    for k, v in row.items()
+                    if k.startswith("val_")
+                    and isinstance(v, float)
+                    and k.removeprefix("val_")
+                    in ("overall_accuracy", "miou", "rmse", "r2", "f1_micro")
+                ),
+            )
             state = {
                 "model": _trainable_state(model),
                 "optimizer": opt.state_dict(),
@@ -348,16 +383,20 @@ def _features(model, data: ArrayData, dev) -> torch.Tensor:
     with torch.inference_mode():
         for s in range(0, len(data), 64):
             idx = np.arange(s, min(s + 64, len(data)))
-            chunks.append(model.features(torch.from_numpy(data.x[idx]).to(dev),
-                                         _meta(data, idx, dev)).cpu())
+            chunks.append(
+                model.features(torch.from_numpy(data.x[idx]).to(dev), _meta(data, idx, dev)).cpu()
+            )
     return torch.cat(chunks).clone()
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
     """Tensors of the head and of any trained encoder parameter (copies)."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if not k.startswith("backbone.") or k in trainable}
+    return {
+        k: v.detach().cpu().clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith("backbone.") or k in trainable
+    }
 
 
 def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:

@@ -118,8 +118,10 @@ def save_head(model: ChipModel | DenseModel, spec: HeadSpec, out_dir: str | Path
     }
     if trained_encoder:
         tensors.update(
-            {f"encoder.{k}": v.detach().cpu().contiguous()
-             for k, v in bb.encoder.state_dict().items()}
+            {
+                f"encoder.{k}": v.detach().cpu().contiguous()
+                for k, v in bb.encoder.state_dict().items()
+            }
         )
     info = bb.info
     spec.backbone = {
@@ -155,8 +157,9 @@ def read_head_spec(path: str | Path) -> HeadSpec:
     try:
         doc = json.loads(jp.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise HeadError(f"{jp} is not valid JSON ({e}); the head folder is damaged: "
-                        "train it again") from None
+        raise HeadError(
+            f"{jp} is not valid JSON ({e}); the head folder is damaged: train it again"
+        ) from None
     if doc.get("format") != HEAD_FORMAT:
         raise HeadError(f"{jp} is not a clay-search head (format {doc.get('format')!r})")
     if doc.get("task") not in TASKS:
@@ -183,8 +186,10 @@ def load_head(
         raise HeadError(f"{tp} is missing; the head folder is incomplete: train it again")
     want = json.loads((folder / HEAD_JSON).read_text()).get("tensors_sha256")
     if want and hashlib.sha256(tp.read_bytes()).hexdigest() != want:
-        raise HeadError(f"{tp} does not match the checksum in {HEAD_JSON}; the head folder is "
-                        "damaged or was partly overwritten: train it again")
+        raise HeadError(
+            f"{tp} does not match the checksum in {HEAD_JSON}; the head folder is "
+            "damaged or was partly overwritten: train it again"
+        )
     try:
         tensors = load_file(str(tp))
     except (SafetensorError, OSError, ValueError) as e:
@@ -196,7 +201,7 @@ def load_head(
         except (KeyError, TypeError) as e:
             raise HeadError(f"{folder}/{HEAD_JSON}: no valid backbone config ({e!r})") from None
         enc = ClayEncoder.from_config(cfg)
-        state = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+        state = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
         try:
             enc.load_state_dict(state, strict=True)
         except RuntimeError as e:
@@ -215,15 +220,18 @@ def load_head(
                 f"the head {folder} was trained on encoder {b.get('model_id')} but the weights "
                 f"{info.path} are {info.model_id}; pass the head's weights with --weights"
             )
-    bb = ClayBackbone(enc, info, taps=b.get("taps"), freeze="all",
-                      norm_taps=bool(b.get("norm_taps", True)))
+    bb = ClayBackbone(
+        enc, info, taps=b.get("taps"), freeze="all", norm_taps=bool(b.get("norm_taps", True))
+    )
     model = build_model(spec, bb)
-    head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+    head_state = {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
     own = {k for k in model.state_dict() if not k.startswith("backbone.")}
     if set(head_state) != own:
         missing = sorted(own - set(head_state))[:5]
-        raise HeadError(f"{tp} does not fit a {spec.model.get('kind')} head "
-                        f"(missing {missing}); the head folder is damaged")
+        raise HeadError(
+            f"{tp} does not fit a {spec.model.get('kind')} head "
+            f"(missing {missing}); the head folder is damaged"
+        )
     try:
         model.load_state_dict(head_state, strict=False)
     except RuntimeError as e:

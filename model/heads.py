@@ -113,8 +113,9 @@ class FPNDecoder(nn.Module):
     def forward(self, levels: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         feats = list(levels)
         for i in range(len(feats) - 2, -1, -1):  # coarse to fine
-            up = F.interpolate(feats[i + 1], size=feats[i].shape[-2:], mode="bilinear",
-                               align_corners=False)
+            up = F.interpolate(
+                feats[i + 1], size=feats[i].shape[-2:], mode="bilinear", align_corners=False
+            )
             feats[i] = feats[i] + up
         size = feats[0].shape[-2:]
         outs = [
@@ -171,7 +172,11 @@ class DenseModel(nn.Module):
     """
 
     def __init__(
-        self, backbone: ClayBackbone, num_outputs: int, *, channels: int = 64,
+        self,
+        backbone: ClayBackbone,
+        num_outputs: int,
+        *,
+        channels: int = 64,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()

@@ -45,16 +45,19 @@ def from_confusion(cm: np.ndarray, classes: Sequence[str] | None = None) -> dict
         "f1_micro": float(tp.sum() / total) if total else float("nan"),
         "f1_macro": float(np.nanmean(f1)) if np.isfinite(f1).any() else 0.0,
         "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
-        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou,
-                                                                                  strict=True)},
-        "per_class_f1": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, f1,
-                                                                                 strict=True)},
+        "per_class_iou": {
+            n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou, strict=True)
+        },
+        "per_class_f1": {
+            n: (None if np.isnan(v) else float(v)) for n, v in zip(names, f1, strict=True)
+        },
         "support": int(total),
     }
 
 
-def classification_metrics(pred: np.ndarray, target: np.ndarray, k: int,
-                           classes: Sequence[str] | None = None) -> dict:
+def classification_metrics(
+    pred: np.ndarray, target: np.ndarray, k: int, classes: Sequence[str] | None = None
+) -> dict:
     """Single-label chip classification (``pred``, ``target``: class indices ``[N]``)."""
     m = from_confusion(confusion(pred, target, k), classes)
     m.pop("miou")
@@ -69,8 +72,12 @@ def segmentation_metrics(cm: np.ndarray, classes: Sequence[str] | None = None) -
     return m
 
 
-def multilabel_metrics(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5,
-                       classes: Sequence[str] | None = None) -> dict:
+def multilabel_metrics(
+    prob: np.ndarray,
+    target: np.ndarray,
+    threshold: float = 0.5,
+    classes: Sequence[str] | None = None,
+) -> dict:
     """Multi-label metrics from probabilities ``[N, K]`` and multi-hot targets ``[N, K]``."""
     p = np.asarray(prob) >= threshold
     t = np.asarray(target) >= 0.5

@@ -74,7 +74,10 @@ def sensor_normaliser(sensor: Sensor, bands: Sequence[Band]) -> Normaliser:
 
 
 def source_normaliser(
-    sensor: Sensor, samples: Sequence[np.ndarray], *, nodata: float | None = None,
+    sensor: Sensor,
+    samples: Sequence[np.ndarray],
+    *,
+    nodata: float | None = None,
     transform: str | None = "sensor",
 ) -> Normaliser:
     """Normaliser with statistics computed from the imagery itself (samples ``[C, H, W]``).

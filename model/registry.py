@@ -59,9 +59,7 @@ def _entries(data: object, origin: str) -> dict[str, KnownWeights]:
     out: dict[str, KnownWeights] = {}
     for name, entry in data.items():
         if not isinstance(entry, dict) or not entry.get("url") or not entry.get("filename"):
-            raise CheckpointError(
-                f"{origin}: entry {name!r} needs at least 'url' and 'filename'"
-            )
+            raise CheckpointError(f"{origin}: entry {name!r} needs at least 'url' and 'filename'")
         sha = entry.get("sha256")
         if sha is not None and (len(str(sha)) != 64 or not _is_hex(str(sha))):
             raise CheckpointError(

@@ -227,8 +227,9 @@ class SensorRegistry:
         """The other sensors of ``sensor``'s family (band ids that mean other bands)."""
         if not sensor.family:
             return []
-        return [s for s in self._sensors.values()
-                if s.family == sensor.family and s.name != sensor.name]
+        return [
+            s for s in self._sensors.values() if s.family == sensor.family and s.name != sensor.name
+        ]
 
     def add(self, sensor: Sensor) -> Sensor:
         """Add (or replace) a sensor."""

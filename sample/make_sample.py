@@ -13,24 +13,45 @@ from rasterio.windows import Window
 
 SHARED = Path("../shared/data")
 OUT = Path("sample")
-EUROSAT_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11",
-                 "B12", "B8A"]
+EUROSAT_BANDS = [
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+    "B8A",
+]
 PER_CLASS = 3
 NAIP_DATES = ["20090818", "20200831"]
 NAIP_WINDOW = Window(320, 240, 256, 256)
 
 
-def copy_tif(src: Path, dst: Path, window: Window | None = None,
-             descriptions: list[str] | None = None) -> None:
+def copy_tif(
+    src: Path, dst: Path, window: Window | None = None, descriptions: list[str] | None = None
+) -> None:
     """Copy ``window`` of ``src`` to ``dst`` (tiled DEFLATE GeoTIFF, same CRS/grid)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(src) as s:
         window = window or Window(0, 0, s.width, s.height)
         data = s.read(window=window)
         profile = s.profile.copy()
-        profile.update(driver="GTiff", width=int(window.width), height=int(window.height),
-                       transform=s.window_transform(window), compress="deflate",
-                       predictor=2, tiled=False, photometric="MINISBLACK")
+        profile.update(
+            driver="GTiff",
+            width=int(window.width),
+            height=int(window.height),
+            transform=s.window_transform(window),
+            compress="deflate",
+            predictor=2,
+            tiled=False,
+            photometric="MINISBLACK",
+        )
         profile.pop("blockxsize", None)
         profile.pop("blockysize", None)
         with rasterio.open(dst, "w", **profile) as d:
@@ -47,8 +68,11 @@ def main() -> None:
             copy_tif(f, OUT / "eurosat_ms" / cls_dir.name / f.name, descriptions=EUROSAT_BANDS)
     for date in NAIP_DATES:
         name = f"m_4709963_se_14_1_{date}"
-        copy_tif(SHARED / "opengeos" / "naip" / f"{name}.tif", OUT / "naip" / f"{name}_crop.tif",
-                 window=NAIP_WINDOW)
+        copy_tif(
+            SHARED / "opengeos" / "naip" / f"{name}.tif",
+            OUT / "naip" / f"{name}_crop.tif",
+            window=NAIP_WINDOW,
+        )
 
 
 if __name__ == "__main__":

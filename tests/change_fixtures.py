@@ -19,8 +19,9 @@ CHANGED_CELL = (1, 2)  # (row, col) of 64 px chips
 CHIP = 64
 
 
-def make_series(folder: Path, sample_dir: Path, *, shifted: bool = False, seed: int = 0
-                ) -> list[Path]:
+def make_series(
+    folder: Path, sample_dir: Path, *, shifted: bool = False, seed: int = 0
+) -> list[Path]:
     """Write the series into ``folder`` (created) and return the files."""
     import rasterio
 
@@ -36,9 +37,9 @@ def make_series(folder: Path, sample_dir: Path, *, shifted: bool = False, seed: 
     for date in dates:
         img = base * rng.uniform(0.95, 1.05) + rng.normal(0, 3, base.shape)
         if date >= DATES_AFTER[0]:
-            img[:, r0 + 8:r0 + 56, c0 + 8:c0 + 56] = 225.0  # a bright roof
-            img[:, r0 + 8:r0 + 12, c0 + 8:c0 + 56] = 40.0  # its shadowed edge
-            img[3, r0 + 8:r0 + 56, c0 + 8:c0 + 56] = 60.0  # no vegetation (NIR low)
+            img[:, r0 + 8 : r0 + 56, c0 + 8 : c0 + 56] = 225.0  # a bright roof
+            img[:, r0 + 8 : r0 + 12, c0 + 8 : c0 + 56] = 40.0  # its shadowed edge
+            img[3, r0 + 8 : r0 + 56, c0 + 8 : c0 + 56] = 60.0  # no vegetation (NIR low)
         prof = dict(profile)
         name = f"m_4709963_se_14_1_{date}_synth.tif"
         if date == "20200716":

@@ -66,8 +66,10 @@ def main(spec_path: str, results_path: str) -> int:
         for _ in range(2 if op.get("warm_reference") else 1):  # a warm second run is timed
             t0 = time.perf_counter()
             _, st = os.waitpid(_fork(op, op["reference_store"]), 0)
-            out["reference"][name] = {"rc": os.waitstatus_to_exitcode(st),
-                                      "seconds": time.perf_counter() - t0}
+            out["reference"][name] = {
+                "rc": os.waitstatus_to_exitcode(st),
+                "seconds": time.perf_counter() - t0,
+            }
     for trial in spec["trials"]:
         op = spec["ops"][trial["op"]]
         delay = trial["frac"] * out["reference"][trial["op"]]["seconds"]
@@ -81,9 +83,15 @@ def main(spec_path: str, results_path: str) -> int:
         _, st = os.waitpid(pid, 0)
         first = os.waitstatus_to_exitcode(st)
         _, st = os.waitpid(_fork(op, trial["store"]), 0)
-        out["trials"].append({**trial, "delay_s": delay, "first_rc": first,
-                              "killed": killed and first == -signal.SIGKILL,
-                              "resume_rc": os.waitstatus_to_exitcode(st)})
+        out["trials"].append(
+            {
+                **trial,
+                "delay_s": delay,
+                "first_rc": first,
+                "killed": killed and first == -signal.SIGKILL,
+                "resume_rc": os.waitstatus_to_exitcode(st),
+            }
+        )
     with open(results_path, "w") as f:
         json.dump(out, f, indent=1)
     return 0

@@ -26,20 +26,23 @@ from pyproj import CRS, Transformer
 SEED = 19
 
 
-def _geo(crs: str | None, types: list[str], bbox: list[float] | None = None,
-         version: str = "1.0.0") -> bytes:
+def _geo(
+    crs: str | None, types: list[str], bbox: list[float] | None = None, version: str = "1.0.0"
+) -> bytes:
     col: dict = {"encoding": "WKB", "geometry_types": types}
     if crs is not None:
         col["crs"] = CRS.from_user_input(crs).to_json_dict()
     if bbox is not None:
         col["bbox"] = bbox
-    return json.dumps({"version": version, "primary_column": "geometry",
-                       "columns": {"geometry": col}}).encode()
+    return json.dumps(
+        {"version": version, "primary_column": "geometry", "columns": {"geometry": col}}
+    ).encode()
 
 
 def _boxes(lon0: float, lat0: float, n: int, size: float = 0.01) -> list:
-    return [shapely.box(lon0 + i * size, lat0, lon0 + (i + 1) * size, lat0 + size)
-            for i in range(n)]
+    return [
+        shapely.box(lon0 + i * size, lat0, lon0 + (i + 1) * size, lat0 + size) for i in range(n)
+    ]
 
 
 def _vectors(rng, n: int, dim: int) -> np.ndarray:
@@ -51,15 +54,16 @@ def clay_v0(path: Path, n: int = 6, dim: int = 768) -> Path:
     rng = np.random.default_rng(SEED)
     geoms = _boxes(-8.65, 41.15, n)  # Porto, MGRS 29TNF
     vec = _vectors(rng, n, dim)
-    table = pa.table({
-        "index": pa.array(np.arange(n), pa.int64()),
-        "source_url": [f"s3://clay-tiles-02/02/29TNF/29TNF_20220610_{i}.tif" for i in range(n)],
-        "date": pa.array([date(2022, 6, 10)] * n, pa.date32()),
-        "embeddings": pa.array(list(vec), pa.list_(pa.float32())),
-        "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
-    })
-    pq.write_table(table.replace_schema_metadata({b"geo": _geo("EPSG:4326", ["Polygon"])}),
-                   path)
+    table = pa.table(
+        {
+            "index": pa.array(np.arange(n), pa.int64()),
+            "source_url": [f"s3://clay-tiles-02/02/29TNF/29TNF_20220610_{i}.tif" for i in range(n)],
+            "date": pa.array([date(2022, 6, 10)] * n, pa.date32()),
+            "embeddings": pa.array(list(vec), pa.list_(pa.float32())),
+            "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
+        }
+    )
+    pq.write_table(table.replace_schema_metadata({b"geo": _geo("EPSG:4326", ["Polygon"])}), path)
     return path
 
 
@@ -68,30 +72,43 @@ def clay_v15(path: Path, n: int = 6, dim: int = 1024) -> Path:
     rng = np.random.default_rng(SEED + 1)
     geoms = _boxes(13.35, 52.50, n)  # Berlin, MGRS 33UUU
     vec = _vectors(rng, n, dim)
-    table = pa.table({
-        "id": [f"33UUU_{i:04d}" for i in range(n)],
-        "datetime": pa.array([datetime(2023, 5, 1, 10, 20, 31, tzinfo=UTC)] * n,
-                             pa.timestamp("us", tz="UTC")),
-        "embeddings": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), dim),
-        "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
-    })
-    pq.write_table(table.replace_schema_metadata({b"geo": _geo(None, ["Polygon"],
-                                                               version="1.1.0")}), path)
+    table = pa.table(
+        {
+            "id": [f"33UUU_{i:04d}" for i in range(n)],
+            "datetime": pa.array(
+                [datetime(2023, 5, 1, 10, 20, 31, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")
+            ),
+            "embeddings": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), dim),
+            "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
+        }
+    )
+    pq.write_table(
+        table.replace_schema_metadata({b"geo": _geo(None, ["Polygon"], version="1.1.0")}), path
+    )
     return path
 
 
 EARTH_INDEX_EMB = {
     "version": "0.0.1",
-    "model": {"id": "dinov2_vits14_softcon", "version": "2.0.0", "family": "DinoV2",
-              "name": "SoftCon", "config": "class token of the last layer",
-              "source": "https://github.com/zhu-xlab/softcon"},
+    "model": {
+        "id": "dinov2_vits14_softcon",
+        "version": "2.0.0",
+        "family": "DinoV2",
+        "name": "SoftCon",
+        "config": "class token of the last layer",
+        "source": "https://github.com/zhu-xlab/softcon",
+    },
     "providers": [{"name": "EarthGenome", "url": "https://earthgenome.org"}],
     "license": "CC-BY-4.0",
     "datetime": "2023-07-02T00:00:00Z",
     "start_datetime": "2023-01-01T00:00:00Z",
     "end_datetime": "2024-01-01T00:00:00Z",
-    "datasets": [{"dataset_source": "https://stac.earthindex.dev/collections/sentinel-2-l2a-aws",
-                  "dataset_name": "Sentinel2 Temporal Mosaics"}],
+    "datasets": [
+        {
+            "dataset_source": "https://stac.earthindex.dev/collections/sentinel-2-l2a-aws",
+            "dataset_name": "Sentinel2 Temporal Mosaics",
+        }
+    ],
     "embedding_dim": 384,
     "embedding_quantization": "None",
 }
@@ -112,11 +129,13 @@ def earth_index(path: Path, n: int = 8, dim: int = 384, *, int8: bool = False) -
         emb["embedding_quantization"] = "int8, scale=0.02"
     else:
         col = pa.array(list(vec), pa.list_(pa.float32()))
-    table = pa.table({
-        "geometry": pa.array([shapely.to_wkb(p) for p in pts], pa.binary()),
-        "id": [f"21MNT_{i}" for i in range(n)],
-        "embedding": col,
-    })
+    table = pa.table(
+        {
+            "geometry": pa.array([shapely.to_wkb(p) for p in pts], pa.binary()),
+            "id": [f"21MNT_{i}" for i in range(n)],
+            "embedding": col,
+        }
+    )
     meta = {b"geo": _geo("EPSG:4326", ["Point"]), b"emb": json.dumps(emb).encode()}
     pq.write_table(table.replace_schema_metadata(meta), path)
     return path
@@ -129,16 +148,19 @@ def planet_sample(path: Path, dim: int = 256, *, crs: str = "EPSG:3857") -> Path
     vec = _vectors(rng, 5, dim)
     emb = [list(vec[0]), None, list(vec[2]), None, list(vec[4])]
     b = shapely.total_bounds(np.array(geoms))
-    table = pa.table({
-        "datetime": pa.array([datetime(2024, 3, i + 1, 13, 5)
-                              for i in range(5)], pa.timestamp("ns")),
-        "centroid_lat": [g.centroid.y for g in geoms],
-        "centroid_lon": [g.centroid.x for g in geoms],
-        "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
-        "chip_size": pa.array([224] * 5, pa.int64()),
-        "cloud_percent": pa.array([0, 3, None, 10, 0], pa.int64()),
-        "embedding": pa.array(emb, pa.list_(pa.float32())),
-    })
+    table = pa.table(
+        {
+            "datetime": pa.array(
+                [datetime(2024, 3, i + 1, 13, 5) for i in range(5)], pa.timestamp("ns")
+            ),
+            "centroid_lat": [g.centroid.y for g in geoms],
+            "centroid_lon": [g.centroid.x for g in geoms],
+            "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
+            "chip_size": pa.array([224] * 5, pa.int64()),
+            "cloud_percent": pa.array([0, 3, None, 10, 0], pa.int64()),
+            "embedding": pa.array(emb, pa.list_(pa.float32())),
+        }
+    )
     meta = {b"geo": _geo(crs, ["Polygon"], bbox=[float(v) for v in b])}
     pq.write_table(table.replace_schema_metadata(meta), path)
     return path
@@ -151,14 +173,15 @@ def utm_file(path: Path, n: int = 4, dim: int = 64) -> Path:
     x0, y0 = tr.transform(-9.14, 38.72)
     geoms = [shapely.box(x0 + i * 2560, y0, x0 + (i + 1) * 2560, y0 + 2560) for i in range(n)]
     vec = _vectors(rng, n, dim).astype(np.float16)
-    table = pa.table({
-        "tile": [f"t{i}" for i in range(n)],
-        "when": [f"2021-08-1{i}" for i in range(n)],
-        "vec": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel(), pa.float16()), dim),
-        "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
-    })
-    pq.write_table(table.replace_schema_metadata({b"geo": _geo("EPSG:32629", ["Polygon"])}),
-                   path)
+    table = pa.table(
+        {
+            "tile": [f"t{i}" for i in range(n)],
+            "when": [f"2021-08-1{i}" for i in range(n)],
+            "vec": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel(), pa.float16()), dim),
+            "geometry": pa.array([shapely.to_wkb(g) for g in geoms], pa.binary()),
+        }
+    )
+    pq.write_table(table.replace_schema_metadata({b"geo": _geo("EPSG:32629", ["Polygon"])}), path)
     return path
 
 
@@ -174,8 +197,9 @@ def majortom(path: Path, dim: int = 128, *, with_geometry: bool = True) -> Path:
         "unique_id": [f"{c}-2020" for c in cells],
         "embedding": pa.array(list(vec), pa.list_(pa.float32())),
         "timestamp": ["20200615T104031"] * len(cells),
-        "product_id": [f"S2A_MSIL2A_20200615T104031_N0214_R008_T32UNE_{i}" for i in
-                       range(len(cells))],
+        "product_id": [
+            f"S2A_MSIL2A_20200615T104031_N0214_R008_T32UNE_{i}" for i in range(len(cells))
+        ],
         "grid_cell": cells,
         "grid_row_u": pa.array([int(c.split("U")[0]) for c in cells], pa.int16()),
         "grid_col_r": pa.array([115, 116, 115, -1], pa.int16()),
@@ -198,21 +222,31 @@ def majortom(path: Path, dim: int = 128, *, with_geometry: bool = True) -> Path:
 def big_file(path: Path, *, rows: int, dim: int = 256, row_group: int = 8192) -> Path:
     """A large emb-convention file written row group by row group (bounded memory)."""
     rng = np.random.default_rng(SEED + 6)
-    emb = dict(EARTH_INDEX_EMB, embedding_dim=dim, model={"id": "big-test-model",
-                                                          "source": "local"})
-    schema = pa.schema([
-        ("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim)),
-        ("geometry", pa.binary()),
-    ], metadata={b"geo": _geo("EPSG:4326", ["Point"]), b"emb": json.dumps(emb).encode()})
+    emb = dict(
+        EARTH_INDEX_EMB, embedding_dim=dim, model={"id": "big-test-model", "source": "local"}
+    )
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("embedding", pa.list_(pa.float32(), dim)),
+            ("geometry", pa.binary()),
+        ],
+        metadata={b"geo": _geo("EPSG:4326", ["Point"]), b"emb": json.dumps(emb).encode()},
+    )
     with pq.ParquetWriter(path, schema, compression="none") as w:
         for start in range(0, rows, row_group):
             m = min(row_group, rows - start)
             lon = rng.uniform(-10, 30, m)
             lat = rng.uniform(35, 60, m)
             vec = rng.standard_normal((m, dim), dtype=np.float32)
-            w.write_table(pa.table({
-                "id": [f"r{start + i}" for i in range(m)],
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), dim),
-                "geometry": pa.array(shapely.to_wkb(shapely.points(lon, lat)), pa.binary()),
-            }, schema=schema))
+            w.write_table(
+                pa.table(
+                    {
+                        "id": [f"r{start + i}" for i in range(m)],
+                        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), dim),
+                        "geometry": pa.array(shapely.to_wkb(shapely.points(lon, lat)), pa.binary()),
+                    },
+                    schema=schema,
+                )
+            )
     return path

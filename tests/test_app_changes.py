@@ -61,8 +61,11 @@ def test_changes_view_finds_the_planted_change(store_path, monkeypatch):
     at.button(key=f"chg-unlike-{cards[1]}").click().run()
     at.button(key="chg-more").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    more = clay_search.connect(store_path).change_search(
-        [top], [cards[1]], before=BEFORE, after=AFTER, k=200).to_pandas()
+    more = (
+        clay_search.connect(store_path)
+        .change_search([top], [cards[1]], before=BEFORE, after=AFTER, k=200)
+        .to_pandas()
+    )
     got = _cards(at)
     assert got == more.place_id.tolist()[:12] and top not in got
     assert any(b.label.startswith("Download GeoJSON") for b in at.get("download_button"))
@@ -78,7 +81,7 @@ def _cards(at: AppTest) -> list[str]:
     per_col = [(n - c + COLUMNS - 1) // COLUMNS for c in range(COLUMNS)]
     cols, i = [], 0
     for m in per_col:
-        cols.append(keys[i:i + m])
+        cols.append(keys[i : i + m])
         i += m
     return [cols[j % COLUMNS][j // COLUMNS] for j in range(n)]
 
@@ -95,10 +98,15 @@ def test_changes_view_bad_periods_and_more_without_likes(store_path, monkeypatch
 
 
 def test_view_helpers():
-    (b0, b1), (a0, a1) = default_periods({"time_range": ["2009-08-18T00:00:00",
-                                                          "2020-08-31T00:00:00"]})
-    assert (b0, b1, a0, a1) == (date(2009, 8, 18), date(2009, 12, 31), date(2020, 1, 1),
-                                date(2020, 8, 31))
+    (b0, b1), (a0, a1) = default_periods(
+        {"time_range": ["2009-08-18T00:00:00", "2020-08-31T00:00:00"]}
+    )
+    assert (b0, b1, a0, a1) == (
+        date(2009, 8, 18),
+        date(2009, 12, 31),
+        date(2020, 1, 1),
+        date(2020, 8, 31),
+    )
     ss: dict = {}
     toggle(ss, LIKE, "p1")
     toggle(ss, UNLIKE, "p1")

@@ -48,8 +48,16 @@ def series_store(sample_dir: Path, tmp_path_factory) -> Path:
 def server(series_store: Path, tmp_path_factory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [sys.executable, "-m", "clay_search.cli.main", "app", "--store", str(series_store),
-           "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clay_search.cli.main",
+        "app",
+        "--store",
+        str(series_store),
+        "--port",
+        str(port),
+    ]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -82,8 +90,9 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
     out = _artifacts(repo_root)
     store = clay_search.connect(series_store)
     # the view's default periods: the first year of the store and its last year
-    expect_df = store.changes(("2010-06-15", "2010-12-31"), ("2020-01-01", "2020-06-15"),
-                              k=200).to_pandas()
+    expect_df = store.changes(
+        ("2010-06-15", "2010-12-31"), ("2020-01-01", "2020-06-15"), k=200
+    ).to_pandas()
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -95,17 +104,20 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             # the first deck.gl draw (software WebGL) can hold the page's main thread a while
             page.get_by_text("Changes", exact=True).click(timeout=120_000)
             expect(page.get_by_text("Pick two periods and press Find changes")).to_be_visible(
-                timeout=30_000)
+                timeout=30_000
+            )
             page.get_by_role("button", name="Find changes").click()
             expect(page.get_by_text("16 pairs (largest changes (cosine)")).to_be_visible(
-                timeout=30_000)
+                timeout=30_000
+            )
             expect(page.locator("[data-testid='stDeckGlJsonChart'] canvas").first).to_be_visible()
             top = expect_df.iloc[0]
             expect(page.get_by_text(f"#1 | {top.change:.3f}")).to_be_visible()
             time.sleep(4)
             page.screenshot(path=str(out / "app_changes.png"), full_page=True)
             page.locator("[data-testid='stDeckGlJsonChart']").first.screenshot(
-                path=str(out / "app_changes_map.png"))
+                path=str(out / "app_changes_map.png")
+            )
             expect(page.locator("[data-testid='stImage'] img")).to_have_count(24)  # 12 pairs
 
             page.get_by_role("button", name="Timeline").first.click()
@@ -116,7 +128,8 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             expect(page.get_by_text("1 liked, 0 unliked")).to_be_visible(timeout=20_000)
             page.get_by_role("button", name="More like these").click()
             expect(page.get_by_text("15 pairs (changes like 1 pair(s)")).to_be_visible(
-                timeout=30_000)
+                timeout=30_000
+            )
             page.screenshot(path=str(out / "app_changes_like.png"), full_page=True)
 
             with page.expect_download() as dl:
@@ -125,7 +138,8 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             dl.value.save_as(path)
             feats = json.loads(path.read_text())["features"]
             assert len(feats) == 15 and top.place_id not in {
-                f["properties"]["place_id"] for f in feats}
+                f["properties"]["place_id"] for f in feats
+            }
         finally:
             browser.close()
     assert not errors, errors

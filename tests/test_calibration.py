@@ -134,8 +134,13 @@ def test_real_measurement_reports_every_candidate(encoder, home):
 def test_real_model_slice_is_timed_and_compared(encoder):
     """Every candidate through the model (probe disabled): figures and cosine to fp32."""
     figures, blocks = calib.measure_encoder(
-        encoder, device=torch.device("cpu"), chip_size=32, bands=4,
-        candidates=("fp32", "bf16"), budget_s=0.05, probe_ratio=1e9,
+        encoder,
+        device=torch.device("cpu"),
+        chip_size=32,
+        bands=4,
+        candidates=("fp32", "bf16"),
+        budget_s=0.05,
+        probe_ratio=1e9,
     )
     assert 1 <= blocks <= len(encoder.blocks)
     assert figures["fp32"]["speedup"] == 1.0 and figures["bf16"]["rejected"] is None

@@ -47,8 +47,7 @@ def series(tmp_path_factory, sample_dir):
 
 def _changed_window_json() -> str:
     r, c = CHANGED_CELL
-    return (f'{{"col_off": {c * CHIP}, "height": {CHIP}, "row_off": {r * CHIP}, '
-            f'"width": {CHIP}}}')
+    return f'{{"col_off": {c * CHIP}, "height": {CHIP}, "row_off": {r * CHIP}, "width": {CHIP}}}'
 
 
 # -- place ids --------------------------------------------------------------------------------
@@ -92,14 +91,19 @@ def test_different_grids_pair_by_footprint_overlap(series):
     i, j, iou = overlap_pairs(a, b, min_iou=0.5)
     assert len(i) == 16
     assert np.all((iou > 0.85) & (iou < 0.95))  # 61/67 px of overlap along x
-    win_a = [w for w, s in zip(store.attrs.column("window").to_pylist(), src, strict=True)
-             if "20100615" in s]
-    win_b = [w for w, s in zip(store.attrs.column("window").to_pylist(), src, strict=True)
-             if "20200716" in s]
+    win_a = [
+        w
+        for w, s in zip(store.attrs.column("window").to_pylist(), src, strict=True)
+        if "20100615" in s
+    ]
+    win_b = [
+        w
+        for w, s in zip(store.attrs.column("window").to_pylist(), src, strict=True)
+        if "20200716" in s
+    ]
     assert [win_a[k] for k in i] == [win_b[k] for k in j]  # each cell with its own cell
     # grid pairing alone leaves the shifted date out; auto adds it by overlap
-    grid = store.changes(("2010-01-01", "2012-12-31"), ("2020-07-01", "2020-07-31"),
-                         pairing="grid")
+    grid = store.changes(("2010-01-01", "2012-12-31"), ("2020-07-01", "2020-07-31"), pairing="grid")
     assert len(grid) == 0 and "no place" in grid.meta["reason"]
     auto = store.changes(("2010-01-01", "2012-12-31"), ("2020-07-01", "2020-07-31"))
     assert len(auto) == 16 and set(auto.to_pandas().pairing) == {"overlap"}
@@ -154,8 +158,9 @@ def test_changes_k_bbox_and_normalised(series):
     top3 = store.changes(BEFORE, AFTER, k=3)
     assert top3.to_pandas().place_id.tolist() == full.to_pandas().place_id.tolist()[:3]
     row = full.to_pandas().iloc[0]
-    inside = store.changes(BEFORE, AFTER, bbox=(row.minx + 1e-5, row.miny + 1e-5,
-                                                row.maxx - 1e-5, row.maxy - 1e-5))
+    inside = store.changes(
+        BEFORE, AFTER, bbox=(row.minx + 1e-5, row.miny + 1e-5, row.maxx - 1e-5, row.maxy - 1e-5)
+    )
     assert inside.to_pandas().place_id.tolist() == [row.place_id]
     norm = store.changes(BEFORE, AFTER, method="normalised").to_pandas()
     assert norm.place_id.iloc[0] == row.place_id
@@ -183,17 +188,20 @@ def test_patch_method(series, tmp_path):
     # the value is the largest distance over the 8 x 8 grid of 128-dimensional patch tokens
     row = df.iloc[1]
     rows = store._rows_of([row.chip_id_before, row.chip_id_after])
-    before_rows = store._rows_of([c for c in store.timeline(row.place_id).chip_ids
-                                  if c in set(store.chips(start=BEFORE[0], end=BEFORE[1])
-                                              .chip_ids)])
-    after_rows = np.setdiff1d(store._rows_of(store.timeline(row.place_id).chip_ids),
-                              before_rows)
+    before_rows = store._rows_of(
+        [
+            c
+            for c in store.timeline(row.place_id).chip_ids
+            if c in set(store.chips(start=BEFORE[0], end=BEFORE[1]).chip_ids)
+        ]
+    )
+    after_rows = np.setdiff1d(store._rows_of(store.timeline(row.place_id).chip_ids), before_rows)
     del rows
     tok = store.take_column("patch_embeddings", np.concatenate([before_rows, after_rows]))
     t = tok.flatten().to_numpy().reshape(len(before_rows) + len(after_rows), 64, 128)
     t = t / np.linalg.norm(t, axis=2, keepdims=True)
-    mb = t[:len(before_rows)].mean(0)
-    ma = t[len(before_rows):].mean(0)
+    mb = t[: len(before_rows)].mean(0)
+    ma = t[len(before_rows) :].mean(0)
     mb /= np.linalg.norm(mb, axis=1, keepdims=True)
     ma /= np.linalg.norm(ma, axis=1, keepdims=True)
     assert row.change == pytest.approx(float(np.max(1 - np.sum(mb * ma, axis=1))), rel=1e-4)
@@ -229,12 +237,14 @@ def test_change_search_by_example(series):
     got = res.to_pandas()
     assert planted not in got.place_id.tolist()  # the example is left out
     assert len(got) == 5 and np.all(np.diff(got.score) <= 0)
-    keep = store.change_search([planted], before=BEFORE, after=AFTER, k=3,
-                               exclude_examples=False).to_pandas()
+    keep = store.change_search(
+        [planted], before=BEFORE, after=AFTER, k=3, exclude_examples=False
+    ).to_pandas()
     assert keep.place_id.iloc[0] == planted and keep.score.iloc[0] == pytest.approx(1.0)
     # a chip id of either date names its place; a negative moves the ranking
-    by_chip = store.change_search([df.chip_id_after.iloc[0]], before=BEFORE, after=AFTER,
-                                  k=15).to_pandas()
+    by_chip = store.change_search(
+        [df.chip_id_after.iloc[0]], before=BEFORE, after=AFTER, k=15
+    ).to_pandas()
     assert by_chip.place_id.tolist() == got.place_id.tolist() + by_chip.place_id.tolist()[5:]
     other = got.place_id.iloc[0]
     neg = store.change_search([planted], [other], before=BEFORE, after=AFTER, k=15).to_pandas()
@@ -270,16 +280,30 @@ def test_cli_changes_geojson_parquet_and_raster(series, tmp_path):
     expect = store.changes(BEFORE, AFTER, k=4).to_pandas()
     period = ["--before", "/".join(BEFORE), "--after", "/".join(AFTER)]
     gj, pqf, tif = tmp_path / "c.geojson", tmp_path / "c.parquet", tmp_path / "c.tif"
-    r = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), *period, "-k", "4",
-                                 "--out", str(gj), "--raster", str(tif)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "changes",
+            "--store",
+            str(series["store"]),
+            *period,
+            "-k",
+            "4",
+            "--out",
+            str(gj),
+            "--raster",
+            str(tif),
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(gj.read_text())
     props = [f["properties"] for f in doc["features"]]
     assert [p["place_id"] for p in props] == expect.place_id.tolist()
     assert "thumbnail_before" not in props[0] and props[0]["chip_id_before"]
     assert doc["features"][0]["geometry"]["type"] == "Polygon"
-    r = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), *period,
-                                 "--out", str(pqf)])
+    r = CliRunner().invoke(
+        app, ["changes", "--store", str(series["store"]), *period, "--out", str(pqf)]
+    )
     assert r.exit_code == 0, r.output
     t = pq.read_table(pqf)
     assert b"geo" in t.schema.metadata and t.num_rows == 16
@@ -301,20 +325,55 @@ def test_cli_changes_like_and_errors(series, tmp_path):
     planted = store.changes(BEFORE, AFTER, k=1).to_pandas().place_id.iloc[0]
     period = ["--before", "/".join(BEFORE), "--after", "/".join(AFTER)]
     out = tmp_path / "like.csv"
-    r = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), *period,
-                                 "--like", planted, "-k", "3", "--out", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "changes",
+            "--store",
+            str(series["store"]),
+            *period,
+            "--like",
+            planted,
+            "-k",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     expect = store.change_search([planted], before=BEFORE, after=AFTER, k=3).to_pandas()
     assert out.read_text().count("\n") == 4 and expect.place_id.iloc[0] in out.read_text()
-    bad = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), "--before",
-                                   "2019-01-01/2020-12-31", "--after", "2010-01-01/2012-12-31",
-                                   "--out", str(out)])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "changes",
+            "--store",
+            str(series["store"]),
+            "--before",
+            "2019-01-01/2020-12-31",
+            "--after",
+            "2010-01-01/2012-12-31",
+            "--out",
+            str(out),
+        ],
+    )
     assert bad.exit_code == 2 and "swap" in bad.output and "Traceback" not in bad.output
     none = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), *period])
     assert none.exit_code == 2 and "--out" in none.output
-    empty = CliRunner().invoke(app, ["changes", "--store", str(series["store"]), "--before",
-                                     "/".join(BEFORE), "--after", "2021-01-01/2021-12-31",
-                                     "--out", str(tmp_path / "e.geojson")])
+    empty = CliRunner().invoke(
+        app,
+        [
+            "changes",
+            "--store",
+            str(series["store"]),
+            "--before",
+            "/".join(BEFORE),
+            "--after",
+            "2021-01-01/2021-12-31",
+            "--out",
+            str(tmp_path / "e.geojson"),
+        ],
+    )
     assert empty.exit_code == 0 and "no changes: no chip in the after period" in empty.output
     assert json.loads((tmp_path / "e.geojson").read_text())["features"] == []
 
@@ -330,7 +389,8 @@ def test_result_thumbnails_follow_the_rank_order(series):
     assert got == one_by_one and got[0] != got[1]
     res = store.search([ids[0]], k=10)
     assert res.to_pandas().thumbnail.tolist() == [
-        store.get([c]).to_pandas().thumbnail[0] for c in res.chip_ids]
+        store.get([c]).to_pandas().thumbnail[0] for c in res.chip_ids
+    ]
 
 
 def test_store_made_before_place_ids(series, tmp_path):
@@ -344,8 +404,9 @@ def test_store_made_before_place_ids(series, tmp_path):
 
     new = clay_search.connect(series["store"])
     info = open_or_create_store(tmp_path / "old", new.model_id, new.dim)
-    old_schema = pa.schema([f for f in new.table.schema if f.name != "place_id"],
-                           metadata=new.table.schema.metadata)
+    old_schema = pa.schema(
+        [f for f in new.table.schema if f.name != "place_id"], metadata=new.table.schema.metadata
+    )
     lancedb.connect(str(info.path / "lancedb")).create_table(TABLE_NAME, schema=old_schema)
     files = [f for f in series["files"] if "20200716" not in f.name]
     _ingest(files, tmp_path / "old")

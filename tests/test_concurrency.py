@@ -68,8 +68,14 @@ READER = textwrap.dedent("""
 
 def _py(code: str, *args, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +88,7 @@ def reference(tmp_path_factory, sample_dir, nano_weights):
     return table_state(store)
 
 
-def test_readers_during_an_ingest_see_whole_commits(tmp_path, sample_dir, nano_weights,
-                                                     reference):
+def test_readers_during_an_ingest_see_whole_commits(tmp_path, sample_dir, nano_weights, reference):
     store, done = tmp_path / "s", tmp_path / "done"
     readers = [_py(READER, store, done, tmp_path / f"r{i}.json") for i in range(2)]
     writer = _py(INGEST, sample_dir / "naip", store, nano_weights)
@@ -151,13 +156,16 @@ def test_cli_second_writer_is_refused_with_one_line(tmp_path, sample_dir, nano_w
 
 def test_lock_is_released_when_the_holder_is_killed(tmp_path):
     store = tmp_path / "s"
-    p = _py(textwrap.dedent("""
+    p = _py(
+        textwrap.dedent("""
         import sys, time
         from clay_search.store.lock import store_lock
         store_lock(sys.argv[1], "ingest").acquire()
         print("held", flush=True)
         time.sleep(600)
-    """), store)
+    """),
+        store,
+    )
     assert p.stdout.readline().strip() == "held"
     with pytest.raises(StoreBusyError, match="is being written by ingest"):
         store_lock(store, "import").acquire()
@@ -173,8 +181,10 @@ def test_two_index_syncs_at_once_both_succeed(tmp_path):
     gpq = clay_geoparquet(tmp_path / "e.gpq", n=20_000)
     store = tmp_path / "s"
     import_geoparquet(gpq, store, model_id="clay-v1.5", sync=False)
-    code = "import sys; from clay_search.store import sync_index; " \
-           "print(sync_index(sys.argv[1], rebuild=True).action)"
+    code = (
+        "import sys; from clay_search.store import sync_index; "
+        "print(sync_index(sys.argv[1], rebuild=True).action)"
+    )
     procs = [_py(code, store) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e[-1500:] for _, e in outs]
@@ -188,8 +198,11 @@ def small_fs(tmp_path):
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small filesystem needs root and mount(8)")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -230,9 +243,13 @@ def _ingested_store(tmp_path, sample_dir, nano_weights) -> Path:
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clay_search.cli.main", *map(str, args)],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "400"})
+    return subprocess.run(
+        [sys.executable, "-m", "clay_search.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "400"},
+    )
 
 
 def test_corrupted_store_files_are_explained_and_repaired(tmp_path, sample_dir, nano_weights):

@@ -31,10 +31,16 @@ RSS_EXTRA = 1536 * 2**20  # resident memory a case may add
 def _rows(store: Path) -> dict[str, tuple]:
     t = lancedb.connect(str(store / "lancedb")).open_table("chips").to_arrow()
     emb = t.column("embedding").to_pylist()
-    return {cid: (np.asarray(e, np.float32).tobytes(), g, s)
-            for cid, e, g, s in zip(t.column("chip_id").to_pylist(), emb,
-                                    t.column("geometry").to_pylist(),
-                                    t.column("source").to_pylist(), strict=True)}
+    return {
+        cid: (np.asarray(e, np.float32).tobytes(), g, s)
+        for cid, e, g, s in zip(
+            t.column("chip_id").to_pylist(),
+            emb,
+            t.column("geometry").to_pylist(),
+            t.column("source").to_pylist(),
+            strict=True,
+        )
+    }
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +56,41 @@ def corpus_run(tmp_path_factory, sample_dir, nano_embedder, nano_weights):
     report = run([good], base, embedder=nano_embedder, chip_size=64)
     assert report.ok and report.chips_written == 16
     good_rows = _rows(base)
-    spec = {"weights": str(nano_weights), "timeout_s": TIMEOUT_S, "mem_extra_bytes": MEM_EXTRA,
-            "cases": []}
+    spec = {
+        "weights": str(nano_weights),
+        "timeout_s": TIMEOUT_S,
+        "mem_extra_bytes": MEM_EXTRA,
+        "cases": [],
+    }
     for c in cases:
         store = tmp / "stores" / c.name
         shutil.copytree(base, store)
-        argv = ["ingest", *[str(root / a) for a in c.args], "--store", str(store), "--weights",
-                str(nano_weights), "--quiet", *CHIP, *c.options]
+        argv = [
+            "ingest",
+            *[str(root / a) for a in c.args],
+            "--store",
+            str(store),
+            "--weights",
+            str(nano_weights),
+            "--quiet",
+            *CHIP,
+            *c.options,
+        ]
         spec["cases"].append({"name": c.name, "argv": argv, "out": str(tmp / c.name)})
     (tmp / "spec.json").write_text(json.dumps(spec))
     here = Path(__file__).parent
-    subprocess.run([sys.executable, str(here / "corpus" / "runner.py"), str(tmp / "spec.json"),
-                    str(tmp / "results.json")], check=True, timeout=60 * 30)
+    subprocess.run(
+        [
+            sys.executable,
+            str(here / "corpus" / "runner.py"),
+            str(tmp / "spec.json"),
+            str(tmp / "results.json"),
+        ],
+        check=True,
+        timeout=60 * 30,
+    )
     results = json.loads((tmp / "results.json").read_text())
-    return {"cases": {c.name: c for c in cases}, "results": results, "tmp": tmp,
-            "good": good_rows}
+    return {"cases": {c.name: c for c in cases}, "results": results, "tmp": tmp, "good": good_rows}
 
 
 def _case_names() -> list[str]:

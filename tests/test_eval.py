@@ -146,9 +146,7 @@ def test_simulated_session_counts_hits_per_round():
     labels = np.array(["a"] * 6 + ["b"] * 6)
     order = np.array([0, 1, 6, 2, 7, 3, 8, 4, 9, 5, 10, 11])  # a fixed ranking, best first
 
-    rates = simulate_session(
-        lambda pos, neg: order, labels, "a", start=[0], rounds=3, per_round=2
-    )
+    rates = simulate_session(lambda pos, neg: order, labels, "a", start=[0], rounds=3, per_round=2)
     # round 1 shows 1 (a), 6 (b); round 2: 2 (a), 7 (b); round 3: 3 (a), 8 (b)
     assert rates == [0.5, 0.5, 0.5]
 

@@ -23,8 +23,21 @@ BANDS = ["blue", "green", "red", "nir"]
 
 def _eurosat_chips(sample_dir):
     s2 = SensorRegistry.default().get("sentinel-2-l2a")
-    order = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11",
-             "B12", "B8A"]
+    order = [
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B09",
+        "B10",
+        "B11",
+        "B12",
+        "B8A",
+    ]
     idx = [order.index(b) for b in ("B02", "B03", "B04", "B08")]
     files = sorted((sample_dir / "eurosat_ms").glob("*/*.tif"))[:6]
     raw = []
@@ -38,8 +51,9 @@ def _eurosat_chips(sample_dir):
 
 def _run(path, x, time, latlon, gsd):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"pixels": x, "time": time, "latlon": latlon,
-                           "gsd": np.array(gsd, np.float32)})[0]
+    return sess.run(
+        None, {"pixels": x, "time": time, "latlon": latlon, "gsd": np.array(gsd, np.float32)}
+    )[0]
 
 
 def test_encoder_onnx_matches_torch(sample_dir, tmp_path):
@@ -52,9 +66,10 @@ def test_encoder_onnx_matches_torch(sample_dir, tmp_path):
     got = _run(path, x, time, latlon, 10.0)
     bb = ClayBackbone.from_weights()
     with torch.no_grad():
-        want = bb.tokens(torch.from_numpy(x), Metadata(torch.tensor(waves), 10.0,
-                                                       torch.from_numpy(time),
-                                                       torch.from_numpy(latlon))).numpy()
+        want = bb.tokens(
+            torch.from_numpy(x),
+            Metadata(torch.tensor(waves), 10.0, torch.from_numpy(time), torch.from_numpy(latlon)),
+        ).numpy()
     assert got.shape == want.shape == (len(x), 65, 128)
     assert np.abs(got - want).max() < ATOL
     side = json.loads((tmp_path / "encoder.onnx.json").read_text())
@@ -70,18 +85,26 @@ def test_dense_head_onnx_matches_torch(sample_dir, tmp_path):
     s = SensorRegistry.default().get("naip")
     bands = [s.band(b) for b in ("red", "green", "blue", "nir")]
     spec = HeadSpec(
-        task="segment", sensor="naip", bands=[b.name for b in bands],
+        task="segment",
+        sensor="naip",
+        bands=[b.name for b in bands],
         waves=[b.wavelength for b in bands],
-        normaliser=sensor_normaliser(s, bands).to_dict(), chip_size=64,
-        model={"kind": "dense", "num_outputs": 3, "channels": 32}, backbone={},
+        normaliser=sensor_normaliser(s, bands).to_dict(),
+        chip_size=64,
+        model={"kind": "dense", "num_outputs": 3, "channels": 32},
+        backbone={},
         classes=["1", "2", "3"],
     )
     model = build_model(spec, ClayBackbone.from_weights()).eval()
     save_head(model, spec, tmp_path / "head")
     f = sorted((sample_dir / "naip").glob("*.tif"))[0]
     with rasterio.open(f) as src:
-        raw = np.stack([src.read(window=((r, r + 64), (c, c + 64)))
-                        for r, c in ((0, 0), (64, 128), (192, 192))])
+        raw = np.stack(
+            [
+                src.read(window=((r, r + 64), (c, c + 64)))
+                for r, c in ((0, 0), (64, 128), (192, 192))
+            ]
+        )
     x = spec.make_normaliser()(raw).astype(np.float32)
     zeros = np.zeros((len(x), 4), np.float32)
     path = export_onnx(tmp_path / "seg.onnx", head=tmp_path / "head")

@@ -20,8 +20,14 @@ pytestmark = pytest.mark.slow
 
 SEED = 15
 N_INGEST, N_SYNC, N_IMPORT = 12, 8, 8
-INGEST_KW = {"chip_size": 64, "stride": 32, "batch_size": 4, "flush_rows": 8, "workers": 1,
-             "precision": "fp32"}
+INGEST_KW = {
+    "chip_size": 64,
+    "stride": 32,
+    "batch_size": 4,
+    "flush_rows": 8,
+    "workers": 1,
+    "precision": "fp32",
+}
 
 
 def clay_geoparquet(path: Path, n: int = 20_000, dim: int = 128, seed: int = SEED) -> Path:
@@ -32,11 +38,14 @@ def clay_geoparquet(path: Path, n: int = 20_000, dim: int = 128, seed: int = SEE
     lon = rng.uniform(-10, 10, n)
     lat = rng.uniform(40, 50, n)
     geoms = shapely.box(lon, lat, lon + 0.01, lat + 0.01)
-    gdf = gpd.GeoDataFrame({
-        "source_url": [f"s3://bucket/tile_{i // 100}.tif" for i in range(n)],
-        "date": pa.array(rng.integers(17_000, 19_000, n).astype("datetime64[D]")).to_pylist(),
-        "embeddings": list(rng.standard_normal((n, dim)).astype(np.float32)),
-    }, geometry=gpd.GeoSeries(geoms, crs="EPSG:4326"))
+    gdf = gpd.GeoDataFrame(
+        {
+            "source_url": [f"s3://bucket/tile_{i // 100}.tif" for i in range(n)],
+            "date": pa.array(rng.integers(17_000, 19_000, n).astype("datetime64[D]")).to_pylist(),
+            "embeddings": list(rng.standard_normal((n, dim)).astype(np.float32)),
+        },
+        geometry=gpd.GeoSeries(geoms, crs="EPSG:4326"),
+    )
     gdf.to_parquet(path)
     return path
 
@@ -52,8 +61,11 @@ def table_state(store: Path) -> tuple[list[str], np.ndarray, list]:
 
 
 def temp_files(store: Path) -> list[str]:
-    return sorted(str(p.relative_to(store)) for p in store.rglob("*")
-                  if p.name.endswith(".tmp") or p.name.startswith(".tmp"))
+    return sorted(
+        str(p.relative_to(store))
+        for p in store.rglob("*")
+        if p.name.endswith(".tmp") or p.name.startswith(".tmp")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +80,21 @@ def fault_run(tmp_path_factory, sample_dir, nano_weights):
     import_geoparquet(gpq, synced, model_id="clay-v1.5", sensor="sentinel-2-l2a")
     del run
     ops = {
-        "ingest": {"kind": "ingest", "sources": [str(sample_dir / "naip")],
-                   "weights": str(nano_weights), "kwargs": INGEST_KW,
-                   "reference_store": str(tmp / "ref_ingest")},
-        "sync": {"kind": "sync", "reference_store": str(tmp / "ref_sync"),
-                 "warm_reference": True},
-        "import": {"kind": "import", "file": str(gpq), "model_id": "clay-v1.5",
-                   "sensor": "sentinel-2-l2a", "reference_store": str(tmp / "ref_import")},
+        "ingest": {
+            "kind": "ingest",
+            "sources": [str(sample_dir / "naip")],
+            "weights": str(nano_weights),
+            "kwargs": INGEST_KW,
+            "reference_store": str(tmp / "ref_ingest"),
+        },
+        "sync": {"kind": "sync", "reference_store": str(tmp / "ref_sync"), "warm_reference": True},
+        "import": {
+            "kind": "import",
+            "file": str(gpq),
+            "model_id": "clay-v1.5",
+            "sensor": "sentinel-2-l2a",
+            "reference_store": str(tmp / "ref_import"),
+        },
     }
     shutil.copytree(synced, tmp / "ref_sync")
     rng = np.random.default_rng(SEED)
@@ -87,8 +107,16 @@ def fault_run(tmp_path_factory, sample_dir, nano_weights):
             trials.append({"op": op, "store": str(store), "frac": float(rng.uniform(0.02, 0.7))})
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({"ops": ops, "trials": trials}))
-    subprocess.run([sys.executable, str(Path(__file__).parent / "fault_runner.py"), str(spec),
-                    str(tmp / "results.json")], check=True, timeout=60 * 20)
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "fault_runner.py"),
+            str(spec),
+            str(tmp / "results.json"),
+        ],
+        check=True,
+        timeout=60 * 20,
+    )
     return json.loads((tmp / "results.json").read_text()), ops
 
 

@@ -142,12 +142,13 @@ def test_filters_object_and_keywords_mean_the_same(store):
     f = Filters(bbox=(-20, 30, 40, 70), start="2019-01-01", label=["River", "Forest"])
     kw = {"bbox": (-20, 30, 40, 70), "start": "2019-01-01", "label": ["River", "Forest"]}
     assert store.chips(f).chip_ids == store.chips(**kw).chip_ids
-    assert store.search([ids[0]], k=5, filters=f).chip_ids == store.search(
-        [ids[0]], k=5, **kw
-    ).chip_ids
-    assert store.refine(ids[:2], k=5, filters=f).chip_ids == store.refine(
-        ids[:2], k=5, **kw
-    ).chip_ids
+    assert (
+        store.search([ids[0]], k=5, filters=f).chip_ids
+        == store.search([ids[0]], k=5, **kw).chip_ids
+    )
+    assert (
+        store.refine(ids[:2], k=5, filters=f).chip_ids == store.refine(ids[:2], k=5, **kw).chip_ids
+    )
     # keywords override the object's parts
     rivers = store.chips(**{**kw, "label": "River"}).chip_ids
     assert store.chips(f, label="River").chip_ids == rivers

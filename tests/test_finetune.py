@@ -39,8 +39,7 @@ def test_backbone_shapes_every_variant(name):
     with torch.no_grad():
         grids = bb.forward_grids(x, meta)
         tokens = bb.tokens(x, meta)
-        ref = enc(x, time=torch.zeros(2, 4), latlon=torch.zeros(2, 4), gsd=10.0,
-                  waves=meta.waves)
+        ref = enc(x, time=torch.zeros(2, 4), latlon=torch.zeros(2, 4), gsd=10.0, waves=meta.waves)
         vec = bb.forward_vector(x, meta, "mean+std")
         dense = DenseModel(bb, 5)(x, meta)
         chip = ChipModel(bb, 7, head="mlp")(x, meta)
@@ -109,8 +108,15 @@ def _ndvi_masks(sample_dir: Path, out: Path, *, kind: str = "class") -> Path:
 @pytest.fixture(scope="module")
 def class_head(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cls") / "head"
-    run = finetune_classify(sample_dir / "eurosat_ms", out, epochs=15, lr=3e-2,
-                            progress=False, resume=False, val_fraction=0.3)
+    run = finetune_classify(
+        sample_dir / "eurosat_ms",
+        out,
+        epochs=15,
+        lr=3e-2,
+        progress=False,
+        resume=False,
+        val_fraction=0.3,
+    )
     return out, run
 
 
@@ -119,8 +125,9 @@ def test_classify_round_trip(class_head, sample_dir, tmp_path):
     spec = read_head_spec(out)
     assert spec.task == "classify" and len(spec.classes) == 10
     assert spec.sensor == "sentinel-2-l2a" and "nir" in spec.bands and spec.chip_size == 64
-    assert spec.backbone["model_id"].startswith("clay-nano") and not spec.backbone[
-        "encoder_in_folder"]
+    assert (
+        spec.backbone["model_id"].startswith("clay-nano") and not spec.backbone["encoder_in_folder"]
+    )
     assert run.val_chips > 0 and run.train_chips + run.val_chips == 30
     assert set(run.metrics) >= {"overall_accuracy", "macro_accuracy", "f1_micro", "f1_macro"}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
@@ -152,18 +159,25 @@ def test_unfrozen_head_carries_its_encoder(sample_dir, tmp_path):
     model, _ = load_head(out, weights=tmp_path / "nowhere")  # not needed: encoder in folder
     base = ClayBackbone.from_weights()
     changed = [
-        k for k, v in model.backbone.encoder.state_dict().items()
+        k
+        for k, v in model.backbone.encoder.state_dict().items()
         if not torch.equal(v, base.encoder.state_dict()[k])
     ]
-    assert changed and all(k.startswith(("transformer.layers.3.", "transformer.norm"))
-                           for k in changed)
+    assert changed and all(
+        k.startswith(("transformer.layers.3.", "transformer.norm")) for k in changed
+    )
 
 
 def test_multilabel_from_csv(sample_dir, tmp_path):
     labels = tmp_path / "labels.csv"
-    groups = {"AnnualCrop": "crop;vegetation", "PermanentCrop": "crop;vegetation",
-              "Forest": "vegetation", "Pasture": "vegetation", "Industrial": "built",
-              "Residential": "built"}
+    groups = {
+        "AnnualCrop": "crop;vegetation",
+        "PermanentCrop": "crop;vegetation",
+        "Forest": "vegetation",
+        "Pasture": "vegetation",
+        "Industrial": "built",
+        "Residential": "built",
+    }
     with labels.open("w") as fh:
         fh.write("source,labels\n")
         for cls, lab in groups.items():
@@ -173,8 +187,11 @@ def test_multilabel_from_csv(sample_dir, tmp_path):
     run = finetune_classify(sample_dir / "eurosat_ms", out, labels_csv=labels, **FAST)
     assert run.spec.task == "multilabel" and run.spec.classes == ["built", "crop", "vegetation"]
     assert {"f1_micro", "f1_macro", "subset_accuracy"} <= set(run.metrics)
-    df = pd.read_parquet(predict_chips(out, [sample_dir / "eurosat_ms" / "Forest"],
-                                       tmp_path / "p.parquet").written[0])
+    df = pd.read_parquet(
+        predict_chips(out, [sample_dir / "eurosat_ms" / "Forest"], tmp_path / "p.parquet").written[
+            0
+        ]
+    )
     assert "labels_pred" in df.columns and len(df) == 3
 
 
@@ -195,8 +212,17 @@ def seg_head(sample_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("seg")
     pairs = _ndvi_masks(sample_dir, root / "masks")
     out = root / "head"
-    run = finetune_segment(out, pairs=pairs, chip_size=64, stride=32, epochs=2, lr=1e-2,
-                           progress=False, resume=False, class_weights="balanced")
+    run = finetune_segment(
+        out,
+        pairs=pairs,
+        chip_size=64,
+        stride=32,
+        epochs=2,
+        lr=1e-2,
+        progress=False,
+        resume=False,
+        class_weights="balanced",
+    )
     return out, run, root
 
 
@@ -253,8 +279,11 @@ def test_chip_regression_from_table(sample_dir, tmp_path):
     out = tmp_path / "creg"
     run = finetune_regress(out, targets=table, target_column="nir", **FAST)
     assert run.spec.task == "regress" and run.spec.target["std"] > 0
-    df = pd.read_parquet(predict_chips(out, [sample_dir / "eurosat_ms" / "SeaLake"],
-                                       tmp_path / "v.parquet").written[0])
+    df = pd.read_parquet(
+        predict_chips(out, [sample_dir / "eurosat_ms" / "SeaLake"], tmp_path / "v.parquet").written[
+            0
+        ]
+    )
     assert "value_pred" in df.columns and len(df) == 3
 
 
@@ -301,8 +330,9 @@ def test_one_class_folder_is_refused(sample_dir, tmp_path):
 def test_mask_of_another_size_is_refused(sample_dir, tmp_path):
     img = sorted((sample_dir / "naip").glob("*.tif"))[0]
     mask = tmp_path / "m.tif"
-    with rasterio.open(mask, "w", driver="GTiff", width=100, height=90, count=1,
-                       dtype="uint8") as d:
+    with rasterio.open(
+        mask, "w", driver="GTiff", width=100, height=90, count=1, dtype="uint8"
+    ) as d:
         d.write(np.ones((1, 90, 100), np.uint8))
     pairs = tmp_path / "p.csv"
     pairs.write_text(f"image,mask\n{img},{mask}\n")
@@ -358,12 +388,36 @@ def test_cli_errors_are_one_line(sample_dir, tmp_path):
     (data / "A").mkdir(parents=True)
     f = next((sample_dir / "eurosat_ms" / "Forest").glob("*.tif"))
     (data / "A" / f.name).write_bytes(f.read_bytes())
-    r = subprocess.run([sys.executable, "-m", "clay_search.cli.main", "finetune", "classify",
-                        str(data), "--out", str(tmp_path / "o"), "-q"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clay_search.cli.main",
+            "finetune",
+            "classify",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "at least two classes" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "clay_search.cli.main", "predict", "--head",
-                        str(tmp_path), str(f), "--out", str(tmp_path / "p.csv")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clay_search.cli.main",
+            "predict",
+            "--head",
+            str(tmp_path),
+            str(f),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "not a head folder" in r.stderr

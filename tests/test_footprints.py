@@ -53,8 +53,9 @@ def test_valid_mask_shrinks_the_footprint_to_the_valid_pixels():
     np.testing.assert_allclose(fp.bounds, footprint(crs, t, Window(0, 0, 16, 32)).bounds)
     # a mask at another resolution (whole-file chips are resampled) scales to the window
     small = mask[::2, ::2]
-    np.testing.assert_allclose(footprint(crs, t, Window(0, 0, 64, 64), valid=small).bounds,
-                               fp.bounds)
+    np.testing.assert_allclose(
+        footprint(crs, t, Window(0, 0, 64, 64), valid=small).bounds, fp.bounds
+    )
     assert footprint(crs, t, Window(0, 0, 64, 64), valid=np.zeros((64, 64), bool)) == NO_FOOTPRINT
 
 
@@ -92,12 +93,18 @@ def test_utm_chip_across_the_antimeridian_is_a_multipolygon_found_by_filters():
     g = _geom(fp)
     assert g.geom_type == "MultiPolygon" and _in_world(g)
     inside = footprint(crs, t, Window(0, 0, 20, 20), size=(200, 50))  # wholly west of 180
-    table = pa.table({
-        "minx": [fp.bounds[0], inside.bounds[0]], "miny": [fp.bounds[1], inside.bounds[1]],
-        "maxx": [fp.bounds[2], inside.bounds[2]], "maxy": [fp.bounds[3], inside.bounds[3]],
-        "datetime": pa.array([None, None], pa.timestamp("us", tz="UTC")),
-        "sensor": ["s", "s"], "label": [None, None], "geometry": [fp.wkb, inside.wkb],
-    })
+    table = pa.table(
+        {
+            "minx": [fp.bounds[0], inside.bounds[0]],
+            "miny": [fp.bounds[1], inside.bounds[1]],
+            "maxx": [fp.bounds[2], inside.bounds[2]],
+            "maxy": [fp.bounds[3], inside.bounds[3]],
+            "datetime": pa.array([None, None], pa.timestamp("us", tz="UTC")),
+            "sensor": ["s", "s"],
+            "label": [None, None],
+            "geometry": [fp.wkb, inside.wkb],
+        }
+    )
     eng = FilterEngine(table)
     lat = (fp.bounds[1] + fp.bounds[3]) / 2
     east = Filters(bbox=(-179.9, lat - 0.05, -179.5, lat + 0.05))
@@ -138,9 +145,18 @@ def test_no_crs_gives_no_footprint():
 
 
 def _write(path, crs, transform, data, nodata=0):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype=data.dtype, crs=crs, transform=transform,
-                       nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
         dst.write(data)
 
 
@@ -159,8 +175,7 @@ def test_ingest_geostationary_scene_gives_footprints_to_limb_chips(nano_embedder
     src.parent.mkdir()
     _write(src, GEOS, from_origin(-GEOS_HALF, GEOS_HALF, px, px), data)
     store = tmp_path / "store"
-    report = run([src], store, embedder=nano_embedder, sensor="naip", chip_size=64,
-                 max_nodata=0.95)
+    report = run([src], store, embedder=nano_embedder, sensor="naip", chip_size=64, max_nodata=0.95)
     assert not report.failed, report.failed
     df = read_chips(store)
     assert len(df) == 16  # every chip holds Earth pixels

@@ -57,6 +57,7 @@ def test_sync_does_not_move_index_back(sample_store, tmp_path):
     (folder / "index.json").write_text(json.dumps(ahead))  # as if another writer got further
     loaded = load_index(store)
     isync._save(folder, loaded.index, loaded.ids, {**meta})
-    assert json.loads((folder / "index.json").read_text())["table_version"] == (
-        ahead["table_version"])
+    assert (
+        json.loads((folder / "index.json").read_text())["table_version"] == (ahead["table_version"])
+    )
     assert _data_files(folder) == set(meta["files"].values())  # the loser's files are gone

@@ -49,11 +49,15 @@ def bad_folder(sample_dir, tmp_path):
     with rasterio.open(d / f"{naip}all_nodata.tif", "w", **profile) as dst:
         dst.write(np.zeros_like(arr))
     item = {
-        "type": "Feature", "stac_version": "1.0.0", "id": "lost-item",
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "lost-item",
         "properties": {"datetime": "2020-08-31T00:00:00Z", "constellation": "naip"},
-        "geometry": None, "links": [],
-        "assets": {"image": {"href": "./lost/missing.tif", "type": "image/tiff",
-                             "roles": ["data"]}},
+        "geometry": None,
+        "links": [],
+        "assets": {
+            "image": {"href": "./lost/missing.tif", "type": "image/tiff", "roles": ["data"]}
+        },
     }
     (tmp_path / "item.json").write_text(json.dumps(item))
     return d
@@ -92,12 +96,33 @@ def test_cli_exit_code_and_fail_fast(bad_folder, nano_weights, tmp_path):
     from clay_search.cli.main import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["ingest", str(bad_folder), "--store", str(tmp_path / "a"),
-                              "--weights", str(nano_weights), "--quiet"])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(bad_folder),
+            "--store",
+            str(tmp_path / "a"),
+            "--weights",
+            str(nano_weights),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 1, res.output
     assert "failed:" in res.output and "good.tif" not in res.output.split("failed:", 1)[1]
-    res = runner.invoke(app, ["ingest", str(bad_folder), "--store", str(tmp_path / "b"),
-                              "--weights", str(nano_weights), "--quiet", "--fail-fast"])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(bad_folder),
+            "--store",
+            str(tmp_path / "b"),
+            "--weights",
+            str(nano_weights),
+            "--quiet",
+            "--fail-fast",
+        ],
+    )
     assert res.exit_code == 2 and res.output.count("Error:") == 1
     assert "Traceback" not in res.output
 
@@ -105,9 +130,20 @@ def test_cli_exit_code_and_fail_fast(bad_folder, nano_weights, tmp_path):
 def test_cli_unknown_sensor_is_one_clear_line(sample_dir, nano_weights, tmp_path):
     from clay_search.cli.main import app
 
-    res = CliRunner().invoke(app, ["ingest", str(sample_dir / "naip"), "--store",
-                                   str(tmp_path / "s"), "--weights", str(nano_weights),
-                                   "--sensor", "sentinel-7", "--quiet"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(sample_dir / "naip"),
+            "--store",
+            str(tmp_path / "s"),
+            "--weights",
+            str(nano_weights),
+            "--sensor",
+            "sentinel-7",
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 2
     assert "unknown sensor 'sentinel-7'" in res.output and "naip" in res.output
     assert "Register one" in res.output
@@ -122,8 +158,9 @@ def test_bad_chip_size_and_missing_weights(sample_dir, nano_embedder, tmp_path):
         run([sample_dir], tmp_path / "s", weights=tmp_path / "no-such-weights")
 
 
-def test_nodata_override_skips_a_black_collar_the_file_does_not_declare(sample_dir,
-                                                                         nano_weights, tmp_path):
+def test_nodata_override_skips_a_black_collar_the_file_does_not_declare(
+    sample_dir, nano_weights, tmp_path
+):
     """A scene with a black collar and no nodata value: its collar chips are ingested as
     images unless ``--nodata 0`` says what the black is."""
     from clay_search.cli.main import app
@@ -140,8 +177,17 @@ def test_nodata_override_skips_a_black_collar_the_file_does_not_declare(sample_d
     with rasterio.open(collar) as chk:
         assert chk.nodata is None
     runner = CliRunner()
-    args = ["ingest", str(collar), "--weights", str(nano_weights), "--quiet", "--chip-size",
-            "64", "--stride", "64"]
+    args = [
+        "ingest",
+        str(collar),
+        "--weights",
+        str(nano_weights),
+        "--quiet",
+        "--chip-size",
+        "64",
+        "--stride",
+        "64",
+    ]
     res = runner.invoke(app, [*args, "--store", str(tmp_path / "plain")])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, [*args, "--store", str(tmp_path / "masked"), "--nodata", "0"])

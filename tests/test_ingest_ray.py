@@ -28,8 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster of 2 CPUs for this module, shut down afterwards."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield
     finally:
@@ -84,8 +83,9 @@ def test_killed_worker_changes_nothing(ray_cluster, sample_dir, nano_embedder, t
 
     def work() -> None:
         try:
-            result["report"] = run([src], tmp_path / "ray", embedder=nano_embedder,
-                                   engine="ray", **kw)
+            result["report"] = run(
+                [src], tmp_path / "ray", embedder=nano_embedder, engine="ray", **kw
+            )
         except Exception as e:  # noqa: BLE001 - checked below
             result["error"] = e
 

@@ -50,7 +50,7 @@ def test_reads_keep_the_file_type_and_equal_rasterio(naip_sources):
             np.testing.assert_array_equal(raw, one_raw)
             np.testing.assert_array_equal(valid, one_valid)
             r0, c0 = int(w.row_off), int(w.col_off)
-            inside = whole[[3, 0, 1], r0:r0 + 64, c0:c0 + 64]
+            inside = whole[[3, 0, 1], r0 : r0 + 64, c0 : c0 + 64]
             h, wd = inside.shape[1:]
             np.testing.assert_array_equal(raw[:, :h, :wd], inside)
             assert not valid[h:].any() and not valid[:, wd:].any()  # padding is invalid
@@ -65,8 +65,7 @@ def test_uint16_reads_stay_uint16(eurosat_tif):
         assert valid.all()
 
 
-def test_reader_pool_keeps_one_reader_per_source_and_closes_the_oldest(naip_sources,
-                                                                     eurosat_tif):
+def test_reader_pool_keeps_one_reader_per_source_and_closes_the_oldest(naip_sources, eurosat_tif):
     eurosat = discover([str(eurosat_tif)])
     pool = ReaderPool(max_open=2)
     a, b = naip_sources[0], naip_sources[1]
@@ -167,14 +166,20 @@ def test_png_encoder_round_trips_with_and_without_isal(monkeypatch, fast):
 
 def test_commits_follow_flush_rows_and_flush_seconds(sample_dir, nano_embedder, tmp_path):
     naip = sample_dir / "naip"
-    one = run([naip], tmp_path / "one", embedder=nano_embedder, flush_rows=10_000,
-              workers=0)
-    each = run([naip], tmp_path / "each", embedder=nano_embedder, flush_rows=10_000,
-               flush_seconds=1e-9, workers=0)
+    one = run([naip], tmp_path / "one", embedder=nano_embedder, flush_rows=10_000, workers=0)
+    each = run(
+        [naip],
+        tmp_path / "each",
+        embedder=nano_embedder,
+        flush_rows=10_000,
+        flush_seconds=1e-9,
+        workers=0,
+    )
     assert one.chips_written == each.chips_written > 10
     # one commit for the whole run vs one per chip (each add finds the interval passed)
-    assert table_version(tmp_path / "each") - table_version(tmp_path / "one") >= \
-        each.chips_written - 2
+    assert (
+        table_version(tmp_path / "each") - table_version(tmp_path / "one") >= each.chips_written - 2
+    )
     a, b = read_chips(tmp_path / "one"), read_chips(tmp_path / "each")
     assert list(a["chip_id"]) == list(b["chip_id"]) and b["chip_id"].is_unique
 

@@ -38,9 +38,17 @@ def _rows(store) -> int:
 def _start(sample_dir, store, weights) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT.format(kw=repr(KW)), str(sample_dir), str(store),
-         str(weights)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            SCRIPT.format(kw=repr(KW)),
+            str(sample_dir),
+            str(store),
+            str(weights),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.shared_data
 
 def test_eurosat_ms_with_named_bands(shared_data, nano_embedder, tmp_path):
     src = shared_data / "eurosat_ms"
-    report = run([src], tmp_path / "s", embedder=nano_embedder, sensor="sentinel-2-l2a",
-                 bands=EUROSAT_ORDER)
+    report = run(
+        [src], tmp_path / "s", embedder=nano_embedder, sensor="sentinel-2-l2a", bands=EUROSAT_ORDER
+    )
     n = len(list(src.rglob("*.tif")))
     assert report.ok and report.chips_written == n
     df = read_chips(tmp_path / "s")
@@ -43,8 +44,14 @@ def test_eurosat_ms_keeping_all_13_bands(shared_data, nano_embedder, tmp_path):
         (tmp_src / cls).mkdir(parents=True)
         for f in sorted((shared_data / "eurosat_ms" / cls).glob("*.tif"))[:3]:
             shutil.copy(f, tmp_src / cls / f.name)
-    report = run([tmp_src], tmp_path / "s", embedder=nano_embedder, sensor="sentinel-2-l2a",
-                 bands=EUROSAT_ORDER, stats="source")
+    report = run(
+        [tmp_src],
+        tmp_path / "s",
+        embedder=nano_embedder,
+        sensor="sentinel-2-l2a",
+        bands=EUROSAT_ORDER,
+        stats="source",
+    )
     assert report.ok and report.chips_written == 6
     assert len(report.sources_detail[0].bands) == 13
     (norm,) = report.normalisers.values()
@@ -126,8 +133,11 @@ def test_stac_catalog(shared_data, nano_embedder, tmp_path):
     assert all(d.year == 2017 and d.month == 8 and d.day == 31 for d in df["datetime"])
     # Houston area
     assert df["minx"].min() > -97 and df["maxx"].max() < -93
-    analytic = report.sources_detail[[s.source for s in report.sources_detail].index(
-        next(s.source for s in report.sources_detail if "AnalyticMS" in s.source))]
+    analytic = report.sources_detail[
+        [s.source for s in report.sources_detail].index(
+            next(s.source for s in report.sources_detail if "AnalyticMS" in s.source)
+        )
+    ]
     assert analytic.bands == ["blue", "green", "red", "nir"]
 
 
@@ -137,8 +147,13 @@ def test_eurosat_rgb_jpegs_without_georeference(shared_data, nano_embedder, tmp_
         (src / cls).mkdir(parents=True)
         for f in sorted((shared_data / "eurosat_rgb" / cls).glob("*.jpg"))[:4]:
             shutil.copy(f, src / cls / f.name)
-    report = run([src], tmp_path / "s", embedder=nano_embedder, sensor="sentinel-2-l2a",
-                 bands="red,green,blue")
+    report = run(
+        [src],
+        tmp_path / "s",
+        embedder=nano_embedder,
+        sensor="sentinel-2-l2a",
+        bands="red,green,blue",
+    )
     assert report.ok and report.chips_written == 8
     df = read_chips(tmp_path / "s")
     assert df["geometry"].isna().all() and df["minx"].isna().all()

@@ -43,8 +43,9 @@ def test_one_date_parser_years_months_days_times():
     m = parse_period("2017-10")
     assert m.precision == "month" and m.midpoint == datetime(2017, 10, 16, 12, tzinfo=UTC)
     assert parse_period("20171015").precision == "day"
-    assert parse_period("2017:10:15 10:11:12").start == datetime(2017, 10, 15, 10, 11, 12,
-                                                                 tzinfo=UTC)
+    assert parse_period("2017:10:15 10:11:12").start == datetime(
+        2017, 10, 15, 10, 11, 12, tzinfo=UTC
+    )
     assert to_utc("2020", end=True) == datetime(2020, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     assert to_utc("2020-05-18T12:00:00+02:00").hour == 10
     # one error type, caught as a filter error and as an ingest option error
@@ -81,10 +82,10 @@ def test_names_that_are_no_dates(name):
 
 
 def test_dates_from_geotiff_tags():
-    got = date_from_tags({"TIFFTAG_DATETIME": "2016:08:16 10:00:00", "ACQUISITIONDATE":
-                          "2016-08-15"})
-    assert got.value == datetime(2016, 8, 15, tzinfo=UTC) and got.origin.endswith(
-        "ACQUISITIONDATE")
+    got = date_from_tags(
+        {"TIFFTAG_DATETIME": "2016:08:16 10:00:00", "ACQUISITIONDATE": "2016-08-15"}
+    )
+    assert got.value == datetime(2016, 8, 15, tzinfo=UTC) and got.origin.endswith("ACQUISITIONDATE")
     assert date_from_tags({"DATE": "not a date"}) is None
 
 
@@ -99,17 +100,21 @@ def _series(sample_dir, tmp_path, names):
 
 
 def test_series_dates_from_names_tags_and_a_dates_file(sample_dir, nano_embedder, tmp_path):
-    d = _series(sample_dir, tmp_path, ["1985.tif", "field_2017-10-15.tif", "tagged.tif",
-                                       "listed.tif"])
+    d = _series(
+        sample_dir, tmp_path, ["1985.tif", "field_2017-10-15.tif", "tagged.tif", "listed.tif"]
+    )
     with rasterio.open(d / "tagged.tif", "r+") as ds:
         ds.update_tags(ACQUISITIONDATE="2012-07-31")
     (tmp_path / "dates.csv").write_text("file,date\nlisted.tif,2014-07\nghost.tif,2001\n")
-    report = run([d], tmp_path / "s", embedder=nano_embedder, sensor="naip",
-                 dates=tmp_path / "dates.csv")
+    report = run(
+        [d], tmp_path / "s", embedder=nano_embedder, sensor="naip", dates=tmp_path / "dates.csv"
+    )
     assert report.ok, [s.error for s in report.failed]
     by = {s.source.rsplit("/", 1)[-1]: s for s in report.sources_detail}
-    assert (by["1985.tif"].datetime_precision, by["1985.tif"].datetime_from) == ("year",
-                                                                                 "file name")
+    assert (by["1985.tif"].datetime_precision, by["1985.tif"].datetime_from) == (
+        "year",
+        "file name",
+    )
     assert by["field_2017-10-15.tif"].datetime.startswith("2017-10-15")
     assert by["tagged.tif"].datetime_from == "GeoTIFF tag ACQUISITIONDATE"
     assert by["listed.tif"].datetime_from == "--dates dates.csv"
@@ -126,8 +131,14 @@ def test_series_dates_from_names_tags_and_a_dates_file(sample_dir, nano_embedder
     (norm,) = report.normalisers.values()
     assert norm["scope"] == "series" and len(norm["sources"]) == 4
     # per file, as before, when asked
-    r2 = run([d], tmp_path / "s2", embedder=nano_embedder, sensor="naip", stats="source",
-             stats_scope="source")
+    r2 = run(
+        [d],
+        tmp_path / "s2",
+        embedder=nano_embedder,
+        sensor="naip",
+        stats="source",
+        stats_scope="source",
+    )
     assert len(r2.normalisers) == 4
 
 
@@ -135,15 +146,39 @@ def test_cli_says_per_source_which_date(sample_dir, nano_weights, tmp_path):
     from clay_search.cli.main import app
 
     d = _series(sample_dir, tmp_path, ["1985.tif", "2001.tif"])
-    res = CliRunner().invoke(app, ["ingest", str(d), "--store", str(tmp_path / "s"),
-                                   "--weights", str(nano_weights), "--quiet", "--sensor",
-                                   "naip"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(d),
+            "--store",
+            str(tmp_path / "s"),
+            "--weights",
+            str(nano_weights),
+            "--quiet",
+            "--sensor",
+            "naip",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
     assert "1985 (year, from file name)" in out and "2001 (year, from file name)" in out
-    res = CliRunner().invoke(app, ["ingest", str(d), "--store", str(tmp_path / "t"),
-                                   "--weights", str(nano_weights), "--quiet", "--sensor",
-                                   "naip", "--datetime", "1990"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(d),
+            "--store",
+            str(tmp_path / "t"),
+            "--weights",
+            str(nano_weights),
+            "--quiet",
+            "--sensor",
+            "naip",
+            "--datetime",
+            "1990",
+        ],
+    )
     assert res.exit_code == 0 and "1990 (year, from --datetime)" in " ".join(res.output.split())
 
 
@@ -166,19 +201,28 @@ def _landsat7(shared_data, tmp_path):
 
 def test_landsat7_file_with_landsat8_sensor_is_refused(shared_data, nano_embedder, tmp_path):
     f = _landsat7(shared_data, tmp_path)
-    report = run([f], tmp_path / "s", embedder=nano_embedder, sensor="landsat-c2l1",
-                 bands="B1,B2,B3,B4,B5,B7")
+    report = run(
+        [f],
+        tmp_path / "s",
+        embedder=nano_embedder,
+        sensor="landsat-c2l1",
+        bands="B1,B2,B3,B4,B5,B7",
+    )
     (fail,) = report.failed
     assert "landsat-etm-c2l1" in fail.error and "B1 is coastal on landsat-c2l1" in fail.error
 
 
 def test_landsat7_bands_with_its_own_sensor(shared_data, nano_embedder, tmp_path):
     f = _landsat7(shared_data, tmp_path)
-    report = run([f], tmp_path / "s", embedder=nano_embedder, sensor="landsat-etm-c2l1",
-                 bands="B1,B2,B3,B4,B5,B7")
+    report = run(
+        [f],
+        tmp_path / "s",
+        embedder=nano_embedder,
+        sensor="landsat-etm-c2l1",
+        bands="B1,B2,B3,B4,B5,B7",
+    )
     assert report.ok, [s.error for s in report.failed]
-    assert report.sources_detail[0].bands == ["blue", "green", "red", "nir08", "swir16",
-                                              "swir22"]
+    assert report.sources_detail[0].bands == ["blue", "green", "red", "nir08", "swir16", "swir22"]
     (norm,) = report.normalisers.values()
     assert norm["stats_source"] == "source"  # no TM/ETM+ statistics in Clay's table
     # without options: the GeoTIFF's SENSOR tag and band descriptions (B1_blue...) tell
@@ -191,24 +235,31 @@ def test_landsat_sensors_from_product_ids():
     from clay_search.model import SensorRegistry
 
     reg = SensorRegistry.default()
-    for name, sensor in [("LE07_L1TP_016035_20000523_20200918_02_T1", "landsat-etm-c2l1"),
-                         ("LT05_L2SP_016035_19900523_20200918_02_T1", "landsat-tm-c2l2-sr"),
-                         ("LC08_L1TP_224077_20200518_20200518_01_RT", "landsat-c2l1"),
-                         ("LC09_L2SP_224077_20220518_20220518_02_T1", "landsat-c2l2-sr")]:
+    for name, sensor in [
+        ("LE07_L1TP_016035_20000523_20200918_02_T1", "landsat-etm-c2l1"),
+        ("LT05_L2SP_016035_19900523_20200918_02_T1", "landsat-tm-c2l2-sr"),
+        ("LC08_L1TP_224077_20200518_20200518_01_RT", "landsat-c2l1"),
+        ("LC09_L2SP_224077_20220518_20220518_02_T1", "landsat-c2l2-sr"),
+    ]:
         assert reg.from_hints("product", [name])[0].name == sensor
-    assert reg.from_hints("stac", ["landsat-7 landsat landsat-c2-l2"])[0].name == \
-        "landsat-etm-c2l2-sr"
+    assert (
+        reg.from_hints("stac", ["landsat-7 landsat landsat-c2-l2"])[0].name == "landsat-etm-c2l2-sr"
+    )
     assert reg.get("landsat-tm-c2l1").band("B1").name == "blue"
     assert reg.get("landsat-c2l1").band("B1").name == "coastal"
 
 
 def test_duplicate_bands_are_an_error(sample_dir, nano_embedder, tmp_path):
     with pytest.raises(IngestOptionError, match="more than once"):
-        run([sample_dir / "naip"], tmp_path / "s", embedder=nano_embedder,
-            bands="red,red,red,red")
+        run([sample_dir / "naip"], tmp_path / "s", embedder=nano_embedder, bands="red,red,red,red")
     # the same band by name and by id
-    report = run([sample_dir / "naip" / NAIP], tmp_path / "s", embedder=nano_embedder,
-                 sensor="naip", bands="red,B1,green,blue")
+    report = run(
+        [sample_dir / "naip" / NAIP],
+        tmp_path / "s",
+        embedder=nano_embedder,
+        sensor="naip",
+        bands="red,B1,green,blue",
+    )
     assert "more than once" in report.failed[0].error
 
 
@@ -216,9 +267,20 @@ def test_dropped_band_is_said_on_screen(sample_dir, nano_weights, tmp_path):
     from clay_search.cli.main import app
 
     src = next((sample_dir / "eurosat_ms" / "River").glob("*.tif"))
-    res = CliRunner().invoke(app, ["ingest", str(src), "--store", str(tmp_path / "s"),
-                                   "--weights", str(nano_weights), "--quiet", "--chip-size",
-                                   "64"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(src),
+            "--store",
+            str(tmp_path / "s"),
+            "--weights",
+            str(nano_weights),
+            "--quiet",
+            "--chip-size",
+            "64",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "dropped B01, B09, B10" in " ".join(res.output.split())  # rich wraps lines
 
@@ -226,8 +288,9 @@ def test_dropped_band_is_said_on_screen(sample_dir, nano_weights, tmp_path):
 # -- thumbnails, chip size, missing files ---------------------------------------------------------
 def _colourful(png: bytes) -> bool:
     a = np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
-    return bool(np.abs(a[..., 0] - a[..., 1]).mean() > 1 or np.abs(a[..., 1] - a[..., 2]).mean()
-                > 1)
+    return bool(
+        np.abs(a[..., 0] - a[..., 1]).mean() > 1 or np.abs(a[..., 1] - a[..., 2]).mean() > 1
+    )
 
 
 def test_store_without_blue_gets_a_false_colour_thumbnail(sample_dir, nano_embedder, tmp_path):
@@ -244,14 +307,22 @@ def test_store_without_blue_gets_a_false_colour_thumbnail(sample_dir, nano_embed
     profile.update(count=3)
     with rasterio.open(rgbn, "w", **profile) as dst:
         dst.write(data[[3, 0, 1]])  # nir, red, green: no blue
-    report = run([rgbn], tmp_path / "s", embedder=nano_embedder, sensor="naip",
-                 bands="nir,red,green")
-    assert report.ok and any("false colour nir,red,green" in n
-                             for n in report.sources_detail[0].notes)
+    report = run(
+        [rgbn], tmp_path / "s", embedder=nano_embedder, sensor="naip", bands="nir,red,green"
+    )
+    assert report.ok and any(
+        "false colour nir,red,green" in n for n in report.sources_detail[0].notes
+    )
     df = read_chips(tmp_path / "s")
     assert all(_colourful(t) for t in df["thumbnail"])
-    r2 = run([rgbn], tmp_path / "s2", embedder=nano_embedder, sensor="naip",
-             bands="nir,red,green", thumbnail_bands="red")
+    r2 = run(
+        [rgbn],
+        tmp_path / "s2",
+        embedder=nano_embedder,
+        sensor="naip",
+        bands="nir,red,green",
+        thumbnail_bands="red",
+    )
     assert any("--thumbnail-bands red" in n for n in r2.sources_detail[0].notes)
     assert not any(_colourful(t) for t in read_chips(tmp_path / "s2")["thumbnail"])
     with pytest.raises(IngestOptionError, match="3 bands"):
@@ -259,11 +330,14 @@ def test_store_without_blue_gets_a_false_colour_thumbnail(sample_dir, nano_embed
 
 
 def test_chip_larger_than_the_image_says_so(sample_dir, nano_embedder, tmp_path):
-    report = run([sample_dir / "naip" / NAIP], tmp_path / "s", embedder=nano_embedder,
-                 chip_size=1024)
+    report = run(
+        [sample_dir / "naip" / NAIP], tmp_path / "s", embedder=nano_embedder, chip_size=1024
+    )
     (fail,) = report.failed
-    assert "larger than the image (256x256 px)" in fail.error and "nodata" not in \
-        fail.error.split(":")[0]
+    assert (
+        "larger than the image (256x256 px)" in fail.error
+        and "nodata" not in fail.error.split(":")[0]
+    )
     assert "--chip-size 256" in fail.error
 
 
@@ -271,9 +345,19 @@ def test_missing_file_creates_no_store(sample_dir, nano_weights, tmp_path):
     from clay_search.cli.main import app
 
     store = tmp_path / "store"
-    res = CliRunner().invoke(app, ["ingest", str(sample_dir / "naip"), str(tmp_path / "nope.tif"),
-                                   "--store", str(store), "--weights", str(nano_weights),
-                                   "--quiet"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(sample_dir / "naip"),
+            str(tmp_path / "nope.tif"),
+            "--store",
+            str(store),
+            "--weights",
+            str(nano_weights),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 2 and "nope.tif does not exist" in res.output
     assert "Traceback" not in res.output
     assert not store.exists()
@@ -302,13 +386,24 @@ def test_options_are_defined_once_for_the_cli_and_python():
         IngestParams.from_options(stats_scope="planet")
 
 
-def test_unknown_option_names_on_the_command_line_use_the_same_checks(nano_weights, tmp_path,
-                                                                       sample_dir):
+def test_unknown_option_names_on_the_command_line_use_the_same_checks(
+    nano_weights, tmp_path, sample_dir
+):
     from clay_search.cli.main import app
 
-    res = CliRunner().invoke(app, ["ingest", str(sample_dir / "naip"), "--store",
-                                   str(tmp_path / "s"), "--weights", str(nano_weights),
-                                   "--bands", "red,red,red,red"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(sample_dir / "naip"),
+            "--store",
+            str(tmp_path / "s"),
+            "--weights",
+            str(nano_weights),
+            "--bands",
+            "red,red,red,red",
+        ],
+    )
     assert res.exit_code == 2 and "more than once" in res.output
     assert not (tmp_path / "s").exists()
 
@@ -324,8 +419,14 @@ def test_naip_ten_dates_share_one_normaliser(shared_data, nano_embedder, tmp_pat
     assert {s.datetime_from for s in report.sources_detail} == {"file name (product id)"}
     df = read_chips(tmp_path / "s")
     assert df["datetime"].dt.year.nunique() == 10
-    per_file = run(files[:2], tmp_path / "t", embedder=nano_embedder, chip_size=256,
-                   stats="source", stats_scope="source")
+    per_file = run(
+        files[:2],
+        tmp_path / "t",
+        embedder=nano_embedder,
+        chip_size=256,
+        stats="source",
+        stats_scope="source",
+    )
     means = [tuple(n["mean"]) for n in per_file.normalisers.values()]
     assert len(means) == 2 and means[0] != means[1]  # each date its own: change hidden
 

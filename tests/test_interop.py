@@ -92,8 +92,7 @@ def test_int8_with_scale_and_float16(tmp_path):
     utm = fx.utm_file(tmp_path / "lisbon.parquet")
     with pytest.raises(ImportFormatError, match="--embedding-column"):
         import_embeddings(utm, tmp_path / "u", model_id="m", sync=False)
-    rep = import_embeddings(utm, tmp_path / "u", model_id="m", embedding_column="vec",
-                            sync=False)
+    rep = import_embeddings(utm, tmp_path / "u", model_id="m", embedding_column="vec", sync=False)
     assert rep["added"] == 4 and rep["files_detail"][0]["format"] == "plain"
     src = pq.read_table(utm).column("vec").combine_chunks()
     _, vu = _vectors(tmp_path / "u")
@@ -143,11 +142,18 @@ def test_planet_null_rows_and_crs_contradiction(tmp_path):
         import_embeddings(path, tmp_path / "s", model_id="planet-encoder", sync=False)
     assert not (tmp_path / "s").exists()  # stopped before writing
     with pytest.raises(BadRowsError, match=r"2 of 5 rows.*null embedding"):
-        import_embeddings(path, tmp_path / "s", model_id="planet-encoder", crs="EPSG:4326",
-                          strict=True, sync=False)
+        import_embeddings(
+            path,
+            tmp_path / "s",
+            model_id="planet-encoder",
+            crs="EPSG:4326",
+            strict=True,
+            sync=False,
+        )
     assert not (tmp_path / "s").exists()  # --strict: nothing written
-    rep = import_embeddings(path, tmp_path / "s", model_id="planet-encoder", crs="EPSG:4326",
-                            sync=False)
+    rep = import_embeddings(
+        path, tmp_path / "s", model_id="planet-encoder", crs="EPSG:4326", sync=False
+    )
     assert rep["added"] == 3 and rep["skipped_bad"] == 2
     assert rep["skipped"] == {"null embedding": 2}
     man = json.loads(open(rep["manifest"]).read())
@@ -168,8 +174,9 @@ def test_metres_in_a_degree_crs_and_outside_area(tmp_path):
     pq.write_table(t.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), bad)
     with pytest.raises(CRSContradictionError, match="not lon/lat degrees"):
         import_embeddings(bad, tmp_path / "s", model_id="m", embedding_column="vec")
-    rep = import_embeddings(bad, tmp_path / "s", model_id="m", embedding_column="vec",
-                            crs="EPSG:32629", sync=False)
+    rep = import_embeddings(
+        bad, tmp_path / "s", model_id="m", embedding_column="vec", crs="EPSG:32629", sync=False
+    )
     assert rep["added"] == 4
     # UTM 29N metres (Lisbon) declared as the British National Grid: far outside its area
     from pyproj import CRS
@@ -184,17 +191,25 @@ def test_metres_in_a_degree_crs_and_outside_area(tmp_path):
 def test_malformed_rows_are_reported(tmp_path):
     vec = np.ones((6, 4), np.float32)
     rows = [list(vec[0]), [1.0, 2.0], [np.nan, 1, 1, 1], [0.0] * 4, None, list(vec[5])]
-    t = pa.table({
-        "embedding": pa.array(rows, pa.list_(pa.float32())),
-        "lon": [10.0, 10.1, 10.2, 10.3, 10.4, 10.5], "lat": [50.0] * 6,
-        "date": ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04", "2020-01-05", "junk"],
-    })
+    t = pa.table(
+        {
+            "embedding": pa.array(rows, pa.list_(pa.float32())),
+            "lon": [10.0, 10.1, 10.2, 10.3, 10.4, 10.5],
+            "lat": [50.0] * 6,
+            "date": ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04", "2020-01-05", "junk"],
+        }
+    )
     path = tmp_path / "plain.parquet"
     pq.write_table(t, path)
     rep = import_embeddings(path, tmp_path / "s", model_id="m", sync=False)
     assert rep["added"] == 1
-    assert rep["skipped"] == {"length 2, expected 4": 1, "null, NaN or infinite values": 1,
-                              "all-zero vector": 1, "null embedding": 1, "unreadable date": 1}
+    assert rep["skipped"] == {
+        "length 2, expected 4": 1,
+        "null, NaN or infinite values": 1,
+        "all-zero vector": 1,
+        "null embedding": 1,
+        "unreadable date": 1,
+    }
 
 
 def test_bad_files(tmp_path):
@@ -226,8 +241,9 @@ def test_folder_glob_list_idempotent(tmp_path):
     assert rep["files"] == 2 and rep["added"] == 10
     again = import_embeddings(str(d / "*.parquet"), tmp_path / "s", sync=False)
     assert again["added"] == 0 and again["skipped_existing"] == 10
-    listed = import_embeddings([d / "21MNT.parquet", d / "21MNU.parquet"], tmp_path / "s2",
-                               sync=False)
+    listed = import_embeddings(
+        [d / "21MNT.parquet", d / "21MNU.parquet"], tmp_path / "s2", sync=False
+    )
     assert listed["added"] == 10
     assert len(_chips(tmp_path / "s")) == 10
 
@@ -291,16 +307,19 @@ def our_store(tmp_path):
     boxes = [shapely.box(x, y, x + 0.02, y + 0.02) for x, y in zip(lon, lat, strict=True)]
     dates = [datetime(2019 + i % 3, 1 + i % 12, 1, tzinfo=UTC) for i in range(n)]
     dates[5] = None
-    t = pa.table({
-        "chip_id": [f"c{i:03d}" for i in range(n)],
-        "embedding": pa.FixedSizeListArray.from_arrays(
-            pa.array(rng.standard_normal(n * 16).astype(np.float32)), 16),
-        "geometry": pa.array([shapely.to_wkb(b) for b in boxes], pa.binary()),
-        "datetime": pa.array(dates, pa.timestamp("us", tz="UTC")),
-        "sensor": ["sentinel-2-l2a"] * 30 + ["landsat-c2-l2"] * 10,
-        "label": [None, "forest"] * 20,
-        "source": [f"/data/tile_{i}.tif" for i in range(n)],
-    })
+    t = pa.table(
+        {
+            "chip_id": [f"c{i:03d}" for i in range(n)],
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(rng.standard_normal(n * 16).astype(np.float32)), 16
+            ),
+            "geometry": pa.array([shapely.to_wkb(b) for b in boxes], pa.binary()),
+            "datetime": pa.array(dates, pa.timestamp("us", tz="UTC")),
+            "sensor": ["sentinel-2-l2a"] * 30 + ["landsat-c2-l2"] * 10,
+            "label": [None, "forest"] * 20,
+            "source": [f"/data/tile_{i}.tif" for i in range(n)],
+        }
+    )
     p = tmp_path / "ours.parquet"
     pq.write_table(t, p)
     import_embeddings(p, tmp_path / "ours", model_id=OUR_MODEL, sync=False)
@@ -309,9 +328,14 @@ def our_store(tmp_path):
 
 def test_export_metadata_readers_and_row_groups(our_store, tmp_path):
     out = tmp_path / "pub.parquet"
-    rep = export_geoparquet(our_store, out, license="CC-BY-4.0", providers=["Acme"],
-                            datasets=["https://earth-search.aws.element84.com/v1"],
-                            row_group_mb=0.0001)
+    rep = export_geoparquet(
+        our_store,
+        out,
+        license="CC-BY-4.0",
+        providers=["Acme"],
+        datasets=["https://earth-search.aws.element84.com/v1"],
+        row_group_mb=0.0001,
+    )
     assert rep["rows"] == 40
     pf = pq.ParquetFile(out)
     assert pf.metadata.num_row_groups == 1  # at least 1024 rows per group
@@ -362,8 +386,11 @@ def test_export_metadata_readers_and_row_groups(our_store, tmp_path):
 
 
 def test_export_filters_and_partitions(our_store, tmp_path):
-    rep = export_geoparquet(our_store, tmp_path / "eu.parquet",
-                            filters=Filters(bbox=(0, 40, 20, 60), sensor="sentinel-2-l2a"))
+    rep = export_geoparquet(
+        our_store,
+        tmp_path / "eu.parquet",
+        filters=Filters(bbox=(0, 40, 20, 60), sensor="sentinel-2-l2a"),
+    )
     assert rep["rows"] == 20
     rep = export_geoparquet(our_store, tmp_path / "by_year", partition_by="year")
     parts = sorted(f["partition"] for f in rep["files"])
@@ -383,8 +410,9 @@ def test_export_filters_and_partitions(our_store, tmp_path):
     with pytest.raises(QueryError, match="folder"):
         export_geoparquet(our_store, tmp_path / "x.parquet", partition_by="year")
     with pytest.raises(QueryError, match="no chip"):
-        export_geoparquet(our_store, tmp_path / "y.parquet",
-                          filters=Filters(bbox=(100, 0, 110, 10)))
+        export_geoparquet(
+            our_store, tmp_path / "y.parquet", filters=Filters(bbox=(100, 0, 110, 10))
+        )
 
 
 def test_round_trip(our_store, tmp_path):
@@ -414,20 +442,46 @@ def test_describe_model_id():
 def test_cli_import_and_export(tmp_path, our_store):
     planet = fx.planet_sample(tmp_path / "planet.parquet")
     runner = CliRunner()
-    r = runner.invoke(app, ["import", str(planet), "--store", str(tmp_path / "s"),
-                            "--model-id", "p", "--no-progress"])
+    r = runner.invoke(
+        app,
+        ["import", str(planet), "--store", str(tmp_path / "s"), "--model-id", "p", "--no-progress"],
+    )
     assert r.exit_code == 2 and "--crs" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["import", str(planet), "--store", str(tmp_path / "s"),
-                            "--model-id", "p", "--crs", "EPSG:4326", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "import",
+            str(planet),
+            "--store",
+            str(tmp_path / "s"),
+            "--model-id",
+            "p",
+            "--crs",
+            "EPSG:4326",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["skipped"] == {"null embedding": 2}
-    r = runner.invoke(app, ["export", "--store", str(our_store), "--out",
-                            str(tmp_path / "o.parquet"), "--bbox", "0,40,20,60",
-                            "--license", "CC0-1.0"])
+    r = runner.invoke(
+        app,
+        [
+            "export",
+            "--store",
+            str(our_store),
+            "--out",
+            str(tmp_path / "o.parquet"),
+            "--bbox",
+            "0,40,20,60",
+            "--license",
+            "CC0-1.0",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["rows"] == 20
-    r = runner.invoke(app, ["export", "--store", str(our_store), "--onnx",
-                            str(tmp_path / "e.onnx")])
+    r = runner.invoke(
+        app, ["export", "--store", str(our_store), "--onnx", str(tmp_path / "e.onnx")]
+    )
     assert r.exit_code == 2 and "exactly one" in r.output
     r = runner.invoke(app, ["export", "--out", str(tmp_path / "o.parquet")])
     assert r.exit_code == 2 and "exactly one" in r.output
@@ -450,9 +504,19 @@ def _peak_rss(tmp_path, small, big) -> tuple[int, int, int]:
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(small), str(big), str(tmp_path / f"w{big.stem}"),
-         str(tmp_path / f"s{big.stem}")],
-        capture_output=True, text=True, check=True, timeout=900,
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(small),
+            str(big),
+            str(tmp_path / f"w{big.stem}"),
+            str(tmp_path / f"s{big.stem}"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
     )
     warm, peak, added = (int(v) for v in out.stdout.split())
     return warm, peak, added
@@ -473,8 +537,10 @@ def test_import_streams_in_bounded_memory(tmp_path):
     assert extra_file > 300 * 2**20
     assert peak_b < 2 * 2**30
     # a reader that held the file would need at least the file's size more
-    print(f"peak RSS {peak_a / 2**20:.0f} MB / {peak_b / 2**20:.0f} MB, files "
-          f"{os.path.getsize(a) / 2**20:.0f} MB / {os.path.getsize(b) / 2**20:.0f} MB")
+    print(
+        f"peak RSS {peak_a / 2**20:.0f} MB / {peak_b / 2**20:.0f} MB, files "
+        f"{os.path.getsize(a) / 2**20:.0f} MB / {os.path.getsize(b) / 2**20:.0f} MB"
+    )
     assert peak_b - peak_a < 0.5 * extra_file
 
 
@@ -484,7 +550,7 @@ def test_seen_ids_dedupes_within_and_across_batches():
     assert seen.add(["b", "c"]).tolist() == [False, True]
     rng = np.random.default_rng(0)
     ids = [f"x{i}" for i in rng.integers(0, 5000, 20_000)]
-    got = np.concatenate([seen.add(ids[i:i + 700]) for i in range(0, len(ids), 700)])
+    got = np.concatenate([seen.add(ids[i : i + 700]) for i in range(0, len(ids), 700)])
     assert got.sum() == len(set(ids)) and len(seen) == len(set(ids)) + 3
     assert len(seen.chunks) <= 16  # merged as they fill
 
@@ -519,26 +585,40 @@ def test_cli_export_onnx_dispatch(tmp_path, monkeypatch):
     fake = types.ModuleType("clay_search.model.export")
     fake.export_onnx = lambda out, **kw: calls.append((out, kw)) or out
     monkeypatch.setitem(sys.modules, "clay_search.model.export", fake)
-    r = runner.invoke(app, ["export", "--onnx", str(tmp_path / "e.onnx"), "--chip-size", "64",
-                            "--bands", "B04,B03,B02"])
+    r = runner.invoke(
+        app,
+        [
+            "export",
+            "--onnx",
+            str(tmp_path / "e.onnx"),
+            "--chip-size",
+            "64",
+            "--bands",
+            "B04,B03,B02",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert calls == [(tmp_path / "e.onnx", {"weights": None, "head": None, "chip_size": 64,
-                                            "bands": ["B04", "B03", "B02"]})]
+    assert calls == [
+        (
+            tmp_path / "e.onnx",
+            {"weights": None, "head": None, "chip_size": 64, "bands": ["B04", "B03", "B02"]},
+        )
+    ]
 
 
 # -- files as published (tests/fixtures/published, see its README) ------------------------------
 def test_published_samples(repo_root, tmp_path):
     pub = repo_root / "tests" / "fixtures" / "published"
-    rep = import_embeddings(pub / "03WVN_20220610_20220610_v001.gpq", tmp_path / "clay",
-                            model_id="clay-v0", sync=False)
+    rep = import_embeddings(
+        pub / "03WVN_20220610_20220610_v001.gpq", tmp_path / "clay", model_id="clay-v0", sync=False
+    )
     assert (rep["added"], rep["dim"], rep["skipped_bad"]) == (417, 768, 0)
     df = _chips(tmp_path / "clay")
     assert df["minx"].min() > -167.2 and df["maxy"].max() < 65.83  # the file's geo bbox
     assert set(df["datetime"].dt.date.astype(str)) <= {"2022-06-10"}
 
     lay = importer.inspect_file(pub / "21MNT.parquet")
-    assert (lay.format, lay.model_id, lay.dim, lay.rows) == ("emb", "dinov2_vits14_softcon",
-                                                            384, 0)
+    assert (lay.format, lay.model_id, lay.dim, lay.rows) == ("emb", "dinov2_vits14_softcon", 384, 0)
     assert lay.emb.datasets[0]["dataset_source"].endswith("sentinel-2-l2a-aws")
     with pytest.raises(BadRowsError, match="hold no rows"):
         import_embeddings(pub / "21MNT.parquet", tmp_path / "ei")
@@ -546,8 +626,7 @@ def test_published_samples(repo_root, tmp_path):
     planet = pub / "sample_embeddings.parquet"
     with pytest.raises(CRSContradictionError, match="EPSG:3857"):
         import_embeddings(planet, tmp_path / "pl", model_id="planet")
-    rep = import_embeddings(planet, tmp_path / "pl", model_id="planet", crs="EPSG:4326",
-                            sync=False)
+    rep = import_embeddings(planet, tmp_path / "pl", model_id="planet", crs="EPSG:4326", sync=False)
     assert (rep["added"], rep["skipped"]) == (3, {"null embedding": 2})
 
 
@@ -559,7 +638,19 @@ def test_dry_run_writes_nothing(tmp_path):
     assert rep["files_detail"][0]["layout"]["crs"] == "EPSG:4326"
     assert rep["files_detail"][0]["layout"]["crs_declared"] == "EPSG:3857"
     assert not (tmp_path / "s").exists()
-    r = CliRunner().invoke(app, ["import", str(path), "--store", str(tmp_path / "s"),
-                                 "--model-id", "p", "--crs", "EPSG:4326", "--dry-run"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "import",
+            str(path),
+            "--store",
+            str(tmp_path / "s"),
+            "--model-id",
+            "p",
+            "--crs",
+            "EPSG:4326",
+            "--dry-run",
+        ],
+    )
     assert r.exit_code == 0 and json.loads(r.output)["importable"] == 3
     assert not (tmp_path / "s").exists()

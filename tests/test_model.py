@@ -110,8 +110,12 @@ def test_encoder_step_api_matches_forward():
     enc = ClayEncoder.from_config(get_config("nano")).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 32, 32, generator=g)
-    kw = dict(time=torch.zeros(2, 4), latlon=torch.zeros(2, 4), gsd=10.0,
-              waves=torch.tensor([0.49, 0.56, 0.66]))
+    kw = dict(
+        time=torch.zeros(2, 4),
+        latlon=torch.zeros(2, 4),
+        gsd=10.0,
+        waves=torch.tensor([0.49, 0.56, 0.66]),
+    )
     with torch.no_grad():
         full = enc(x, **kw)
         tokens = enc.prepare_tokens(x, **kw)

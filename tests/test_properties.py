@@ -19,13 +19,18 @@ from clay_search.filters import FilterEngine, Filters
 from clay_search.geo import footprint, footprints, wrap_world
 from clay_search.ingest.chips import chip_count, chip_windows
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @SETTINGS
-@given(w=st.integers(1, 700), h=st.integers(1, 700), size=st.sampled_from([8, 16, 64, 256]),
-       frac=st.floats(0.05, 1.0))
+@given(
+    w=st.integers(1, 700),
+    h=st.integers(1, 700),
+    size=st.sampled_from([8, 16, 64, 256]),
+    frac=st.floats(0.05, 1.0),
+)
 def test_chip_windows_cover_the_raster(w, h, size, frac):
     step = max(1, int(size * frac))
     wins = chip_windows(w, h, size, step)
@@ -35,7 +40,7 @@ def test_chip_windows_cover_the_raster(w, h, size, frac):
     for x in wins:
         assert x.width == x.height == size
         assert 0 <= x.col_off < w and 0 <= x.row_off < h
-        cover[x.row_off:x.row_off + size, x.col_off:x.col_off + size] = True
+        cover[x.row_off : x.row_off + size, x.col_off : x.col_off + size] = True
     assert cover.all()
     keys = [(x.row_off, x.col_off) for x in wins]
     assert keys == sorted(keys)  # row-major
@@ -60,15 +65,25 @@ def _in_world(g) -> bool:
 
 
 @SETTINGS
-@given(grid=st.sampled_from(GRIDS), rot=st.sampled_from([0.0, 0.0, 15.0, -40.0]),
-       dx=st.floats(-0.5, 0.5), dy=st.floats(-0.5, 0.5), size=st.integers(1, 300),
-       col=st.integers(-100, 300), row=st.integers(-100, 300), w=st.integers(50, 400),
-       h=st.integers(50, 400))
+@given(
+    grid=st.sampled_from(GRIDS),
+    rot=st.sampled_from([0.0, 0.0, 15.0, -40.0]),
+    dx=st.floats(-0.5, 0.5),
+    dy=st.floats(-0.5, 0.5),
+    size=st.integers(1, 300),
+    col=st.integers(-100, 300),
+    row=st.integers(-100, 300),
+    w=st.integers(50, 400),
+    h=st.integers(50, 400),
+)
 def test_footprints_are_valid_clipped_and_in_the_world(grid, rot, dx, dy, size, col, row, w, h):
     crs_text, (x0, y0), px = grid
     crs = CRS.from_user_input(crs_text)
-    t = (Affine.translation(x0 + dx * px * w, y0 + dy * px * h) * Affine.rotation(rot)
-         * Affine.scale(px, -px))
+    t = (
+        Affine.translation(x0 + dx * px * w, y0 + dy * px * h)
+        * Affine.rotation(rot)
+        * Affine.scale(px, -px)
+    )
     win = Window(col, row, size, size)
     fp = footprint(crs, t, win, size=(w, h))
     inside = col < w and row < h and col + size > 0 and row + size > 0
@@ -96,8 +111,12 @@ def test_footprints_are_valid_clipped_and_in_the_world(grid, rot, dx, dy, size, 
 
 
 @SETTINGS
-@given(lon0=st.floats(-540, 540), lat0=st.floats(-120, 100), dlon=st.floats(0.01, 350),
-       dlat=st.floats(0.01, 60))
+@given(
+    lon0=st.floats(-540, 540),
+    lat0=st.floats(-120, 100),
+    dlon=st.floats(0.01, 350),
+    dlat=st.floats(0.01, 60),
+)
 def test_wrap_world_keeps_the_area_inside_the_world(lon0, lat0, dlon, dlat):
     """A lon/lat box anywhere (continuous longitudes) wraps into the world with its area."""
     g = shapely.box(lon0, lat0, lon0 + dlon, lat0 + dlat)
@@ -127,18 +146,26 @@ def _rows(draw):
 
 
 @SETTINGS
-@given(rows=_rows(), q=st.tuples(st.floats(-180, 179), st.floats(-90, 89), st.floats(0.01, 60),
-                                 st.floats(0.01, 60)),
-       start=st.one_of(st.none(), st.integers(0, 2000)), span=st.integers(0, 900))
+@given(
+    rows=_rows(),
+    q=st.tuples(st.floats(-180, 179), st.floats(-90, 89), st.floats(0.01, 60), st.floats(0.01, 60)),
+    start=st.one_of(st.none(), st.integers(0, 2000)),
+    span=st.integers(0, 900),
+)
 def test_filters_match_brute_force(rows, q, start, span):
     boxes, times = rows
-    table = pa.table({
-        "minx": [g.bounds[0] for g in boxes], "miny": [g.bounds[1] for g in boxes],
-        "maxx": [g.bounds[2] for g in boxes], "maxy": [g.bounds[3] for g in boxes],
-        "datetime": pa.array(times, pa.timestamp("us", tz="UTC")),
-        "sensor": ["s"] * len(boxes), "label": [None] * len(boxes),
-        "geometry": [shapely.to_wkb(g) for g in boxes],
-    })
+    table = pa.table(
+        {
+            "minx": [g.bounds[0] for g in boxes],
+            "miny": [g.bounds[1] for g in boxes],
+            "maxx": [g.bounds[2] for g in boxes],
+            "maxy": [g.bounds[3] for g in boxes],
+            "datetime": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "sensor": ["s"] * len(boxes),
+            "label": [None] * len(boxes),
+            "geometry": [shapely.to_wkb(g) for g in boxes],
+        }
+    )
     eng = FilterEngine(table)
     qb = (q[0], q[1], min(q[0] + q[2], 180), min(q[1] + q[3], 90))
     kw = {"bbox": qb}
@@ -150,6 +177,9 @@ def test_filters_match_brute_force(rows, q, start, span):
         kw.update(start=lo, end=hi)
     got = eng.rows(Filters(**kw)).tolist()
     qg = shapely.box(*qb)
-    want = [i for i, (g, t) in enumerate(zip(boxes, times, strict=True))
-            if g.intersects(qg) and (lo is None or (t is not None and lo <= t <= hi))]
+    want = [
+        i
+        for i, (g, t) in enumerate(zip(boxes, times, strict=True))
+        if g.intersects(qg) and (lo is None or (t is not None and lo <= t <= hi))
+    ]
     assert got == want

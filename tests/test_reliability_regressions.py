@@ -29,11 +29,23 @@ def _src(path) -> Source:
 def test_complex_rasters_are_refused_by_name(tmp_path, dtype):
     p = tmp_path / f"slc_{dtype}.tif"
     data = (np.arange(64, dtype=np.float32).reshape(1, 8, 8) * (1 + 1j)).astype(np.complex64)
-    with rasterio.open(p, "w", driver="GTiff", width=8, height=8, count=1, dtype=dtype,
-                       crs="EPSG:32631", transform=from_origin(500_000, 0, 10, 10)) as dst:
+    with rasterio.open(
+        p,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype=dtype,
+        crs="EPSG:32631",
+        transform=from_origin(500_000, 0, 10, 10),
+    ) as dst:
         dst.write(data)
-    with pytest.raises(SourceReadError, match=rf"slc_{dtype}\.tif holds complex-valued samples "
-                                              rf"\({dtype}\).*amplitude"):
+    with pytest.raises(
+        SourceReadError,
+        match=rf"slc_{dtype}\.tif holds complex-valued samples "
+        rf"\({dtype}\).*amplitude",
+    ):
         SourceReader(_src(p)).open()
 
 
@@ -61,8 +73,7 @@ try:
 except Exception as e:
     print(type(e).__name__, e)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "SourceReadError" in out.stdout and "declares 2,048 x 1,073,741,824 px" in out.stdout
     assert "Traceback" not in out.stderr
@@ -72,15 +83,24 @@ def test_huge_tile_and_chip_count_are_bounded(tmp_path, sample_dir):
     from clay_search.ingest import run
 
     bomb = tmp_path / "bomb.tif"
-    bomb.write_bytes(tiff_header(32768, 32768, 0, compression=8,
-                                 data=zlib.compress(b"\0" * 2**16), tile=32768))
+    bomb.write_bytes(
+        tiff_header(32768, 32768, 0, compression=8, data=zlib.compress(b"\0" * 2**16), tile=32768)
+    )
     with pytest.raises(SourceReadError, match="blocks of 32768 x 32768 px"):
         SourceReader(_src(bomb)).open()
     many = tmp_path / "many.tif"
-    many.write_bytes(tiff_header(200_000, 200_000, 1, compression=8,
-                                 data=zlib.compress(b"\0" * 4096)))
-    report = run([many], tmp_path / "store", weights=None, sensor="naip", bands=["red"],
-                 chip_size=64, embedder=_NoModel())
+    many.write_bytes(
+        tiff_header(200_000, 200_000, 1, compression=8, data=zlib.compress(b"\0" * 4096))
+    )
+    report = run(
+        [many],
+        tmp_path / "store",
+        weights=None,
+        sensor="naip",
+        bands=["red"],
+        chip_size=64,
+        embedder=_NoModel(),
+    )
     (failed,) = report.failed
     assert "9,765,625 chips" in failed.error and "split the scene" in failed.error
 
@@ -95,8 +115,13 @@ class _NoModel:
 
 
 def _catalog(cid, links):
-    return {"type": "Catalog", "stac_version": "1.0.0", "id": cid, "description": cid,
-            "links": links}
+    return {
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": cid,
+        "description": cid,
+        "links": links,
+    }
 
 
 def test_stac_link_cycle_is_reported_not_recursed(tmp_path, sample_dir):
@@ -104,15 +129,30 @@ def test_stac_link_cycle_is_reported_not_recursed(tmp_path, sample_dir):
     the cycle is reported with the file holding the link, and the item is still found."""
     good = sample_dir / "naip" / "m_4709963_se_14_1_20200831_crop.tif"
     (tmp_path / "sub").mkdir()
-    (tmp_path / "catalog.json").write_text(json.dumps(_catalog("root", [
-        {"rel": "child", "href": "./sub/catalog.json"}])))
-    (tmp_path / "sub" / "catalog.json").write_text(json.dumps(_catalog("sub", [
-        {"rel": "child", "href": "../catalog.json"},
-        {"rel": "child", "href": "./../sub/./catalog.json"},
-        {"rel": "item", "href": "./item.json"}])))
-    item = {"type": "Feature", "stac_version": "1.0.0", "id": "it", "geometry": None,
-            "properties": {"datetime": "2020-08-31T00:00:00Z"}, "links": [],
-            "assets": {"image": {"href": str(good), "type": "image/tiff", "roles": ["data"]}}}
+    (tmp_path / "catalog.json").write_text(
+        json.dumps(_catalog("root", [{"rel": "child", "href": "./sub/catalog.json"}]))
+    )
+    (tmp_path / "sub" / "catalog.json").write_text(
+        json.dumps(
+            _catalog(
+                "sub",
+                [
+                    {"rel": "child", "href": "../catalog.json"},
+                    {"rel": "child", "href": "./../sub/./catalog.json"},
+                    {"rel": "item", "href": "./item.json"},
+                ],
+            )
+        )
+    )
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "it",
+        "geometry": None,
+        "properties": {"datetime": "2020-08-31T00:00:00Z"},
+        "links": [],
+        "assets": {"image": {"href": str(good), "type": "image/tiff", "roles": ["data"]}},
+    }
     (tmp_path / "sub" / "item.json").write_text(json.dumps(item))
     out = stac_sources(str(tmp_path / "catalog.json"))
     sources = [s for s in out if isinstance(s, Source)]
@@ -134,17 +174,21 @@ def test_symlink_loop_in_a_folder_is_walked_once(tmp_path, sample_dir):
     assert any("symlink loop" in str(getattr(s, "error", "")) for s in out)
 
 
-@pytest.mark.parametrize("geometry", [
-    {"type": "Point", "coordinates": [1j, 2]},
-    {"type": "Polygon", "coordinates": [[[0, 0], [1j, 0], [1, 1], [0, 0]]]},
-])
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"type": "Point", "coordinates": [1j, 2]},
+        {"type": "Polygon", "coordinates": [[[0, 0], [1j, 0], [1, 1], [0, 0]]]},
+    ],
+)
 def test_complex_coordinates_get_a_clear_message(geometry):
     from clay_search.filters import Filters
 
     with pytest.raises(QueryError) as e:
         Filters(geometry=geometry)
     assert "float() argument" not in str(e.value) and "1j (complex), not a real number" in str(
-        e.value)
+        e.value
+    )
 
 
 def test_complex_point_search_is_a_query_error():

@@ -211,9 +211,10 @@ def test_fluent_query(store):
     assert res.chip_ids == direct.chip_ids
     gdf = q.positives(ids[0]).limit(5).to_geopandas()
     assert len(gdf) == 5 and gdf.crs == "EPSG:4326"
-    assert q.limit(4).to_pandas()["chip_id"].tolist() == store.chips(
-        bbox=(-20, 30, 40, 70), start="2018-01-01", limit=4
-    ).chip_ids
+    assert (
+        q.limit(4).to_pandas()["chip_id"].tolist()
+        == store.chips(bbox=(-20, 30, 40, 70), start="2018-01-01", limit=4).chip_ids
+    )
     refined = store.query().positives(ids[:2]).refine().limit(3).to_results()
     assert refined.chip_ids == store.refine(ids[:2], k=3).chip_ids
 
@@ -232,8 +233,9 @@ def test_vectors_outlive_their_store(sample_store):
     del with_store
     vecs = clay_search.connect(path).vectors  # the store object is dropped at once
     gc.collect()
-    junk = [np.random.default_rng(i).random((len(expected), expected.shape[1]))
-            for i in range(20)]  # reuse freed memory
+    junk = [
+        np.random.default_rng(i).random((len(expected), expected.shape[1])) for i in range(20)
+    ]  # reuse freed memory
     np.testing.assert_array_equal(vecs, expected)
     assert np.isfinite(vecs).all() and len(junk) == 20
     with pytest.raises(ValueError):

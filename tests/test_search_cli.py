@@ -204,7 +204,9 @@ def test_usage_errors_are_one_line_from_the_real_command(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "'-k'" in r.stderr and "--help" in r.stderr
     r = run("search", "--store", str(tmp_path / "none"), "-p", "x")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no clay-search store" in (
-        r.stderr
+    assert (
+        r.returncode == 2
+        and r.stderr.strip().count("\n") == 0
+        and "no clay-search store" in (r.stderr)
     )
     assert run("--help").returncode == 0

@@ -50,7 +50,9 @@ def s3_endpoint():
         import pyarrow.fs as pfs
 
         pfs.S3FileSystem(
-            endpoint_override=f"{host}:{port}", scheme="http", region="us-east-1",
+            endpoint_override=f"{host}:{port}",
+            scheme="http",
+            region="us-east-1",
             allow_bucket_creation=True,
         ).create_dir(BUCKET)
         yield endpoint
@@ -115,7 +117,8 @@ def test_ingest_search_with_index(s3_store, sample_dir, nano_embedder, tmp_path)
         lres.to_arrow().column("chip_id").to_pylist()
     )
     np.testing.assert_allclose(
-        res.to_arrow().column("score").to_numpy(), lres.to_arrow().column("score").to_numpy(),
+        res.to_arrow().column("score").to_numpy(),
+        lres.to_arrow().column("score").to_numpy(),
         atol=1e-5,
     )
     # filters work on the object store too
@@ -152,7 +155,8 @@ def test_resume_after_kill(s3_store, sample_dir, nano_weights):
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, str(src), s3_store, str(nano_weights)],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     t0, killed_at = time.monotonic(), 0
     while time.monotonic() - t0 < 180:
@@ -169,7 +173,9 @@ def test_resume_after_kill(s3_store, sample_dir, nano_weights):
     assert 0 < partial < 338
     subprocess.run(
         [sys.executable, "-c", SCRIPT, str(src), s3_store, str(nano_weights)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=True,
+        capture_output=True,
     )
     store = connect(s3_store)
     ids = store.attrs.column("chip_id").to_pylist()
@@ -185,8 +191,9 @@ def test_two_writers(s3_store, sample_dir, nano_embedder):
 
     def work(i: int) -> None:
         try:
-            reports[i] = run([sources[i]], s3_store, embedder=nano_embedder, workers=1,
-                             flush_rows=8)
+            reports[i] = run(
+                [sources[i]], s3_store, embedder=nano_embedder, workers=1, flush_rows=8
+            )
         except Exception as e:  # noqa: BLE001 - reported by the assert below
             errors.append(e)
 
@@ -216,13 +223,26 @@ def test_cli_on_object_store(s3_store, sample_dir, nano_weights, tmp_path):
     from clay_search.cli.main import app
 
     runner = CliRunner()
-    r = runner.invoke(app, ["ingest", str(sample_dir / "naip"), "--store", s3_store,
-                            "--weights", str(nano_weights), "--precision", "fp32", "-q"])
+    r = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(sample_dir / "naip"),
+            "--store",
+            s3_store,
+            "--weights",
+            str(nano_weights),
+            "--precision",
+            "fp32",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     ids = connect(s3_store).attrs.column("chip_id").to_pylist()
     out = tmp_path / "r.geojson"
-    r = runner.invoke(app, ["search", "--store", s3_store, "--positive", ids[0], "-k", "5",
-                            "--out", str(out)])
+    r = runner.invoke(
+        app, ["search", "--store", s3_store, "--positive", ids[0], "-k", "5", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     features = json.loads(out.read_text())["features"]
     assert len(features) == 5 and ids[0] not in {f["properties"]["chip_id"] for f in features}

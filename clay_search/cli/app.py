@@ -96,7 +96,8 @@ def serve(
             "anyone who can reach the port can search the store, see its thumbnails and "
             "upload files. Put it behind an authenticating reverse proxy, or use the default "
             "--host 127.0.0.1 with an SSH tunnel.",
-            fg=typer.colors.YELLOW, err=True,
+            fg=typer.colors.YELLOW,
+            err=True,
         )
     env = {**os.environ, STORE_ENV: str(store)}
     if weights:

@@ -95,22 +95,33 @@ def changes(
         console.print(f"no changes: {res.meta.get('reason', 'no pairs')}")
     else:
         score = "similarity" if like else "change"
-        t = Table(title=f"{len(res)} places ({res.meta.get('pairs')} paired; "
-                        f"{res.meta.get('method', 'change search')}, table version {res.version})")
+        t = Table(
+            title=f"{len(res)} places ({res.meta.get('pairs')} paired; "
+            f"{res.meta.get('method', 'change search')}, table version {res.version})"
+        )
         for c in ("rank", score, "place_id", "chip_id_before", "chip_id_after", "dates"):
             t.add_column(c)
         for _, r in res.to_pandas().head(20).iterrows():
-            t.add_row(str(r["rank"]), f"{r['score']:.4f}", str(r["place_id"]),
-                      str(r["chip_id_before"]), str(r["chip_id_after"]),
-                      f"{r['datetime_before']:%Y-%m-%d} -> {r['datetime_after']:%Y-%m-%d}")
+            t.add_row(
+                str(r["rank"]),
+                f"{r['score']:.4f}",
+                str(r["place_id"]),
+                str(r["chip_id_before"]),
+                str(r["chip_id_after"]),
+                f"{r['datetime_before']:%Y-%m-%d} -> {r['datetime_after']:%Y-%m-%d}",
+            )
         console.print(t)
     if out is not None:
         console.print(f"wrote {write_results(res, out)}")
     if raster is not None:
         full = res
         if k is not None:  # the map covers every paired place, not only the top k
-            full = (st.change_search(like, unlike or [], before=before, after=after, **filters)
-                    if like else st.changes(before, after, method=method, **filters))
+            full = (
+                st.change_search(like, unlike or [], before=before, after=after, **filters)
+                if like
+                else st.changes(before, after, method=method, **filters)
+            )
         info = write_change_raster(full, raster)
-        console.print(f"wrote {info['path']} ({info['width']} x {info['height']} cells, "
-                      f"{info['crs']})")
+        console.print(
+            f"wrote {info['path']} ({info['width']} x {info['height']} cells, {info['crs']})"
+        )

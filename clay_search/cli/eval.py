@@ -48,14 +48,19 @@ def run_evaluation(
     from clay_search.model.checkpoints import load_encoder
 
     t0 = time.monotonic()
-    report: dict = {"model_id": load_encoder(weights)[1].model_id, "protocol": {
-        "through_store": "labelled chips ingested with the CLI's defaults into a fresh store; "
-        f"held-out chip = positive of Store.search, precision@{k} over gallery (train split) "
-        f"hits; session: 3 random positives per class, {rounds} rounds of {per_round} new "
-        "results labelled by truth, Store-style logistic refine from round 2; band statistics "
-        "(per-band mean, std, percentiles of the stored chips' pixels, z-scored) in the same loop",
-        "split": "held-out = sha1(file stem) bucket < 30% (ingest.datasets.split_of)",
-    }, "through_store": {}}
+    report: dict = {
+        "model_id": load_encoder(weights)[1].model_id,
+        "protocol": {
+            "through_store": "labelled chips ingested with the CLI's defaults into a fresh store; "
+            f"held-out chip = positive of Store.search, precision@{k} over gallery (train split) "
+            f"hits; session: 3 random positives per class, {rounds} rounds of {per_round} new "
+            "results labelled by truth, Store-style logistic refine from round 2; band statistics "
+            "(per-band mean, std, percentiles of the stored chips' pixels, z-scored) in the same "
+            "loop",
+            "split": "held-out = sha1(file stem) bucket < 30% (ingest.datasets.split_of)",
+        },
+        "through_store": {},
+    }
     for name in datasets:
         if name in STORE_DATASETS:
             res = evaluate_through_store(
@@ -105,8 +110,11 @@ def report_markdown(report: dict) -> str:
             lines.append(f"| {feat} | {100 * p:.1f} | {cells} |")
         lines.append("")
     if "direct" in report:
-        lines += ["Direct evaluation (vectors computed here, each dataset normalised by its own "
-                  "statistics: not the path a store takes)", ""]
+        lines += [
+            "Direct evaluation (vectors computed here, each dataset normalised by its own "
+            "statistics: not the path a store takes)",
+            "",
+        ]
         lines.append(direct_markdown(report["direct"]))
     return "\n".join(lines)
 

@@ -99,8 +99,7 @@ def export(
                 f"ONNX export is not part of this installation ({e.name} is missing)"
             ) from e
         band_list = [b.strip() for b in bands.split(",")] if bands else None
-        path = export_onnx(onnx, weights=weights, head=head, chip_size=chip_size,
-                           bands=band_list)
+        path = export_onnx(onnx, weights=weights, head=head, chip_size=chip_size, bands=band_list)
         typer.echo(json.dumps({"onnx": str(path or onnx)}, default=str))
         return
     if out is None:
@@ -109,12 +108,25 @@ def export(
     from clay_search.export import export_geoparquet
 
     filters = filters_from_options(
-        bbox=bbox, geometry=geometry, start=start, end=end, sensor=sensor, label=label,
-        undated=undated, pred_label=pred_label, min_pred_score=min_pred_score,
+        bbox=bbox,
+        geometry=geometry,
+        start=start,
+        end=end,
+        sensor=sensor,
+        label=label,
+        undated=undated,
+        pred_label=pred_label,
+        min_pred_score=min_pred_score,
     )
     st = clay_search.connect(store, version=version, index="exact")
     report = export_geoparquet(
-        st, out, filters=filters, partition_by=partition_by, license=license,
-        providers=provider or (), datasets=dataset or (), row_group_mb=row_group_mb,
+        st,
+        out,
+        filters=filters,
+        partition_by=partition_by,
+        license=license,
+        providers=provider or (),
+        datasets=dataset or (),
+        row_group_mb=row_group_mb,
     )
     typer.echo(json.dumps(report, indent=2, default=str))

@@ -26,33 +26,62 @@ from clay_search.cli.options import (
     split_list,
 )
 
-finetune_app = typer.Typer(help="Fine-tune the encoder with a task head (classify, regress, "
-                           "segment).", no_args_is_help=True)
+finetune_app = typer.Typer(
+    help="Fine-tune the encoder with a task head (classify, regress, segment).",
+    no_args_is_help=True,
+)
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Head folder to write.")]
-FreezeOpt = Annotated[bool, typer.Option(
-    "--freeze/--no-freeze", help="Freeze the whole encoder (default) or train all of it.")]
-UnfreezeOpt = Annotated[int | None, typer.Option(
-    "--unfreeze-last", help="Train the last N encoder blocks (overrides --freeze).")]
+FreezeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--freeze/--no-freeze", help="Freeze the whole encoder (default) or train all of it."
+    ),
+]
+UnfreezeOpt = Annotated[
+    int | None,
+    typer.Option("--unfreeze-last", help="Train the last N encoder blocks (overrides --freeze)."),
+]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training chips.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Head learning rate (encoder: lr/10).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split, shuffling and init.")]
-ValOpt = Annotated[float, typer.Option(
-    "--val-split", help="Fraction of whole images (or tiles of a single image) held out.")]
-ResumeOpt = Annotated[bool, typer.Option(
-    "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when it exists.")]
+ValOpt = Annotated[
+    float,
+    typer.Option(
+        "--val-split", help="Fraction of whole images (or tiles of a single image) held out."
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when it exists."),
+]
 HeadKindOpt = Annotated[str, typer.Option("--head-type", help="linear or mlp (chip tasks).")]
-PoolingOpt = Annotated[str, typer.Option(
-    "--pooling", help="Chip vector: cls, mean, mean+std or cls+mean.")]
-ClassWeightsOpt = Annotated[str | None, typer.Option(
-    "--class-weights", help="'balanced' (inverse frequency) or comma-separated weights.")]
-PairsOpt = Annotated[Path | None, typer.Option(
-    "--pairs", help="CSV with columns image,mask (paths relative to the CSV).")]
+PoolingOpt = Annotated[
+    str, typer.Option("--pooling", help="Chip vector: cls, mean, mean+std or cls+mean.")
+]
+ClassWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--class-weights", help="'balanced' (inverse frequency) or comma-separated weights."
+    ),
+]
+PairsOpt = Annotated[
+    Path | None,
+    typer.Option("--pairs", help="CSV with columns image,mask (paths relative to the CSV)."),
+]
 ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Folder of images.")]
-MasksOpt = Annotated[Path | None, typer.Option(
-    "--masks", help="Folder of masks/target rasters matched to --images by file stem.")]
-MaxTimeOpt = Annotated[float | None, typer.Option(
-    "--max-time", help="Stop after this many seconds (the best epoch so far is kept).")]
+MasksOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--masks", help="Folder of masks/target rasters matched to --images by file stem."
+    ),
+]
+MaxTimeOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-time", help="Stop after this many seconds (the best epoch so far is kept)."
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -94,12 +123,31 @@ def _report(run, quiet: bool) -> None:
     console.print(t)
 
 
-def _common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split, resume,
-            device, quiet, max_time) -> dict:
+def _common(
+    weights,
+    freeze,
+    unfreeze_last,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    val_split,
+    resume,
+    device,
+    quiet,
+    max_time,
+) -> dict:
     return {
-        "weights": weights, "freeze": _freeze(freeze, unfreeze_last), "epochs": epochs,
-        "batch_size": batch_size, "lr": lr, "seed": seed, "val_fraction": val_split,
-        "resume": resume, "device": resolve_device(device), "progress": not quiet,
+        "weights": weights,
+        "freeze": _freeze(freeze, unfreeze_last),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "val_fraction": val_split,
+        "resume": resume,
+        "device": resolve_device(device),
+        "progress": not quiet,
         "max_time_s": max_time,
     }
 
@@ -109,8 +157,10 @@ def _common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_sp
 def classify(
     data: Annotated[Path, typer.Argument(help="Class folders: DATA/<Class>/*.tif|png|jpg")],
     out: OutOpt,
-    labels: Annotated[Path | None, typer.Option(
-        "--labels", help="Multi-label CSV (source,labels; labels joined with ';').")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Multi-label CSV (source,labels; labels joined with ';')."),
+    ] = None,
     sensor: ImageSensorOpt = None,
     bands: BandsOpt = None,
     chip_size: ChipSizeOpt = 64,
@@ -135,11 +185,29 @@ def classify(
     from clay_search.tasks import finetune_classify
 
     run = finetune_classify(
-        data, out, labels_csv=labels, chip_size=chip_size, sensor=sensor,
-        bands=split_list(bands), head=head_type, pooling=pooling,
+        data,
+        out,
+        labels_csv=labels,
+        chip_size=chip_size,
+        sensor=sensor,
+        bands=split_list(bands),
+        head=head_type,
+        pooling=pooling,
         class_weights=_weights_list(class_weights),
-        **_common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split,
-                  resume, device, quiet, max_time),
+        **_common(
+            weights,
+            freeze,
+            unfreeze_last,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            val_split,
+            resume,
+            device,
+            quiet,
+            max_time,
+        ),
     )
     _report(run, quiet)
 
@@ -148,11 +216,16 @@ def classify(
 @handle_errors
 def regress(
     out: OutOpt,
-    targets: Annotated[Path | None, typer.Option(
-        "--targets", help="CSV/Parquet/GeoParquet of chip 'source' + a value column "
-        "(per-chip regression).")] = None,
-    target_column: Annotated[str, typer.Option(
-        "--target-column", help="Value column of --targets.")] = "value",
+    targets: Annotated[
+        Path | None,
+        typer.Option(
+            "--targets",
+            help="CSV/Parquet/GeoParquet of chip 'source' + a value column (per-chip regression).",
+        ),
+    ] = None,
+    target_column: Annotated[
+        str, typer.Option("--target-column", help="Value column of --targets.")
+    ] = "value",
     pairs: PairsOpt = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
@@ -181,11 +254,32 @@ def regress(
     from clay_search.tasks import finetune_regress
 
     run = finetune_regress(
-        out, targets=targets, target_column=target_column, pairs=pairs, images=images,
-        target_rasters=masks, chip_size=chip_size, stride=stride, sensor=sensor,
-        bands=split_list(bands), head=head_type, pooling=pooling,
-        **_common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split,
-                  resume, device, quiet, max_time),
+        out,
+        targets=targets,
+        target_column=target_column,
+        pairs=pairs,
+        images=images,
+        target_rasters=masks,
+        chip_size=chip_size,
+        stride=stride,
+        sensor=sensor,
+        bands=split_list(bands),
+        head=head_type,
+        pooling=pooling,
+        **_common(
+            weights,
+            freeze,
+            unfreeze_last,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            val_split,
+            resume,
+            device,
+            quiet,
+            max_time,
+        ),
     )
     _report(run, quiet)
 
@@ -201,12 +295,18 @@ def segment(
     bands: BandsOpt = None,
     chip_size: ChipSizeOpt = 64,
     stride: StrideOpt = None,
-    ignore_index: Annotated[int | None, typer.Option(
-        "--ignore-index", help="Mask value that is not a class (not trained, not scored).")]
-    = None,
-    classes: Annotated[str | None, typer.Option(
-        "--classes", help="The class values, comma-separated (default: those in the masks).")]
-    = None,
+    ignore_index: Annotated[
+        int | None,
+        typer.Option(
+            "--ignore-index", help="Mask value that is not a class (not trained, not scored)."
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes", help="The class values, comma-separated (default: those in the masks)."
+        ),
+    ] = None,
     class_weights: ClassWeightsOpt = None,
     weights: WeightsOpt = None,
     freeze: FreezeOpt = True,
@@ -231,10 +331,30 @@ def segment(
     except ValueError:
         raise TrainingDataError(f"--classes {classes!r}: give integers, e.g. 0,1,2") from None
     run = finetune_segment(
-        out, pairs=pairs, images=images, masks=masks, chip_size=chip_size, stride=stride,
-        sensor=sensor, bands=split_list(bands), ignore_index=ignore_index,
-        classes=class_values, class_weights=_weights_list(class_weights),
-        **_common(weights, freeze, unfreeze_last, epochs, batch_size, lr, seed, val_split,
-                  resume, device, quiet, max_time),
+        out,
+        pairs=pairs,
+        images=images,
+        masks=masks,
+        chip_size=chip_size,
+        stride=stride,
+        sensor=sensor,
+        bands=split_list(bands),
+        ignore_index=ignore_index,
+        classes=class_values,
+        class_weights=_weights_list(class_weights),
+        **_common(
+            weights,
+            freeze,
+            unfreeze_last,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            val_split,
+            resume,
+            device,
+            quiet,
+            max_time,
+        ),
     )
     _report(run, quiet)

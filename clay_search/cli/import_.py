@@ -60,8 +60,15 @@ def import_file(
     from clay_search.ingest.importer import import_embeddings
 
     report = import_embeddings(
-        [str(f) for f in files], store, model_id=model_id, sensor=sensor,
-        embedding_column=embedding_column, crs=crs, point_size=point_size, strict=strict,
-        dry_run=dry_run, progress=progress,
+        [str(f) for f in files],
+        store,
+        model_id=model_id,
+        sensor=sensor,
+        embedding_column=embedding_column,
+        crs=crs,
+        point_size=point_size,
+        strict=strict,
+        dry_run=dry_run,
+        progress=progress,
     )
     typer.echo(json.dumps(report, indent=2, default=str))

@@ -71,8 +71,9 @@ def _precision(console: Console, weights, chip_size: int | None) -> None:
     from clay_search.model import Embedder
     from clay_search.model.calibration import cached_calibrations, cpu_model
 
-    console.print(f"machine: {cpu_model()}, torch {torch.__version__}, "
-                  f"{torch.get_num_threads()} threads")
+    console.print(
+        f"machine: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     if chip_size:
         emb = Embedder.from_weights(weights)
         emb.resolve_precision(chip_size=chip_size)
@@ -80,8 +81,12 @@ def _precision(console: Console, weights, chip_size: int | None) -> None:
     else:
         found = cached_calibrations()
     if not found:
-        console.print("precision auto: not measured on this machine yet (measured at the first "
-                      "ingest, or now with --calibrate 256)")
+        console.print(
+            "precision auto: not measured on this machine yet (measured at the first "
+            "ingest, or now with --calibrate 256)"
+        )
     for cal in found:
-        console.print(f"precision auto for {cal.model} at {cal.chip_size} px "
-                      f"({cal.measured_at}): {cal.summary()}")
+        console.print(
+            f"precision auto for {cal.model} at {cal.chip_size} px "
+            f"({cal.measured_at}): {cal.summary()}"
+        )

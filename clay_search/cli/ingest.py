@@ -24,8 +24,9 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
 
 
-def _ingest(sources: list[str], store, quiet: bool = False, verbose: bool = False,
-            **options: Any) -> None:
+def _ingest(
+    sources: list[str], store, quiet: bool = False, verbose: bool = False, **options: Any
+) -> None:
     """Embed imagery (GeoTIFF/COG, band files, STAC, labelled folders) into a store."""
     import logging
 
@@ -46,13 +47,22 @@ def _signature() -> inspect.Signature:
 
     p = inspect.Parameter
     head = [
-        p("sources", p.POSITIONAL_OR_KEYWORD, annotation=Annotated[
-            list[str], typer.Argument(help="Files, folders, STAC JSON (path or URL).")]),
+        p(
+            "sources",
+            p.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[
+                list[str], typer.Argument(help="Files, folders, STAC JSON (path or URL).")
+            ],
+        ),
         p("store", p.KEYWORD_ONLY, annotation=StoreOpt),
     ]
     tail = [
-        p("quiet", p.KEYWORD_ONLY, default=False, annotation=Annotated[
-            bool, typer.Option("--quiet", "-q", help="No progress bar.")]),
+        p(
+            "quiet",
+            p.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")],
+        ),
         p("verbose", p.KEYWORD_ONLY, default=False, annotation=VerboseOpt),
     ]
     return inspect.Signature([*head, *cli_parameters(), *tail], return_annotation=None)
@@ -82,8 +92,11 @@ def print_summary(report, console) -> None:
     t.add_row("chips written", str(report.chips_written))
     t.add_row("skipped: already in store", str(report.chips_existing))
     t.add_row("skipped: too much nodata", str(report.chips_nodata))
-    t.add_row("time", f"{report.seconds:.1f} s ({report.chips_per_second:.1f} chips/s, "
-              f"{report.embed_seconds:.1f} s in the model, {report.workers} reader threads)")
+    t.add_row(
+        "time",
+        f"{report.seconds:.1f} s ({report.chips_per_second:.1f} chips/s, "
+        f"{report.embed_seconds:.1f} s in the model, {report.workers} reader threads)",
+    )
     t.add_row("model", report.model_id)
     for key, norm in report.normalisers.items():
         shared = norm.get("shared") or key
@@ -100,8 +113,11 @@ def print_summary(report, console) -> None:
         counts: dict[str, int] = defaultdict(int)
         for s in ok:
             counts[s.datetime_from or "none"] += 1
-        console.print("[cyan]dates:[/] " + ", ".join(
-            f"{n} from {k}" for k, n in sorted(counts.items())) + " (per source: manifest)")
+        console.print(
+            "[cyan]dates:[/] "
+            + ", ".join(f"{n} from {k}" for k, n in sorted(counts.items()))
+            + " (per source: manifest)"
+        )
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     for note, names in _group_notes(report):

@@ -221,8 +221,9 @@ ImageSensorOpt = Annotated[
 ]
 BandsOpt = Annotated[
     str | None,
-    typer.Option("--bands", help="The files' bands in order: common names or band ids, "
-                 "e.g. B02,B03,B04,B08."),
+    typer.Option(
+        "--bands", help="The files' bands in order: common names or band ids, e.g. B02,B03,B04,B08."
+    ),
 ]
 ChipSizeOpt = Annotated[int, typer.Option("--chip-size", help="Chip size in pixels (x8).")]
 StrideOpt = Annotated[

@@ -29,14 +29,24 @@ def register(app: typer.Typer) -> None:
 def predict(
     head: HeadOpt,
     sources: Annotated[list[str] | None, typer.Argument(help="Images or folders.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Chip heads: a .parquet/.geoparquet/.csv table; dense heads: a "
-        "folder of GeoTIFFs (one per image).")] = None,
-    store: Annotated[Path | None, typer.Option(
-        "--store", "-s", help="Predict every chip of this store into pred_* columns.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Chip heads: a .parquet/.geoparquet/.csv table; dense heads: a "
+            "folder of GeoTIFFs (one per image).",
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", "-s", help="Predict every chip of this store into pred_* columns."),
+    ] = None,
     bands: BandsOpt = None,
-    overlap: Annotated[float, typer.Option(
-        "--overlap", help="Dense heads: overlap of neighbouring windows (0-0.9).")] = 0.5,
+    overlap: Annotated[
+        float,
+        typer.Option("--overlap", help="Dense heads: overlap of neighbouring windows (0-0.9)."),
+    ] = 0.5,
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 64,
     device: DeviceOpt = "auto",
@@ -55,19 +65,35 @@ def predict(
         if sources:
             raise HeadError("give images with --out, or --store alone, not both")
         rep = predict_store(head, store, weights=weights, batch_size=batch_size, device=dev)
-        console.print(f"predicted {rep.chips} chips into {store} (table version "
-                      f"{rep.table_version}; index {rep.index.get('action')})")
+        console.print(
+            f"predicted {rep.chips} chips into {store} (table version "
+            f"{rep.table_version}; index {rep.index.get('action')})"
+        )
     else:
         if not sources or out is None:
             raise HeadError("give images (files or folders) and --out, or --store S")
         spec = read_head_spec(head)
         if spec.dense:
-            rep = predict_rasters(head, sources, out, weights=weights, device=dev,
-                                  overlap=overlap, bands=split_list(bands))
+            rep = predict_rasters(
+                head,
+                sources,
+                out,
+                weights=weights,
+                device=dev,
+                overlap=overlap,
+                bands=split_list(bands),
+            )
             console.print(f"wrote {len(rep.written)} raster(s) into {out}")
         else:
-            rep = predict_chips(head, sources, out, weights=weights, batch_size=batch_size,
-                                device=dev, bands=split_list(bands))
+            rep = predict_chips(
+                head,
+                sources,
+                out,
+                weights=weights,
+                batch_size=batch_size,
+                device=dev,
+                bands=split_list(bands),
+            )
             console.print(f"wrote {rep.chips} chip predictions to {out}")
     for src, why in rep.skipped:
         console.print(f"[yellow]skipped:[/] {src}: {why}")

@@ -52,7 +52,11 @@ def connect(
 
 
 def sync_index(
-    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0,
+    store_path: str | Path,
+    *,
+    kind: str = "auto",
+    rebuild: bool = False,
+    seed: int = 0,
     wait: float = 60.0,
 ) -> IndexReport:
     """Bring the store's index up to its latest table version (writers call this after a

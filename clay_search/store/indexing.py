@@ -22,7 +22,11 @@ from clay_search.store.layout import open_chips_table, read_store_info
 
 
 def sync_index(
-    store_path: str | Path, *, kind: str = "auto", rebuild: bool = False, seed: int = 0,
+    store_path: str | Path,
+    *,
+    kind: str = "auto",
+    rebuild: bool = False,
+    seed: int = 0,
     wait: float = 60.0,
 ) -> IndexReport:
     """Bring ``<store>/index/`` up to the store's latest table version (see

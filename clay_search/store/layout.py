@@ -77,8 +77,10 @@ def read_store_info(path: str | Path | RemotePath) -> StoreInfo:
             f"no clay-search store at {root} ({STORE_JSON} missing); create one with "
             "`clay-search ingest ... --store PATH` or `clay-search import FILE --store PATH`"
         )
-    repair = ("the chips table in lancedb/ is not affected: restore the file from a backup or "
-              "rewrite it (see docs/reliability.md, 'Repairing a store')")
+    repair = (
+        "the chips table in lancedb/ is not affected: restore the file from a backup or "
+        "rewrite it (see docs/reliability.md, 'Repairing a store')"
+    )
     try:
         meta = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -183,9 +185,7 @@ def open_chips_table(info: StoreInfo, *, create: bool = True):
     if not create:
         raise StoreNotFoundError(f"store {info.path} has no chips yet; ingest or import some first")
     try:
-        return db.create_table(
-            TABLE_NAME, schema=chips_schema(info.dim, patch_dim=info.patch_dim)
-        )
+        return db.create_table(TABLE_NAME, schema=chips_schema(info.dim, patch_dim=info.patch_dim))
     except ValueError:  # another writer created it since the listing: use theirs
         if TABLE_NAME not in _table_names(db):
             raise

@@ -91,9 +91,17 @@ class StoreLock:
                         ) from None
                     time.sleep(_POLL_S)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "purpose": self.purpose,
-                                      "since": datetime.now(UTC).isoformat(timespec="seconds")}
-                                     ).encode(), 0)
+            os.pwrite(
+                fd,
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "purpose": self.purpose,
+                        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                    }
+                ).encode(),
+                0,
+            )
             _held[key] = [fd, 1, self.purpose]
             self._acquired = True
             return self
@@ -131,8 +139,14 @@ def store_lock(store: str | Path, purpose: str, *, wait: float = 0.0) -> StoreLo
     return StoreLock(store, purpose, wait=wait)
 
 
-_NO_SPACE = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122",
-             "read-only file system", "os error 30")
+_NO_SPACE = (
+    "no space left on device",
+    "os error 28",
+    "disk quota exceeded",
+    "os error 122",
+    "read-only file system",
+    "os error 30",
+)
 
 
 @contextmanager
@@ -147,9 +161,11 @@ def guarded_write(store: str | Path, what: str, *, version: int | None = None) -
         codes = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
         if not (getattr(e, "errno", None) in codes or any(t in text for t in _NO_SPACE)):
             raise
-        reason = ("the disk is full" if ("space" in text or "28" in text
-                                         or getattr(e, "errno", None) == errno.ENOSPC)
-                  else "the filesystem refused the write (quota or read-only)")
+        reason = (
+            "the disk is full"
+            if ("space" in text or "28" in text or getattr(e, "errno", None) == errno.ENOSPC)
+            else "the filesystem refused the write (quota or read-only)"
+        )
         at = f" (table version {version})" if version is not None else ""
         raise StoreWriteError(
             f"{what} in {store} failed: {reason} (no space left on device or similar); "

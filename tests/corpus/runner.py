@@ -73,9 +73,12 @@ def main(spec_path: str, results_path: str) -> int:
     torch.set_num_threads(1)
     base = _vm_bytes()
     limit = base + int(spec.get("mem_extra_bytes", 3 * 2**30))
-    results = {"base_vm_bytes": base, "limit_bytes": limit,
-               "base_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-               "cases": {}}
+    results = {
+        "base_vm_bytes": base,
+        "limit_bytes": limit,
+        "base_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "cases": {},
+    }
     for case in spec["cases"]:
         t0 = time.perf_counter()
         pid = os.fork()
@@ -84,9 +87,11 @@ def main(spec_path: str, results_path: str) -> int:
         _, status, usage = os.wait4(pid, 0)
         rc = os.waitstatus_to_exitcode(status)
         results["cases"][case["name"]] = {
-            "rc": rc, "seconds": time.perf_counter() - t0,
+            "rc": rc,
+            "seconds": time.perf_counter() - t0,
             "maxrss_bytes": usage.ru_maxrss * 1024,
-            "stdout": case["out"] + ".stdout", "stderr": case["out"] + ".stderr",
+            "stdout": case["out"] + ".stdout",
+            "stderr": case["out"] + ".stderr",
         }
     with open(results_path, "w") as f:
         json.dump(results, f, indent=1)
