@@ -30,11 +30,13 @@ demo: setup
 test: setup browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # The reference implementation (claymodel 1.5.0) for the parity fixture and the model benchmark.
 # It is unpacked, never installed: its wheel ships generic top-level module names.

@@ -135,7 +135,13 @@ class Filters:
             put("bbox", check_bbox(self.bbox))
         if self.geometry is not None:
             put("geometry", parse_geometry(self.geometry))
-        if self.bbox is not None and self.geometry is not None and self.area.is_empty:
+        area = self.area
+        if (
+            self.bbox is not None
+            and self.geometry is not None
+            and area is not None
+            and area.is_empty
+        ):
             raise QueryError("the bbox and the geometry do not overlap: nothing can match")
         if self.start is not None:
             put("start", _as_utc(self.start, end=False))
@@ -283,7 +289,7 @@ class FilterEngine:
         self.pred_score = _float_column(table, score) if score in table.column_names else None
         self.geometry = table.column("geometry").combine_chunks()
         self.has_geom = ~np.asarray(self.geometry.is_null().to_numpy(zero_copy_only=False))
-        self._con = None
+        self._con: Any = None  # a DuckDB connection with the spatial extension, made on first use
         self._lock = threading.Lock()
 
     def _attr_mask(self, name: str, values: tuple[str, ...]) -> np.ndarray:

@@ -43,7 +43,7 @@ def _normalise(uri: str) -> str:
     return f"{_SCHEME_ALIASES.get(scheme, scheme)}://{rest}"
 
 
-def store_location(uri: str | os.PathLike) -> Path | RemotePath:
+def store_location(uri: str | os.PathLike | RemotePath) -> Path | RemotePath:
     """A local ``Path`` (``file://`` stripped) or a :class:`RemotePath` for an object store."""
     s = str(uri)
     if is_remote(s):

@@ -154,7 +154,7 @@ def _files(meta: dict) -> tuple[str, str]:
     return files.get("index", INDEX_FILE), files.get("ids", IDS_FILE)
 
 
-def load_index(folder: str | Path) -> LoadedIndex:
+def load_index(folder: str | Path | RemotePath) -> LoadedIndex:
     """Read the index in ``folder``; :class:`IndexStaleError` if it is missing or inconsistent."""
     folder = _folder(folder)
     meta = read_index_meta(folder)
@@ -427,7 +427,9 @@ class IndexCheck:
         return d
 
 
-def check_table_index(table, folder: str | Path, *, dim: int, atol: float = 1e-5) -> IndexCheck:
+def check_table_index(
+    table, folder: str | Path | RemotePath, *, dim: int, atol: float = 1e-5
+) -> IndexCheck:
     """Compare the index in ``folder`` with ``table`` row by row (ids and vectors)."""
     ids, vecs = read_ids_and_vectors(table, dim)
     table_ids = ids.to_pylist()

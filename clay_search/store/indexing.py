@@ -18,11 +18,12 @@ from clay_search.index.sync import (
     sync_table_index,
 )
 from clay_search.index.sync import load_index as _load_folder
+from clay_search.location import RemotePath
 from clay_search.store.layout import open_chips_table, read_store_info
 
 
 def sync_index(
-    store_path: str | Path,
+    store_path: str | Path | RemotePath,
     *,
     kind: str = "auto",
     rebuild: bool = False,

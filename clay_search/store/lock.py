@@ -26,8 +26,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clay_search.errors import StoreBusyError, StoreWriteError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clay_search.location import RemotePath
 
 LOCK_FILE = ".write.lock"
 _POLL_S = 0.1
@@ -53,7 +57,7 @@ class StoreLock:
     (0: refuse at once). Use as a context manager or with :meth:`acquire`/:meth:`release`.
     """
 
-    def __init__(self, store: str | Path, purpose: str, *, wait: float = 0.0) -> None:
+    def __init__(self, store: str | Path | RemotePath, purpose: str, *, wait: float = 0.0) -> None:
         from clay_search.location import RemotePath
 
         self.remote = isinstance(store, RemotePath) or "://" in str(store)
@@ -134,7 +138,7 @@ class StoreLock:
         self.release()
 
 
-def store_lock(store: str | Path, purpose: str, *, wait: float = 0.0) -> StoreLock:
+def store_lock(store: str | Path | RemotePath, purpose: str, *, wait: float = 0.0) -> StoreLock:
     """A :class:`StoreLock` (``with store_lock(path, "ingest"): ...``)."""
     return StoreLock(store, purpose, wait=wait)
 

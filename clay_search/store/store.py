@@ -506,7 +506,7 @@ class Store:
         d, i = idx.index.search(q[None, :], kk)
         d, i = d[0], i[0]
         keep = i >= 0
-        if n_ex:
+        if exclude is not None and n_ex:
             keep &= ~np.isin(i, exclude)
         r, s = i[keep][:k], d[keep][:k]
         return self._results(r, s, meta)
@@ -711,7 +711,7 @@ def _flat_index_vectors(idx: LoadedIndex, dim: int) -> np.ndarray:
     n = flat.ntotal
     if not n:
         return np.zeros((0, dim), np.float32)
-    view = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    view = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)  # type: ignore[attr-defined]
     arr = np.asarray(_IndexVectors(idx, view))
     arr.flags.writeable = False
     return arr
