@@ -219,6 +219,14 @@ def _save_files(folder: Path | RemotePath, index: faiss.Index, ids: pa.Array, me
     _drop_generations(folder, keep=keep)
 
 
+def _files_present(folder, meta: dict) -> bool:
+    """Whether the data files ``index.json`` names exist (legacy names included)."""
+    try:
+        return all((folder / name).exists() for name in _files(meta))
+    except OSError:
+        return False
+
+
 def _drop_generations(folder: Path | RemotePath, *, keep: set[str]) -> None:
     """Delete index data files other than ``keep`` (the current and the previous generation:
     a reader that read the previous ``index.json`` can still load its files)."""
@@ -269,6 +277,10 @@ def sync_table_index(
             reason = f"index kind {meta.get('kind')} -> {wanted}"
         elif meta.get("model_id") != model_id or meta.get("dim") != dim:
             reason = "store model changed"
+        elif not _files_present(folder, meta):
+            # another writer's clean-up removed the files this index.json names (two syncs
+            # racing on an object store): rebuild rather than keep a pointer to nothing
+            reason = "index files named by index.json are missing"
         elif int(meta["count"]) == n and covers_version(table, meta, version):
             if int(meta["table_version"]) != version:
                 meta.update(table_version=version, history=_history(table, version))
