@@ -79,21 +79,13 @@ def select_split(
     max_query_per_class: int | None,
 ) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
     """(gallery, held-out) files per class, by the training split, capped per class."""
-    from clay_search.ingest.datasets import split_of
+    from clay_search.ingest.datasets import select_files
 
     gallery, queries = {}, {}
     for cls, files in _labelled_files(root).items():
-        files = sorted(files, key=lambda f: _stem_hash(f))
-        g = [f for f in files if split_of(f.name) == "train"][:max_gallery_per_class]
-        q = [f for f in files if split_of(f.name) == "eval"][:max_query_per_class]
-        gallery[cls], queries[cls] = g, q
+        gallery[cls] = select_files(list(files), "train", max_gallery_per_class)
+        queries[cls] = select_files(list(files), "eval", max_query_per_class)
     return gallery, queries
-
-
-def _stem_hash(f: Path) -> str:
-    import hashlib
-
-    return hashlib.sha1(f.stem.encode()).hexdigest()
 
 
 def _link_tree(files: dict[str, list[Path]], dest: Path) -> None:

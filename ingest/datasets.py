@@ -87,7 +87,8 @@ def _require(path: Path) -> Path:
     return path
 
 
-def _select(files: list[Path], split: str | None, max_per_class: int | None) -> list[Path]:
+def select_files(files: list[Path], split: str | None, max_per_class: int | None) -> list[Path]:
+    """``files`` of ``split`` (all when None) in a fixed order (sha1 of the stem), capped."""
     if split is not None:
         files = [f for f in files if split_of(f.name) == split]
     files.sort(key=lambda f: hashlib.sha1(f.stem.encode()).hexdigest())
@@ -106,7 +107,7 @@ def read_eurosat_rgb(
     root = _require(Path(root))
     pixels, labels, names = [], [], []
     for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in _select(sorted(cls_dir.glob("*.jpg")), split, max_per_class):
+        for f in select_files(sorted(cls_dir.glob("*.jpg")), split, max_per_class):
             with Image.open(f) as im:
                 pixels.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
             labels.append(cls_dir.name)
@@ -140,7 +141,7 @@ def read_eurosat_ms(
     root = _require(Path(root))
     pixels, labels, names, lonlats = [], [], [], []
     for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in _select(sorted(cls_dir.glob("*.tif")), split, max_per_class):
+        for f in select_files(sorted(cls_dir.glob("*.tif")), split, max_per_class):
             with rasterio.open(f) as src:
                 pixels.append(src.read())
                 cx = (src.bounds.left + src.bounds.right) / 2
