@@ -58,9 +58,9 @@ class StoreLock:
     """
 
     def __init__(self, store: str | Path | RemotePath, purpose: str, *, wait: float = 0.0) -> None:
-        from clay_search.location import RemotePath
+        from clay_search.location import RemotePath, is_remote
 
-        self.remote = isinstance(store, RemotePath) or "://" in str(store)
+        self.remote = isinstance(store, RemotePath) or is_remote(store)
         self.store = store if self.remote else Path(store)
         self.path = self.store / LOCK_FILE
         self.purpose = purpose
