@@ -175,6 +175,28 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
         pass
 
 
+def test_busy_message_names_a_holder_that_has_just_taken_the_lock(tmp_path):
+    """The holder records itself an instant after it takes the lock; a writer refused in that
+    instant still learns who holds it (CI once read the empty file and said "another process")."""
+    import fcntl
+    import threading
+
+    store = tmp_path / "s"
+    store.mkdir()
+    lock_file = store / ".write.lock"
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)  # a second open file: a rival holder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        record = json.dumps({"pid": 4242, "purpose": "ingest", "since": "now"}).encode()
+        late = threading.Timer(0.3, os.pwrite, (fd, record, 0))
+        late.start()
+        with pytest.raises(StoreBusyError, match=r"is being written by ingest \(pid 4242"):
+            store_lock(store, "import").acquire()
+        late.join()
+    finally:
+        os.close(fd)
+
+
 def test_two_index_syncs_at_once_both_succeed(tmp_path):
     from clay_search.ingest.importer import import_geoparquet
 

@@ -11,10 +11,12 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import lancedb
 import numpy as np
 import pytest
+from ray_gate import GatedEmbedder
 from test_ingest_helpers import embeddings, read_chips
 
 ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
@@ -28,7 +30,15 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster of 2 CPUs for this module, shut down afterwards."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    here = str(Path(__file__).parent)  # the workers import ray_gate from here
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
     try:
         yield
     finally:
@@ -75,17 +85,23 @@ def _embed_workers() -> list:
 
 
 def test_killed_worker_changes_nothing(ray_cluster, sample_dir, nano_embedder, tmp_path):
-    """SIGKILL the embedding actor's worker process once chips are being written."""
+    """SIGKILL the embedding actor's worker process in the middle of a run.
+
+    The actor's embedder stops after the first file's chips (a read task or more) until the
+    test has killed it, so the kill lands mid-run on any machine (CI's machine once finished
+    the whole run between two polls); the restarted actor finds the gate open.
+    """
     src = sample_dir / "naip"
     kw = dict(chip_size=64, stride=32, batch_size=4, flush_rows=8)  # 7 x 7 x 2 = 98 chips
     local = run([src], tmp_path / "local", embedder=nano_embedder, workers=1, **kw)
+    gate = tmp_path / "gate"
+    first_file = min(s.written for s in local.sources_detail)  # one read task's chips, or more
+    gated = GatedEmbedder.wrap(nano_embedder, gate, free_chips=first_file)
     result: dict = {}
 
     def work() -> None:
         try:
-            result["report"] = run(
-                [src], tmp_path / "ray", embedder=nano_embedder, engine="ray", **kw
-            )
+            result["report"] = run([src], tmp_path / "ray", embedder=gated, engine="ray", **kw)
         except Exception as e:  # noqa: BLE001 - checked below
             result["error"] = e
 
@@ -95,11 +111,13 @@ def test_killed_worker_changes_nothing(ray_cluster, sample_dir, nano_embedder, t
     t0 = time.monotonic()
     while t.is_alive() and time.monotonic() - t0 < 300 and killed is None:
         pids = _embed_workers()
-        written = _rows(tmp_path / "ray")
-        if pids and written >= kw["flush_rows"]:  # chips are flowing: kill mid-run
+        if pids and gated.waiting.exists():  # the actor has embedded a task's chips: mid-run
+            written = _rows(tmp_path / "ray")
             os.kill(pids[0], signal.SIGKILL)
             killed, at_kill = pids[0], written
+            gate.touch()  # let the restarted actor (and any other) go on
         time.sleep(0.1)
+    gate.touch()
     t.join(timeout=600)
     assert killed is not None, "no embedding actor process was seen to kill"
     assert at_kill < local.chips_written  # the run was not over

@@ -40,11 +40,21 @@ _held: dict[str, list] = {}  # lock path -> [fd, depth, purpose]
 _guard = threading.RLock()
 
 
-def _holder(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return "another process"
+def _holder(path: Path, *, settle_s: float = 2.0) -> str:
+    """Who holds the lock, as the holder recorded it.
+
+    A writer records itself just after it takes the lock, so a file read in that instant is
+    still empty: read again for up to ``settle_s`` before saying "another process".
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            info = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if info or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
     if not info:
         return "another process"
     return f"{info.get('purpose', 'a writer')} (pid {info.get('pid')}, since {info.get('since')})"
@@ -94,18 +104,15 @@ class StoreLock:
                             "and run it again (searches can go on meanwhile)"
                         ) from None
                     time.sleep(_POLL_S)
-            os.ftruncate(fd, 0)
-            os.pwrite(
-                fd,
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "purpose": self.purpose,
-                        "since": datetime.now(UTC).isoformat(timespec="seconds"),
-                    }
-                ).encode(),
-                0,
-            )
+            record = json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "purpose": self.purpose,
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            ).encode()
+            os.pwrite(fd, record, 0)  # one write, then cut what an older record left after it
+            os.ftruncate(fd, len(record))
             _held[key] = [fd, 1, self.purpose]
             self._acquired = True
             return self
