@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gated_embedder import SCRIPT, wait_for
 from test_faults import clay_geoparquet, table_state, temp_files
 
 import clay_search
@@ -58,6 +59,8 @@ READER = textwrap.dedent("""
                 assert emb.shape[0] == len(ids), "vectors disagree with the table"
                 assert np.isfinite(emb).all()
             obs.append([int(s.version), len(ids), str(res.meta.get("index")) if ids else ""])
+            with open(out + ".seen", "w") as f:  # what this reader has seen so far
+                f.write(str(len(ids)))
         except Exception as e:  # the test fails on any
             errors.append(f"{type(e).__name__}: {e}")
         if finished:
@@ -91,7 +94,17 @@ def reference(tmp_path_factory, sample_dir, nano_weights):
 def test_readers_during_an_ingest_see_whole_commits(tmp_path, sample_dir, nano_weights, reference):
     store, done = tmp_path / "s", tmp_path / "done"
     readers = [_py(READER, store, done, tmp_path / f"r{i}.json") for i in range(2)]
-    writer = _py(INGEST, sample_dir / "naip", store, nano_weights)
+    gate = tmp_path / "gate"  # the writer waits there after 3 commits until both readers saw one
+    kw = dict(chip_size=64, stride=32, batch_size=4, flush_rows=FLUSH, workers=1)
+    args = (Path(__file__).parent, sample_dir / "naip", store, nano_weights, gate, 3 * FLUSH)
+    writer = _py(SCRIPT.format(kw=repr(kw)), *args)
+    seen_files = [tmp_path / f"r{i}.json.seen" for i in range(2)]
+
+    def partial_seen() -> bool:
+        return all(f.exists() and 0 < int(f.read_text() or 0) for f in seen_files)
+
+    wait_for(partial_seen, "both readers to see a partial table", proc=writer)
+    gate.touch()
     _, err = writer.communicate(timeout=600)
     done.write_text("1")
     assert writer.returncode == 0, err[-2000:]

@@ -16,7 +16,7 @@ from pathlib import Path
 import lancedb
 import numpy as np
 import pytest
-from ray_gate import GatedEmbedder
+from gated_embedder import GatedEmbedder
 from test_ingest_helpers import embeddings, read_chips
 
 ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster of 2 CPUs for this module, shut down afterwards."""
-    here = str(Path(__file__).parent)  # the workers import ray_gate from here
+    here = str(Path(__file__).parent)  # the workers import gated_embedder from here
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     ray.init(
         num_cpus=2,

@@ -6,11 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import lancedb
 import numpy as np
 import pytest
+from gated_embedder import SCRIPT, wait_for
 from test_ingest_helpers import (
     embeddings,
     read_chips,
@@ -19,13 +20,8 @@ from test_ingest_helpers import (
 from clay_search.ingest import run
 
 # 2 NAIP crops of 256 px, 64 px chips every 16 px: 13 x 13 x 2 = 338 chips, + 30 EuroSAT chips
-KW = dict(chip_size=64, stride=16, batch_size=4, flush_rows=12, workers=1, precision="fp32")
-SCRIPT = """
-import sys, torch
-torch.set_num_threads(1)
-from clay_search.ingest import run
-run([sys.argv[1]], sys.argv[2], weights=sys.argv[3], **{kw})
-"""
+KW = dict(chip_size=64, stride=16, batch_size=4, flush_rows=12, workers=1)
+TESTS = Path(__file__).parent
 
 
 def _rows(store) -> int:
@@ -35,33 +31,29 @@ def _rows(store) -> int:
         return 0
 
 
-def _start(sample_dir, store, weights) -> subprocess.Popen:
+def _start(sample_dir, store, weights, gate, free_chips: int) -> subprocess.Popen:
+    """An fp32 ingest whose embedder waits at ``gate`` after ``free_chips`` chips."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = (TESTS, sample_dir, store, weights, gate, free_chips)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SCRIPT.format(kw=repr(KW)),
-            str(sample_dir),
-            str(store),
-            str(weights),
-        ],
+        [sys.executable, "-c", SCRIPT.format(kw=repr(KW)), *map(str, args)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
 
 
-def _kill_after(proc: subprocess.Popen, store, min_rows: int, timeout: float = 120) -> int:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            pytest.fail(f"ingest ended before it could be killed: {proc.stderr.read()[-2000:]}")
-        if _rows(store) >= min_rows:
-            break
-        time.sleep(0.02)
+def _kill_mid_run(proc: subprocess.Popen, store, gate, min_rows: int) -> int:
+    """SIGKILL ``proc`` once it waits at its gate with ``min_rows`` rows committed."""
+    waiting = gate.with_name(gate.name + ".waiting")
+    wait_for(
+        lambda: waiting.exists() and _rows(store) >= min_rows,
+        f"{min_rows} rows written before the gate",
+        proc=proc,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    waiting.unlink()
     return _rows(store)
 
 
@@ -72,20 +64,20 @@ def test_resume_after_sigkill_matches_uninterrupted(sample_dir, nano_weights, tm
     total = 338 + 30
     killed_store = tmp_path / "killed"
     seen = []
+    gate = tmp_path / "gate"  # never opened: the killed runs wait there until killed
     for min_rows in (12, 120):  # two kills at different points of the run
-        proc = _start(sample_dir, killed_store, nano_weights)
-        seen.append(_kill_after(proc, killed_store, min_rows))
+        proc = _start(sample_dir, killed_store, nano_weights, gate, min_rows + 12)
+        seen.append(_kill_mid_run(proc, killed_store, gate, min_rows))
     assert 0 < seen[0] <= seen[1] < total, seen
     df_partial = read_chips(killed_store)
     assert df_partial["chip_id"].is_unique
 
-    proc = _start(sample_dir, killed_store, nano_weights)
+    proc = _start(sample_dir, killed_store, nano_weights, gate, 10**9)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
 
     embedder = Embedder.from_weights(nano_weights, precision="fp32")
     clean_store = tmp_path / "clean"
-    kw = {k: v for k, v in KW.items() if k != "precision"}
-    report = run([sample_dir], clean_store, embedder=embedder, **kw)
+    report = run([sample_dir], clean_store, embedder=embedder, **KW)
     assert report.ok and report.chips_written == total
 
     resumed, clean = read_chips(killed_store), read_chips(clean_store)

@@ -13,11 +13,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
+from gated_embedder import SCRIPT, wait_for
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] not installed")
 
@@ -138,44 +139,36 @@ def test_rerun_and_model_mismatch(s3_store, sample_dir, nano_embedder):
         open_or_create_store(s3_store, "other-model", nano_embedder.dim)
 
 
-SCRIPT = """
-import sys, torch
-torch.set_num_threads(1)
-from clay_search.ingest import run
-run([sys.argv[1]], sys.argv[2], weights=sys.argv[3], chip_size=64, stride=16, batch_size=4,
-    flush_rows=12, workers=1, precision="fp32")
-"""
+S3_KW = dict(chip_size=64, stride=16, batch_size=4, flush_rows=12, workers=1)
+TESTS = Path(__file__).parent
+
+
+def _ingest(src, store: str, weights, gate, free_chips: int) -> list[str]:
+    """The command of an fp32 ingest whose embedder waits at ``gate`` after ``free_chips``."""
+    args = (TESTS, src, store, weights, gate, free_chips)
+    return [sys.executable, "-c", SCRIPT.format(kw=repr(S3_KW)), *map(str, args)]
 
 
 @pytest.mark.slow
-def test_resume_after_kill(s3_store, sample_dir, nano_weights):
+def test_resume_after_kill(s3_store, sample_dir, nano_weights, tmp_path):
     """A run killed (SIGKILL) after its first commits and run again ends with every chip once,
     the same table as one uninterrupted run."""
-    src = sample_dir / "naip"
+    src, gate = sample_dir / "naip", tmp_path / "gate"  # the gate is never opened
+    waiting = gate.with_name(gate.name + ".waiting")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(src), s3_store, str(nano_weights)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        _ingest(src, s3_store, nano_weights, gate, 24),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    t0, killed_at = time.monotonic(), 0
-    while time.monotonic() - t0 < 180:
-        if proc.poll() is not None:
-            break
-        killed_at = _rows(s3_store)
-        if killed_at >= 12:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.3)
+    wait_for(lambda: waiting.exists() and _rows(s3_store) >= 12, "the first commits", proc=proc)
+    proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert killed_at >= 12, proc.stderr.read().decode()[-2000:]
     partial = _rows(s3_store)
-    assert 0 < partial < 338
+    assert 12 <= partial < 338
     subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(src), s3_store, str(nano_weights)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=True,
-        capture_output=True,
+        _ingest(src, s3_store, nano_weights, gate, 10**9), env=env, check=True, capture_output=True
     )
     store = connect(s3_store)
     ids = store.attrs.column("chip_id").to_pylist()
