@@ -10,6 +10,7 @@ blue colour interpretation; the sensor's own order when the count equals its ban
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clay_search.errors import BandMismatchError, UnknownSensorError
@@ -280,12 +281,22 @@ def plan_bands(
     sensor: str | None = None,
     bands: list[str] | None = None,
     keep_unstats: bool = False,
+    known: Callable[[str], set[str]] | None = None,
 ) -> BandPlan:
     """Map a source's bands onto a sensor. Bands without statistics are dropped with a note
-    unless ``keep_unstats`` (statistics will be computed from the data)."""
+    unless ``keep_unstats`` (statistics will be computed from the data) or ``known(sensor)``
+    names them (the weights were trained with them and record their statistics)."""
     s, how = detect_sensor(source, meta, registry, sensor)
+    trained = known(s.name) if known is not None else set()
     per_band, band_how = _band_keys_in_order(source, meta, s, bands)
     notes = [f"sensor {s.name} (from {how}); bands from {band_how}"]
+    if how.startswith("band count"):
+        notes.append(
+            f"the sensor was guessed from the band count alone: if these are not "
+            f"{s.description or s.name}, say which sensor with --sensor NAME (e.g. "
+            "--sensor sentinel-2-l2a for Sentinel-2 chips; known: "
+            f"{', '.join(registry.names)})"
+        )
     if bands:
         notes.extend(check_band_ids(source, meta, s, registry, bands))
     if not any(b is not None and b.has_stats for b in per_band):
@@ -294,7 +305,7 @@ def plan_bands(
     for i, b in enumerate(per_band):
         if b is None or b.name in seen:
             continue
-        if not b.has_stats and not keep_unstats:
+        if not b.has_stats and not keep_unstats and b.name not in trained:
             dropped.append(b.id or b.name)
             continue
         seen.add(b.name)

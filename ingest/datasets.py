@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -28,8 +29,11 @@ from PIL import Image
 from pyproj import Transformer
 
 from clay_search.errors import SourceNotFoundError
-from clay_search.model.sensors import SensorRegistry, compute_band_stats
+from clay_search.model.sensors import SensorRegistry
 from clay_search.model.train import ChipSet
+
+if TYPE_CHECKING:
+    from clay_search.model.normalise import Normaliser
 
 EUROSAT_MS_BANDS = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
@@ -73,10 +77,29 @@ def _lonlat(crs, x: float, y: float) -> tuple[float, float] | None:
     return (float(lon), float(lat))
 
 
-def _stats(pixels: np.ndarray, max_chips: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band statistics from up to ``max_chips`` chips (evenly spaced, deterministic)."""
+def _normaliser(
+    pixels: np.ndarray, sensor: str, bands: Sequence[str], max_chips: int = 2000
+) -> Normaliser:
+    """A set's normaliser from up to ``max_chips`` chips (evenly spaced, deterministic),
+    decided by the one normaliser decision ingest makes
+    (:func:`clay_search.model.normalise.decide`, ``stats="source"``: the training sets are
+    8-bit renderings, L1C and raw DN, which the sensor table does not fit)."""
+    from clay_search.model.normalise import decide
+
+    s = SensorRegistry.default().get(sensor)
     idx = np.linspace(0, len(pixels) - 1, min(len(pixels), max_chips)).astype(int)
-    return compute_band_stats(pixels[i] for i in idx)
+    valid = np.ones(pixels.shape[-2:], dtype=bool)
+    return decide(
+        s, s.select(bands), [(pixels[i], valid) for i in idx], stats="source", name=sensor
+    )
+
+
+def _stats(
+    pixels: np.ndarray, sensor: str, bands: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (mean, std) of :func:`_normaliser` (sensors without a transform)."""
+    norm = _normaliser(pixels, sensor, bands)
+    return norm.mean, norm.std
 
 
 def _require(path: Path) -> Path:
@@ -115,7 +138,7 @@ def read_eurosat_rgb(
     if not pixels:
         raise SourceNotFoundError(f"no EuroSAT RGB chips (*/*.jpg) under {root}")
     arr = np.stack(pixels).astype(np.uint8)
-    mean, std = stats if stats is not None else _stats(arr)
+    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", ["B04", "B03", "B02"])
     return ChipSet(
         name="eurosat_rgb",
         pixels=arr,
@@ -127,6 +150,7 @@ def read_eurosat_rgb(
         labels=labels,
         names=names,
         rgb_indices=[0, 1, 2],
+        sensor="sentinel-2-l2a",
     )
 
 
@@ -152,8 +176,8 @@ def read_eurosat_ms(
     if not pixels:
         raise SourceNotFoundError(f"no EuroSAT MS chips (*/*.tif) under {root}")
     arr = np.stack(pixels).astype(np.uint16)
-    mean, std = stats if stats is not None else _stats(arr)
     bands = list(EUROSAT_MS_BANDS)
+    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
     return ChipSet(
         name="eurosat_ms",
         pixels=arr,
@@ -166,6 +190,7 @@ def read_eurosat_ms(
         names=names,
         lonlats=lonlats,
         rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
+        sensor="sentinel-2-l2a",
     )
 
 
@@ -226,7 +251,7 @@ def read_bigearthnet(
         names = [f"{n}_{y}_{x}" for n in names for y, x in offs]
         times = [t for t in times for _ in offs]
         lonlats = [ll for ll in lonlats for _ in offs]
-    mean, std = stats if stats is not None else _stats(arr)
+    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
     return ChipSet(
         name=f"bigearthnet_{labels_version}",
         pixels=arr,
@@ -240,6 +265,7 @@ def read_bigearthnet(
         times=times,
         lonlats=lonlats,
         rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
+        sensor="sentinel-2-l2a",
     )
 
 
@@ -346,7 +372,7 @@ def read_scenes(
         keep_i = np.linspace(0, len(arr) - 1, max_chips).astype(int)
         arr = arr[keep_i]
         names, times, lonlats = ([seq[i] for i in keep_i] for seq in (names, times, lonlats))
-    mean, std = _stats(arr)
+    norm = _normaliser(arr, set_sensor, set_bands)
     rgb = (
         [set_bands.index(b) for b in ("red", "green", "blue")]
         if {"red", "green", "blue"} <= set(set_bands)
@@ -355,8 +381,9 @@ def read_scenes(
     return ChipSet(
         name=name,
         pixels=arr,
-        mean=mean,
-        std=std,
+        mean=norm.mean,
+        std=norm.std,
+        transform=norm.transform,
         waves=_waves(set_sensor, set_bands),
         gsd=gsd or 10.0,
         band_names=list(set_bands),
@@ -364,6 +391,7 @@ def read_scenes(
         times=times,
         lonlats=lonlats,
         rgb_indices=rgb,
+        sensor=set_sensor,
     )
 
 

@@ -25,7 +25,7 @@ from clay_search.ingest.sources import Source
 if TYPE_CHECKING:
     from clay_search.ingest.plan import SourcePlan
     from clay_search.model.embedder import Embedder, EmbeddingBatch
-    from clay_search.model.normalise import Normaliser
+    from clay_search.model.normalise import NormalisationRecord, Normaliser
 
 MAX_QUERY_SIZE = 256  # px: the centre square of a query image that is embedded
 
@@ -112,24 +112,33 @@ def read_chip(
     params = IngestParams.from_options(
         sensor=sensor, bands=list(bands) if bands else None, chip_size=side, stats=stats
     )
-    plan = plan_source(source, embedder.sensors, params)
+    record = embedder.normalisation
+    plan = plan_source(source, embedder.sensors, params, record=record)
     win = Window((meta.width - side) // 2, (meta.height - side) // 2, side, side)
     plan.windows = [win]
     with ReaderPool(2) as readers:
         with readers.use(source) as r:
             raw, valid = r.read(win, plan.bands.indices)
-        plan.normaliser = chip_normaliser(plan, raw, valid, stats) or decide_normaliser(
-            [plan], stats, side, readers
-        )
+        plan.normaliser = chip_normaliser(
+            plan, raw, valid, stats, record=record
+        ) or decide_normaliser([plan], stats, side, readers, record=record)
     ((_, _, lonlat),) = footprints(meta.crs, meta.transform, [win], size=(meta.width, meta.height))
     return plan, raw, valid, lonlat
 
 
 def chip_normaliser(
-    plan: SourcePlan, raw: np.ndarray, valid: np.ndarray, stats: str = "auto"
+    plan: SourcePlan,
+    raw: np.ndarray,
+    valid: np.ndarray,
+    stats: str = "auto",
+    *,
+    record: NormalisationRecord | None = None,
 ) -> Normaliser | None:
     """The ``auto`` normaliser of a single chip (a query image), or None to decide as ingest
     decides for a source (:func:`~clay_search.ingest.plan.decide_normaliser`).
+
+    The statistics the weights were trained with (``record``) come first, when a series of
+    the sensor holds the bands and the chip's values fit it (as ingest decides).
 
     One chip is too small a sample to judge whether values fit the sensor's statistics, so
     they are used whenever every band has them and the product is not known to differ
@@ -137,9 +146,20 @@ def chip_normaliser(
     an 8-bit rendering of a sensor whose statistics are far above 255 gets statistics from the
     chip itself, and dB backscatter of a dB sensor skips the conversion (noted).
     """
-    from clay_search.model.normalise import looks_like_db, sensor_normaliser, source_normaliser
+    from clay_search.model.normalise import (
+        decide,
+        looks_like_db,
+        sensor_normaliser,
+        source_normaliser,
+    )
 
     sensor, bands = plan.bands.sensor, plan.bands.bands
+    if stats == "auto" and record is not None and valid.any():
+        norm = decide(
+            sensor, bands, [(raw, valid)], record=record, dtype=str(raw.dtype), name="the image"
+        )
+        if norm.stats_source == "weights":
+            return norm
     if stats != "auto" or plan.bands.stats_caveat or not all(b.has_stats for b in bands):
         return None
     norm = sensor_normaliser(sensor, bands)

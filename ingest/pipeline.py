@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from clay_search.ingest.datetimes import DatesFile
     from clay_search.model.embedder import Embedder
+    from clay_search.model.normalise import NormalisationRecord
     from clay_search.model.sensors import SensorRegistry
 
 log = logging.getLogger("clay_search.ingest")
@@ -261,8 +262,10 @@ def plan_sources(
     params: IngestParams,
     state: RunState,
     dates: DatesFile | None = None,
+    record: NormalisationRecord | None = None,
 ) -> list[SourceWork]:
-    """Step 1: plan every source (metadata only); failures are recorded in ``state``."""
+    """Step 1: plan every source (metadata only); failures are recorded in ``state``.
+    ``record`` (the weights' normalisation record) keeps the bands the weights know."""
     seen: set[str] = set()
     work: list[SourceWork] = []
     for s in sources:
@@ -275,7 +278,7 @@ def plan_sources(
         rep = SourceReport(s.display, kind=s.kind)
         state.sources.append(rep)
         try:
-            plan = plan_source(s, registry, params, dates=dates)
+            plan = plan_source(s, registry, params, dates=dates, record=record)
         except Exception as e:  # noqa: BLE001 - reported, the others continue
             state.fail(s.display, e, rep)
             continue
@@ -293,10 +296,15 @@ def plan_sources(
 
 
 def choose_normalisers(
-    work: list[SourceWork], params: IngestParams, readers: ReaderPool, state: RunState
+    work: list[SourceWork],
+    params: IngestParams,
+    readers: ReaderPool,
+    state: RunState,
+    record: NormalisationRecord | None = None,
 ) -> list[SourceWork]:
-    """Step 2: one normaliser per group (a series, see ``--stats-scope``); returns the sources
-    that have one."""
+    """Step 2: one normaliser per group (a series, see ``--stats-scope``), from the weights'
+    normalisation ``record`` when it fits (:func:`~clay_search.ingest.plan.decide_normaliser`);
+    returns the sources that have one."""
     groups: dict[tuple, list[SourceWork]] = {}
     for w in work:
         groups.setdefault(w.plan.group_key(params.stats_scope), []).append(w)
@@ -304,7 +312,9 @@ def choose_normalisers(
         plans = [w.plan for w in members]
         broken: dict[int, BaseException] = {}
         try:
-            norm = decide_normaliser(plans, params.stats, params.chip_size, readers, broken)
+            norm = decide_normaliser(
+                plans, params.stats, params.chip_size, readers, broken, record=record
+            )
         except Exception as e:  # noqa: BLE001 - the group's sources fail, the others continue
             for w in members:
                 state.fail(w.plan.source.display, broken.get(id(w.plan), e), w.report)
@@ -396,7 +406,14 @@ def execute(
     readers = ReaderPool(max(2, 2 * workers + 2), nodata=params.nodata)
     writer = manifest = None
     try:
-        work = plan_sources(sources, registry, params, state, dates)
+        record = embedder.normalisation
+        if record is None and params.stats == "auto":
+            report.notes.append(
+                "these weights carry no normalisation record (older clay-search weights, or an "
+                "official Clay checkpoint trained with the sensor table): normalised with the "
+                "sensor table's statistics where the values fit them, else the source's own"
+            )
+        work = plan_sources(sources, registry, params, state, dates, record=record)
         report.sources = len(state.sources)
         if not work:
             return report
@@ -415,7 +432,7 @@ def execute(
             writer.info.runs_path, params, embedder.model_id, precision=embedder.precision_report
         )
         manifest.save(report, state.sources)
-        work = choose_normalisers(work, params, readers, state)
+        work = choose_normalisers(work, params, readers, state, record)
         total = list_windows(work, writer, params)
         if params.engine == "ray":
             from clay_search.ingest.ray_engine import read_embed_write as on_ray

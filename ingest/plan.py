@@ -9,7 +9,7 @@ from datetime import datetime
 import numpy as np
 from rasterio.windows import Window
 
-from clay_search.errors import BandMismatchError, IngestOptionError, NoDataError
+from clay_search.errors import BandMismatchError, IngestOptionError
 from clay_search.geo import footprint
 from clay_search.ingest.bands import BandPlan, plan_bands
 from clay_search.ingest.chips import check_chip_count, chip_windows, ground_sample_distance
@@ -18,14 +18,7 @@ from clay_search.ingest.params import IngestParams
 from clay_search.ingest.raster import RasterMeta, SourceReader
 from clay_search.ingest.readers import ReaderPool
 from clay_search.ingest.sources import Source
-from clay_search.model.normalise import (
-    Normaliser,
-    file_normaliser,
-    fits_sensor_stats,
-    looks_like_db,
-    sensor_normaliser,
-    source_normaliser,
-)
+from clay_search.model.normalise import NormalisationRecord, Normaliser, decide
 from clay_search.model.sensors import SensorRegistry
 
 MAX_STATS_SAMPLES = 16
@@ -122,8 +115,14 @@ def plan_source(
     params: IngestParams,
     *,
     dates: DatesFile | None = None,
+    record: NormalisationRecord | None = None,
 ) -> SourcePlan:
-    """Open ``source`` (metadata only), map its bands and list its chip windows."""
+    """Open ``source`` (metadata only), map its bands and list its chip windows.
+
+    Bands without statistics in the sensor table are kept when ``params.stats`` computes
+    statistics, or when the weights' normalisation ``record`` knows them (bands the weights
+    were trained with, e.g. Sentinel-2 B01/B09/B10); else dropped with a note.
+    """
     reader = SourceReader(source, nodata=params.nodata)
     try:
         meta = reader.open()
@@ -131,7 +130,13 @@ def plan_source(
         reader.close()
     keep = params.stats != "auto" and params.stats != "sensor"
     bplan = plan_bands(
-        source, meta, registry, sensor=params.sensor, bands=params.bands, keep_unstats=keep
+        source,
+        meta,
+        registry,
+        sensor=params.sensor,
+        bands=params.bands,
+        keep_unstats=keep,
+        known=record.known_bands if record is not None and params.stats == "auto" else None,
     )
     cs = params.chip_size
     whole = source.kind == "labelled" and max(meta.width, meta.height) <= 2 * cs
@@ -247,58 +252,30 @@ def decide_normaliser(
     chip_size: int,
     readers: ReaderPool,
     failed: dict[int, BaseException] | None = None,
+    *,
+    record: NormalisationRecord | None = None,
 ) -> Normaliser:
-    """One normaliser for a group: the sensor's statistics when the values fit them (``auto``),
-    else statistics computed from the group's own pixels; or as ``stats`` says.
-
-    Backscatter of a dB sensor (Sentinel-1, linear power expected) that is already in dB is
-    normalised without the conversion (the sensor statistics are in dB), with a note.
+    """One normaliser for a group, decided by :func:`clay_search.model.normalise.decide` (the
+    decision training makes too) on up to 16 sample chips of the group: the statistics the
+    weights were trained with (``record``) when they cover the bands and fit the values
+    (``auto``), else the sensor table's when the values fit them, else statistics computed from
+    the group's own pixels; or as ``stats`` says.
     """
     first = plans[0]
     sensor, bands = first.bands.sensor, first.bands.bands
-    if stats not in ("auto", "sensor", "source"):
-        return file_normaliser(stats, bands, sensor)
-    if stats == "sensor":
-        return sensor_normaliser(sensor, bands)
+    if stats not in ("auto", "source"):
+        return decide(sensor, bands, [], stats=stats)
     samples = read_samples(plans, chip_size, readers, failed)
     if failed and not samples:
         raise next(iter(failed.values()))
-    masked = [np.where(v[None], a, np.nan) for a, v in samples]
-    if not any(v.any() for _, v in samples):
-        raise NoDataError(
-            f"{first.source.display}: the sampled chips hold only nodata; nothing to ingest"
-        )
-    already_db = sensor.transform == "db" and looks_like_db(masked)
-    notes = (
-        [
-            f"{sensor.name} values are already in dB (negative backscatter): the dB "
-            "conversion is skipped"
-        ]
-        if already_db
-        else []
-    )
     caveat = next((p.bands.stats_caveat for p in plans if p.bands.stats_caveat), None)
-    if stats == "auto" and caveat:
-        reason = f"{caveat}: normalised with statistics computed from the source itself"
-    elif stats == "auto" and all(b.has_stats for b in bands):
-        norm = sensor_normaliser(sensor, bands)
-        if already_db:
-            norm.transform = None  # the sensor statistics are in dB already
-        big = np.concatenate([a for a, _ in samples], axis=2)
-        valid = np.concatenate([v for _, v in samples], axis=1)
-        ok, why = fits_sensor_stats(big, norm, valid=valid[None])
-        if ok:
-            norm.notes.extend(notes)
-            return norm
-        reason = (
-            f"values do not fit the {sensor.name} statistics ({why}); normalised with "
-            "statistics computed from the source itself"
-        )
-    else:
-        reason = "normalised with statistics computed from the source itself"
-    try:
-        norm = source_normaliser(sensor, masked, transform=None if already_db else "sensor")
-    except BandMismatchError as e:
-        raise NoDataError(f"{first.source.display}: {e}") from e
-    norm.notes.append("; ".join([*notes, reason]))
-    return norm
+    return decide(
+        sensor,
+        bands,
+        samples,
+        stats=stats,
+        record=record,
+        dtype=first.meta.dtype,
+        caveat=caveat,
+        name=first.source.display,
+    )

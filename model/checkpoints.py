@@ -50,6 +50,9 @@ class WeightsInfo:
     #: ``{"mean+std": {"mean": [...], "std": [...], "data": "..."}}``; the Embedder standardises
     #: chip vectors with them (part of the model id)
     embedding_stats: dict | None = None
+    #: how the training data was normalised (``config.json``'s ``normalisation``; see
+    #: :class:`~clay_search.model.normalise.NormalisationRecord`), None when not recorded
+    normalisation: dict | None = None
 
 
 def bundled_weights_dir() -> Path:
@@ -185,6 +188,7 @@ def _load_own(path: Path) -> tuple[ClayEncoder, WeightsInfo]:
         meta.get("sensors", "default"),
         meta.get("pooling", "cls"),
         meta.get("embedding_stats"),
+        meta.get("normalisation"),
     )
     return encoder, info
 

@@ -32,7 +32,7 @@ from clay_search.model.calibration import (
 from clay_search.model.checkpoints import WeightsInfo, load_encoder
 from clay_search.model.clay import ClayEncoder
 from clay_search.model.encoding import encode_latlon, encode_time
-from clay_search.model.normalise import Normaliser, sensor_normaliser
+from clay_search.model.normalise import NormalisationRecord, Normaliser, sensor_normaliser
 from clay_search.model.sensors import Band, Sensor, SensorRegistry
 
 
@@ -226,6 +226,14 @@ class Embedder:
             h = hashlib.sha256(torch.cat(self._standard).numpy().tobytes()).hexdigest()[:8]
             base = f"{base}-z{h}"
         return base
+
+    @property
+    def normalisation(self) -> NormalisationRecord | None:
+        """How the weights' training data was normalised (ingest applies it; see
+        :func:`clay_search.model.normalise.decide`), or None when the weights do not say."""
+        if self.info is None:
+            return None
+        return NormalisationRecord.from_config({"normalisation": self.info.normalisation})
 
     @property
     def standardised(self) -> bool:

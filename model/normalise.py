@@ -6,7 +6,7 @@ The model only ever sees normalised pixels; all value handling lives here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +75,7 @@ def sensor_normaliser(sensor: Sensor, bands: Sequence[Band]) -> Normaliser:
 
 def source_normaliser(
     sensor: Sensor,
-    samples: Sequence[np.ndarray],
+    samples: Iterable[np.ndarray],
     *,
     nodata: float | None = None,
     transform: str | None = "sensor",
@@ -147,3 +147,212 @@ def fits_sensor_stats(
     if problems:
         return False, "; ".join(problems)
     return True, ""
+
+
+# -- the normalisation the weights were trained with, and the one decision -----------------------
+RECORD_VERSION = 2
+
+
+@dataclass(frozen=True)
+class SeriesStats:
+    """How one training set (a series: one sensor, band set and data type) was normalised.
+
+    ``bands`` are the sensor's common names, in the order of ``mean``/``std``.
+    """
+
+    name: str
+    sensor: str
+    bands: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    transform: str | None = None
+    dtype: str | None = None
+    stats_source: str = "source"
+
+    def to_dict(self) -> dict:
+        """JSON-able form (one entry of the weights' ``normalisation`` record)."""
+        return {
+            "sensor": self.sensor,
+            "bands": list(self.bands),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "transform": self.transform,
+            "dtype": self.dtype,
+            "stats_source": self.stats_source,
+        }
+
+    def normaliser(self, bands: Sequence[Band]) -> Normaliser:
+        """The normaliser of ``bands`` (all among :attr:`bands`) with this series' statistics."""
+        pos = [self.bands.index(b.name) for b in bands]
+        return Normaliser(
+            mean=np.array([self.mean[i] for i in pos], dtype=np.float64),
+            std=np.array([self.std[i] for i in pos], dtype=np.float64),
+            transform=self.transform,
+            stats_source="weights",
+        )
+
+
+@dataclass
+class NormalisationRecord:
+    """The weights' record of how their training data was normalised (``config.json``'s
+    ``normalisation``: ``{"version": 2, "series": {name: SeriesStats}}``).
+
+    Ingest applies it to a source of the same sensor whose bands the record knows and whose
+    values fit it (:func:`decide`); weights without one (older clay-search weights, official
+    Clay checkpoints, which were trained with Clay's sensor table) fall back to the table.
+    """
+
+    series: list[SeriesStats] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> NormalisationRecord | None:
+        """The record in a weights config (its ``normalisation`` section), or None when the
+        config has none or only the older layout (``{set: {band: {mean, std}}}``, no sensor)."""
+        rec = (cfg or {}).get("normalisation")
+        if not isinstance(rec, dict) or rec.get("version") != RECORD_VERSION:
+            return None
+        out = []
+        for name, s in (rec.get("series") or {}).items():
+            out.append(
+                SeriesStats(
+                    name=name,
+                    sensor=s["sensor"],
+                    bands=tuple(s["bands"]),
+                    mean=tuple(float(v) for v in s["mean"]),
+                    std=tuple(float(v) for v in s["std"]),
+                    transform=s.get("transform"),
+                    dtype=s.get("dtype"),
+                    stats_source=s.get("stats_source", "source"),
+                )
+            )
+        return cls(out)
+
+    def to_config(self) -> dict:
+        """The ``normalisation`` section of a weights config."""
+        return {"version": RECORD_VERSION, "series": {s.name: s.to_dict() for s in self.series}}
+
+    def known_bands(self, sensor: str) -> set[str]:
+        """Names of ``sensor``'s bands some series of the record normalised."""
+        return {b for s in self.series if s.sensor == sensor for b in s.bands}
+
+    def candidates(
+        self, sensor: str, bands: Sequence[Band], dtype: str | None
+    ) -> list[SeriesStats]:
+        """Series of ``sensor`` that hold every one of ``bands`` (same data type first)."""
+        names = {b.name for b in bands}
+        hits = [s for s in self.series if s.sensor == sensor and names <= set(s.bands)]
+        return sorted(hits, key=lambda s: (s.dtype is not None and s.dtype != dtype, s.name))
+
+
+def _fit_score(sample: np.ndarray, valid: np.ndarray, norm: Normaliser) -> float:
+    """Mean over bands of |median - mean| / std: how far the values sit from ``norm``."""
+    x = np.asarray(sample, dtype=np.float64)
+    if norm.transform == "db":
+        x = 10 * np.log10(np.maximum(x, 1e-10))
+    flat = x.reshape(x.shape[0], -1)
+    v = np.broadcast_to(valid, x.shape).reshape(x.shape[0], -1)
+    meds = [
+        float(np.median(flat[i][v[i]])) if v[i].any() else norm.mean[i] for i in range(len(flat))
+    ]
+    return float(np.mean(np.abs(np.array(meds) - norm.mean) / norm.std))
+
+
+def decide(
+    sensor: Sensor,
+    bands: Sequence[Band],
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    stats: str = "auto",
+    record: NormalisationRecord | None = None,
+    dtype: str | None = None,
+    caveat: str | None = None,
+    name: str = "the source",
+) -> Normaliser:
+    """The one normalisation decision, shared by training and ingest.
+
+    ``samples``: raw chips ``[C, H, W]`` of ``bands`` with valid masks ``[H, W]`` (a group's
+    sample at ingest, a training set's chips in training). ``stats``:
+
+    - ``auto`` (ingest's default): the statistics the weights were trained with (``record``)
+      when a series of this sensor holds every band, and the values fit it; else the sensor
+      table's when every band has statistics there and the values fit them (and the product is
+      not known to differ: ``caveat``); else statistics computed from the samples;
+    - ``sensor``: the table's; ``source`` (training's): computed from the samples; another
+      value is a JSON file of band statistics (:func:`file_normaliser`).
+
+    Backscatter of a dB sensor that is already in dB skips the conversion (noted). The
+    result's ``stats_source`` says which was used (``weights``, ``sensor``, ``source``, a file)
+    and its ``notes`` why.
+    """
+    if stats not in ("auto", "sensor", "source"):
+        return file_normaliser(stats, bands, sensor)
+    if stats == "sensor":
+        return sensor_normaliser(sensor, bands)
+    def masked():  # one chip at a time: training passes thousands
+        return (np.where(v[None], a, np.nan) for a, v in samples)
+
+    if not any(v.any() for _, v in samples):
+        from clay_search.errors import NoDataError
+
+        raise NoDataError(f"{name}: the sampled chips hold only nodata; nothing to ingest")
+    already_db = sensor.transform == "db" and looks_like_db(list(masked()))
+    notes = (
+        [
+            f"{sensor.name} values are already in dB (negative backscatter): the dB "
+            "conversion is skipped"
+        ]
+        if already_db
+        else []
+    )
+    reasons: list[str] = []
+    if stats == "auto":
+        big = np.concatenate([a for a, _ in samples], axis=2)
+        valid = np.concatenate([v for _, v in samples], axis=1)[None]
+        fitting = []
+        for s in record.candidates(sensor.name, bands, dtype) if record else []:
+            norm = s.normaliser(bands)
+            if already_db:
+                norm.transform = None
+            ok, why = fits_sensor_stats(big, norm, valid=valid)
+            if ok:
+                other_type = s.dtype is not None and s.dtype != dtype
+                fitting.append((other_type, _fit_score(big, valid, norm), s, norm))
+            else:
+                reasons.append(f"the weights' {s.name} statistics do not fit ({why})")
+        if fitting:
+            _, _, s, norm = min(fitting, key=lambda t: t[:2])
+            norm.notes.extend(
+                [*notes, f"the statistics these weights were trained with (series {s.name})"]
+            )
+            return norm
+        if record is not None and not reasons:
+            reasons.append(
+                f"the weights' record has no {sensor.name} series with bands "
+                f"{','.join(b.name for b in bands)}"
+            )
+        if caveat:
+            reasons.append(caveat)
+        elif all(b.has_stats for b in bands):
+            norm = sensor_normaliser(sensor, bands)
+            if already_db:
+                norm.transform = None  # the sensor statistics are in dB already
+            ok, why = fits_sensor_stats(big, norm, valid=valid)
+            if ok:
+                if reasons:
+                    notes.append("; ".join([*reasons, "normalised with the sensor table's"]))
+                norm.notes.extend(notes)
+                return norm
+            reasons.append(f"values do not fit the {sensor.name} statistics ({why})")
+        else:
+            missing = [b.name for b in bands if not b.has_stats]
+            reasons.append(f"the {sensor.name} table has no statistics for {','.join(missing)}")
+    try:
+        norm = source_normaliser(sensor, masked(), transform=None if already_db else "sensor")
+    except BandMismatchError as e:
+        from clay_search.errors import NoDataError
+
+        raise NoDataError(f"{name}: {e}") from e
+    norm.notes.append(
+        "; ".join([*notes, *reasons, "normalised with statistics computed from the source itself"])
+    )
+    return norm

@@ -30,6 +30,7 @@ from clay_search.errors import CheckpointError, CheckpointNotFoundError
 from clay_search.model.checkpoints import WeightsInfo, load_encoder, save_weights
 from clay_search.model.clay import ClayEncoder, ClayMAE, get_config
 from clay_search.model.encoding import encode_latlon_one, encode_time_one
+from clay_search.model.normalise import NormalisationRecord, Normaliser, SeriesStats
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -49,16 +50,47 @@ class ChipSet:
     times: list[datetime | None] | None = None
     lonlats: list[tuple[float, float] | None] | None = None
     rgb_indices: list[int] | None = None
+    #: the sensor (``sensors.yaml`` name) the bands are of, and the pre-normalisation
+    #: transform: what the weights' normalisation record says, for ingest to apply
+    sensor: str | None = None
+    transform: str | None = None
 
     def __len__(self) -> int:
         return len(self.pixels)
 
+    def normaliser(self) -> Normaliser:
+        """The set's :class:`~clay_search.model.normalise.Normaliser` (ingest applies the same
+        one to a source the weights' record matches)."""
+        return Normaliser(
+            mean=np.asarray(self.mean, np.float64),
+            std=np.asarray(self.std, np.float64),
+            transform=self.transform,
+            stats_source="source",
+        )
+
     def normalised(self, idx: np.ndarray | slice | None = None) -> np.ndarray:
-        """``(x - mean) / std`` float32 chips (all, or ``idx``)."""
+        """``(x - mean) / std`` float32 chips (all, or ``idx``), as ingest normalises."""
         x = self.pixels if idx is None else self.pixels[idx]
-        m = np.asarray(self.mean, np.float32)[:, None, None]
-        s = np.asarray(self.std, np.float32)[:, None, None]
-        return (x.astype(np.float32) - m) / s
+        return self.normaliser()(x)
+
+    def series_stats(self) -> SeriesStats | None:
+        """This set's entry of the weights' normalisation record (None without a sensor)."""
+        if self.sensor is None:
+            return None
+        from clay_search.model.sensors import SensorRegistry
+
+        sensor = SensorRegistry.default().get(self.sensor)
+        names = self.band_names or [b.name for b in sensor.bands[: len(self.mean)]]
+        return SeriesStats(
+            name=self.name,
+            sensor=self.sensor,
+            bands=tuple(sensor.band(n).name for n in names),
+            mean=tuple(float(v) for v in self.mean),
+            std=tuple(float(v) for v in self.std),
+            transform=self.transform,
+            dtype=str(self.pixels.dtype),
+            stats_source="source",
+        )
 
     def time_encoding(self, idx: Sequence[int]) -> np.ndarray:
         """``[B, 4]`` time encoding of chips ``idx`` (zeros where unknown)."""
@@ -455,7 +487,9 @@ def train(
             if rows
             else None,
         },
-        "normalisation": {s.name: s.stats_dict() for s in sets},
+        "normalisation": NormalisationRecord(
+            [st for s in sets if (st := s.series_stats()) is not None]
+        ).to_config(),
         **(extra_meta or {}),
     }
     info = save_weights(model.encoder.cpu(), mcfg, out, extra=meta)
