@@ -8,7 +8,8 @@ asks the store: each held-out chip is a positive example for ``Store.search`` an
 of a class and runs ``rounds`` rounds of ``Store.refine`` (logistic regression), showing
 ``per_round`` new chips a round, labelled by truth; the hit rate is the share of shown chips
 that are of the class. The band statistics baseline goes through the same loop on per-band
-statistics of the stored chips' pixels, read back from the same files.
+statistics of the stored chips' pixels, read back from the same files by ingest's own reader
+(``ingest.imagery.read_chip``: the sensor, bands and pixels of the stored chip).
 
 The split is the one training uses (``ingest.datasets.split_of``): held-out = sha1 bucket of
 the file stem below 30 %, so held-out chips were never seen in pretraining.
@@ -95,23 +96,18 @@ def _link_tree(files: dict[str, list[Path]], dest: Path) -> None:
             os.symlink(f.resolve(), dest / cls / f.name)
 
 
-def _read_pixels(path: Path) -> np.ndarray:
-    """``[C, H, W]`` raw pixels of a chip file (GeoTIFF or image)."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import rasterio
-
-        with rasterio.open(path) as src:
-            return src.read()
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
-
-
-def _bandstats(paths: Sequence[Path]) -> np.ndarray:
+def _bandstats(paths: Sequence[Path], embedder, options: dict | None = None) -> np.ndarray:
+    """Band statistics of each chip file as ingest reads it (the one reader:
+    :func:`clay_search.ingest.imagery.read_chip`: same sensor, bands and pixels as the stored
+    chip), z-scored over the store."""
+    from clay_search.ingest.imagery import read_chip
     from clay_search.model.evaluate import band_stat_features
 
-    feats = [band_stat_features(_read_pixels(p)[None].astype(np.float32))[0] for p in paths]
+    opts = {k: v for k, v in (options or {}).items() if k in ("sensor", "bands", "stats")}
+    feats = []
+    for p in paths:
+        _, raw, _, _ = read_chip(p, embedder, **opts)
+        feats.append(band_stat_features(raw[None].astype(np.float32))[0])
     x = np.stack(feats).astype(np.float64)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)  # z-score over the store (one feature scale)
     return x.astype(np.float32)
@@ -261,7 +257,10 @@ def evaluate_through_store(
         qids = [i for i, g in zip(ids, is_gal, strict=True) if not g]
         qlabels = [lab for lab, g in zip(labels, is_gal, strict=True) if not g]
         knn = {"model (store search)": _knn_from_store(store, qids, qlabels, by_id, k)}
-        stats = _bandstats([links[n] for n in names])
+        from clay_search.model.embedder import Embedder
+
+        reader_embedder = Embedder.from_weights(weights, precision="fp32")
+        stats = _bandstats([links[n] for n in names], reader_embedder, ingest_options)
         knn["band statistics"] = _knn_from_vectors(stats, labels, is_gal, k)
 
         # the labelling session over the whole store (as an analyst would see it)

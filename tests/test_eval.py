@@ -121,8 +121,8 @@ def test_eval_through_store_on_the_shipped_sample(tmp_path):
         per_round=3, store_dir=store_dir,
     )  # fmt: skip
     assert res.n_gallery + res.n_query == 30 and res.n_query > 0 and res.n_gallery > 0
-    # what ingest decided is reported: the sensor table (values fit Clay's L2A statistics)
-    assert set(res.ingest["normalisers"].values()) == {"sensor"}
+    # what ingest decided is reported: the statistics the shipped weights were trained with
+    assert set(res.ingest["normalisers"].values()) == {"weights"}
     # the store's search gives the same precision as brute force over the stored vectors
     store = clay_search.connect(store_dir)
     table = store.chips().to_arrow()
@@ -168,3 +168,18 @@ def test_eval_command_through_store_on_the_sample(tmp_path):
     report = json.loads(out.read_text())
     assert "eurosat_ms" in report["through_store"] and "direct" not in report
     assert "through ingest + search" in result.output and "| band statistics |" in result.output
+
+
+def test_band_statistics_baseline_reads_what_ingest_stores(sample_dir, nano_weights):
+    """The baseline reads chips with ingest's reader: the bands ingest keeps (weights without a
+    normalisation record: the 10 L2A bands with statistics; the shipped weights: all 13)."""
+    from clay_search.model.embedder import Embedder
+    from clay_search.model.evaluate import PERCENTILES
+    from clay_search.quality import _bandstats
+
+    files = sorted((sample_dir / "eurosat_ms").rglob("*.tif"))[:4]
+    per_band = 2 + len(PERCENTILES)
+    no_record = _bandstats(files, Embedder.from_weights(nano_weights, precision="fp32"))
+    assert no_record.shape == (4, 10 * per_band)
+    shipped = _bandstats(files, Embedder.from_weights(None, precision="fp32"))
+    assert shipped.shape == (4, 13 * per_band) and np.isfinite(shipped).all()

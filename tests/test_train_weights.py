@@ -21,7 +21,7 @@ def test_shipped_weights_are_the_default_and_small():
     cfg = json.loads((d / "config.json").read_text())
     assert info.model_id == cfg["model_id"] and info.config.name == "nano"
     assert cfg["training"]["steps_done"] > 1000 and cfg["training"]["teacher"] is False
-    assert "eurosat_ms" in cfg["normalisation"]
+    assert cfg["normalisation"]["version"] == 2 and "eurosat_ms" in cfg["normalisation"]["series"]
     report = json.loads((d / "eval_report.json").read_text())
     assert report["model_id"] == info.model_id  # the card's table is of these weights
     assert report["model_id"] in (d / "MODEL_CARD.md").read_text()
