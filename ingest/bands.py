@@ -260,6 +260,14 @@ def _band_keys_in_order(
             rgb = [_lookup(sensor, k) for k in ("red", "green", "blue")]
             if all(rgb):
                 return [*rgb, *[None] * (meta.count - 3)], "colour interpretation"
+    for pattern, order in sensor.file_orders:
+        if len(order) == meta.count and any(
+            re.search(pattern, part, re.IGNORECASE) for part in source.name_parts
+        ):
+            return [sensor.band(k) for k in order], (
+                f"the known band order of this product ({','.join(order)}; sensors.yaml "
+                "file_orders: name them with --bands if it differs)"
+            )
     if meta.count == len(sensor.bands):
         return list(sensor.bands), (
             f"{sensor.name} band order (assumed: the file names no bands; if its order differs, "

@@ -49,6 +49,9 @@ class Sensor:
     composites: tuple[tuple[str, ...], ...] = ()  # other thumbnails, by preference
     family: str | None = None  # sensors whose band ids overlap with other meanings
     hints: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    #: band orders of known products whose files name no bands: (name regex, band ids), used
+    #: when a file's name (or folder) matches and its band count equals the order's
+    file_orders: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), compare=False)
     _lookup: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +145,9 @@ def _sensor_from_dict(name: str, d: Mapping) -> Sensor:
             composites=tuple(tuple(c) for c in d.get("composites") or ()),
             family=d.get("family"),
             hints={k: tuple(v) for k, v in (d.get("hints") or {}).items()},
+            file_orders=tuple(
+                (str(o["match"]), tuple(o["bands"])) for o in d.get("file_orders") or ()
+            ),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise UnknownSensorError(
