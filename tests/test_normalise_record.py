@@ -163,3 +163,29 @@ def test_three_band_images_without_hints_say_how_to_name_the_sensor(tmp_path):
     assert report.ok
     notes = [n for s in report.sources_detail for n in s.notes]
     assert any("guessed from the band count alone" in n and "--sensor" in n for n in notes)
+
+
+def test_eurosat_ms_without_band_names_is_read_in_its_own_band_order(sample_dir, tmp_path):
+    """EuroSAT MS as released names no bands; its order (B8A last) is data in sensors.yaml
+    (before: assumed to be the sensor's order, B8A read as the 9th band)."""
+    import rasterio
+
+    from clay_search.ingest.params import IngestParams
+    from clay_search.ingest.plan import plan_source
+    from clay_search.ingest.sources import discover
+    from clay_search.model.sensors import SensorRegistry
+
+    f = next((sample_dir / "eurosat_ms" / "Forest").glob("*.tif"))
+    out = tmp_path / "Forest" / f.name
+    out.parent.mkdir()
+    with rasterio.open(f) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(out) as check:
+        assert not any(check.descriptions)
+    (source,) = discover([str(out)])
+    plan = plan_source(source, SensorRegistry.default(), IngestParams.from_options())
+    assert plan.bands.sensor.name == "sentinel-2-l2a"
+    assert [b.id for b in plan.bands.bands][-3:] == ["B11", "B12", "B8A"]
+    assert any("known band order" in n for n in plan.notes)
