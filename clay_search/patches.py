@@ -216,7 +216,11 @@ def _recompute(store: Any, rows: np.ndarray, embedder: Any) -> list[np.ndarray]:
             )
             labelled = report.get("kind") == "labelled"  # a whole-file chip of a class folder
             src = _raster_source(path, label=cols["label"][members[0]] if labelled else None)
-            plan = plan_source(src, embedder.sensors, opts)
+            # the bands the run kept: those the weights' normalisation record knows (stores
+            # ingested with it), else those with sensor-table statistics (older stores)
+            plan = plan_source(src, embedder.sensors, opts, record=embedder.normalisation)
+            if len(plan.bands.bands) != len(norm["mean"]):
+                plan = plan_source(src, embedder.sensors, opts)
             plan.normaliser = Normaliser(
                 np.asarray(norm["mean"], np.float64),
                 np.asarray(norm["std"], np.float64),
