@@ -363,7 +363,7 @@ def main() -> None:
     if view == "Changes":
         from clay_search.app import changes_view
 
-        changes_view.render(store, info, basemap=controls.basemap_url is not None)
+        changes_view.render(store, info, basemap_url=controls.basemap_url)
         return
     if controls.problem:
         st.error(f"Filter problem: {controls.problem}")
