@@ -122,7 +122,7 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
 
             page.get_by_role("button", name="Timeline").first.click()
             expect(page.get_by_text("Timeline of place")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("2020-06-15 d=")).to_be_visible()
+            expect(page.get_by_text("2020-06-15 d=")).to_be_visible(timeout=60_000)
 
             page.get_by_role("button", name="Like", exact=True).first.click()
             expect(page.get_by_text("1 liked, 0 unliked")).to_be_visible(timeout=20_000)
