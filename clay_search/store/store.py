@@ -75,6 +75,19 @@ def connect(
     return Store(info, table, version=version, weights=weights, index=index)
 
 
+def quality_summary(values: np.ndarray | None) -> dict | None:
+    """The quality scores of a version: ``{"scored", "unscored", "min", "p50", "p95", "max"}``
+    (None when the table has no ``recon_error`` column)."""
+    if values is None:
+        return None
+    ok = values[~np.isnan(values)]
+    out: dict = {"scored": int(len(ok)), "unscored": int(len(values) - len(ok))}
+    if len(ok):
+        q = np.percentile(ok, [0, 50, 95, 100])
+        out.update(min=float(q[0]), p50=float(q[1]), p95=float(q[2]), max=float(q[3]))
+    return out
+
+
 class Store:
     """A chips table pinned to one version, with its index, filters and query methods.
 
@@ -189,6 +202,7 @@ class Store:
             "labels": counts("label"),
             "unlabelled": int(a.column("label").null_count),
             "undated": int((~eng.has_time).sum()),
+            "quality": quality_summary(eng.recon_error),
             "index": self._index.meta if self._index is not None else None,
             "index_note": self._index_note,
         }
