@@ -81,12 +81,26 @@ class ReconstructionScorer:
         self.mask_ratio = mask_ratio
         self.seed = seed
         self._groups: dict[int, list[torch.Tensor]] = {}
+        #: generated fp32 weights per band set: (encoder patch weights, decoder pixel weights)
+        self._weights: dict[tuple[float, ...], tuple[tuple, tuple]] = {}
 
     def groups(self, length: int) -> list[torch.Tensor]:
         """The fixed kept-patch groups for ``length`` patches (cached)."""
         if length not in self._groups:
             self._groups[length] = mask_groups(length, self.mask_ratio, self.seed)
         return self._groups[length]
+
+    def weights(self, waves: torch.Tensor) -> tuple[tuple, tuple]:
+        """Encoder patch and decoder pixel weights for ``waves``, fp32 (cached per band set)."""
+        key = tuple(round(float(w), 6) for w in waves.tolist())
+        if key not in self._weights:
+            if len(self._weights) >= 16:
+                self._weights.clear()
+            self._weights[key] = (
+                self.encoder.patch_embedding.generate(waves),
+                self.decoder.embed_to_pixels.generate(waves),
+            )
+        return self._weights[key]
 
     @torch.inference_mode()
     def score(
@@ -98,7 +112,6 @@ class ReconstructionScorer:
         gsd: float,
         waves: torch.Tensor,
         valid: torch.Tensor | np.ndarray | None = None,
-        patch_weights: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> ReconstructionScore:
         """Reconstruction error per chip and per patch (fp32)."""
         enc, dec = self.encoder, self.decoder
@@ -108,14 +121,7 @@ class ReconstructionScorer:
         p = enc.patch_size
         time, latlon = time.to(device).float(), latlon.to(device).float()
         waves = waves.to(device).float()
-        if patch_weights is not None:
-            patch_weights = (
-                patch_weights[0].float(),
-                None if patch_weights[1] is None else patch_weights[1].float(),
-            )
-        if patch_weights is None:
-            patch_weights = enc.patch_embedding.generate(waves)
-        weight, bias = patch_weights  # [D, C, P, P], [D] | None
+        (weight, bias), pixel_weights = self.weights(waves)  # [D, C, P, P], [D] | None
         target = rearrange(x, "B C (h p1) (w p2) -> B (h w) (C p1 p2)", p1=p, p2=p)
         # the patch embedding (a stride-P convolution) as one matrix product over the patches
         patches = torch.nn.functional.linear(target, weight.reshape(weight.shape[0], -1), bias)
@@ -135,7 +141,9 @@ class ReconstructionScorer:
             step = MaskedTokens(
                 encoded, kept.expand(b, -1), masked.expand(b, -1), mask.contiguous()
             )
-            predicted = dec(step, time=time, latlon=latlon, gsd=gsd, waves=waves)  # [B L C*P*P]
+            predicted = dec(
+                step, time=time, latlon=latlon, gsd=gsd, waves=waves, pixel_weights=pixel_weights
+            )  # [B L C*P*P]
             err = (predicted.float() - target).abs().mean(dim=-1)  # [B L]
             err_sum += err * mask
             times_masked += (~is_kept).float()
