@@ -285,3 +285,40 @@ def test_app_shows_and_filters_the_score(quality_store: Path, monkeypatch) -> No
     assert not at.exception
     ids = [b.key.removeprefix("browse-pos-") for b in at.button if b.key.startswith("browse-pos-")]
     assert len(ids) == len(CLEAN) and worst not in ids
+
+
+def _tiny_set():
+    from clay_search.model.train import ChipSet
+
+    rng = np.random.default_rng(0)
+    px = rng.uniform(0, 255, (8, 3, 32, 32)).astype(np.float32)
+    waves = [0.665, 0.56, 0.493]
+    return ChipSet("tiny", px, px.mean((0, 2, 3)), px.std((0, 2, 3)), waves, 10.0, ["r", "g", "b"])
+
+
+def test_train_saves_the_decoder(tmp_path) -> None:
+    from clay_search.model.checkpoints import load_decoder, load_encoder
+    from clay_search.model.train import TrainConfig, train
+
+    cfg = TrainConfig(steps=2, batch_size=4, warmup=1, checkpoint_every=10, precision="fp32")
+    train([_tiny_set()], tmp_path / "w", cfg)
+    _, info = load_encoder(tmp_path / "w")
+    dec, note = load_decoder(info)
+    assert dec is not None and "model.safetensors" in note
+
+
+def test_train_decoder_for_frozen_weights(nano_weights: Path, tmp_path) -> None:
+    from clay_search.model.checkpoints import DECODER_FILE, load_decoder, load_encoder
+    from clay_search.model.train import train_decoder
+
+    folder = tmp_path / "w"
+    shutil.copytree(nano_weights, folder)
+    encoder, info = load_encoder(folder)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    res = train_decoder(encoder, info, [_tiny_set()], folder / DECODER_FILE, steps=2, batch_size=4)
+    assert res.steps_done == 2 and len(res.losses) == 2
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # frozen
+    _, info2 = load_encoder(folder)
+    assert info2.model_id == info.model_id
+    dec, note = load_decoder(info2)
+    assert dec is not None and DECODER_FILE in note
