@@ -200,7 +200,9 @@ class IngestParams:
     quality_score: bool = opt(
         True,
         "Store each chip's quality score (recon_error: the model's masked reconstruction "
-        "error; high = cloudy, broken or unusual). Needs weights with a decoder (else null).",
+        "error; high = cloudy, broken or unusual). Needs weights with a decoder (else null); "
+        "about doubles ingest time on a CPU.",
+        flag="--quality-score/--no-quality-score",
     )
     max_nodata: float = opt(
         DEFAULT_MAX_NODATA,

@@ -189,10 +189,19 @@ def test_cli_chips_sort_and_filter(quality_store: Path) -> None:
 
 
 def test_no_quality_score_option(quality_sources: Path, tmp_path) -> None:
+    from clay_search.cli.main import app
+
     rep = _ingest(quality_sources / "Forest", tmp_path / "s", quality_score=False)
     assert rep.ok
     df = clay_search.connect(tmp_path / "s").chips().to_pandas()
     assert df["recon_error"].isna().all()
+    for flag, scored in (("--no-quality-score", False), ("--quality-score", True)):
+        out = tmp_path / flag.strip("-")
+        args = ["ingest", str(quality_sources / "Forest"), "--store", str(out), flag]
+        res = CliRunner().invoke(app, [*args, "--precision", "fp32"])
+        assert res.exit_code == 0, res.output
+        df = clay_search.connect(out).chips().to_pandas()
+        assert df["recon_error"].notna().all() == scored
 
 
 def test_weights_without_decoder_give_null(nano_weights: Path, quality_sources, tmp_path) -> None:
