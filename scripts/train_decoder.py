@@ -3,7 +3,10 @@
 The shipped nano weights were saved without their decoder; this fits one to the frozen
 encoder on the same training chips (EuroSAT train split, BigEarthNet, Landsat-8, NAIP from
 ../shared/data) and writes ``model/weights/decoder.safetensors``. The encoder, its model id and
-every stored vector are unchanged. Seeded: the same command writes the same file.
+every stored vector are unchanged. Seeded: the same steps write the same file (a
+``--max-time-s`` cap makes the step count depend on the machine). The shipped file came from
+``--steps 3000 --max-time-s 1300`` on a shared 2-vCPU machine: it stopped at step 2,815 (the
+steps done are in the file's metadata).
 
     .venv/bin/python scripts/train_decoder.py --data ../shared/data --steps 3000
 """
