@@ -101,6 +101,14 @@ def _check_sensor(name: str | None, spec: HeadSpec, what: str) -> None:
         )
 
 
+def _refuse_change(head, spec: HeadSpec) -> None:
+    if spec.task == "change":
+        raise HeadError(
+            f"{head} is a change head: it takes two dates of one place "
+            "(clay-search predict --head H --before A.tif --after B.tif --out change.tif)"
+        )
+
+
 class _Runner:
     """Normalise raw chips with the head's normaliser and run the model in batches."""
 
@@ -230,6 +238,7 @@ def predict_chips(
 ) -> PredictReport:
     """Classify (or regress) every chip of ``inputs`` and write the table ``out``."""
     model, spec = load_head(head, weights=weights, device=device)
+    _refuse_change(head, spec)
     if spec.dense:
         raise HeadError(
             f"{head} is a {spec.task} head: predict writes rasters for it (--out FOLDER)"
@@ -270,14 +279,21 @@ def predict_raster(
     device="cpu",
     overlap: float = 0.5,
     batch_size: int = 16,
+    reader=None,
+    runner=None,
 ) -> Path:
-    """One dense prediction GeoTIFF for ``plan``'s image (see the module docstring)."""
+    """One dense prediction GeoTIFF for ``plan``'s image (see the module docstring).
+
+    ``reader``: a context manager with ``read_many(windows, bands)`` in place of the plan's
+    :class:`SourceReader`, and ``runner`` one with :class:`_Runner`'s call, for inputs that are
+    not one image (the two dates of :func:`clay_search.change_task.predict_change`).
+    """
     import rasterio
 
     size = spec.chip_size
     step = max(1, int(round(size * (1 - overlap))))
     m = plan.meta
-    runner = _Runner(model, spec, device)
+    runner = runner or _Runner(model, spec, device)
     seg = spec.task == "segment"
     k = len(spec.classes) if seg else 1
     values = np.array([int(c) for c in spec.classes], np.int64) if seg else None
@@ -311,7 +327,7 @@ def predict_raster(
     tmp = out.with_name(out.name + ".tmp.tif")
     base = 0
     try:
-        with SourceReader(plan.source) as r, rasterio.open(tmp, "w", **profile) as dst:
+        with reader or SourceReader(plan.source) as r, rasterio.open(tmp, "w", **profile) as dst:
             for ri, row0 in enumerate(starts):
                 row_ws = [w for w in windows if int(w.row_off) == row0]
                 for s in range(0, len(row_ws), batch_size):
@@ -371,6 +387,7 @@ def predict_rasters(
 ) -> PredictReport:
     """A dense head over images: ``<out_dir>/<image stem>.tif`` each."""
     model, spec = load_head(head, weights=weights, device=device)
+    _refuse_change(head, spec)
     if not spec.dense:
         raise HeadError(
             f"{head} is a {spec.task} head: predict writes a table for it (--out FILE.parquet|.csv)"
@@ -405,6 +422,7 @@ def predict_store(
     from clay_search.store.layout import open_chips_table, read_store_info
 
     model, spec = load_head(head, weights=weights, device=device)
+    _refuse_change(head, spec)
     if spec.dense:
         raise HeadError(
             f"{head} is a {spec.task} head; a store holds chips: use a "

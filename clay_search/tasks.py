@@ -101,10 +101,13 @@ def run_task(
     augment: bool = True,
     chip_size: int = 64,
     keep: str = "best",
+    model_options: dict | None = None,
 ) -> TaskRun:
     """Split ``chips`` (whole images/tiles held out), train, save the head folder ``out``.
 
     ``keep``: ``best`` (the epoch with the best held-out main metric) or ``last``.
+    ``model_options``: extra ``head.json`` ``model`` fields (e.g. a change head's ``fusion``).
+    A ``change`` task (:mod:`clay_search.change_task`) trains as a two-class segmentation.
     """
     train_idx, val_idx = split_holdout(chips, val_fraction, seed=seed)
     if label_fraction < 1.0:
@@ -116,11 +119,11 @@ def run_task(
     classes = chips.classes
     if task == "classify" and len(np.unique(chips.targets[train_idx])) < 2:
         raise TrainingDataError("the training split holds one class only; add more chips")
-    num_outputs = len(classes) if task in ("classify", "multilabel", "segment") else 1
+    num_outputs = len(classes) if task in ("classify", "multilabel", "segment", "change") else 1
     bb = _backbone(weights, freeze, scratch)
     train, val = _arrays(chips, train_idx), _arrays(chips, val_idx) if len(val_idx) else None
     cw = None
-    if class_weights == "balanced" and task in ("classify", "segment"):
+    if class_weights == "balanced" and task in ("classify", "segment", "change"):
         cw = _balanced(train.y, num_outputs)
     elif isinstance(class_weights, list | tuple):
         if len(class_weights) != num_outputs:
@@ -135,7 +138,7 @@ def run_task(
             raise TrainingDataError("no finite regression targets in the training split")
         tmean, tstd = float(finite.mean()), float(finite.std() or 1.0)
     cfg = FinetuneConfig(
-        task=task,
+        task="segment" if task == "change" else task,  # same loss and metrics
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -161,6 +164,7 @@ def run_task(
             "pooling": pooling,
             "head": head,
             "channels": channels,
+            **(model_options or {}),
         },
         backbone={},
         classes=classes,

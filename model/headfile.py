@@ -3,12 +3,13 @@
 ``head.json`` says everything needed to apply the head to new imagery::
 
     {"format": "clay-search-head", "version": 1,
-     "task": "classify" | "multilabel" | "regress" | "segment" | "regress-pixel",
+     "task": "classify" | "multilabel" | "regress" | "segment" | "regress-pixel" | "change",
      "classes": [...] | null, "ignore_index": int | null,
      "sensor": "sentinel-2-l2a", "bands": ["blue", ...], "waves": [...],
      "normaliser": {"mean": [...], "std": [...], "transform": null, "stats_source": ...},
      "chip_size": 64, "gsd": 10.0 | null,
-     "model": {"kind": "chip" | "dense", "num_outputs", "pooling", "head", "hidden", "channels"},
+     "model": {"kind": "chip" | "dense" | "change", "num_outputs", "pooling", "head", "hidden",
+               "channels", "fusion"},
      "backbone": {"model_id", "weights", "config", "taps", "norm_taps", "freeze",
                   "encoder_in_folder": bool},
      "target": {"mean", "std"} | null, "metrics": {...}, "training": {...}}
@@ -40,7 +41,7 @@ from clay_search.model.normalise import Normaliser
 HEAD_FORMAT = "clay-search-head"
 HEAD_JSON = "head.json"
 HEAD_TENSORS = "head.safetensors"
-TASKS = ("classify", "multilabel", "regress", "segment", "regress-pixel")
+TASKS = ("classify", "multilabel", "regress", "segment", "regress-pixel", "change")
 
 
 @dataclass
@@ -87,6 +88,15 @@ class HeadSpec:
 def build_model(spec: HeadSpec, backbone: ClayBackbone) -> ChipModel | DenseModel:
     """The task model that ``spec.model`` describes, on ``backbone``."""
     m = spec.model
+    if m["kind"] == "change":  # two dates: clay_search.model.change_head
+        from clay_search.model.change_head import ChangeModel
+
+        return ChangeModel(
+            backbone,
+            int(m["num_outputs"]),
+            channels=int(m.get("channels", 64)),
+            fusion=m.get("fusion", "concat+diff"),
+        )
     if m["kind"] == "dense":
         return DenseModel(backbone, int(m["num_outputs"]), channels=int(m.get("channels", 64)))
     return ChipModel(

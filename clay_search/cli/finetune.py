@@ -1,4 +1,4 @@
-"""``clay-search finetune classify|regress|segment``: train a task head on labelled imagery.
+"""``clay-search finetune classify|regress|segment|change``: train a task head on labelled imagery.
 
 Each writes a head folder (``--out``: head.json + head.safetensors, metrics.csv per epoch,
 metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
@@ -27,7 +27,7 @@ from clay_search.cli.options import (
 )
 
 finetune_app = typer.Typer(
-    help="Fine-tune the encoder with a task head (classify, regress, segment).",
+    help="Fine-tune the encoder with a task head (classify, regress, segment, change).",
     no_args_is_help=True,
 )
 
@@ -85,7 +85,11 @@ MaxTimeOpt = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command group to ``app``."""
+    """Add the command group to ``app`` (``change`` lives in ``cli/finetune_change.py``)."""
+    from clay_search.cli.finetune_change import change
+
+    if not any(c.name == "change" for c in finetune_app.registered_commands):
+        finetune_app.command("change")(change)
     app.add_typer(finetune_app, name="finetune")
 
 
