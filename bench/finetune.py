@@ -9,7 +9,9 @@ Tasks (real data from ../shared/data, held-out by whole image / chip file, seede
   whole held-out quadrant (predicted with ``predict_rasters``, blended windows), nodata ignored.
 
 Each at label fractions 100 % and 10 % of the training chips. "frozen" trains the head on the
-bundled nano encoder's cached features, "unfreeze-2" also trains its last 2 blocks, "scratch"
+bundled nano encoder's cached features, "unfreeze-2" also trains its last 2 blocks, "lora-8"
+trains rank-8 LoRA adapters on every block's attention qkv/proj (base frozen) with the head at
+the head's learning rate, "scratch"
 is a randomly initialised nano encoder (same size) trained end to end for the same epochs and
 at most the same wall time as "unfreeze-2". The last epoch is scored (no epoch picked on the
 held-out split). Peak memory is the process's max RSS so far (it only grows).
@@ -29,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 FRACTIONS = (1.0, 0.1)
+MODELS: tuple[str, ...] = ()  # empty: every model
+TUNED_EPOCHS: int | None = None  # overrides the tasks' epochs of the trained-encoder models
 _LOG: list[dict] = []  # every row as soon as it is measured (see _emit)
 _OUT: Path | None = None
 
@@ -38,7 +42,9 @@ def _emit(task: str, row: dict) -> dict:
     row = {"task": task, **row}
     _LOG.append(row)
     m = row["metrics"]
-    key = "overall_accuracy" if task == "eurosat_ms" else "miou"
+    key = {"segment": "miou", "grass_nc": "miou", "regress-pixel": "rmse", "rmnp": "rmse"}.get(
+        task, "overall_accuracy"
+    )
     print(
         f"{task:10s} {row['model'][:40]:40s} frac {row['label_fraction']:.1f} "
         f"{key} {m.get(key, float('nan')):.3f} f1_macro {m.get('f1_macro', float('nan')):.3f} "
@@ -150,8 +156,13 @@ def _deep_runs(
     for name, kw in (
         ("frozen", {"freeze": "all", "epochs": epochs["frozen"]}),
         ("unfreeze-2", {"freeze": 2, "epochs": epochs["tuned"]}),
+        ("lora-8", {"lora": 8, "epochs": epochs["tuned"]}),
         ("scratch", {"scratch": "nano", "epochs": epochs["tuned"]}),
     ):
+        if MODELS and name not in MODELS:
+            continue
+        if TUNED_EPOCHS is not None and name != "frozen":
+            kw["epochs"] = TUNED_EPOCHS
         if name == "scratch" and unfrozen_time is not None:
             kw["max_time_s"] = unfrozen_time
         t0 = time.perf_counter()
@@ -164,7 +175,7 @@ def _deep_runs(
             val_fraction=val_fraction,
             label_fraction=fraction,
             keep="last",
-            lr=3e-3 if name == "frozen" else 1e-3,
+            lr=3e-3 if name in ("frozen", "lora-8") else 1e-3,
             batch_size=16,
             progress=False,
             resume=False,
@@ -295,12 +306,18 @@ def main() -> None:
         help="torch threads (1: on a loaded machine OpenMP barriers stall)",
     )
     ap.add_argument("--fractions", default="1.0,0.1")
+    ap.add_argument("--tuned-epochs", type=int, default=None, help="epochs of all but frozen")
+    ap.add_argument(
+        "--models", default="", help="comma-separated subset of frozen,unfreeze-2,lora-8,scratch"
+    )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    global _OUT, FRACTIONS
+    global _OUT, FRACTIONS, MODELS, TUNED_EPOCHS
+    TUNED_EPOCHS = args.tuned_epochs
     _OUT = args.out
+    MODELS = tuple(m for m in args.models.split(",") if m)
     FRACTIONS = tuple(float(f) for f in args.fractions.split(","))
     res = {
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, "

@@ -204,3 +204,29 @@ def test_lora_with_unfrozen_blocks_is_a_user_error(sample_dir, tmp_path):
             sample_dir / "eurosat_ms", tmp_path / "h", lora=4, freeze=1, epochs=1, progress=False
         )
     assert not (tmp_path / "h" / "head.json").exists()
+
+
+def test_cli_lora_option(sample_dir, tmp_path):
+    """`clay-search finetune classify --lora RANK` writes a LoRA head; with --unfreeze-last it
+    is a one-line user error."""
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "clay_search.cli.main", "finetune", "classify"]
+    data = str(sample_dir / "eurosat_ms")
+    r = subprocess.run(
+        [*base, data, "--out", str(tmp_path / "h"), "--lora", "2", "--lora-alpha", "4"]
+        + ["--epochs", "1", "--batch-size", "16", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    lora = read_head_spec(tmp_path / "h").backbone["lora"]
+    assert lora["rank"] == 2 and lora["alpha"] == 4
+    r = subprocess.run(
+        [*base, data, "--out", str(tmp_path / "h2"), "--lora", "2", "--unfreeze-last", "1", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "frozen encoder" in r.stderr
+    assert not (tmp_path / "h2").exists()
