@@ -255,7 +255,7 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
         kind="class",
         chip_size=64,
         stride=32,
-        sensor="landsat-c2l2-sr",
+        sensor="landsat-etm-c2l1",  # the files' tag: Landsat-7 ETM+ DN
         bands=bands,
         ignore_index=0,
     )
