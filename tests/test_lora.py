@@ -230,3 +230,22 @@ def test_cli_lora_option(sample_dir, tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "frozen encoder" in r.stderr
     assert not (tmp_path / "h2").exists()
+
+
+def test_lora_head_onnx_matches_torch(lora_head, tmp_path):
+    """The ONNX export folds the adapters in; onnxruntime matches the unmerged torch model."""
+    ort = pytest.importorskip("onnxruntime")
+    from clay_search.model.export import export_onnx
+
+    out, _ = lora_head
+    model, spec = load_head(out)
+    x = np.random.default_rng(0).normal(size=(3, len(spec.bands), 64, 64)).astype(np.float32)
+    zeros = np.zeros((3, 4), np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), Metadata(waves=torch.tensor(spec.waves), gsd=10.0))
+    path = export_onnx(tmp_path / "lora.onnx", head=out)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(
+        None, {"pixels": x, "time": zeros, "latlon": zeros, "gsd": np.array(10.0, np.float32)}
+    )[0]
+    assert np.abs(got - ref.numpy()).max() < 1e-3
