@@ -104,7 +104,6 @@ def test_merge_equals_unmerged_and_unmerge_restores():
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
 
 
-
 def test_lora_trains_only_adapters_and_head():
     bb = ClayBackbone(_encoder(), freeze="all", lora=LoRAConfig(rank=2))
     model = ChipModel(bb, 3)
