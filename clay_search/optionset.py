@@ -9,8 +9,8 @@ given value is parsed and how it is checked. From those fields come
 - :meth:`OptionSet.cli_parameters`: the typer parameters of a command,
 - :meth:`OptionSet.python_signature` and :meth:`OptionSet.options_doc`: the signature and the
   docstring lines of the Python entry point,
-- :meth:`OptionSet.annotated`: one option as a typer ``Annotated`` alias (for commands that
-  declare their parameters by hand),
+- :meth:`OptionSet.option_info`: one option's ``typer.Option`` (for commands that declare their
+  parameters by hand, as ``Annotated[type, Set.option_info(name)]``),
 
 as rasterio's ``rio/options.py`` defines each option once for every command. Used by
 ``clay_search.ingest.params.IngestParams`` (ingest), ``clay_search.training.TrainParams``
@@ -146,22 +146,24 @@ class OptionSet:
 
     # -- the derived interfaces --------------------------------------------------------------
     @classmethod
+    def option_info(cls, name: str) -> Any:
+        """The ``typer.Option(...)`` of option ``name`` (flag, short flag and help from its
+        field), for a command that lists its parameters itself:
+        ``FreezeOpt = Annotated[bool, Opts.option_info("freeze")]`` (a static alias, so type
+        checkers see the type)."""
+        import typer
+
+        f = {f.name: f for f in cls.option_fields()}[name]
+        decls = [cls.flag_of(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
+        return typer.Option(*decls, help=f.metadata["help"])
+
+    @classmethod
     def _cli_annotation(cls, f: dataclasses.Field, hints: dict[str, Any]) -> Any:
         from typing import Annotated
 
-        import typer
-
-        decls = [cls.flag_of(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
         cli_type = f.metadata.get("cli_type")
         typ = hints[f.name] if cli_type is None else cli_type | None
-        return Annotated[typ, typer.Option(*decls, help=f.metadata["help"])]
-
-    @classmethod
-    def annotated(cls, name: str) -> Any:
-        """Option ``name`` as ``Annotated[type, typer.Option(...)]`` (flag and help from its
-        field), for a command that lists its parameters itself."""
-        f = {f.name: f for f in cls.option_fields()}[name]
-        return cls._cli_annotation(f, cls.option_types())
+        return Annotated[typ, cls.option_info(f.name)]
 
     @classmethod
     def cli_parameters(cls, *, exclude: Sequence[str] = ()) -> list[inspect.Parameter]:

@@ -126,3 +126,23 @@ def test_eval_command_unknown_dataset_is_one_line_exit_2(tmp_path):
 
     res = CliRunner().invoke(app, ["eval", "--data", str(tmp_path), "--dataset", "sentinel"])
     assert res.exit_code == 2 and "unknown dataset 'sentinel'" in res.output
+
+
+def test_finetune_commands_use_the_shared_options_defaults():
+    """The finetune commands' shared options take flag and help from ``FinetuneOptions``; the
+    chip commands' defaults are its defaults (segment trains fewer epochs, smaller batches)."""
+    from clay_search.cli.finetune import FinetuneOptions, classify, regress, segment
+
+    fields = {f.name: f for f in FinetuneOptions.option_fields()}
+    import typing
+
+    for cmd in (classify, regress, segment):
+        params = inspect.signature(cmd).parameters
+        hints = typing.get_type_hints(cmd, include_extras=True)
+        for name, p in params.items():
+            if name not in fields:
+                continue
+            info = hints[name].__metadata__[0]
+            assert info.help == fields[name].metadata["help"]
+            if cmd is not segment and p.default is not inspect.Parameter.empty:
+                assert p.default == fields[name].default, (cmd.__name__, name)

@@ -68,21 +68,21 @@ class FinetuneOptions(OptionSet):
     )
 
 
-OutOpt = FinetuneOptions.annotated("out")
-FreezeOpt = FinetuneOptions.annotated("freeze")
-UnfreezeOpt = FinetuneOptions.annotated("unfreeze_last")
-EpochsOpt = FinetuneOptions.annotated("epochs")
-LrOpt = FinetuneOptions.annotated("lr")
-SeedOpt = FinetuneOptions.annotated("seed")
-ValOpt = FinetuneOptions.annotated("val_split")
-ResumeOpt = FinetuneOptions.annotated("resume")
-HeadKindOpt = FinetuneOptions.annotated("head_type")
-PoolingOpt = FinetuneOptions.annotated("pooling")
-ClassWeightsOpt = FinetuneOptions.annotated("class_weights")
-PairsOpt = FinetuneOptions.annotated("pairs")
-ImagesOpt = FinetuneOptions.annotated("images")
-MasksOpt = FinetuneOptions.annotated("masks")
-MaxTimeOpt = FinetuneOptions.annotated("max_time")
+OutOpt = Annotated[Path, FinetuneOptions.option_info("out")]
+FreezeOpt = Annotated[bool, FinetuneOptions.option_info("freeze")]
+UnfreezeOpt = Annotated[int | None, FinetuneOptions.option_info("unfreeze_last")]
+EpochsOpt = Annotated[int, FinetuneOptions.option_info("epochs")]
+LrOpt = Annotated[float, FinetuneOptions.option_info("lr")]
+SeedOpt = Annotated[int, FinetuneOptions.option_info("seed")]
+ValOpt = Annotated[float, FinetuneOptions.option_info("val_split")]
+ResumeOpt = Annotated[bool, FinetuneOptions.option_info("resume")]
+HeadKindOpt = Annotated[str, FinetuneOptions.option_info("head_type")]
+PoolingOpt = Annotated[str, FinetuneOptions.option_info("pooling")]
+ClassWeightsOpt = Annotated[str | None, FinetuneOptions.option_info("class_weights")]
+PairsOpt = Annotated[Path | None, FinetuneOptions.option_info("pairs")]
+ImagesOpt = Annotated[Path | None, FinetuneOptions.option_info("images")]
+MasksOpt = Annotated[Path | None, FinetuneOptions.option_info("masks")]
+MaxTimeOpt = Annotated[float | None, FinetuneOptions.option_info("max_time")]
 
 
 def register(app: typer.Typer) -> None:
