@@ -9,10 +9,10 @@ are both derived from these fields by :class:`clay_search.optionset.OptionSet`, 
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -282,7 +282,7 @@ class IngestParams(OptionSet):
         return self.stride or self.chip_size
 
     @property
-    def forced_datetime(self) -> datetime | None:
+    def forced_datetime(self) -> dt.datetime | None:  # (the field `datetime` shadows the class)
         """``--datetime`` as the datetime stored (a period's midpoint), or None."""
         return None if self.datetime is None else self.datetime.midpoint
 

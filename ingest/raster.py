@@ -37,7 +37,7 @@ def _gdal_path(path: str) -> str:
     return path
 
 
-def gdal_reason(e: BaseException) -> str:
+def gdal_reason(e: BaseException | None) -> str:
     """The most specific message in a rasterio error's chain (GDAL's own words, not rasterio's
     "Read failed. See previous exception for details.")."""
     msgs, seen = [], set()

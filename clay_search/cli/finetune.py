@@ -328,7 +328,7 @@ def segment(
     from clay_search.tasks import finetune_segment
 
     try:
-        class_values = [int(c) for c in split_list(classes)] if classes else None
+        class_values = [int(c) for c in split_list(classes) or []] if classes else None
     except ValueError:
         raise TrainingDataError(f"--classes {classes!r}: give integers, e.g. 0,1,2") from None
     run = finetune_segment(

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, overload
 
 import typer
 
@@ -64,6 +64,10 @@ OutOpt = Annotated[
 OUT_SUFFIXES = (".geojson", ".json", ".parquet", ".geoparquet", ".csv")
 
 
+@overload
+def parse_floats(text: str, n: int, name: str) -> list[float]: ...
+@overload
+def parse_floats(text: None, n: int, name: str) -> None: ...
 def parse_floats(text: str | None, n: int, name: str) -> list[float] | None:
     """``n`` comma-separated numbers from an option's text (None stays None)."""
     if text is None:
@@ -98,7 +102,9 @@ def filters_from_options(
             geom_text = geometry.read_text()
         except OSError as e:
             raise QueryError(f"cannot read --geometry {geometry}: {e}") from e
-    return Filters(
+    # Filters.of takes the keywords' input types (text dates, lists); the fields hold them parsed
+    return Filters.of(
+        None,
         bbox=parse_floats(bbox, 4, "--bbox"),
         geometry=geom_text,
         start=start,
@@ -159,7 +165,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 #: typer's own click (typer >= 0.22 vendors click as ``typer._click``; older ones use click).
-CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+CLICK_EXCEPTION: Any = next(  # click.ClickException: no static import path (vendored or not)
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 _PASS_THROUGH = (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt)
 
 

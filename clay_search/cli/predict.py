@@ -67,7 +67,7 @@ def predict(
         rep = predict_store(head, store, weights=weights, batch_size=batch_size, device=dev)
         console.print(
             f"predicted {rep.chips} chips into {store} (table version "
-            f"{rep.table_version}; index {rep.index.get('action')})"
+            f"{rep.table_version}; index {(rep.index or {}).get('action')})"
         )
     else:
         if not sources or out is None:

@@ -136,7 +136,7 @@ def covers_version(table, meta: dict, version: int) -> bool:
     return _only_appended(table, built, version)
 
 
-def read_index_meta(folder: str | Path) -> dict | None:
+def read_index_meta(folder: str | Path | RemotePath) -> dict | None:
     """``index.json`` in ``folder``, or ``None`` if there is no index yet."""
     path = _folder(folder) / META_FILE
     try:
@@ -243,7 +243,7 @@ def _drop_generations(folder: Path | RemotePath, *, keep: set[str]) -> None:
 
 def sync_table_index(
     table,
-    folder: str | Path,
+    folder: str | Path | RemotePath,
     *,
     model_id: str,
     dim: int,
