@@ -164,7 +164,7 @@ def _read_stac(href: str):
         ) from e
     except RecursionError as e:
         raise SourceReadError(f"{href} nests too deeply to be a STAC document") from e
-    except Exception as e:  # noqa: BLE001 - pystac raises many kinds for bad JSON
+    except Exception as e:  # pystac raises many kinds for bad JSON
         raise SourceReadError(f"{href} is not a readable STAC document: {e}") from e
 
 
@@ -289,7 +289,7 @@ def stac_search_sources(
             collections=collections, bbox=bbox, datetime=datetime, max_items=max_items
         )
         items = list(search.items())
-    except Exception as e:  # noqa: BLE001 - network and API errors of every kind
+    except Exception as e:  # network and API errors of every kind
         raise SourceNotFoundError(f"STAC API search at {url} failed: {e}") from e
     out: list[Source | SourceFailure] = []
     for item in sorted(items, key=lambda i: i.id):

@@ -119,8 +119,7 @@ def _params(
     stride: int | None = None,
     stats: str = "auto",
 ) -> IngestParams:
-    p = IngestParams(chip_size=chip_size, stride=stride, sensor=sensor, bands=bands, stats=stats)
-    return p
+    return IngestParams(chip_size=chip_size, stride=stride, sensor=sensor, bands=bands, stats=stats)
 
 
 def _plan_all(
@@ -433,7 +432,7 @@ def read_pairs(
         present = sorted(int(c) for c in np.unique(y[~outside]) if c != ignore_index)
         if classes is None:
             classes = present
-        allowed = set(int(c) for c in classes)
+        allowed = {int(c) for c in classes}
         unknown = sorted(set(present) - allowed)
         if unknown:
             raise TrainingDataError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,7 +179,7 @@ def build_store(
     store_info = open_or_create_store(store, info.model_id, vectors.shape[1])
     table = open_chips_table(store_info)
     bounds = np.linspace(0, len(rows), batches + 1).astype(int)
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         table.add(rows_table(rows[a:b], vectors[a:b], info.model_id))
     if sync:
         sync_index(store)
