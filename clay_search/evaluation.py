@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from clay_search.errors import QueryError
-from clay_search.optionset import OptionSet, derive, opt
+from clay_search.optionset import OptionSet, derive, opt, positive
 
 __all__ = ["ALL_DATASETS", "STORE_DATASETS", "EvalParams", "evaluate", "report_markdown"]
 
@@ -34,15 +34,6 @@ def _datasets(value: Any) -> tuple[str, ...]:
     if unknown:
         raise QueryError(f"unknown dataset {unknown[0]!r}; use {', '.join(ALL_DATASETS)}")
     return tuple(names)
-
-
-def _positive(flag: str, *, optional: bool = False):
-    def check(v: Any) -> str | None:
-        if v is None and optional:
-            return None
-        return None if v is not None and v > 0 else f"{flag} {v} must be a positive number"
-
-    return check
 
 
 @dataclass
@@ -68,21 +59,21 @@ class EvalParams(OptionSet):
     max_gallery_per_class: int | None = opt(
         100,
         "Cap the gallery (train split) per class.",
-        check=_positive("--max-gallery-per-class", optional=True),
+        check=positive("--max-gallery-per-class", optional=True),
     )
     max_query_per_class: int | None = opt(
         30,
         "Cap the held-out queries per class.",
-        check=_positive("--max-query-per-class", optional=True),
+        check=positive("--max-query-per-class", optional=True),
     )
-    k: int = opt(10, "k of kNN precision@k.", check=_positive("--k"))
-    rounds: int = opt(5, "Rounds of the simulated session.", check=_positive("--rounds"))
-    per_round: int = opt(20, "Results labelled per round.", check=_positive("--per-round"))
+    k: int = opt(10, "k of kNN precision@k.", check=positive("--k"))
+    rounds: int = opt(5, "Rounds of the simulated session.", check=positive("--rounds"))
+    per_round: int = opt(20, "Results labelled per round.", check=positive("--per-round"))
     direct: bool = opt(False, "Add the direct evaluation (own statistics).", flag="--direct")
     threads: int | None = opt(
         None,
         "torch CPU threads during the evaluation (restored afterwards).",
-        check=_positive("--threads", optional=True),
+        check=positive("--threads", optional=True),
     )
 
 
@@ -92,16 +83,11 @@ def evaluate(**options: Any) -> dict:
 
     Options (keyword-only):
     """
-    import torch
+    from clay_search.model.threads import torch_threads
 
     p = EvalParams.from_options(**options)
-    before = torch.get_num_threads()
-    if p.threads:
-        torch.set_num_threads(p.threads)
-    try:
+    with torch_threads(p.threads):
         return _evaluate(p)
-    finally:
-        torch.set_num_threads(before)
 
 
 derive(evaluate, EvalParams, return_annotation=dict)

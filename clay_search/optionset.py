@@ -27,7 +27,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["OptionSet", "derive", "opt"]
+__all__ = ["OptionSet", "choice", "derive", "opt", "positive"]
 
 T = TypeVar("T", bound="OptionSet")
 
@@ -62,6 +62,22 @@ def opt(
         "cli": cli,
     }
     return dataclasses.field(default=default, metadata=meta)
+
+
+def positive(flag: str, *, optional: bool = False) -> Callable[[Any], str | None]:
+    """A ``check`` for numbers > 0 (``optional``: None is allowed too)."""
+
+    def check(v: Any) -> str | None:
+        if v is None and optional:
+            return None
+        return None if v is not None and v > 0 else f"{flag} {v} must be a positive number"
+
+    return check
+
+
+def choice(flag: str, choices: Sequence[str]) -> Callable[[Any], str | None]:
+    """A ``check`` for one of ``choices``."""
+    return lambda v: None if v in choices else f"{flag} {v!r} must be one of {', '.join(choices)}"
 
 
 def _strip_none(tp: Any) -> tuple[Any, bool]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from clay_search.errors import TrainingDataError
-from clay_search.optionset import OptionSet, derive, opt
+from clay_search.optionset import OptionSet, choice, derive, opt, positive
 
 if TYPE_CHECKING:
     from clay_search.model.train import TrainResult
@@ -40,21 +40,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _positive(flag: str, *, optional: bool = False):
-    def check(v: Any) -> str | None:
-        if v is None and optional:
-            return None
-        return None if v is not None and v > 0 else f"{flag} {v} must be a positive number"
-
-    return check
-
-
 def _at_least_zero(flag: str):
     return lambda v: None if v is None or v >= 0 else f"{flag} {v} must be >= 0"
-
-
-def _choice(flag: str, choices: tuple[str, ...]):
-    return lambda v: None if v in choices else f"{flag} {v!r} must be one of {', '.join(choices)}"
 
 
 def _path(value: Any) -> Path | None:
@@ -72,16 +59,16 @@ class TrainParams(OptionSet):
     out: Path = opt(
         Path("build/train_nano"), "Run folder (checkpoint, losses, weights).", parse=Path
     )
-    size: str = opt("nano", "Model size: nano, tiny, small, base.", check=_choice("--size", SIZES))
-    patch_size: int = opt(8, "Patch size in pixels.", check=_positive("--patch-size"))
-    chip: int = opt(64, "Training chip size in pixels.", check=_positive("--chip"))
-    steps: int = opt(3000, "Optimiser steps.", check=_positive("--steps"))
-    batch_size: int = opt(64, "Chips per batch.", check=_positive("--batch-size"))
-    lr: float = opt(1e-3, "Peak learning rate (AdamW).", check=_positive("--lr"))
+    size: str = opt("nano", "Model size: nano, tiny, small, base.", check=choice("--size", SIZES))
+    patch_size: int = opt(8, "Patch size in pixels.", check=positive("--patch-size"))
+    chip: int = opt(64, "Training chip size in pixels.", check=positive("--chip"))
+    steps: int = opt(3000, "Optimiser steps.", check=positive("--steps"))
+    batch_size: int = opt(64, "Chips per batch.", check=positive("--batch-size"))
+    lr: float = opt(1e-3, "Peak learning rate (AdamW).", check=positive("--lr"))
     warmup: int = opt(150, "Warm-up steps.", check=_at_least_zero("--warmup"))
     seed: int = opt(0, "Random seed.")
-    precision: str = opt("auto", "auto, bf16 or fp32.", check=_choice("--precision", PRECISIONS))
-    device: str = opt("auto", "auto, cpu or cuda.", check=_choice("--device", DEVICES))
+    precision: str = opt("auto", "auto, bf16 or fp32.", check=choice("--precision", PRECISIONS))
+    device: str = opt("auto", "auto, cpu or cuda.", check=choice("--device", DEVICES))
     teacher: Path | None = opt(
         None,
         "Local teacher file (TorchScript or Clay weights); none = no representation loss.",
@@ -91,24 +78,24 @@ class TrainParams(OptionSet):
         None,
         "Stop after this many seconds (resumable).",
         flag="--max-time",
-        check=_positive("--max-time", optional=True),
+        check=positive("--max-time", optional=True),
     )
     stop_step: int | None = opt(
         None,
         "Stop at this step; the LR schedule still spans --steps.",
-        check=_positive("--stop-step", optional=True),
+        check=positive("--stop-step", optional=True),
     )
     max_per_class: int | None = opt(
         None,
         "Cap EuroSAT chips per class (quick runs).",
-        check=_positive("--max-per-class", optional=True),
+        check=positive("--max-per-class", optional=True),
     )
     export: Path | None = opt(None, "Copy weights, config, loss CSV and PNG here.", parse=_path)
     resume: bool = opt(True, "Resume from the run's checkpoint.", flag="--resume/--no-resume")
     threads: int | None = opt(
         None,
         "torch CPU threads during the run (restored afterwards).",
-        check=_positive("--threads", optional=True),
+        check=positive("--threads", optional=True),
     )
     progress: bool = opt(True, "Show a progress bar.", cli=False)
 
@@ -123,16 +110,11 @@ def pretrain(**options: Any) -> TrainResult:
 
     Options (keyword-only):
     """
-    import torch
+    from clay_search.model.threads import torch_threads
 
     p = TrainParams.from_options(**options)
-    before = torch.get_num_threads()
-    if p.threads:
-        torch.set_num_threads(p.threads)
-    try:
+    with torch_threads(p.threads):
         return _pretrain(p)
-    finally:
-        torch.set_num_threads(before)
 
 
 derive(pretrain, TrainParams, return_annotation="TrainResult")

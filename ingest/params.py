@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from clay_search.dates import DatePeriod
 from clay_search.errors import IngestOptionError
-from clay_search.optionset import OptionSet, opt
+from clay_search.optionset import OptionSet, choice, opt
 
 __all__ = ["IngestOptionError", "IngestParams", "auto_workers"]
 
@@ -72,10 +72,6 @@ def _path(value: Any) -> Path | None:
 
 def _positive(flag: str, what: str = "a positive number") -> Callable[[Any], str | None]:
     return lambda v: None if v is None or v > 0 else f"{flag} {v} must be {what}"
-
-
-def _choice(flag: str, choices: Sequence[str]) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else (f"{flag} {v!r} must be one of {', '.join(choices)}")
 
 
 def _check_bands(v: list[str] | None) -> str | None:
@@ -182,7 +178,7 @@ class IngestParams(OptionSet):
         "Who shares computed statistics: series (the sources of one sensor, band set "
         "and data type in this run, so a time series stays comparable) or source (each file "
         "its own).",
-        check=_choice("--stats-scope", STATS_SCOPES),
+        check=choice("--stats-scope", STATS_SCOPES),
     )
     thumbnail_bands: list[str] | None = opt(
         None,
@@ -202,7 +198,7 @@ class IngestParams(OptionSet):
         "auto",
         "auto (measured on this machine, cached), fp32, bf16, fp16, tf32 (CUDA) or int8 (CPU, "
         "opt-in).",
-        check=_choice("--precision", PRECISIONS),
+        check=choice("--precision", PRECISIONS),
     )
     device: str = opt("cpu", "cpu or cuda.")
     fail_fast: bool = opt(False, "Stop at the first bad source.")
@@ -232,7 +228,7 @@ class IngestParams(OptionSet):
         "local",
         "local (threads in this process) or ray (a Ray Data pipeline; "
         "needs the distributed extra).",
-        check=_choice("--engine", ENGINES),
+        check=choice("--engine", ENGINES),
     )
     ray_address: str | None = opt(
         None,

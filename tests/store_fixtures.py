@@ -22,22 +22,10 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
+from clay_search.ingest.datasets import EUROSAT_MS_BANDS
+
 # EuroSAT MS band order (B8A last) -> the bands that have normalisation statistics
-EUROSAT_BANDS = [
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-    "B8A",
-]
+EUROSAT_BANDS = list(EUROSAT_MS_BANDS)
 USE_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 
 
@@ -143,20 +131,14 @@ def embed_chips(raw: np.ndarray, rows: list[dict], weights: Path, batch: int = 6
 
 
 def rows_table(rows: list[dict], vectors: np.ndarray, model_id: str) -> pa.Table:
-    """An Arrow table in the chips schema."""
-    from clay_search.schema import chips_schema
+    """An Arrow table in the chips schema (built by the store's one row builder)."""
+    from clay_search.schema import chips_schema, chips_table, rows_to_columns
 
     schema = chips_schema(vectors.shape[1])
-    cols = {
-        f.name: pa.array([r.get(f.name) for r in rows], f.type)
-        for f in schema
-        if f.name not in ("embedding", "model_id")
-    }
-    cols["embedding"] = pa.FixedSizeListArray.from_arrays(
-        pa.array(vectors.ravel(), pa.float32()), vectors.shape[1]
-    )
-    cols["model_id"] = pa.array([model_id] * len(rows), pa.string())
-    return pa.table({f.name: cols[f.name] for f in schema}, schema=schema)
+    cols: dict = rows_to_columns(rows, schema.names)
+    cols["embedding"] = vectors
+    cols["model_id"] = model_id
+    return chips_table(cols, schema)
 
 
 def build_store(
