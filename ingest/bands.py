@@ -266,10 +266,10 @@ def _band_keys_in_order(
             f"{sensor.name} band order (assumed: the file names no bands; if its order differs, "
             "name them with --bands)"
         )
-    names = ", ".join(b.name + (f" ({b.id})" if b.id else "") for b in sensor.bands)
+    listed = ", ".join(b.name + (f" ({b.id})" if b.id else "") for b in sensor.bands)
     raise BandMismatchError(
         f"{source.display} has {meta.count} band(s) and no band names; {sensor.name} has "
-        f"{len(sensor.bands)} ({names}). Name the file's bands in order with --bands, e.g. "
+        f"{len(sensor.bands)} ({listed}). Name the file's bands in order with --bands, e.g. "
         f"--bands {','.join(b.id or b.name for b in sensor.bands[: meta.count])}"
     )
 

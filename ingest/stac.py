@@ -115,16 +115,18 @@ def _item_sources(item, assets: list[str] | None) -> list[Source | SourceFailure
         else:
             keys = [sorted(data, key=lambda k: (k not in _PREFERRED_KEYS, k))[0]]
     hrefs = [item.assets[k].get_absolute_href() or item.assets[k].href for k in keys]
-    band_keys: list[str] | None = []
+    found: list[str] = []
     waves: list[float | None] = []
+    complete = True
     for k in keys:
         bands = _asset_bands(item, item.assets[k])
         if bands:
-            band_keys.extend(_band_key(b) for b in bands)
+            found.extend(_band_key(b) for b in bands)
             waves.extend(_band_wave(b) for b in bands)
         else:
-            band_keys = None
+            complete = False
             break
+    band_keys: list[str] | None = found if complete else None
     if band_keys is None and len(keys) == 1:
         band_keys = _KNOWN_LAYOUTS.get(str(item.properties.get("pl:item_type")))
         waves = []

@@ -480,7 +480,7 @@ def split_holdout(
     if fraction <= 0 or len(groups) < 2:
         return np.arange(len(chips)), np.zeros(0, np.int64)
     key = {g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest() for g in groups}
-    order = sorted(groups, key=key.get)
+    order = sorted(groups, key=key.__getitem__)
     n_val = min(max(1, int(round(fraction * len(groups)))), len(groups) - 1)
     held = set(order[:n_val])
     val = np.array([i for i, g in enumerate(chips.groups) if g in held], np.int64)
