@@ -56,9 +56,18 @@ def _open(uri: str, weights: str | None, token: int) -> Opened:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _browse(uri: str, version: Any, filters_key: str, _store: Any, _filters: Any) -> pd.DataFrame:
-    """Chips to show before a search: the filtered listing, at most BROWSE_LIMIT rows."""
-    return _store.chips(_filters, limit=BROWSE_LIMIT).to_pandas()
+def _browse(
+    uri: str,
+    version: Any,
+    filters_key: str,
+    _store: Any,
+    _filters: Any,
+    sort: str | None = None,
+    ascending: bool = False,
+) -> pd.DataFrame:
+    """Chips to show before a search: the filtered listing (in the sidebar's browse order), at
+    most BROWSE_LIMIT rows."""
+    return _store.chips(_filters, limit=BROWSE_LIMIT, sort=sort, ascending=ascending).to_pandas()
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -414,7 +423,9 @@ def main() -> None:
     else:
         try:
             flt = controls.filters
-            shown = _browse(uri, store.version, _key(flt), store, flt)
+            shown = _browse(
+                uri, store.version, _key(flt), store, flt, controls.sort, controls.ascending
+            )
         except ClaySearchError as e:
             st.error(str(e))
             shown = pd.DataFrame(columns=["chip_id"])
