@@ -201,5 +201,4 @@ def grid_paths(bounds: tuple[float, float, float, float] | None) -> list[list[li
         n = min(85.0, math.ceil(n / step + 10) * step)
     xs = [round(float(x), 9) for x in np.arange(w, e + step / 2, step)]
     ys = [round(float(y), 9) for y in np.arange(s, n + step / 2, step)]
-    lines = [[[x, s], [x, n]] for x in xs] + [[[w, y], [e, y]] for y in ys]
-    return lines
+    return [[[x, s], [x, n]] for x in xs] + [[[w, y], [e, y]] for y in ys]

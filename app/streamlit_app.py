@@ -417,7 +417,7 @@ def main() -> None:
     b4.markdown(f"**{len(pos)}** positive, **{len(neg)}** negative | {controls.filters.describe()}")
 
     with st.expander("Query by upload"):
-        render_upload(store, controls, [n for n in _sensor_names(info)])
+        render_upload(store, controls, list(_sensor_names(info)))
 
     res = ss.get(S.RESULTS)
     df = ss.get(S.RESULTS_DF)

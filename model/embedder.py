@@ -184,6 +184,7 @@ class Embedder:
                 use_cache=use_cache,
             )
             self._use(self.calibration.precision)
+        assert self._precision is not None  # set by _use
         return self._precision
 
     @property
@@ -201,6 +202,7 @@ class Embedder:
         """The module that runs the encoder in :attr:`precision` (decides ``auto`` at 256 px)."""
         if self._runner is None:
             self.resolve_precision()
+        assert self._runner is not None  # set by _use
         return self._runner
 
     def precision_report(self) -> dict[str, Any]:
@@ -349,7 +351,7 @@ class Embedder:
         latlon = encode_latlon(lonlats if lonlats is not None else [None] * b)
         weights = self.patch_weights(waves_t)
         with precision_context(self._precision, self.device), torch.inference_mode():
-            tokens = self._runner(
+            tokens = self.runner(
                 x.to(self.dtype),
                 time=time.to(self.device, self.dtype),
                 latlon=latlon.to(self.device, self.dtype),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -29,82 +29,73 @@ from clay_search.cli.options import (
     split_list,
 )
 
+from clay_search.optionset import OptionSet, opt
+
 finetune_app = typer.Typer(
     help="Fine-tune the encoder with a task head (classify, regress, segment, change).",
     no_args_is_help=True,
 )
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Head folder to write.")]
-FreezeOpt = Annotated[
-    bool,
-    typer.Option(
-        "--freeze/--no-freeze", help="Freeze the whole encoder (default) or train all of it."
-    ),
-]
-UnfreezeOpt = Annotated[
-    int | None,
-    typer.Option("--unfreeze-last", help="Train the last N encoder blocks (overrides --freeze)."),
-]
-LoraOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--lora",
-        help="Train rank-RANK LoRA adapters on every block's attention qkv/proj (encoder "
-        "frozen; the head folder stores the adapters only).",
+@dataclass
+class FinetuneOptions(OptionSet):
+    """The options the ``finetune`` commands share, each defined once (flag, type, default,
+    help); the commands take them as the typer aliases below (``FreezeOpt = ...``)."""
+
+    out: Path = opt(MISSING, "Head folder to write.", short="-o")
+    freeze: bool = opt(
+        True,
+        "Freeze the whole encoder (default) or train all of it.",
+        flag="--freeze/--no-freeze",
+    )
+    unfreeze_last: int | None = opt(None, "Train the last N encoder blocks (overrides --freeze).")
+    lora: int | None = opt(
+        None,
+        "Train rank-RANK LoRA adapters on every block's attention qkv/proj (encoder frozen; "
+        "the head folder stores the adapters only).",
         metavar="RANK",
-    ),
-]
-LoraAlphaOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--lora-alpha", help="LoRA scale: updates are scaled by alpha/rank (default alpha: rank)."
-    ),
-]
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training chips.")]
-LrOpt = Annotated[
-    float,
-    typer.Option(
-        "--lr", help="Head learning rate (trained encoder blocks: lr/10; LoRA adapters: lr)."
-    ),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split, shuffling and init.")]
-ValOpt = Annotated[
-    float,
-    typer.Option(
-        "--val-split", help="Fraction of whole images (or tiles of a single image) held out."
-    ),
-]
-ResumeOpt = Annotated[
-    bool,
-    typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when it exists."),
-]
-HeadKindOpt = Annotated[str, typer.Option("--head-type", help="linear or mlp (chip tasks).")]
-PoolingOpt = Annotated[
-    str, typer.Option("--pooling", help="Chip vector: cls, mean, mean+std or cls+mean.")
-]
-ClassWeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--class-weights", help="'balanced' (inverse frequency) or comma-separated weights."
-    ),
-]
-PairsOpt = Annotated[
-    Path | None,
-    typer.Option("--pairs", help="CSV with columns image,mask (paths relative to the CSV)."),
-]
-ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Folder of images.")]
-MasksOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--masks", help="Folder of masks/target rasters matched to --images by file stem."
-    ),
-]
-MaxTimeOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--max-time", help="Stop after this many seconds (the best epoch so far is kept)."
-    ),
-]
+    )
+    lora_alpha: float | None = opt(
+        None, "LoRA scale: updates are scaled by alpha/rank (default alpha: rank)."
+    )
+    epochs: int = opt(30, "Passes over the training chips.")
+    lr: float = opt(3e-3, "Head learning rate (trained encoder blocks: lr/10; LoRA adapters: lr).")
+    seed: int = opt(0, "Seed of the split, shuffling and init.")
+    val_split: float = opt(0.2, "Fraction of whole images (or tiles of a single image) held out.")
+    resume: bool = opt(
+        True, "Continue from OUT/checkpoint.pt when it exists.", flag="--resume/--no-resume"
+    )
+    head_type: str = opt("linear", "linear or mlp (chip tasks).")
+    pooling: str = opt("mean+std", "Chip vector: cls, mean, mean+std or cls+mean.")
+    class_weights: str | None = opt(
+        None, "'balanced' (inverse frequency) or comma-separated weights."
+    )
+    pairs: Path | None = opt(None, "CSV with columns image,mask (paths relative to the CSV).")
+    images: Path | None = opt(None, "Folder of images.")
+    masks: Path | None = opt(
+        None, "Folder of masks/target rasters matched to --images by file stem."
+    )
+    max_time: float | None = opt(
+        None, "Stop after this many seconds (the best epoch so far is kept)."
+    )
+
+
+OutOpt = Annotated[Path, FinetuneOptions.option_info("out")]
+FreezeOpt = Annotated[bool, FinetuneOptions.option_info("freeze")]
+UnfreezeOpt = Annotated[int | None, FinetuneOptions.option_info("unfreeze_last")]
+LoraOpt = Annotated[int | None, FinetuneOptions.option_info("lora")]
+LoraAlphaOpt = Annotated[float | None, FinetuneOptions.option_info("lora_alpha")]
+EpochsOpt = Annotated[int, FinetuneOptions.option_info("epochs")]
+LrOpt = Annotated[float, FinetuneOptions.option_info("lr")]
+SeedOpt = Annotated[int, FinetuneOptions.option_info("seed")]
+ValOpt = Annotated[float, FinetuneOptions.option_info("val_split")]
+ResumeOpt = Annotated[bool, FinetuneOptions.option_info("resume")]
+HeadKindOpt = Annotated[str, FinetuneOptions.option_info("head_type")]
+PoolingOpt = Annotated[str, FinetuneOptions.option_info("pooling")]
+ClassWeightsOpt = Annotated[str | None, FinetuneOptions.option_info("class_weights")]
+PairsOpt = Annotated[Path | None, FinetuneOptions.option_info("pairs")]
+ImagesOpt = Annotated[Path | None, FinetuneOptions.option_info("images")]
+MasksOpt = Annotated[Path | None, FinetuneOptions.option_info("masks")]
+MaxTimeOpt = Annotated[float | None, FinetuneOptions.option_info("max_time")]
 
 
 def register(app: typer.Typer) -> None:

@@ -104,7 +104,7 @@ def predict(
         )
         console.print(
             f"predicted {rep.chips} chips into {store} from {rep.features_note} (table version "
-            f"{rep.table_version}; index {rep.index.get('action')})"
+            f"{rep.table_version}; index {(rep.index or {}).get('action')})"
         )
     else:
         if not sources or out is None:
