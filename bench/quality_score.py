@@ -34,7 +34,7 @@ KINDS = ("cloud", "haze", "stripes")
 def corrupt(px: np.ndarray, kind: str, seed: int) -> np.ndarray:
     """A corrupted copy of raw L1C pixels ``[C, H, W]``."""
     px = px.astype(np.float32)
-    c, h, w = px.shape
+    _c, h, w = px.shape
     rng = np.random.default_rng(seed)
     if kind == "cloud":
         cy, cx = rng.uniform(0.3, 0.7, 2)
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         clean = df[kind == "clean"]
         result["chips"] = {"clean": int(len(clean)), **{k: int((kind == k).sum()) for k in KINDS}}
         result["auc"] = {
-            k: round(auc(df.loc[kind == k, "recon_error"], clean["recon_error"]), 4)
-            for k in KINDS
+            k: round(auc(df.loc[kind == k, "recon_error"], clean["recon_error"]), 4) for k in KINDS
         }
         bad_any = df[kind != "clean"]["recon_error"]
         result["auc"]["any"] = round(auc(bad_any, clean["recon_error"]), 4)

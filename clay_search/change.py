@@ -625,7 +625,7 @@ def timeline(
     vec = store.vectors[rows]
     if reference is None:
         ref = 0
-    elif isinstance(reference, str) and reference in set(ids[r] for r in rows):
+    elif isinstance(reference, str) and reference in {ids[r] for r in rows}:
         ref = [ids[r] for r in rows].index(reference)
     else:
         at = _us(Filters(start=reference).start)

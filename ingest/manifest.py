@@ -49,9 +49,7 @@ class RunManifest:
             "model_id": self.model_id,
             "parameters": self.params.to_dict(),
             "precision": self.precision() if self.precision else None,
-            "quality_score": self.quality()
-            if self.quality and self.params.quality_score
-            else None,
+            "quality_score": self.quality() if self.quality and self.params.quality_score else None,
             "totals": {k: v for k, v in report.to_dict().items() if k != "sources_detail"},
             "sources": [asdict(s) for s in sources],
         }

@@ -204,7 +204,7 @@ class _Batcher:
             self.writer.add(row)
 
 
-def _progress(enabled: bool):  # noqa: ANN202 - a rich Progress
+def _progress(enabled: bool):  # -> a rich Progress
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -94,9 +94,9 @@ def infer_config(state: dict[str, torch.Tensor]) -> ClayConfig:
     inner = state["transformer.layers.0.0.to_qkv.weight"].shape[0] // 3
     mlp_dim = state["transformer.layers.0.1.net.1.weight"].shape[0]
     for cfg in VARIANTS.values():
-        if cfg.dim == dim and cfg.depth == depth and cfg.heads * cfg.dim_head == inner:
-            if int(cfg.dim * cfg.mlp_ratio) == mlp_dim:
-                return cfg.with_patch_size(patch_size)
+        same_attention = cfg.dim == dim and cfg.depth == depth and cfg.heads * cfg.dim_head == inner
+        if same_attention and int(cfg.dim * cfg.mlp_ratio) == mlp_dim:
+            return cfg.with_patch_size(patch_size)
     dim_head = 64 if inner % 64 == 0 else inner
     return ClayConfig(
         name=f"custom{dim}x{depth}",
@@ -254,10 +254,7 @@ def load_encoder(
     overrides the inferred variant for checkpoints.
     Returns the encoder in eval mode and a :class:`WeightsInfo` (``model_id`` among it).
     """
-    if path is None:
-        path = bundled_weights_dir()
-    else:
-        path = resolve_weights(path) or Path(path)
+    path = bundled_weights_dir() if path is None else resolve_weights(path) or Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(
             f"weights {path} not found: pass the path to a local file (an official Clay "

@@ -59,6 +59,18 @@ POOLINGS = {
 }
 
 
+def vector_model_id(
+    weights_id: str, pooling: str, standard: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> str:
+    """The model id of chip vectors: the weights' id, ``-<pooling>`` unless CLS, and
+    ``-z<hash>`` of the (mean, std) they were z-scored with (what a store records)."""
+    base = weights_id if pooling == "cls" else f"{weights_id}-{pooling}"
+    if standard is None:
+        return base
+    h = hashlib.sha256(torch.cat(standard).numpy().tobytes()).hexdigest()[:8]
+    return f"{base}-z{h}"
+
+
 def pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
     """One vector per chip from tokens ``[B, 1 + L, D]`` (CLS first) -> ``[B, D or 2D]``."""
     cls, patches = tokens[:, 0], tokens[:, 1:]
@@ -172,6 +184,7 @@ class Embedder:
                 use_cache=use_cache,
             )
             self._use(self.calibration.precision)
+        assert self._precision is not None  # set by _use
         return self._precision
 
     @property
@@ -189,6 +202,7 @@ class Embedder:
         """The module that runs the encoder in :attr:`precision` (decides ``auto`` at 256 px)."""
         if self._runner is None:
             self.resolve_precision()
+        assert self._runner is not None  # set by _use
         return self._runner
 
     def precision_report(self) -> dict[str, Any]:
@@ -225,13 +239,9 @@ class Embedder:
 
         Stores never mix model ids.
         """
-        base = self.info.model_id if self.info else "unversioned"
-        if self.pooling != "cls":
-            base = f"{base}-{self.pooling}"
-        if self._standard is not None:
-            h = hashlib.sha256(torch.cat(self._standard).numpy().tobytes()).hexdigest()[:8]
-            base = f"{base}-z{h}"
-        return base
+        return vector_model_id(
+            self.info.model_id if self.info else "unversioned", self.pooling, self._standard
+        )
 
     @property
     def normalisation(self) -> NormalisationRecord | None:
@@ -349,7 +359,7 @@ class Embedder:
         latlon = encode_latlon(lonlats if lonlats is not None else [None] * b)
         weights = self.patch_weights(waves_t)
         with precision_context(self._precision, self.device), torch.inference_mode():
-            tokens = self._runner(
+            tokens = self.runner(
                 x.to(self.dtype),
                 time=time.to(self.device, self.dtype),
                 latlon=latlon.to(self.device, self.dtype),

@@ -117,7 +117,7 @@ class ReconstructionScorer:
         enc, dec = self.encoder, self.decoder
         x = pixels.float()
         device = x.device
-        b, c, h, w = x.shape
+        b, _c, h, w = x.shape
         p = enc.patch_size
         time, latlon = time.to(device).float(), latlon.to(device).float()
         waves = waves.to(device).float()

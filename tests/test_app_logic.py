@@ -39,7 +39,7 @@ def test_labels_toggle_and_export() -> None:
         "b,positive",
         "d,negative",
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a label is"):
         S.set_label(ss, "e", 2)
     with pytest.raises(ValueError, match="labels file"):
         S.parse_labels_json(b"[1, 2")

@@ -52,7 +52,7 @@ def make_bad(src: Path, dst: Path, kind: str) -> None:
     row saturated, as a broken read)."""
     with rasterio.open(src) as f:
         px = f.read().astype(np.float32)
-    c, h, w = px.shape
+    _c, h, w = px.shape
     if kind == "cloud":
         yy, xx = np.mgrid[0:h, 0:w]
         blob = np.exp(-(((yy - h * 0.45) / (h * 0.4)) ** 2 + ((xx - w * 0.55) / (w * 0.45)) ** 2))

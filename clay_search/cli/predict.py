@@ -56,6 +56,14 @@ def predict(
         float,
         typer.Option("--overlap", help="Dense heads: overlap of neighbouring windows (0-0.9)."),
     ] = 0.5,
+    features: Annotated[
+        str,
+        typer.Option(
+            "--features",
+            help="--store: auto (the stored embeddings when they are the head's features, "
+            "else re-read pixels), embeddings (refuse otherwise) or pixels.",
+        ),
+    ] = "auto",
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 64,
     device: DeviceOpt = "auto",
@@ -91,10 +99,12 @@ def predict(
     elif store is not None:
         if sources:
             raise HeadError("give images with --out, or --store alone, not both")
-        rep = predict_store(head, store, weights=weights, batch_size=batch_size, device=dev)
+        rep = predict_store(
+            head, store, weights=weights, batch_size=batch_size, device=dev, features=features
+        )
         console.print(
-            f"predicted {rep.chips} chips into {store} (table version "
-            f"{rep.table_version}; index {rep.index.get('action')})"
+            f"predicted {rep.chips} chips into {store} from {rep.features_note} (table version "
+            f"{rep.table_version}; index {(rep.index or {}).get('action')})"
         )
     else:
         if not sources or out is None:

@@ -402,9 +402,7 @@ class Store:
         """(vectors [m, D] normalised, row numbers of the examples given as chip ids)."""
         if examples is None:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
-        if isinstance(examples, str):
-            examples = [examples]
-        elif isinstance(examples, np.ndarray) and examples.ndim == 1:
+        if isinstance(examples, str) or (isinstance(examples, np.ndarray) and examples.ndim == 1):
             examples = [examples]
         elif isinstance(examples, np.ndarray) and examples.ndim == 2:
             examples = list(examples)
