@@ -197,6 +197,13 @@ class IngestParams:
         None, 'CSV or JSON of per-file dates (columns file,date; or {"file": "date"}).', parse=_path
     )
     patch_embeddings: bool = opt(False, "Also store the patch-embedding grid.", is_flag=True)
+    quality_score: bool = opt(
+        True,
+        "Store each chip's quality score (recon_error: the model's masked reconstruction "
+        "error; high = cloudy, broken or unusual). Needs weights with a decoder (else null); "
+        "about doubles ingest time on a CPU.",
+        flag="--quality-score/--no-quality-score",
+    )
     max_nodata: float = opt(
         DEFAULT_MAX_NODATA,
         "Skip chips with more than this fraction of nodata.",

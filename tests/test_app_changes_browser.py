@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from change_fixtures import CHIP, make_series
-from test_app_browser import CHROMIUM, CHROMIUM_ARGS, _artifacts, _free_port
+from test_app_browser import CHROMIUM, CHROMIUM_ARGS, MAP, _artifacts, _free_port
 
 import clay_search
 
@@ -110,19 +110,19 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             expect(page.get_by_text("16 pairs (largest changes (cosine)")).to_be_visible(
                 timeout=30_000
             )
-            expect(page.locator("[data-testid='stDeckGlJsonChart'] canvas").first).to_be_visible()
+            body = page.frame_locator(MAP).locator("body")  # the map component
+            expect(body).to_have_attribute("data-ready", "1", timeout=60_000)
+            expect(body).to_have_attribute("data-chips", "16", timeout=30_000)
             top = expect_df.iloc[0]
             expect(page.get_by_text(f"#1 | {top.change:.3f}")).to_be_visible()
             time.sleep(4)
             page.screenshot(path=str(out / "app_changes.png"), full_page=True)
-            page.locator("[data-testid='stDeckGlJsonChart']").first.screenshot(
-                path=str(out / "app_changes_map.png")
-            )
+            page.locator(MAP).first.screenshot(path=str(out / "app_changes_map.png"))
             expect(page.locator("[data-testid='stImage'] img")).to_have_count(24)  # 12 pairs
 
             page.get_by_role("button", name="Timeline").first.click()
             expect(page.get_by_text("Timeline of place")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("2020-06-15 d=")).to_be_visible()
+            expect(page.get_by_text("2020-06-15 d=")).to_be_visible(timeout=60_000)
 
             page.get_by_role("button", name="Like", exact=True).first.click()
             expect(page.get_by_text("1 liked, 0 unliked")).to_be_visible(timeout=20_000)

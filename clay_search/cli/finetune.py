@@ -1,4 +1,4 @@
-"""``clay-search finetune classify|regress|segment``: train a task head on labelled imagery.
+"""``clay-search finetune classify|regress|segment|change``: train a task head on labelled imagery.
 
 Each writes a head folder (``--out``: head.json + head.safetensors, metrics.csv per epoch,
 metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
@@ -6,6 +6,9 @@ metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +30,7 @@ from clay_search.cli.options import (
 )
 
 finetune_app = typer.Typer(
-    help="Fine-tune the encoder with a task head (classify, regress, segment).",
+    help="Fine-tune the encoder with a task head (classify, regress, segment, change).",
     no_args_is_help=True,
 )
 
@@ -42,8 +45,28 @@ UnfreezeOpt = Annotated[
     int | None,
     typer.Option("--unfreeze-last", help="Train the last N encoder blocks (overrides --freeze)."),
 ]
+LoraOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--lora",
+        help="Train rank-RANK LoRA adapters on every block's attention qkv/proj (encoder "
+        "frozen; the head folder stores the adapters only).",
+        metavar="RANK",
+    ),
+]
+LoraAlphaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lora-alpha", help="LoRA scale: updates are scaled by alpha/rank (default alpha: rank)."
+    ),
+]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training chips.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Head learning rate (encoder: lr/10).")]
+LrOpt = Annotated[
+    float,
+    typer.Option(
+        "--lr", help="Head learning rate (trained encoder blocks: lr/10; LoRA adapters: lr)."
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split, shuffling and init.")]
 ValOpt = Annotated[
     float,
@@ -85,7 +108,11 @@ MaxTimeOpt = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command group to ``app``."""
+    """Add the command group to ``app`` (``change`` lives in ``cli/finetune_change.py``)."""
+    from clay_search.cli.finetune_change import change
+
+    if not any(c.name == "change" for c in finetune_app.registered_commands):
+        finetune_app.command("change")(change)
     app.add_typer(finetune_app, name="finetune")
 
 
@@ -123,37 +150,101 @@ def _report(run, quiet: bool) -> None:
     console.print(t)
 
 
-def _common(
-    weights,
-    freeze,
-    unfreeze_last,
-    epochs,
-    batch_size,
-    lr,
-    seed,
-    val_split,
-    resume,
-    device,
-    quiet,
-    max_time,
-) -> dict:
-    return {
-        "weights": weights,
-        "freeze": _freeze(freeze, unfreeze_last),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "val_fraction": val_split,
-        "resume": resume,
-        "device": resolve_device(device),
-        "progress": not quiet,
-        "max_time_s": max_time,
-    }
+@dataclass
+class TrainOptions:
+    """The training options every ``finetune`` command takes (added by :func:`train_options`)."""
+
+    weights: Path | None
+    freeze: bool
+    unfreeze_last: int | None
+    lora: int | None
+    lora_alpha: float | None
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    val_split: float
+    resume: bool
+    device: str
+    max_time: float | None
+    quiet: bool
+    verbose: bool
+
+    def run_kwargs(self) -> dict:
+        """Keywords of :func:`clay_search.tasks.run_task`."""
+        return {
+            "weights": self.weights,
+            "freeze": _freeze(self.freeze, self.unfreeze_last),
+            "lora": self.lora,
+            "lora_alpha": self.lora_alpha,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "seed": self.seed,
+            "val_fraction": self.val_split,
+            "resume": self.resume,
+            "device": resolve_device(self.device),
+            "progress": not self.quiet,
+            "max_time_s": self.max_time,
+        }
+
+
+#: (name, annotation, default) of the training options, in --help order
+_TRAIN_OPTIONS: tuple[tuple[str, object, object], ...] = (
+    ("weights", WeightsOpt, None),
+    ("freeze", FreezeOpt, True),
+    ("unfreeze_last", UnfreezeOpt, None),
+    ("lora", LoraOpt, None),
+    ("lora_alpha", LoraAlphaOpt, None),
+    ("epochs", EpochsOpt, 30),
+    ("batch_size", BatchSizeOpt, 32),
+    ("lr", LrOpt, 3e-3),
+    ("seed", SeedOpt, 0),
+    ("val_split", ValOpt, 0.2),
+    ("resume", ResumeOpt, True),
+    ("device", DeviceOpt, "auto"),
+    ("max_time", MaxTimeOpt, None),
+    ("quiet", QuietOpt, False),
+    ("verbose", VerboseOpt, False),
+)
+
+
+def train_options(**defaults):
+    """Give a command the training options (defined once, above), with per-command
+    ``defaults`` (e.g. ``epochs=20``); the command receives them as ``train: TrainOptions``."""
+    unknown = set(defaults) - {n for n, _, _ in _TRAIN_OPTIONS}
+    if unknown:
+        raise TypeError(f"unknown training options {sorted(unknown)}")
+
+    def decorate(func):
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "train"]
+        extra = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, d), annotation=a
+            )
+            for name, a, d in _TRAIN_OPTIONS
+        ]
+        names = [n for n, _, _ in _TRAIN_OPTIONS]
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            train = TrainOptions(**{n: kwargs.pop(n) for n in names})
+            return func(*args, train=train, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {
+            **{p.name: p.annotation for p in own},
+            **{n: a for n, a, _ in _TRAIN_OPTIONS},
+        }
+        return wrapper
+
+    return decorate
 
 
 @finetune_app.command("classify")
 @handle_errors
+@train_options()
 def classify(
     data: Annotated[Path, typer.Argument(help="Class folders: DATA/<Class>/*.tif|png|jpg")],
     out: OutOpt,
@@ -164,22 +255,11 @@ def classify(
     sensor: ImageSensorOpt = None,
     bands: BandsOpt = None,
     chip_size: ChipSizeOpt = 64,
-    weights: WeightsOpt = None,
-    freeze: FreezeOpt = True,
-    unfreeze_last: UnfreezeOpt = None,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
     class_weights: ClassWeightsOpt = None,
-    epochs: EpochsOpt = 30,
-    batch_size: BatchSizeOpt = 32,
-    lr: LrOpt = 3e-3,
-    seed: SeedOpt = 0,
-    val_split: ValOpt = 0.2,
-    resume: ResumeOpt = True,
-    device: DeviceOpt = "auto",
-    max_time: MaxTimeOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    train: TrainOptions,
 ) -> None:
     """Train a chip classifier (class = subfolder; multi-label from --labels)."""
     from clay_search.tasks import finetune_classify
@@ -194,26 +274,14 @@ def classify(
         head=head_type,
         pooling=pooling,
         class_weights=_weights_list(class_weights),
-        **_common(
-            weights,
-            freeze,
-            unfreeze_last,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            val_split,
-            resume,
-            device,
-            quiet,
-            max_time,
-        ),
+        **train.run_kwargs(),
     )
-    _report(run, quiet)
+    _report(run, train.quiet)
 
 
 @finetune_app.command("regress")
 @handle_errors
+@train_options()
 def regress(
     out: OutOpt,
     targets: Annotated[
@@ -233,21 +301,10 @@ def regress(
     bands: BandsOpt = None,
     chip_size: ChipSizeOpt = 64,
     stride: StrideOpt = None,
-    weights: WeightsOpt = None,
-    freeze: FreezeOpt = True,
-    unfreeze_last: UnfreezeOpt = None,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
-    epochs: EpochsOpt = 30,
-    batch_size: BatchSizeOpt = 32,
-    lr: LrOpt = 3e-3,
-    seed: SeedOpt = 0,
-    val_split: ValOpt = 0.2,
-    resume: ResumeOpt = True,
-    device: DeviceOpt = "auto",
-    max_time: MaxTimeOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    train: TrainOptions,
 ) -> None:
     """Regression: one value per chip (--targets) or per pixel (target rasters aligned with
     the images: --pairs, or --images with --masks)."""
@@ -266,26 +323,14 @@ def regress(
         bands=split_list(bands),
         head=head_type,
         pooling=pooling,
-        **_common(
-            weights,
-            freeze,
-            unfreeze_last,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            val_split,
-            resume,
-            device,
-            quiet,
-            max_time,
-        ),
+        **train.run_kwargs(),
     )
-    _report(run, quiet)
+    _report(run, train.quiet)
 
 
 @finetune_app.command("segment")
 @handle_errors
+@train_options(epochs=20, batch_size=16)
 def segment(
     out: OutOpt,
     pairs: PairsOpt = None,
@@ -308,19 +353,8 @@ def segment(
         ),
     ] = None,
     class_weights: ClassWeightsOpt = None,
-    weights: WeightsOpt = None,
-    freeze: FreezeOpt = True,
-    unfreeze_last: UnfreezeOpt = None,
-    epochs: EpochsOpt = 20,
-    batch_size: BatchSizeOpt = 16,
-    lr: LrOpt = 3e-3,
-    seed: SeedOpt = 0,
-    val_split: ValOpt = 0.2,
-    resume: ResumeOpt = True,
-    device: DeviceOpt = "auto",
-    max_time: MaxTimeOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    train: TrainOptions,
 ) -> None:
     """Semantic segmentation from image/mask pairs (class-index masks of the image's size)."""
     from clay_search.errors import TrainingDataError
@@ -342,19 +376,6 @@ def segment(
         ignore_index=ignore_index,
         classes=class_values,
         class_weights=_weights_list(class_weights),
-        **_common(
-            weights,
-            freeze,
-            unfreeze_last,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            val_split,
-            resume,
-            device,
-            quiet,
-            max_time,
-        ),
+        **train.run_kwargs(),
     )
-    _report(run, quiet)
+    _report(run, train.quiet)

@@ -50,6 +50,13 @@ PredLabelOpt = Annotated[
 MinPredScoreOpt = Annotated[
     float | None, typer.Option("--min-pred-score", help="Keep chips with pred_score >= this.")
 ]
+MaxReconErrorOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-recon-error",
+        help="Drop chips whose quality score (recon_error) is above this; unscored chips stay.",
+    ),
+]
 VersionOpt = Annotated[int | None, typer.Option(help="Query this table version.")]
 OutOpt = Annotated[
     Path | None, typer.Option(help="Write the chips (.geojson, .json, .parquet, .csv).")
@@ -83,6 +90,7 @@ def filters_from_options(
     undated: bool = False,
     pred_label: list[str] | None = None,
     min_pred_score: float | None = None,
+    max_recon_error: float | None = None,
 ):
     """The :class:`~clay_search.filters.Filters` the filter options describe."""
     from clay_search.filters import Filters
@@ -103,6 +111,7 @@ def filters_from_options(
         undated=undated,
         pred_label=pred_label or None,
         min_pred_score=min_pred_score,
+        max_recon_error=max_recon_error,
     )
 
 
