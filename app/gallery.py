@@ -70,13 +70,17 @@ def render_gallery(
     key: str,
     review: bool = False,
     correction_weight: float = 1.0,
+    how: str | None = None,
+    images: dict[str, bytes] | None = None,
 ) -> None:
     """Draw ``df`` (rows with ``chip_id``, ``thumbnail`` and maybe ``score``) as cards.
 
     With ``review`` (detections of a Refine round) Pos confirms a detection and Neg rejects it:
-    a negative weighted ``correction_weight``.
+    a negative weighted ``correction_weight``. ``how`` overrides the labels' provenance
+    (``active`` for the least-sure chips); ``images`` (chip id -> PNG) replaces a card's
+    thumbnail (the patch heatmap drawn over it).
     """
-    how = "review" if review else "gallery"
+    how = how or ("review" if review else "gallery")
     if df.empty:
         return
     pages = max(1, math.ceil(len(df) / PAGE_SIZE))
@@ -90,7 +94,7 @@ def render_gallery(
         chip_id = str(row["chip_id"])
         lab = labels.get(chip_id)
         with cols[i % COLUMNS], st.container(border=True, key=f"card-{key}-{chip_id}"):
-            thumb = row.get("thumbnail")
+            thumb = (images or {}).get(chip_id) or row.get("thumbnail")
             if isinstance(thumb, bytes | bytearray) and thumb:
                 st.image(bytes(thumb), width="stretch", output_format="PNG")  # lossless
             else:

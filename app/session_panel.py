@@ -163,6 +163,110 @@ def review_filter(df: pd.DataFrame, ss: MutableMapping[str, Any]) -> pd.DataFram
     return above
 
 
+HEATMAP = "s-heatmap"  # the "where in the chip" checkbox
+
+
+@st.cache_data(max_entries=32, show_spinner="Patch heatmaps...")
+def _heat_pngs(
+    uri: str, version: int, positives: tuple[str, ...], ids: tuple[str, ...], _store: Any
+) -> dict[str, bytes]:
+    from clay_search.patches import heatmap_png, patch_similarity, patch_tokens
+
+    query = patch_tokens(_store, list(positives))
+    tokens = patch_tokens(_store, list(ids))
+    heat = patch_similarity(query, tokens)
+    thumbs = _store.get(list(ids)).to_arrow().column("thumbnail").to_pylist()
+    return {
+        c: heatmap_png(t, h) for c, t, h in zip(ids, thumbs, heat, strict=True) if t
+    }
+
+
+def render_heatmap(store: Any, ss: MutableMapping[str, Any], shown: pd.DataFrame,
+                   page: pd.DataFrame) -> dict[str, bytes]:  # fmt: skip
+    """"Where in the chip": for the results on the gallery's page, the similarity of each patch
+    to the positives' patch tokens (``clay_search.patches``) drawn over the thumbnail; chip id
+    -> PNG (empty when off or impossible, with the reason in a caption)."""
+    if shown.empty or "score" not in shown.columns:
+        return {}
+    on = st.checkbox(
+        "Where in the chip: patch heatmap",
+        key=HEATMAP,
+        help="Red patches look most like your positives (patch-token similarity). Drawn over "
+        "the gallery's thumbnails and the map's in-place images of this page.",
+    )
+    pos = [c for c, v in S.labels(ss).items() if v == S.POSITIVE]
+    if not on:
+        return {}
+    if not pos:
+        st.caption("Patch heatmap: mark a positive first (the heat is similarity to it).")
+        return {}
+    ids = tuple(str(c) for c in page["chip_id"])
+    try:
+        return _heat_pngs(str(store.path), int(store.version), tuple(pos[:8]), ids, store)
+    except ClaySearchError as e:
+        st.caption(f"Patch heatmap: {e}")
+        return {}
+
+
+def with_images(df: pd.DataFrame, images: dict[str, bytes]) -> pd.DataFrame:
+    """``df`` with the thumbnails of ``images``' chips replaced (what the map draws in place)."""
+    if not images or df.empty or "thumbnail" not in df.columns:
+        return df
+    out = df.copy()
+    out["thumbnail"] = [images.get(str(c), t) for c, t in zip(out["chip_id"], out["thumbnail"],
+                                                              strict=True)]  # fmt: skip
+    return out
+
+
+ACTIVE = "s-active"  # the "least sure" checkbox
+ACTIVE_COUNT = 12
+
+
+def uncertain_frame(
+    store: Any, ss: MutableMapping[str, Any], n: int = ACTIVE_COUNT
+) -> pd.DataFrame:
+    """The last round's ``n`` unlabelled chips the classifier is least sure about (score
+    nearest 0.5), least sure first, as gallery rows with their scores; empty without a round."""
+    rnd = ss.get(ROUND)
+    if rnd is None:
+        return pd.DataFrame(columns=["chip_id"])
+    ids, scores = rnd.uncertain(n, exclude=S.labels(ss))
+    if not len(ids):
+        return pd.DataFrame(columns=["chip_id"])
+    df = store.get(list(ids)).to_pandas()
+    df["score"] = scores
+    df["rank"] = range(1, len(df) + 1)
+    return df
+
+
+def render_active(store: Any, ss: MutableMapping[str, Any], render_gallery: Any) -> None:
+    """Active learning, optional: the chips the classifier is least sure about, to label next
+    (their labels are recorded as ``active``)."""
+    if ss.get(ROUND) is None:
+        return
+    on = st.checkbox(
+        "Label next: the chips the classifier is least sure about",
+        key=ACTIVE,
+        help="Active learning: the unlabelled chips scoring nearest 0.5. A label on one of "
+        "these teaches the next round more than a label on a confident result.",
+    )
+    if not on:
+        return
+    try:
+        df = uncertain_frame(store, ss)
+    except ClaySearchError as e:
+        st.caption(f"Least sure chips: {e}")
+        return
+    if df.empty:
+        st.caption("Every scored chip is labelled.")
+        return
+    st.caption(
+        f"The {len(df)} least sure chips of round {ss[ROUND].record.round} (score nearest "
+        "0.5): mark them Pos or Neg, then Refine."
+    )
+    render_gallery(df, ss, key="active", how="active")
+
+
 def render_detections_export(store: Any, ss: MutableMapping[str, Any]) -> None:
     """Download the detections above the confidence threshold merged into polygons."""
     rnd = ss.get(ROUND)

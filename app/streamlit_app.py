@@ -420,6 +420,7 @@ def main() -> None:
         render_upload(store, controls, list(_sensor_names(info)))
 
     res = ss.get(S.RESULTS)
+    heat: dict[str, bytes] = {}  # chip id -> thumbnail with the patch heatmap
     df = ss.get(S.RESULTS_DF)
     if res is not None and df is not None:
         if df.empty:
@@ -430,6 +431,8 @@ def main() -> None:
         else:
             st.success(f"{len(df)} results ({ss.get(S.QUERY)})")
         shown = SP.review_filter(df, ss)
+        page = gallery.page_rows(shown, int(ss.get("results-page", 1) or 1))
+        heat = SP.render_heatmap(store, ss, shown, page)
     else:
         try:
             flt = controls.filters
@@ -476,7 +479,9 @@ def main() -> None:
             bounds=bounds,
             fit_key=f"{ss.get(S.QUERY)}|{controls.filters.describe()}|{len(frame)}|{focus}",
             overviews=ovs.overviews if ovs is not None else (),
-            thumbs=map_component.thumbnails(shown) if controls.imagery else (),
+            thumbs=map_component.thumbnails(SP.with_images(shown, heat))
+            if controls.imagery
+            else (),
             grid=layers.grid_paths(bounds),
             basemap_url=controls.basemap_url,
             drawn=ss.get(S.DRAWN),
@@ -498,7 +503,10 @@ def main() -> None:
         key="results" if res is not None else "browse",
         review=reviewing,
         correction_weight=settings.correction_weight,
+        images=heat,
     )
+    if reviewing:
+        SP.render_active(store, ss, gallery.render_gallery)
     if res is not None and df is not None and not df.empty:
         render_results_footer(res, df)
         if reviewing:

@@ -17,8 +17,8 @@ Euclidean distance between the dates per pixel (chip score = mean over the chip)
 
 Supervised head (``--folds K``, default 5; 0 = off): the change head of ``clay-search finetune
 change`` (frozen bundled encoder, 64 px chips every 32 px, ``concat+diff`` fusion, balanced class
-weights, AdamW lr 5e-3, ``--sup-epochs`` epochs, the last kept: no validation city is taken from the training
-cities) trained K times on the other cities' pairs (cities split into K folds in
+weights, AdamW lr 5e-3, ``--sup-epochs`` epochs, the last kept: no validation city is taken
+from the training cities) trained K times on the other cities' pairs (cities split into K folds in
 ``cities.csv`` order) and applied with ``predict_change`` to each held-out city: every city's
 probability map comes from a head that never saw it. Chip score = the mean probability over the
 chip; pixels scored like the others (threshold leave-one-city-out).

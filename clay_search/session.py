@@ -8,12 +8,14 @@ s.label_geojson(store, "known_mines.geojson")          # chips under the feature
 rnd = s.run_round(store, k=50)                          # fit, score, cross-validate, record
 rnd.results.to_pandas(); rnd.metrics["precision"]
 s.review("c3", confirm=False)                           # a rejected detection: weighted negative
+ids, scores = rnd.uncertain(20)                         # active learning: least sure, label next
 s.save("session.parquet"); Session.load("session.parquet", store)
 detection_polygons(store, rnd, threshold=0.8).to_file("detections.geojson")
 ```
 
 - Labels are chip ids with a class (1 positive, 0 negative), a weight and how they were made
-  (``click``, ``gallery``, ``polygon``, ``geojson``, ``review``). A rejected detection is a
+  (``click``, ``gallery``, ``polygon``, ``geojson``, ``review``, ``active``: picked by
+  :meth:`RoundResult.uncertain`). A rejected detection is a
   negative with ``correction_weight`` (default 3, as GeoVibes weighs corrections up).
 - Classifiers (:data:`CLASSIFIERS`): ``logreg`` (balanced logistic regression) and ``lightgbm``
   (gradient-boosted trees). Features: the store's L2-normalised chip embeddings.
@@ -49,7 +51,7 @@ POSITIVE = 1
 NEGATIVE = 0
 CLASSIFIERS = ("logreg", "lightgbm")
 NEGATIVE_STRATEGIES = ("random", "kmeans", "hard")
-HOW = ("click", "gallery", "polygon", "geojson", "review", "import")
+HOW = ("click", "gallery", "polygon", "geojson", "review", "active", "import")
 SESSION_FORMAT = "clay-search-session"
 #: Largest sample of the store's embeddings the k-means strategy clusters.
 KMEANS_SAMPLE = 20_000
@@ -98,6 +100,24 @@ class RoundResult:
         """Chip ids scoring at least ``threshold``, best first."""
         keep = self.scores >= threshold
         return self.chip_ids[keep]
+
+    def uncertain(
+        self, n: int = 20, *, exclude: Iterable[str] = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Active learning: the ``n`` scored chips the classifier is least sure about (score
+        nearest 0.5, the decision boundary), least sure first, and their scores.
+
+        ``exclude``: chips to leave out (e.g. labelled since the round). Labelling these next
+        teaches the classifier most per label (uncertainty sampling).
+        """
+        if n < 0:
+            raise QueryError("n must be >= 0")
+        skip = set(exclude)
+        keep = np.array([c not in skip for c in self.chip_ids], bool) if skip else slice(None)
+        ids, scores = self.chip_ids[keep], self.scores[keep]
+        margin = np.abs(scores.astype(np.float64) - 0.5)
+        order = np.lexsort((np.arange(len(ids)), margin))[:n]  # ties: the ranking's order
+        return ids[order], scores[order]
 
 
 # -- classifiers ----------------------------------------------------------------------------------

@@ -214,8 +214,21 @@ def test_cli_lora_option(sample_dir, tmp_path):
     base = [sys.executable, "-m", "clay_search.cli.main", "finetune", "classify"]
     data = str(sample_dir / "eurosat_ms")
     r = subprocess.run(
-        [*base, data, "--out", str(tmp_path / "h"), "--lora", "2", "--lora-alpha", "4"]
-        + ["--epochs", "1", "--batch-size", "16", "-q"],
+        [
+            *base,
+            data,
+            "--out",
+            str(tmp_path / "h"),
+            "--lora",
+            "2",
+            "--lora-alpha",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "-q",
+        ],
         capture_output=True,
         text=True,
     )

@@ -27,7 +27,7 @@ def heads(sample_dir, tmp_path_factory):
     return root
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(sample_dir, tmp_path):
     from clay_search.ingest import run as ingest
 

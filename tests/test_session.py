@@ -229,3 +229,28 @@ def test_detection_polygons_dissolve_touching_chips(tmp_path: Path) -> None:
     gdf.to_file(path)
     assert len(gpd.read_file(path)) == 2
     assert len(detection_polygons(st, rnd, threshold=0.999)) == 0
+
+
+def test_uncertain_chips_are_nearest_the_boundary(store) -> None:
+    """Active learning: the least sure chips (score nearest 0.5) first, labelled ones left out;
+    on a real round they are the round's own scores, not its top results."""
+    ids = np.array(["a", "b", "c", "d", "e", "f"], object)
+    scores = np.array([0.99, 0.8, 0.55, 0.45, 0.3, 0.01], np.float32)
+    rnd = RoundResult(None, ids, scores, {}, None)
+    got, s = rnd.uncertain(3)
+    assert list(got) == ["c", "d", "e"] and np.allclose(s, [0.55, 0.45, 0.3])
+    got, _ = rnd.uncertain(2, exclude=["c"])
+    assert list(got) == ["d", "e"]
+    assert len(rnd.uncertain(0)[0]) == 0 and len(rnd.uncertain(50)[0]) == 6
+    with pytest.raises(QueryError, match="n must be"):
+        rnd.uncertain(-1)
+    chips = store.chips().chip_ids
+    sess = Session.start(store, negatives_per_positive=5)
+    sess.label(chips[:2], POSITIVE)
+    real = sess.run_round(store, k=5)
+    picked, ps = real.uncertain(5)
+    margin = np.abs(real.scores - 0.5)
+    assert np.allclose(np.sort(np.abs(ps - 0.5)), np.sort(margin)[:5])
+    assert not set(picked) & set(sess.labels)
+    sess.label(picked[:2], NEGATIVE, how="active")
+    assert sess.labels[picked[0]].how == "active"

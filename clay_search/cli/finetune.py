@@ -28,13 +28,13 @@ from clay_search.cli.options import (
     resolve_device,
     split_list,
 )
-
 from clay_search.optionset import OptionSet, opt
 
 finetune_app = typer.Typer(
     help="Fine-tune the encoder with a task head (classify, regress, segment, change).",
     no_args_is_help=True,
 )
+
 
 @dataclass
 class FinetuneOptions(OptionSet):
@@ -352,7 +352,7 @@ def segment(
     from clay_search.tasks import finetune_segment
 
     try:
-        class_values = [int(c) for c in split_list(classes)] if classes else None
+        class_values = [int(c) for c in split_list(classes) or []] if classes else None
     except ValueError:
         raise TrainingDataError(f"--classes {classes!r}: give integers, e.g. 0,1,2") from None
     run = finetune_segment(

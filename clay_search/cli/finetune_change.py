@@ -13,35 +13,24 @@ import typer
 
 from clay_search.cli.finetune import (
     ClassWeightsOpt,
-    EpochsOpt,
-    FreezeOpt,
-    LrOpt,
-    MaxTimeOpt,
     OutOpt,
-    ResumeOpt,
-    SeedOpt,
-    UnfreezeOpt,
-    ValOpt,
-    _common,
+    TrainOptions,
     _report,
     _weights_list,
+    train_options,
 )
 from clay_search.cli.options import (
     BandsOpt,
-    BatchSizeOpt,
     ChipSizeOpt,
-    DeviceOpt,
     ImageSensorOpt,
-    QuietOpt,
     StrideOpt,
-    VerboseOpt,
-    WeightsOpt,
     handle_errors,
     split_list,
 )
 
 
 @handle_errors
+@train_options(epochs=20, batch_size=16)
 def change(
     pairs: Annotated[
         Path,
@@ -69,19 +58,8 @@ def change(
         typer.Option("--ignore-index", help="Mask value for unlabelled pixels (not trained)."),
     ] = None,
     class_weights: ClassWeightsOpt = "balanced",
-    weights: WeightsOpt = None,
-    freeze: FreezeOpt = True,
-    unfreeze_last: UnfreezeOpt = None,
-    epochs: EpochsOpt = 20,
-    batch_size: BatchSizeOpt = 16,
-    lr: LrOpt = 3e-3,
-    seed: SeedOpt = 0,
-    val_split: ValOpt = 0.2,
-    resume: ResumeOpt = True,
-    device: DeviceOpt = "auto",
-    max_time: MaxTimeOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    train: TrainOptions,
 ) -> None:
     """Supervised change: a siamese head on the encoder's features of both dates -> a change
     mask (apply with `clay-search predict --head DIR --before A --after B --out change.tif`)."""
@@ -97,19 +75,6 @@ def change(
         fusion=fusion,
         ignore_index=ignore_index,
         class_weights=_weights_list(class_weights),
-        **_common(
-            weights,
-            freeze,
-            unfreeze_last,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            val_split,
-            resume,
-            device,
-            quiet,
-            max_time,
-        ),
+        **train.run_kwargs(),
     )
-    _report(run, quiet)
+    _report(run, train.quiet)
