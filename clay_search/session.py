@@ -414,19 +414,24 @@ class Session:
         self, store: Any, *, k: int = 50, filters: Any = None, cv_folds: int = 5
     ) -> RoundResult:
         """Fit the classifier, score every chip matching ``filters`` (a Filters object or None),
-        cross-validate by location, and record the round. Labelled chips are not ranked."""
+        cross-validate by location (``cv_folds`` folds; 0 skips the estimate) and record the
+        round. Labelled chips are not ranked."""
         t0 = time.perf_counter()
         ts = self.training_set(store)
         model = fit_classifier(self.classifier, ts["x"], ts["y"], ts["weight"], seed=self.seed)
-        metrics = spatial_cv(
-            self.classifier,
-            ts["x"],
-            ts["y"],
-            ts["lonlat"],
-            ts["weight"],
-            folds=cv_folds,
-            seed=self.seed,
-        )
+        if cv_folds:
+            metrics = spatial_cv(
+                self.classifier,
+                ts["x"],
+                ts["y"],
+                ts["lonlat"],
+                ts["weight"],
+                folds=cv_folds,
+                seed=self.seed,
+            )
+        else:  # asked not to estimate (a benchmark's many rounds)
+            metrics = {"folds": 0, "tested": 0, "precision": None, "recall": None,
+                       "average_precision": None, "note": "not estimated (cv_folds=0)"}  # fmt: skip
         if filters is not None and not filters.empty:
             cand = store.engine.rows(filters)
         else:
