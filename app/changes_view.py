@@ -1,8 +1,10 @@
 """The "Changes" view: two periods, a map coloured by change, before/after pairs, timelines.
 
 Uses only the Python API (``Store.changes``, ``Store.change_search``, ``Store.timeline``). Pairs
-picked as Like / Unlike drive "More changes like these"; a pair's Timeline button shows every
-date of that place with its distance to the first date.
+picked as Like / Unlike drive "More changes like these"; a pair's Timeline button (or a click on
+its footprint on the map) shows every date of that place with its distance to the first date.
+The map is the Search view's component (``map_component.py``): footprints filled by change,
+the after chips' thumbnails in place when zoomed in.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from clay_search.app import deck_map, exports, layers
+from clay_search.app import exports, layers, map_component
 from clay_search.errors import ClaySearchError
 
 PAGE_SIZE = 12
 COLUMNS = 4
 METHODS = ["cosine", "normalised", "patch"]
 # session keys of this view (all prefixed "chg-")
-RES, DF, QUERY, LIKE, UNLIKE, PLACE, NOTE = (
+RES, DF, QUERY, LIKE, UNLIKE, PLACE, NOTE, MAP_KEY, SEEN = (
     "chg-results",
     "chg-df",
     "chg-query",
@@ -30,6 +32,8 @@ RES, DF, QUERY, LIKE, UNLIKE, PLACE, NOTE = (
     "chg-unlike",
     "chg-place",
     "chg-note",
+    "chg-map",
+    "chg-map-seen",
 )
 
 
@@ -56,6 +60,16 @@ def toggle(ss: MutableMapping[str, Any], key: str, place: str) -> None:
         chosen.append(place)
         if place in ss.setdefault(other, []):
             ss[other].remove(place)
+
+
+def handle_map_event(ss: MutableMapping[str, Any]) -> None:
+    """A click on a pair's footprint opens its timeline (each event is applied once)."""
+    ev = map_component.MapEvent.parse(ss.get(MAP_KEY))
+    if ev is None or ss.get(SEEN) == ev.key:
+        return
+    ss[SEEN] = ev.key
+    if ev.kind == "click" and ev.chip_id:
+        ss[PLACE] = ev.chip_id  # the after chip: store.timeline takes a place's chip id
 
 
 def pair_caption(row: pd.Series) -> str:
@@ -150,9 +164,10 @@ def render_pairs(df: pd.DataFrame, ss: MutableMapping[str, Any]) -> None:
             )
 
 
-def render(store: Any, info: dict[str, Any], *, basemap: bool = False) -> None:
-    """The whole Changes view."""
+def render(store: Any, info: dict[str, Any], *, basemap_url: str | None = None) -> None:
+    """The whole Changes view (``basemap_url``: the sidebar's XYZ tiles, None = offline)."""
     ss = st.session_state
+    handle_map_event(ss)
     (b0, b1), (a0, a1) = default_periods(info)
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
     before = c1.date_input("Before period", (b0, b1), key="chg-before")
@@ -199,9 +214,22 @@ def render(store: Any, info: dict[str, Any], *, basemap: bool = False) -> None:
             st.caption("Pick two periods and press Find changes.")
         return
     st.success(f"{len(df)} pairs ({ss.get(QUERY)}; {res.meta.get('pairs')} places paired)")
-    shown = df.assign(chip_id=df["chip_id_after"])
+    shown = df.assign(chip_id=df["chip_id_after"], thumbnail=df["thumbnail_after"])
     frame = layers.footprint_frame(shown, {})
-    st.pydeck_chart(deck_map.build_deck(frame, basemap=basemap), key="chg-map")
+    bounds = layers.extent(frame)
+    args = map_component.map_args(
+        frame,
+        bounds=bounds,
+        fit_key=f"changes|{ss.get(QUERY)}|{before}|{after}|{len(frame)}",
+        thumbs=map_component.thumbnails(shown),
+        grid=layers.grid_paths(bounds),
+        basemap_url=basemap_url,
+    )
+    map_component.render_map(args, key=MAP_KEY)
+    st.caption(
+        "Footprints filled by change (the after chips' thumbnails when zoomed in); "
+        "click one for its timeline."
+    )
     place = ss.get(PLACE)
     if place:
         render_timeline(store, place)

@@ -32,7 +32,8 @@ def _focus(chip_id: str) -> None:
 
 def card_caption(row: pd.Series, label: int | None) -> str:
     """Text under a thumbnail: rank and score (results), class label, chip id; then the
-    acquisition date (or "undated") and the sensor on a second line."""
+    acquisition date (or "undated"), the sensor and the quality score (``recon_error``, when
+    stored) on a second line."""
     parts = []
     ranked = "score" in row and pd.notna(row["score"])  # a browse page has no ranking
     if ranked and "rank" in row and pd.notna(row["rank"]):
@@ -49,6 +50,9 @@ def card_caption(row: pd.Series, label: int | None) -> str:
     seen.append(pd.Timestamp(when).strftime("%Y-%m-%d") if pd.notna(when) else "undated")
     if isinstance(row.get("sensor"), str) and row["sensor"]:
         seen.append(row["sensor"])
+    q = row.get("recon_error")
+    if q is not None and pd.notna(q):  # the quality score (higher: worse reconstructed)
+        seen.append(f"recon {float(q):.3f}")
     return " | ".join(parts) + "  \n" + " | ".join(seen)
 
 

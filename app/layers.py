@@ -1,12 +1,13 @@
-"""Map data: chip footprints as polygons coloured by score and outlined by label, and a light
-lon/lat grid. The map component (``map_component.py``) draws them over the offline overview
-imagery (``clay_search.overviews``) or an online tile basemap.
+"""Map data: chip footprints as polygons coloured by score (or by predicted class, with a
+legend) and outlined by label, and a light lon/lat grid. The map component
+(``map_component.py``) draws them over the offline overview imagery
+(``clay_search.overviews``) or an online tile basemap.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,39 @@ _RAMP = np.array(
 _NEUTRAL = [120, 144, 156, 110]
 _POS_LINE = [0, 200, 83, 255]
 _NEG_LINE = [229, 57, 53, 255]
+
+
+# Categorical colours for predicted classes (Tableau 10 + 2), assigned in sorted class order.
+_CLASS_PALETTE = [
+    [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+    [174, 199, 232], [255, 187, 120],
+]  # fmt: skip
+
+
+def class_colors(classes: Iterable[str]) -> dict[str, list[int]]:
+    """RGB colour per class name, in sorted order (the same classes always get the same
+    colours; more than 12 classes reuse the palette)."""
+    names = sorted({str(c) for c in classes if c is not None})
+    return {c: _CLASS_PALETTE[i % len(_CLASS_PALETTE)] for i, c in enumerate(names)}
+
+
+def has_predictions(df: pd.DataFrame) -> bool:
+    """Whether ``df`` carries predicted classes (``clay-search predict --store``)."""
+    return "pred_label" in df.columns and bool(df["pred_label"].notna().any())
+
+
+def legend_html(colors: Mapping[str, list[int]], title: str = "Predicted class") -> str:
+    """A small HTML legend (swatch + class name per class) for ``st.markdown``."""
+    import html
+
+    items = "".join(
+        f'<span style="margin-right:12px;white-space:nowrap"><span style="display:inline-block;'
+        f"width:12px;height:12px;background:rgb({r},{g},{b});border-radius:2px;"
+        f'margin-right:4px;vertical-align:middle"></span>{html.escape(name)}</span>'
+        for name, (r, g, b) in colors.items()
+    )
+    return f'<div class="clay-legend"><b>{html.escape(title)}:</b> {items}</div>'
 
 
 def score_colors(scores: np.ndarray, alpha: int = 190) -> list[list[int]]:
@@ -65,11 +99,17 @@ def _polygons(df: pd.DataFrame) -> list[list[list[float]] | None]:
 
 
 def footprint_frame(
-    df: pd.DataFrame, labels: Mapping[str, int], *, imagery: bool = False
+    df: pd.DataFrame,
+    labels: Mapping[str, int],
+    *,
+    imagery: bool = False,
+    class_fill: Mapping[str, list[int]] | None = None,
 ) -> pd.DataFrame:
     """One row per chip with a footprint: polygon, fill and line colours, tooltip text.
 
-    Fill follows ``score`` when the frame has one (results), else a neutral grey (browsing).
+    Fill follows ``score`` when the frame has one (results), else a neutral grey (browsing);
+    with ``class_fill`` (:func:`class_colors`) it follows ``pred_label`` instead (chips without a
+    prediction stay grey) and the tooltip gives the class and ``pred_score``.
     Outline: green for positives, red for negatives. With ``imagery`` (drawn under the
     footprints) browsing fills nothing and scores fill half-transparent, so the image shows.
     """
@@ -77,7 +117,15 @@ def footprint_frame(
         return pd.DataFrame(columns=FRAME_COLUMNS)
     rings = _polygons(df)
     scored = "score" in df.columns and bool(df["score"].notna().any())  # browse: no scores
-    if scored:
+    by_class = class_fill is not None and has_predictions(df)
+    if by_class:
+        alpha = 130 if imagery else 200
+        grey = [*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]
+        fills = [
+            [*class_fill[str(p)], alpha] if isinstance(p, str) and str(p) in class_fill else grey
+            for p in df["pred_label"]
+        ]
+    elif scored:
         fills = score_colors(df["score"].to_numpy(), alpha=110 if imagery else 190)
     else:
         fills = [[*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]] * len(df)
@@ -91,6 +139,10 @@ def footprint_frame(
         tip = chip_id
         if scored:
             tip += f" | score {float(df['score'].iat[i]):.3f}"
+        if by_class and isinstance(df["pred_label"].iat[i], str):
+            tip += f" | predicted {df['pred_label'].iat[i]}"
+            if "pred_score" in df.columns and pd.notna(df["pred_score"].iat[i]):
+                tip += f" ({float(df['pred_score'].iat[i]):.2f})"
         if "label" in df.columns and isinstance(df["label"].iat[i], str):
             tip += f" | {df['label'].iat[i]}"
         if lab is not None:
@@ -149,5 +201,4 @@ def grid_paths(bounds: tuple[float, float, float, float] | None) -> list[list[li
         n = min(85.0, math.ceil(n / step + 10) * step)
     xs = [round(float(x), 9) for x in np.arange(w, e + step / 2, step)]
     ys = [round(float(y), 9) for y in np.arange(s, n + step / 2, step)]
-    lines = [[[x, s], [x, n]] for x in xs] + [[[w, y], [e, y]] for y in ys]
-    return lines
+    return [[[x, s], [x, n]] for x in xs] + [[[w, y], [e, y]] for y in ys]

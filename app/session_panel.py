@@ -151,7 +151,7 @@ def review_filter(df: pd.DataFrame, ss: MutableMapping[str, Any]) -> pd.DataFram
             key="confidence",
             help="Results scoring at least this are drawn and paged below. Confirm a detection "
             "with Pos, reject it with Neg (it counts as a weighted negative next round).",
-        )  # fmt: skip
+        )
     )
     above = df[df["score"] >= thr]
     total = int((rnd.scores >= thr).sum())

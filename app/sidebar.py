@@ -31,6 +31,8 @@ class Controls:
     basemap_url: str | None  # an XYZ tile URL template (online), or None: offline imagery only
     imagery: bool = True  # draw the overview images and thumbnails under the footprints
     problem: str | None = None
+    sort: str | None = None  # browse order: None (table order) or a Store.chips sort column
+    ascending: bool = False
 
 
 def _as_date(v: Any) -> date | None:
@@ -125,6 +127,7 @@ def render_filters(
     label = (
         st.multiselect("Label", labels, key="f-label", placeholder="any label") if labels else []
     )
+    max_recon_error = quality_filter(info.get("quality"))
     area = st.radio("Area", AREA_MODES, key="f-area")
     bbox = geometry = None
     if area == MAP_VIEW:
@@ -158,6 +161,7 @@ def render_filters(
         geometry = text if text.strip() else None
     st.subheader("Results")
     k = int(st.slider("k (results)", 1, 500, 50, key="k"))
+    sort, ascending = browse_order(info.get("quality"))
     st.subheader("Map")
     imagery = st.toggle("Imagery from the store (offline)", value=True, key="imagery")
     basemap_url = None
@@ -172,10 +176,66 @@ def render_filters(
             label=label or None,
             bbox=bbox,
             geometry=geometry,
+            max_recon_error=max_recon_error,
         )
         problem = None
     except QueryError as err:
         flt, problem = Filters(), str(err)
     return Controls(
-        filters=flt, k=k, basemap_url=basemap_url or None, imagery=imagery, problem=problem
+        filters=flt,
+        k=k,
+        basemap_url=basemap_url or None,
+        imagery=imagery,
+        problem=problem,
+        sort=sort,
+        ascending=ascending,
     )
+
+
+#: Browse orders offered when the store holds quality scores: (label, sort column, ascending).
+BROWSE_ORDERS = [
+    ("Table order", None, False),
+    ("Quality score: worst first", "recon_error", False),
+    ("Quality score: best first", "recon_error", True),
+]
+
+
+def quality_filter(quality: dict | None) -> float | None:
+    """The quality-score filter widgets (only for a store with scores): a max recon_error."""
+    if not quality or not quality.get("scored"):
+        return None
+    if not st.checkbox(
+        "Filter by quality score",
+        key="f-quality-on",
+        help="Drop chips the model reconstructs badly (recon_error above the limit): cloudy, "
+        "broken or unusual chips. Chips without a score are kept.",
+    ):
+        return None
+    lo, hi = float(quality["min"]), float(quality["max"])
+    if hi <= lo:
+        hi = lo + 1e-3
+    limit = st.slider(
+        "Max recon_error",
+        lo,
+        hi,
+        float(min(max(quality["p95"], lo), hi)),
+        step=(hi - lo) / 200,
+        format="%.3f",
+        key="f-quality",
+        help="Starts at the store's 95th percentile (drops the worst 5 %).",
+    )
+    if quality.get("unscored"):
+        st.caption(f"{quality['unscored']:,} chips have no score and are kept.")
+    return float(limit)
+
+
+def browse_order(quality: dict | None) -> tuple[str | None, bool]:
+    """The browse-order choice (only for a store with quality scores)."""
+    if not quality or not quality.get("scored"):
+        return None, False
+    names = [o[0] for o in BROWSE_ORDERS]
+    picked = st.selectbox(
+        "Browse order", names, key="browse-order", help="Order of the chips before a search."
+    )
+    _, sort, ascending = BROWSE_ORDERS[names.index(picked)]
+    return sort, ascending

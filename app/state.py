@@ -146,6 +146,6 @@ def parse_labels_json(data: bytes) -> dict[str, int]:
         neg = [str(c) for c in doc.get("negatives", [])]
     except (json.JSONDecodeError, AttributeError, TypeError) as e:
         raise ValueError(f"not a clay-search labels file ({e})") from e
-    out = {c: POSITIVE for c in pos}
-    out.update({c: NEGATIVE for c in neg})
+    out = dict.fromkeys(pos, POSITIVE)
+    out.update(dict.fromkeys(neg, NEGATIVE))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -66,10 +67,9 @@ def warm_up(store: Any) -> threading.Thread:
     """
 
     def _load() -> None:
-        try:
+        # the query that needs the vectors will report a problem with them
+        with contextlib.suppress(Exception):
             _ = store.vectors
-        except Exception:  # noqa: BLE001 - the query that needs it will report the problem
-            pass
 
     thread = threading.Thread(target=_load, name="clay-search-warm-up", daemon=True)
     thread.start()

@@ -56,9 +56,28 @@ def _open(uri: str, weights: str | None, token: int) -> Opened:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _browse(uri: str, version: Any, filters_key: str, _store: Any, _filters: Any) -> pd.DataFrame:
-    """Chips to show before a search: the filtered listing, at most BROWSE_LIMIT rows."""
-    return _store.chips(_filters, limit=BROWSE_LIMIT).to_pandas()
+def _browse(
+    uri: str,
+    version: Any,
+    filters_key: str,
+    _store: Any,
+    _filters: Any,
+    sort: str | None = None,
+    ascending: bool = False,
+) -> pd.DataFrame:
+    """Chips to show before a search: the filtered listing (in the sidebar's browse order), at
+    most BROWSE_LIMIT rows."""
+    return _store.chips(_filters, limit=BROWSE_LIMIT, sort=sort, ascending=ascending).to_pandas()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _pred_classes(uri: str, version: Any, _store: Any) -> dict[str, list[int]]:
+    """Colours of the store's predicted classes (all of them, so a class keeps its colour in
+    every query); empty when the store has no ``pred_label``."""
+    if "pred_label" not in _store.table.schema.names:
+        return {}
+    t = _store.table.search().select(["pred_label"]).limit(None).to_arrow()
+    return layers.class_colors(t.column("pred_label").drop_null().unique().to_pylist())
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -363,7 +382,7 @@ def main() -> None:
     if view == "Changes":
         from clay_search.app import changes_view
 
-        changes_view.render(store, info, basemap=controls.basemap_url is not None)
+        changes_view.render(store, info, basemap_url=controls.basemap_url)
         return
     if controls.problem:
         st.error(f"Filter problem: {controls.problem}")
@@ -398,7 +417,7 @@ def main() -> None:
     b4.markdown(f"**{len(pos)}** positive, **{len(neg)}** negative | {controls.filters.describe()}")
 
     with st.expander("Query by upload"):
-        render_upload(store, controls, [n for n in _sensor_names(info)])
+        render_upload(store, controls, list(_sensor_names(info)))
 
     res = ss.get(S.RESULTS)
     df = ss.get(S.RESULTS_DF)
@@ -414,7 +433,9 @@ def main() -> None:
     else:
         try:
             flt = controls.filters
-            shown = _browse(uri, store.version, _key(flt), store, flt)
+            shown = _browse(
+                uri, store.version, _key(flt), store, flt, controls.sort, controls.ascending
+            )
         except ClaySearchError as e:
             st.error(str(e))
             shown = pd.DataFrame(columns=["chip_id"])
@@ -434,7 +455,13 @@ def main() -> None:
     map_col, side_col = st.columns([3, 1])
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
-        frame = layers.footprint_frame(shown, S.labels(ss), imagery=controls.imagery)
+        classes = _pred_classes(uri, store.version, store) if layers.has_predictions(shown) else {}
+        by_class = bool(classes) and st.toggle(
+            "Colour by predicted class", value=True, key="color-by-class"
+        )
+        frame = layers.footprint_frame(
+            shown, S.labels(ss), imagery=controls.imagery, class_fill=classes if by_class else None
+        )
         bounds = layers.extent(frame)  # the map fits what is shown
         focus = ss.get(gallery.FOCUS)
         if focus and focus in set(frame["chip_id"]):  # "Map" on a card: zoom to that chip
@@ -455,6 +482,8 @@ def main() -> None:
             drawn=ss.get(S.DRAWN),
         )
         map_component.render_map(args, key=MAP_KEY)
+        if by_class:
+            st.markdown(layers.legend_html(classes), unsafe_allow_html=True)
         if ovs is not None:
             st.caption(ovs.describe() + "; chip thumbnails appear in place when you zoom in.")
     with side_col:

@@ -15,6 +15,14 @@ of every city are ingested into one store (32 px chips, patch embeddings, bundle
 CVA: each date's bands standardised with that date's own band mean/std over the city, then the
 Euclidean distance between the dates per pixel (chip score = mean over the chip).
 
+Supervised head (``--folds K``, default 5; 0 = off): the change head of ``clay-search finetune
+change`` (frozen bundled encoder, 64 px chips every 32 px, ``concat+diff`` fusion, balanced class
+weights, AdamW lr 5e-3, ``--sup-epochs`` epochs, the last kept: no validation city is taken
+from the training cities) trained K times on the other cities' pairs (cities split into K folds in
+``cities.csv`` order) and applied with ``predict_change`` to each held-out city: every city's
+probability map comes from a head that never saw it. Chip score = the mean probability over the
+chip; pixels scored like the others (threshold leave-one-city-out).
+
 NAIP (../shared/data/opengeos/naip, 10 dates 2009-2020): ingested (64 px chips), the top
 changes between 2009-2012 and 2018-2020 and the timeline of the top place rendered as PNGs
 (from the source files, RGB) for a person to look at.
@@ -98,7 +106,56 @@ def cva(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum((z(post) - z(pre)) ** 2, axis=0)).astype(np.float32)
 
 
-def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
+def supervised_maps(out: Path, cities: list[dict], folds: int, epochs: int) -> tuple[dict, dict]:
+    """Held-out change-probability maps per city (K-fold by city) and the timings."""
+    import rasterio
+
+    from clay_search.change_task import finetune_change, predict_change
+
+    root = DATA / "oscd"
+    names = [c["city"] for c in cities]
+    fold_of = {n: i % folds for i, n in enumerate(names)}
+    maps, train_s, predict_s = {}, 0.0, 0.0
+    for k in range(folds):
+        train = [n for n in names if fold_of[n] != k]
+        test = [n for n in names if fold_of[n] == k]
+        t = time.perf_counter()
+        run = finetune_change(
+            out / f"oscd_head_fold{k}_{epochs}",
+            pairs=[
+                (root / n / "pre.tif", root / n / "post.tif", root / n / "cm.tif") for n in train
+            ],
+            chip_size=64,
+            stride=32,
+            sensor="sentinel-2-l2a",
+            bands=OSCD_BANDS,
+            epochs=epochs,
+            batch_size=16,
+            lr=5e-3,
+            val_fraction=0.0,
+            keep="last",
+            progress=False,
+        )
+        train_s += time.perf_counter() - t
+        print(f"fold {k}: trained on {len(train)} cities ({run.train_chips} chips)", flush=True)
+        t = time.perf_counter()
+        for n in test:
+            dst = out / f"oscd_change_{n}_{epochs}.tif"
+            predict_change(run.head, root / n / "pre.tif", root / n / "post.tif", dst)
+            with rasterio.open(dst) as f:
+                maps[n] = np.nan_to_num(f.read(1), nan=0.0)
+        predict_s += time.perf_counter() - t
+    px = sum(m.size for m in maps.values())
+    return maps, {
+        "train_seconds_total": round(train_s, 1),
+        "predict_seconds_total": round(predict_s, 1),
+        "predict_seconds_per_megapixel": round(predict_s / px * 1e6, 2),
+    }
+
+
+def oscd(
+    out: Path, chip: int, chip_frac: float, stats: str, folds: int = 0, sup_epochs: int = 20
+) -> dict:
     import rasterio
 
     import clay_search
@@ -176,6 +233,16 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
             elif method == "patch":
                 patch_pix[city][sl] = patch_tokens[(city, r.window)]
     del by_method
+    sup_pix, sup_timing = ({}, {})
+    if folds:
+        sup_pix, sup_timing = supervised_maps(out, cities, folds, sup_epochs)
+        for row in chip_rows:
+            w = json.loads(row["window"])
+            sl = (
+                slice(w["row_off"], w["row_off"] + w["height"]),
+                slice(w["col_off"], w["col_off"] + w["width"]),
+            )
+            row["supervised"] = float(sup_pix[row["city"]][sl].mean())
     frame = {k: [row[k] for row in chip_rows] for k in chip_rows[0]}
     key = {(c, w): i for i, (c, w) in enumerate(zip(frame["city"], frame["window"], strict=True))}
     for method in ("patch", "normalised"):
@@ -198,7 +265,10 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
         "auc_mean_per_city": {},
         "pixel": {},
     }
-    for method in ("cva", "cosine", "patch", "normalised"):
+    methods = ["cva", "cosine", "patch", "normalised"] + (["supervised"] if folds else [])
+    if folds:
+        report["supervised"] = {"folds": folds, "epochs": sup_epochs, **sup_timing}
+    for method in methods:
         s = np.array(frame[method])
         report["auc"][method] = round(auc(s, labels), 3)
         per = [auc(s[city_arr == c], labels[city_arr == c]) for c in sorted(set(city_arr))]
@@ -207,7 +277,7 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
     rng = np.random.default_rng(0)
     cva_s = np.array(frame["cva"])
     report["auc_minus_cva_95ci"] = {}
-    for method in ("cosine", "patch"):
+    for method in ("cosine", "patch") + (("supervised",) if folds else ()):
         s = np.array(frame[method])
         diffs = []
         for _ in range(1000):
@@ -216,7 +286,10 @@ def oscd(out: Path, chip: int, chip_frac: float, stats: str) -> dict:
         report["auc_minus_cva_95ci"][method] = [
             round(float(np.percentile(diffs, q)), 3) for q in (2.5, 97.5)
         ]
-    for name, pix in (("cva", cva_pix), ("cosine", cos_pix), ("patch", patch_pix)):
+    pix_sets = [("cva", cva_pix), ("cosine", cos_pix), ("patch", patch_pix)]
+    if folds:
+        pix_sets.append(("supervised", sup_pix))
+    for name, pix in pix_sets:
         r = pixel_scores_loco(pix, masks)
         report["pixel"][name] = {
             "f1": round(r["f1"], 3),
@@ -372,6 +445,8 @@ def main() -> None:
         default="source",
         help="ingest normalisation of OSCD: source (per file) or sensor",
     )
+    ap.add_argument("--folds", type=int, default=5, help="supervised head: city folds (0: off)")
+    ap.add_argument("--sup-epochs", type=int, default=20, help="supervised head: epochs")
     ap.add_argument("--naip-chip", type=int, default=64)
     ap.add_argument("--top", type=int, default=8)
     ap.add_argument("--only", choices=["oscd", "naip"], default=None)
@@ -381,7 +456,9 @@ def main() -> None:
     DATA = args.data or DATA
     report = {}
     if args.only in (None, "oscd"):
-        report["oscd"] = oscd(args.out, args.chip, args.chip_frac, args.stats)
+        report["oscd"] = oscd(
+            args.out, args.chip, args.chip_frac, args.stats, args.folds, args.sup_epochs
+        )
         print(json.dumps(report["oscd"], indent=1))
     if args.only in (None, "naip"):
         report["naip"] = naip(args.out, args.naip_chip, args.top)

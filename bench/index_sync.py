@@ -14,6 +14,7 @@ index; then predictions are written two ways and the store's index synced after 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import tempfile
@@ -53,7 +54,7 @@ def main() -> None:
         info = open_or_create_store(work / "s", "bench", DIM)
         table = open_chips_table(info)
         bounds = np.linspace(0, args.n, 5).astype(int)
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             table.add(_rows(int(a), int(b), rng))
         t0 = time.perf_counter()
         first = sync_index(info.path, kind="ivf")

@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_clay import reference_encoder, reference_forward  # noqa: E402
+from reference_clay import reference_encoder, reference_forward
 
-from clay_search.model import ClayEncoder, Embedder, SensorRegistry, get_config  # noqa: E402
-from clay_search.model.calibration import cpu_flags, cpu_model, gemm_gflops  # noqa: E402
+from clay_search.model import ClayEncoder, Embedder, SensorRegistry, get_config
+from clay_search.model.calibration import cpu_flags, cpu_model, gemm_gflops
 
 BATCH = {"nano": 8, "tiny": 8, "small": 4, "base": 2, "large": 1}
 FLAGS_SHOWN = (

@@ -241,9 +241,13 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         rates[key] = {
             cls: simulate_session(
-                _store_ranker(store, ids), labels, cls, start=start,
-                rounds=args.rounds, per_round=args.per_round,
-            )  # fmt: skip
+                _store_ranker(store, ids),
+                labels,
+                cls,
+                start=start,
+                rounds=args.rounds,
+                per_round=args.per_round,
+            )
             for cls, start in starts.items()
         }
         seconds[key] = time.perf_counter() - t0

@@ -17,6 +17,7 @@ memory figures do not depend on the data, the recall figures do, so they are lab
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -107,7 +108,7 @@ def fanout(
     for s in shard_counts:
         bounds = np.linspace(0, n, s + 1).astype(int)
         shards = []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             ix = faiss.IndexFlatIP(d)
             ix.add(x[a:b])
             shards.append((ix, a))

@@ -18,8 +18,8 @@ Change measures (``method``; higher = more change):
 
 - ``"cosine"``: cosine distance ``1 - <b, a>`` of the two periods' mean embeddings;
 - ``"patch"``: the maximum over the patch grid of the cosine distance between the periods' mean
-  patch tokens (finds a small change in a big chip); needs a store ingested with
-  ``--patch-embeddings``;
+  patch tokens (finds a small change in a big chip); stored with ``--patch-embeddings``, else
+  recomputed from the chips' source windows (:mod:`clay_search.patches`);
 - ``"normalised"``: the cosine distance divided by the place's own variability over its dates
   before the after period (mean cosine distance of those chips to their mean), shrunk towards the
   median variability of all places (weight of 2 dates) so places with one earlier date get the
@@ -265,16 +265,20 @@ def cosine_change(pairs: Pairs) -> np.ndarray:
     return (1.0 - np.sum(pairs.mean_before * pairs.mean_after, axis=1)).astype(np.float32)
 
 
+#: chips whose patch tokens are fetched (or recomputed) at once by ``patch_change``
+PATCH_BATCH = 256
+
+
 def _patch_means(store, groups: list[np.ndarray], token_dim: int) -> list[np.ndarray]:
+    from clay_search.patches import patch_tokens
+
     rows = np.unique(np.concatenate(groups)) if groups else np.zeros(0, np.int64)
-    col = store.take_column("patch_embeddings", rows)
-    if col.null_count:
-        raise QueryError(
-            f"{col.null_count} chips in the periods have no patch embeddings; re-ingest them "
-            "with --patch-embeddings or use method='cosine'"
-        )
-    flat = col.flatten().to_numpy(zero_copy_only=False)
-    mat = flat.reshape(len(rows), -1, token_dim).astype(np.float32)
+    ids = store.attrs.column("chip_id").take(pa.array(rows)).to_pylist()
+    parts = []
+    for s in range(0, len(ids), PATCH_BATCH):  # stored tokens, or recomputed from the sources
+        t = patch_tokens(store, ids[s : s + PATCH_BATCH])
+        parts.append(t.reshape(len(t), -1, token_dim).astype(np.float32))
+    mat = np.concatenate(parts) if parts else np.zeros((0, 1, token_dim), np.float32)
     mat /= np.maximum(np.linalg.norm(mat, axis=2, keepdims=True), 1e-12)
     where = {int(r): i for i, r in enumerate(rows)}
     out = []
@@ -285,17 +289,16 @@ def _patch_means(store, groups: list[np.ndarray], token_dim: int) -> list[np.nda
 
 
 def patch_change(store, pairs: Pairs) -> np.ndarray:
-    """Max over the patch grid of the cosine distance between the periods' mean patch tokens."""
-    if "patch_embeddings" not in store.table.schema.names:
-        raise QueryError(
-            f"store {store.path} has no patch embeddings; method='patch' needs a store ingested "
-            "with --patch-embeddings (or use method='cosine' or 'normalised')"
-        )
+    """Max over the patch grid of the cosine distance between the periods' mean patch tokens.
+
+    Tokens come from the ``patch_embeddings`` column, or, for stores (or rows) without it, are
+    recomputed from each chip's source window by :func:`clay_search.patches.patch_tokens`."""
     if not len(pairs):
         return np.zeros(0, np.float32)
     token_dim = int(store._get_embedder().token_dim)  # checks the store's model id
-    size = store.table.schema.field("patch_embeddings").type.list_size
-    if size % token_dim:
+    stored = "patch_embeddings" in store.table.schema.names
+    size = store.table.schema.field("patch_embeddings").type.list_size if stored else 0
+    if stored and size % token_dim:
         raise QueryError(
             f"patch embeddings of size {size} are not a grid of {token_dim}-dimensional tokens; "
             "connect with the weights the store was made with (connect(path, weights=...))"
@@ -622,7 +625,7 @@ def timeline(
     vec = store.vectors[rows]
     if reference is None:
         ref = 0
-    elif isinstance(reference, str) and reference in set(ids[r] for r in rows):
+    elif isinstance(reference, str) and reference in {ids[r] for r in rows}:
         ref = [ids[r] for r in rows].index(reference)
     else:
         at = _us(Filters(start=reference).start)

@@ -101,7 +101,8 @@ def parse_emb(obj: dict[str, Any]) -> EmbInfo:
     model = obj.get("model") or {}
     if isinstance(model, str):
         model = {"id": model}
-    emb = obj.get("embedding") if isinstance(obj.get("embedding"), dict) else {}
+    given = obj.get("embedding")
+    emb: dict = given if isinstance(given, dict) else {}
     dim = obj.get(
         "embedding_dim",
         next((emb[k] for k in ("embeddings_dim", "embedding_dim", "dim") if k in emb), None),

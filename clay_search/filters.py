@@ -32,6 +32,8 @@ from clay_search.geo import bbox_geometry, check_bbox, parse_geometry
 FILTER_COLUMNS = ["minx", "miny", "maxx", "maxy", "datetime", "sensor", "label", "geometry"]
 #: Optional columns written by predictions; ``pred_label``/``min_pred_score`` filter on them.
 PREDICTION_COLUMNS = ("pred_label", "pred_score")
+#: The quality score column written at ingest (``max_recon_error`` filters on it).
+QUALITY_COLUMN = "recon_error"
 
 
 def spatial_extension_path() -> Path:
@@ -96,6 +98,7 @@ class FilterKeywords(TypedDict, total=False):
     undated: bool
     pred_label: str | Sequence[str] | None
     min_pred_score: float | None
+    max_recon_error: float | None
 
 
 #: Names of the filter keywords (the fields of :class:`Filters`).
@@ -115,6 +118,11 @@ class Filters:
     - ``sensor``, ``label``: a name or a list of names.
     - ``pred_label`` (a name or list) and ``min_pred_score`` apply to the ``pred_label`` and
       ``pred_score`` columns that predictions write; a store without them refuses these filters.
+    - ``max_recon_error``: drop chips whose quality score (``recon_error``, the model's masked
+      reconstruction error written at ingest; high = cloudy, broken or unusual) is above it.
+      Chips without a score (weights without a decoder, ``--no-quality-score``, stores made
+      before the column) are kept: the filter cannot judge them, and
+      :meth:`FilterEngine.explain` counts them as ``unscored``.
 
     Invalid input raises :class:`~clay_search.errors.QueryError` saying what to fix.
     """
@@ -128,6 +136,7 @@ class Filters:
     undated: bool = False
     pred_label: tuple[str, ...] | None = None
     min_pred_score: float | None = None
+    max_recon_error: float | None = None
 
     def __post_init__(self) -> None:
         put = functools.partial(object.__setattr__, self)
@@ -167,6 +176,19 @@ class Filters:
             if score != score:
                 raise QueryError("min_pred_score is NaN; give a number like 0.5")
             put("min_pred_score", score)
+        if self.max_recon_error is not None:
+            try:
+                limit = float(self.max_recon_error)
+            except (TypeError, ValueError) as e:
+                raise QueryError(
+                    f"max_recon_error must be a number; got {self.max_recon_error!r}"
+                ) from e
+            if limit != limit or limit < 0:
+                raise QueryError(
+                    f"max_recon_error {self.max_recon_error!r} must be a number >= 0 (the "
+                    "recon_error column's units), e.g. 0.5"
+                )
+            put("max_recon_error", limit)
 
     @classmethod
     def of(cls, filters: Filters | None = None, **keywords: Any) -> Filters:
@@ -219,6 +241,7 @@ class Filters:
             "undated": self.undated,
             "pred_label": list(self.pred_label) if self.pred_label else None,
             "min_pred_score": self.min_pred_score,
+            "max_recon_error": self.max_recon_error,
         }
 
     def describe(self) -> str:
@@ -234,6 +257,8 @@ class Filters:
                 out.append(f"{name}=" + "|".join(values))
         if self.min_pred_score is not None:
             out.append(f"pred_score>={self.min_pred_score:g}")
+        if self.max_recon_error is not None:
+            out.append(f"recon_error<={self.max_recon_error:g}")
         if self.bbox is not None:
             out.append("bbox=" + ",".join(f"{v:.4g}" for v in self.bbox))
         if self.geometry is not None:
@@ -242,7 +267,8 @@ class Filters:
 
     def parts(self) -> dict[str, Filters]:
         """One single-part filter per part that is set, keyed ``area``, ``time``, ``sensor``,
-        ``label``, ``pred_label``, ``pred_score`` (what :meth:`FilterEngine.explain` counts)."""
+        ``label``, ``pred_label``, ``pred_score``, ``recon_error`` (what
+        :meth:`FilterEngine.explain` counts)."""
         out: dict[str, Filters] = {}
         if self.bbox is not None or self.geometry is not None:
             out["area"] = Filters(bbox=self.bbox, geometry=self.geometry)
@@ -253,10 +279,22 @@ class Filters:
                 out[name] = Filters(**{name: getattr(self, name)})
         if self.min_pred_score is not None:
             out["pred_score"] = Filters(min_pred_score=self.min_pred_score)
+        if self.max_recon_error is not None:
+            out["recon_error"] = Filters(max_recon_error=self.max_recon_error)
         return out
 
 
-_PARTS = ("bbox", "geometry", "start", "end", "sensor", "label", "pred_label", "min_pred_score")
+_PARTS = (
+    "bbox",
+    "geometry",
+    "start",
+    "end",
+    "sensor",
+    "label",
+    "pred_label",
+    "min_pred_score",
+    "max_recon_error",
+)
 
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:
@@ -287,6 +325,10 @@ class FilterEngine:
             )
         score = PREDICTION_COLUMNS[1]
         self.pred_score = _float_column(table, score) if score in table.column_names else None
+        #: quality scores (NaN: not scored); None when the table has no such column
+        self.recon_error = (
+            _float_column(table, QUALITY_COLUMN) if QUALITY_COLUMN in table.column_names else None
+        )
         self.geometry = table.column("geometry").combine_chunks()
         self.has_geom = ~np.asarray(self.geometry.is_null().to_numpy(zero_copy_only=False))
         self._con: Any = None  # a DuckDB connection with the spatial extension, made on first use
@@ -330,23 +372,38 @@ class FilterEngine:
                 )
             with np.errstate(invalid="ignore"):
                 mask &= self.pred_score >= f.min_pred_score  # NaN (no prediction) fails
+        if f.max_recon_error is not None and self.recon_error is not None:
+            with np.errstate(invalid="ignore"):
+                mask &= ~(self.recon_error > f.max_recon_error)  # NaN (not scored) is kept
         return mask
+
+    @property
+    def unscored(self) -> int:
+        """Chips without a quality score (all of them when the table has no ``recon_error``)."""
+        if self.recon_error is None:
+            return self.n
+        return int(np.isnan(self.recon_error).sum())
 
     def explain(self, f: Filters) -> dict:
         """How many chips ``f`` keeps and, per part, how many that part alone removes.
 
         ``{"total", "matched", "removed": {part: count}, "undated": count}``; ``undated`` is the
         number of chips without a datetime that the time range removed (0 with ``undated=True``).
+        With ``max_recon_error`` set, ``unscored`` is the number of chips it kept because they
+        have no quality score.
         The parts overlap, so ``removed`` need not add up to ``total - matched``.
         """
         removed = {name: self.n - len(self.rows(part)) for name, part in f.parts().items()}
         dropped_undated = int((~self.has_time).sum()) if f.has_time and not f.undated else 0
-        return {
+        out = {
             "total": self.n,
             "matched": int(len(self.rows(f))) if not f.empty else self.n,
             "removed": removed,
             "undated": dropped_undated,
         }
+        if f.max_recon_error is not None:
+            out["unscored"] = self.unscored
+        return out
 
     def rows(self, f: Filters) -> np.ndarray:
         """Row numbers (ascending) of the chips matching ``f`` exactly."""

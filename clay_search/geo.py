@@ -310,10 +310,15 @@ def footprints(
     out: list[Footprint] = [NO_FOOTPRINT] * n
     if crs is None or n == 0:
         return out
-    ext = []
+    ext: list[tuple[float, float, float, float] | None] = []
     for i, w in enumerate(windows):
-        c0, r0 = float(w.col_off), float(w.row_off)
-        e = (c0, r0, c0 + float(w.width), r0 + float(w.height))
+        x0, y0 = float(w.col_off), float(w.row_off)
+        e: tuple[float, float, float, float] | None = (
+            x0,
+            y0,
+            x0 + float(w.width),
+            y0 + float(w.height),
+        )
         if valid is not None and e is not None:
             e = _valid_extent(valid[i], *e)
         if size is not None and e is not None:
@@ -351,7 +356,7 @@ def footprints(
         if bad.any():
             polys[bad] = [_polygons(p) for p in polys[bad]]
         geoms[simple] = polys
-    for j in np.flatnonzero(~simple):
+    for j in np.flatnonzero(~simple).tolist():
         if finite[j]:
             geoms[j] = _ring_geometry(lon[j], lat[j])
         else:

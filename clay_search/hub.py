@@ -78,7 +78,7 @@ def _open(url: str, start: int) -> urllib.response.addinfourl:
     req = urllib.request.Request(url, headers={"User-Agent": "clay-search"})
     if start:
         req.add_header("Range", f"bytes={start}-")
-    return urllib.request.urlopen(req, timeout=TIMEOUT_S)  # noqa: S310 (https/http registry URLs)
+    return urllib.request.urlopen(req, timeout=TIMEOUT_S)  # https/http registry URLs only
 
 
 def fetch_weights(

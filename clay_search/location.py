@@ -37,7 +37,7 @@ _COLLAPSED = re.compile(r"^([a-z0-9]+):/(?!/)")
 def is_remote(uri: str | os.PathLike) -> bool:
     """Whether ``uri`` names an object store (``s3://``, ``gs://``, ``az://``)."""
     m = re.match(r"^([a-z0-9]+):/", str(uri))
-    return bool(m) and _SCHEME_ALIASES.get(m.group(1), m.group(1)) in REMOTE_SCHEMES
+    return m is not None and _SCHEME_ALIASES.get(m.group(1), m.group(1)) in REMOTE_SCHEMES
 
 
 def _normalise(uri: str) -> str:

@@ -148,7 +148,9 @@ def build_overviews(
                 b1 = max(b0 + 1, int(math.ceil((ny - gy0[i]) * py)))
                 try:
                     with Image.open(io.BytesIO(png)) as im:
-                        tile = im.convert("RGBA").resize((a1 - a0, b1 - b0), Image.BILINEAR)
+                        tile = im.convert("RGBA").resize(
+                            (a1 - a0, b1 - b0), Image.Resampling.BILINEAR
+                        )
                 except OSError:
                     continue  # a broken thumbnail: that chip stays transparent
                 canvas.paste(tile, (a0, b0))

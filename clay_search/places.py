@@ -99,9 +99,9 @@ def place_ids(attrs: pa.Table) -> np.ndarray:
     win = attrs.column("window").to_pylist()
     wkb = attrs.column("geometry").to_pylist()
     by_crs: dict[str, list[int]] = {}
-    for i in todo:
+    for i in todo.tolist():
         if crs[i] and win[i] and wkb[i] is not None:
-            by_crs.setdefault(crs[i], []).append(int(i))
+            by_crs.setdefault(crs[i], []).append(i)
     for text, rows in by_crs.items():
         try:
             tr = _from_wgs84(text)

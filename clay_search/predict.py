@@ -42,6 +42,7 @@ from clay_search.ingest.raster import SourceReader
 from clay_search.ingest.sources import Source, SourceFailure, discover
 from clay_search.ingest.taskdata import as_source, chip_gsd
 from clay_search.model.backbone import Metadata
+from clay_search.model.embedder import vector_model_id
 from clay_search.model.encoding import encode_latlon, encode_time
 from clay_search.model.headfile import HeadSpec, load_head
 from clay_search.model.sensors import SensorRegistry
@@ -58,6 +59,10 @@ class PredictReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     table_version: int | None = None
     index: dict | None = None
+    #: ``predict_store``: ``"embeddings"`` (the stored vectors) or ``"pixels"`` (re-read)
+    features_from: str | None = None
+    #: why the stored embeddings were (not) used
+    features_note: str | None = None
 
 
 def _plan(
@@ -101,6 +106,14 @@ def _check_sensor(name: str | None, spec: HeadSpec, what: str) -> None:
         )
 
 
+def _refuse_change(head, spec: HeadSpec) -> None:
+    if spec.task == "change":
+        raise HeadError(
+            f"{head} is a change head: it takes two dates of one place "
+            "(clay-search predict --head H --before A.tif --after B.tif --out change.tif)"
+        )
+
+
 class _Runner:
     """Normalise raw chips with the head's normaliser and run the model in batches."""
 
@@ -121,6 +134,16 @@ class _Runner:
         )
         with torch.inference_mode():
             out = self.model(x, meta).float()
+        return self.finish(out)
+
+    def from_features(self, feats: np.ndarray) -> np.ndarray:
+        """The head alone on chip vectors ``[B, E]`` (the backbone's pooled features)."""
+        with torch.inference_mode():
+            out = self.model.decode(torch.from_numpy(feats).to(self.device)).float()
+        return self.finish(out)
+
+    def finish(self, out: torch.Tensor) -> np.ndarray:
+        """Raw model outputs -> probabilities (classes) or values in target units."""
         s = self.spec
         if s.task == "classify":
             return torch.softmax(out, 1).cpu().numpy()
@@ -230,6 +253,7 @@ def predict_chips(
 ) -> PredictReport:
     """Classify (or regress) every chip of ``inputs`` and write the table ``out``."""
     model, spec = load_head(head, weights=weights, device=device)
+    _refuse_change(head, spec)
     if spec.dense:
         raise HeadError(
             f"{head} is a {spec.task} head: predict writes rasters for it (--out FOLDER)"
@@ -270,14 +294,21 @@ def predict_raster(
     device="cpu",
     overlap: float = 0.5,
     batch_size: int = 16,
+    reader=None,
+    runner=None,
 ) -> Path:
-    """One dense prediction GeoTIFF for ``plan``'s image (see the module docstring)."""
+    """One dense prediction GeoTIFF for ``plan``'s image (see the module docstring).
+
+    ``reader``: a context manager with ``read_many(windows, bands)`` in place of the plan's
+    :class:`SourceReader`, and ``runner`` one with :class:`_Runner`'s call, for inputs that are
+    not one image (the two dates of :func:`clay_search.change_task.predict_change`).
+    """
     import rasterio
 
     size = spec.chip_size
     step = max(1, int(round(size * (1 - overlap))))
     m = plan.meta
-    runner = _Runner(model, spec, device)
+    runner = runner or _Runner(model, spec, device)
     seg = spec.task == "segment"
     k = len(spec.classes) if seg else 1
     values = np.array([int(c) for c in spec.classes], np.int64) if seg else None
@@ -311,7 +342,7 @@ def predict_raster(
     tmp = out.with_name(out.name + ".tmp.tif")
     base = 0
     try:
-        with SourceReader(plan.source) as r, rasterio.open(tmp, "w", **profile) as dst:
+        with reader or SourceReader(plan.source) as r, rasterio.open(tmp, "w", **profile) as dst:
             for ri, row0 in enumerate(starts):
                 row_ws = [w for w in windows if int(w.row_off) == row0]
                 for s in range(0, len(row_ws), batch_size):
@@ -371,6 +402,7 @@ def predict_rasters(
 ) -> PredictReport:
     """A dense head over images: ``<out_dir>/<image stem>.tif`` each."""
     model, spec = load_head(head, weights=weights, device=device)
+    _refuse_change(head, spec)
     if not spec.dense:
         raise HeadError(
             f"{head} is a {spec.task} head: predict writes a table for it (--out FILE.parquet|.csv)"
@@ -394,17 +426,139 @@ def predict_rasters(
     return report
 
 
+FEATURES = ("auto", "embeddings", "pixels")
+
+
+def stored_features(spec: HeadSpec, model, info, attrs: list[dict]):
+    """Whether the head's input features are what the store holds as ``embedding``.
+
+    Returns ``(standard, None)`` when they are (``standard``: ``(mean, std)`` to undo the
+    store's z-scoring, or ``None``), else ``(None, reason)``. They are when the head is a chip
+    head on an untrained base encoder (frozen, no LoRA) whose model id and pooling make the
+    store's model id, and every chip's source was ingested at the head's chip size, with the
+    head's bands and the head's normalisation (from the run manifests).
+    """
+    b = spec.backbone
+    if spec.dense:
+        return None, "a dense head needs token grids, not chip vectors"
+    if b.get("encoder_in_folder"):
+        return None, f"the head trained encoder blocks (freeze={b.get('freeze')!r})"
+    if b.get("lora"):
+        return None, "the head's LoRA adapters change the encoder's features"
+    pooling = spec.model.get("pooling", "mean+std")
+    base = b.get("model_id")
+    store_id = info.model_id
+    stats = (
+        (model.backbone.info.embedding_stats or {}).get(pooling) if model.backbone.info else None
+    )
+    standard = None
+    if store_id == vector_model_id(base, pooling, None):
+        pass
+    elif stats is not None:
+        standard = (
+            torch.tensor(stats["mean"], dtype=torch.float32),
+            torch.tensor(stats["std"], dtype=torch.float32).clamp(min=1e-6),
+        )
+        if store_id != vector_model_id(base, pooling, standard):
+            return None, (
+                f"the store holds {store_id} vectors; the head uses {pooling} pooling of {base}"
+            )
+    else:
+        return (
+            None,
+            f"the store holds {store_id} vectors; the head uses {pooling} pooling of {base}",
+        )
+    return _check_manifests(spec, info, attrs, standard)
+
+
+def _check_manifests(spec: HeadSpec, info, attrs: list[dict], standard):
+    runs = info.path / "runs"
+    covered: dict[str, tuple[dict, dict]] = {}  # source -> (source record, normaliser)
+    names = sorted(runs.iterdir(), key=lambda p: p.name) if runs.exists() else []
+    for path in names:
+        if not path.name.endswith(".json") or path.name.startswith("import-"):
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        chip = (doc.get("parameters") or {}).get("chip_size")
+        norms = ((doc.get("totals") or {}).get("normalisers") or {}).values()
+        by_src = {src: n for n in norms for src in n.get("sources", [])}
+        for rec in doc.get("sources", []):
+            src = rec.get("source")
+            if rec.get("status") == "ok" and src in by_src:
+                covered[src] = ({**rec, "chip_size": chip}, by_src[src])
+    head_norm = spec.normaliser
+    for src in sorted({r["source"] for r in attrs}):
+        if src not in covered:
+            return None, f"no ingest run manifest of the store says how {src} was embedded"
+        rec, norm = covered[src]
+        if rec.get("chip_size") != spec.chip_size:
+            return None, (
+                f"{src} was embedded as {rec.get('chip_size')} px chips; the head uses "
+                f"{spec.chip_size} px"
+            )
+        if list(rec.get("bands") or []) != list(spec.bands):
+            return None, f"{src} was embedded with bands {rec.get('bands')}; the head: {spec.bands}"
+        same = (
+            norm.get("transform") == head_norm.get("transform")
+            and np.allclose(norm.get("mean", []), head_norm.get("mean", []), rtol=1e-6)
+            and np.allclose(norm.get("std", []), head_norm.get("std", []), rtol=1e-6)
+        )
+        if not same:
+            return None, (
+                f"{src} was normalised otherwise ({norm.get('stats_source')} statistics) than "
+                f"the head's training chips ({head_norm.get('stats_source')})"
+            )
+    return standard, None
+
+
+def _predict_from_embeddings(table, runner: _Runner, standard, batch_size: int):
+    """(chip ids, outputs) from the stored ``embedding`` column, batch by batch."""
+    ids, outs = [], []
+    reader = table.search().select(["chip_id", "embedding"]).limit(None).to_batches(batch_size)
+    for batch in reader:
+        if not len(batch):
+            continue
+        emb = batch.column("embedding")
+        vec = np.asarray(emb.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
+            len(batch), -1
+        )
+        if standard is not None:
+            vec = vec * standard[1].numpy() + standard[0].numpy()
+        outs.append(runner.from_features(vec))
+        ids.extend(batch.column("chip_id").to_pylist())
+    return ids, (np.concatenate(outs) if outs else np.zeros((0, 1), np.float32))
+
+
 def predict_store(
-    head: str | Path, store: str | Path, *, weights=None, batch_size: int = 64, device: str = "cpu"
+    head: str | Path,
+    store: str | Path,
+    *,
+    weights=None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    features: str = "auto",
 ) -> PredictReport:
-    """Predict every chip of a store from its source pixels and write the prediction columns
-    (``pred_label``, ``pred_score`` for classification; ``pred_value`` for regression)."""
+    """Predict every chip of a store and write the prediction columns (``pred_label``,
+    ``pred_score`` for classification; ``pred_value`` for regression).
+
+    ``features``: ``"auto"`` uses the stored embeddings when they are the head's input features
+    (:func:`stored_features`: same encoder model id and pooling, chip size, bands and
+    normalisation; no pixel is read), else re-reads each chip's pixels from its ``source`` and
+    ``window``, saying why in ``PredictReport.features_note``; ``"embeddings"`` refuses when
+    they are not (:class:`HeadError` with the reason); ``"pixels"`` always re-reads.
+    """
     import pyarrow as pa
 
     from clay_search.store import sync_index
     from clay_search.store.layout import open_chips_table, read_store_info
 
+    if features not in FEATURES:
+        raise HeadError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
     model, spec = load_head(head, weights=weights, device=device)
+    _refuse_change(head, spec)
     if spec.dense:
         raise HeadError(
             f"{head} is a {spec.task} head; a store holds chips: use a "
@@ -425,49 +579,34 @@ def predict_store(
     by_source: dict[str, list[dict]] = {}
     for row in attrs:
         by_source.setdefault(row["source"], []).append(row)
-    plans = {}
     for src, rows in by_source.items():  # every source checked before anything is predicted
         _check_sensor(rows[0]["sensor"], spec, f"store chips of {src}")
-        if not Path(src).exists():
-            report.skipped.append((src, "source file not found (moved, a band set or STAC)"))
-            continue
-        plans[src] = _plan(as_source(src), spec, registry)
-    ids, labels, scores, values = [], [], [], []
-    size = spec.chip_size
-    for src, plan in plans.items():
-        rows = by_source[src]
-        with SourceReader(plan.source) as r:
-            for s in range(0, len(rows), batch_size):
-                part = rows[s : s + batch_size]
-                wins = [Window(**json.loads(x["window"])) for x in part]
-                resample = [(int(w.width), int(w.height)) != (size, size) for w in wins]
-                reads = [
-                    r.read(w, plan.bands.indices, size if rs else None)
-                    for w, rs in zip(wins, resample, strict=True)
-                ]
-                raw = np.stack([a for a, _ in reads])
-                valid = np.stack([v for _, v in reads])
-                fps = footprints(
-                    plan.meta.crs,
-                    plan.meta.transform,
-                    wins,
-                    size=(plan.meta.width, plan.meta.height),
-                )
-                out = runner(
-                    raw,
-                    valid,
-                    chip_gsd(plan, size, any(resample)),
-                    [x["datetime"] for x in part],
-                    [f[2] for f in fps],
-                )
-                for i, x in enumerate(part):
-                    ids.append(x["chip_id"])
-                    if spec.task in ("classify", "multilabel"):
-                        k = int(np.argmax(out[i]))
-                        labels.append(spec.classes[k])
-                        scores.append(float(out[i][k]))
-                    else:
-                        values.append(float(np.ravel(out[i])[0]))
+    ids: list[str] = []
+    outputs: list[np.ndarray] = []
+    standard, why = (
+        (None, "pixels asked for")
+        if features == "pixels"
+        else (stored_features(spec, model, info, attrs))
+    )
+    if why is None:
+        report.features_from = "embeddings"
+        report.features_note = f"stored embeddings ({info.model_id}); no pixels read"
+        ids, out = _predict_from_embeddings(table, runner, standard, batch_size)
+        outputs = list(out)
+    else:
+        if features == "embeddings":
+            raise HeadError(f"the store's embeddings are not this head's features: {why}")
+        report.features_from = "pixels"
+        report.features_note = f"pixels re-read: {why}"
+        ids, outputs = _predict_from_pixels(by_source, spec, runner, registry, batch_size, report)
+    labels, scores, values = [], [], []
+    for o in outputs:
+        if spec.task in ("classify", "multilabel"):
+            k = int(np.argmax(o))
+            labels.append(spec.classes[k])
+            scores.append(float(o[k]))
+        else:
+            values.append(float(np.ravel(o)[0]))
     done = set(ids)
     rest = [r["chip_id"] for r in attrs if r["chip_id"] not in done]  # skipped: nulls
     all_ids = pa.array(ids + rest, pa.string())
@@ -499,3 +638,52 @@ def predict_store(
     report.index = sync_index(info.path).to_dict()
     report.written.append(str(info.path))
     return report
+
+
+def _predict_from_pixels(
+    by_source: dict[str, list[dict]],
+    spec: HeadSpec,
+    runner: _Runner,
+    registry: SensorRegistry,
+    batch_size: int,
+    report: PredictReport,
+) -> tuple[list[str], list[np.ndarray]]:
+    """(chip ids, outputs) from each chip's pixels, re-read from its source and window."""
+    plans = {}
+    for src in by_source:
+        if not Path(src).exists():
+            report.skipped.append((src, "source file not found (moved, a band set or STAC)"))
+            continue
+        plans[src] = _plan(as_source(src), spec, registry)
+    ids: list[str] = []
+    outputs: list[np.ndarray] = []
+    size = spec.chip_size
+    for src, plan in plans.items():
+        rows = by_source[src]
+        with SourceReader(plan.source) as r:
+            for s in range(0, len(rows), batch_size):
+                part = rows[s : s + batch_size]
+                wins = [Window(**json.loads(x["window"])) for x in part]
+                resample = [(int(w.width), int(w.height)) != (size, size) for w in wins]
+                reads = [
+                    r.read(w, plan.bands.indices, size if rs else None)
+                    for w, rs in zip(wins, resample, strict=True)
+                ]
+                raw = np.stack([a for a, _ in reads])
+                valid = np.stack([v for _, v in reads])
+                fps = footprints(
+                    plan.meta.crs,
+                    plan.meta.transform,
+                    wins,
+                    size=(plan.meta.width, plan.meta.height),
+                )
+                out = runner(
+                    raw,
+                    valid,
+                    chip_gsd(plan, size, any(resample)),
+                    [x["datetime"] for x in part],
+                    [f[2] for f in fps],
+                )
+                ids.extend(x["chip_id"] for x in part)
+                outputs.extend(out)
+    return ids, outputs

@@ -30,6 +30,9 @@ BASE_FIELDS: list[pa.Field] = [
     pa.field("window", pa.string()),  # JSON: {"col_off", "row_off", "width", "height"}
     pa.field("place_id", pa.string()),  # same grid cell on any date: clay_search/places.py
     pa.field("label", pa.string()),
+    # quality score: masked reconstruction error (clay_search/model/reconstruction.py); null
+    # when the weights have no decoder or ingest ran with --no-quality-score
+    pa.field("recon_error", pa.float32()),
     pa.field("thumbnail", pa.binary()),  # small RGB PNG
 ]
 

@@ -30,6 +30,7 @@ from clay_search.model.checkpoints import WeightsInfo
 from clay_search.model.clay import ClayEncoder, get_config
 from clay_search.model.finetune import ArrayData, FinetuneConfig, FinetuneResult, finetune
 from clay_search.model.headfile import HeadSpec, build_model, save_head
+from clay_search.model.lora import LoRAConfig, count_parameters
 
 
 @dataclass
@@ -48,13 +49,29 @@ class TaskRun:
         return self.result.best_metrics
 
 
-def _backbone(weights, freeze, scratch: str | None) -> ClayBackbone:
+def _lora_config(lora: LoRAConfig | int | None, alpha: float | None) -> LoRAConfig | None:
+    if lora is None or isinstance(lora, LoRAConfig):
+        return lora
+    try:
+        return LoRAConfig(rank=int(lora), alpha=alpha)
+    except ValueError as e:
+        raise TrainingDataError(f"--lora {lora!r}: {e}") from None
+
+
+def _backbone(weights, freeze, scratch: str | None, lora: LoRAConfig | None = None) -> ClayBackbone:
     if scratch:
+        if lora is not None:
+            raise TrainingDataError("LoRA adapts pretrained weights; it cannot train from scratch")
         cfg = get_config(scratch)
         enc = ClayEncoder.from_config(cfg)
         info = WeightsInfo(f"scratch-{scratch}", cfg, "", "scratch")
         return ClayBackbone(enc, info, freeze="none")
-    return ClayBackbone.from_weights(weights, freeze=freeze)
+    if lora is not None and freeze not in ("all", 0):
+        raise TrainingDataError(
+            "--lora trains adapters on a frozen encoder: drop --unfreeze-last/--no-freeze, "
+            "or drop --lora"
+        )
+    return ClayBackbone.from_weights(weights, freeze=freeze, lora=lora)
 
 
 def _arrays(chips: TaskChips, idx: np.ndarray) -> ArrayData:
@@ -101,11 +118,19 @@ def run_task(
     augment: bool = True,
     chip_size: int = 64,
     keep: str = "best",
+    model_options: dict | None = None,
+    lora: LoRAConfig | int | None = None,
+    lora_alpha: float | None = None,
 ) -> TaskRun:
     """Split ``chips`` (whole images/tiles held out), train, save the head folder ``out``.
 
     ``keep``: ``best`` (the epoch with the best held-out main metric) or ``last``.
+    ``model_options``: extra ``head.json`` ``model`` fields (e.g. a change head's ``fusion``).
+    A ``change`` task (:mod:`clay_search.change_task`) trains as a two-class segmentation.
+    ``lora``: a rank (or a :class:`~clay_search.model.lora.LoRAConfig`): adapters on the
+    frozen encoder's attention projections train with the head, at the head's learning rate.
     """
+    lora_cfg = _lora_config(lora, lora_alpha)
     train_idx, val_idx = split_holdout(chips, val_fraction, seed=seed)
     if label_fraction < 1.0:
         rng = np.random.default_rng(seed)
@@ -116,11 +141,11 @@ def run_task(
     classes = chips.classes
     if task == "classify" and len(np.unique(chips.targets[train_idx])) < 2:
         raise TrainingDataError("the training split holds one class only; add more chips")
-    num_outputs = len(classes) if task in ("classify", "multilabel", "segment") else 1
-    bb = _backbone(weights, freeze, scratch)
+    num_outputs = len(classes) if task in ("classify", "multilabel", "segment", "change") else 1
+    bb = _backbone(weights, freeze, scratch, lora_cfg)
     train, val = _arrays(chips, train_idx), _arrays(chips, val_idx) if len(val_idx) else None
     cw = None
-    if class_weights == "balanced" and task in ("classify", "segment"):
+    if class_weights == "balanced" and task in ("classify", "segment", "change"):
         cw = _balanced(train.y, num_outputs)
     elif isinstance(class_weights, list | tuple):
         if len(class_weights) != num_outputs:
@@ -135,10 +160,11 @@ def run_task(
             raise TrainingDataError("no finite regression targets in the training split")
         tmean, tstd = float(finite.mean()), float(finite.std() or 1.0)
     cfg = FinetuneConfig(
-        task=task,
+        task="segment" if task == "change" else task,  # same loss and metrics
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        encoder_lr=lr if lora_cfg is not None else None,
         seed=seed,
         class_weights=cw,
         augment=augment,
@@ -161,6 +187,7 @@ def run_task(
             "pooling": pooling,
             "head": head,
             "channels": channels,
+            **(model_options or {}),
         },
         backbone={},
         classes=classes,
@@ -176,6 +203,8 @@ def run_task(
         **{k: v for k, v in cfg.to_dict().items() if k != "classes"},
         "freeze": bb.freeze,
         "scratch": scratch,
+        "lora": lora_cfg.to_dict() if lora_cfg is not None else None,
+        "parameters": count_parameters(model),
         "train_chips": int(len(train_idx)),
         "val_chips": int(len(val_idx)),
         "val_fraction": val_fraction,

@@ -9,6 +9,7 @@ blue colour interpretation; the sensor's own order when the count equals its ban
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 
@@ -93,12 +94,11 @@ def _evidence(
 def _id_meanings(s: Sensor, other: Sensor, ids: list[str] | None = None) -> str:
     """``B1 is coastal on landsat-c2l1, blue on landsat-etm-c2l1; ...`` for ids both have."""
     keys = ids or [b.id for b in s.bands if b.id]
-    out = []
-    for k in keys:
-        if s.has_band(k) and other.has_band(k) and s.band(k).name != other.band(k).name:
-            out.append(
-                f"{k.upper()} is {s.band(k).name} on {s.name}, {other.band(k).name} on {other.name}"
-            )
+    out = [
+        f"{k.upper()} is {s.band(k).name} on {s.name}, {other.band(k).name} on {other.name}"
+        for k in keys
+        if s.has_band(k) and other.has_band(k) and s.band(k).name != other.band(k).name
+    ]
     return "; ".join(out[:3]) or "none in common"
 
 
@@ -244,30 +244,32 @@ def _band_keys_in_order(
         if source.wavelengths and len(source.wavelengths) == len(found):
             for i, w in enumerate(source.wavelengths):
                 if found[i] is None and w is not None:
-                    try:
+                    with contextlib.suppress(BandMismatchError):
                         found[i] = sensor.by_wavelength(w)
-                    except BandMismatchError:
-                        pass
         if all(f is not None for f in found):
             return found, "band names"
         unknown = [k for k, f in zip(keys, found, strict=True) if f is None]
         if any(f is not None for f in found):
             return found, f"band names (not in {sensor.name}: {unknown})"
     ci = [c.lower() for c in meta.colorinterp]
-    if ci[:3] == ["red", "green", "blue"] and all(c in ("alpha", "undefined") for c in ci[3:]):
-        if meta.count == 3 or "alpha" in ci[3:]:
-            rgb = [_lookup(sensor, k) for k in ("red", "green", "blue")]
-            if all(rgb):
-                return [*rgb, *[None] * (meta.count - 3)], "colour interpretation"
+    rgb_first = ci[:3] == ["red", "green", "blue"]
+    if (
+        rgb_first
+        and all(c in ("alpha", "undefined") for c in ci[3:])
+        and (meta.count == 3 or "alpha" in ci[3:])
+    ):
+        rgb = [_lookup(sensor, k) for k in ("red", "green", "blue")]
+        if all(rgb):
+            return [*rgb, *[None] * (meta.count - 3)], "colour interpretation"
     if meta.count == len(sensor.bands):
         return list(sensor.bands), (
             f"{sensor.name} band order (assumed: the file names no bands; if its order differs, "
             "name them with --bands)"
         )
-    names = ", ".join(b.name + (f" ({b.id})" if b.id else "") for b in sensor.bands)
+    listed = ", ".join(b.name + (f" ({b.id})" if b.id else "") for b in sensor.bands)
     raise BandMismatchError(
         f"{source.display} has {meta.count} band(s) and no band names; {sensor.name} has "
-        f"{len(sensor.bands)} ({names}). Name the file's bands in order with --bands, e.g. "
+        f"{len(sensor.bands)} ({listed}). Name the file's bands in order with --bands, e.g. "
         f"--bands {','.join(b.id or b.name for b in sensor.bands[: meta.count])}"
     )
 

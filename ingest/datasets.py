@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -193,7 +194,11 @@ def read_bigearthnet(
     npz_dir = root / "configilm_npz"
     label_map = json.loads((npz_dir / "labels.json").read_text())
     bands = list(BIGEARTHNET_BANDS)
-    pixels, labels, names, times, lonlats = [], [], [], [], []
+    pixels: list[np.ndarray] = []
+    labels: list[tuple[str, ...]] = []
+    names: list[str] = []
+    times: list[Any] = []
+    lonlats: list[Any] = []
     for f in sorted((npz_dir / labels_version).glob("*.npz")):
         with np.load(f) as z:
             pixels.append(np.stack([_upsample_to(z[b], 120) for b in bands]))

@@ -123,8 +123,8 @@ def period_from_name(name: str) -> DatePeriod | None:
                 return parse_period("-".join(m.groups()))
             except InvalidDateError:
                 continue  # 20171345 is no date: look further
-    m = _ONLY_YEAR.match(name)
-    return parse_period(m.group(1)) if m else None
+    year = _ONLY_YEAR.match(name)
+    return parse_period(year.group(1)) if year else None
 
 
 def date_from_names(names: list[str]) -> DateChoice | None:

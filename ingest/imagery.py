@@ -47,13 +47,15 @@ def embed_chips(
     datetimes: Sequence[datetime | None] | None = None,
     lonlats: Sequence[tuple[float, float] | None] | None = None,
     patches: bool = False,
+    recon_error: bool = False,
 ) -> EmbeddingBatch:
     """Embed chips of one source plan as ingest does.
 
     ``raw``: ``[N, C, H, W]`` raw pixels of ``plan.bands`` (the files' type); ``valid``:
     ``[N, H, W]`` bool. The plan's normaliser, sensor, bands and GSD are used; ``datetimes``
     and ``lonlats`` (one per chip) feed the time and location encodings. Returns the
-    embedder's output (``.embedding`` ``[N, D]``, ``.patches`` with ``patches=True``).
+    embedder's output (``.embedding`` ``[N, D]``, ``.patches`` with ``patches=True``,
+    ``.recon_error`` ``[N]`` with ``recon_error=True`` when the weights have a decoder).
     """
     return embedder.embed_raw(
         raw,
@@ -65,6 +67,7 @@ def embed_chips(
         datetimes=list(datetimes) if datetimes else None,
         lonlats=list(lonlats) if lonlats else None,
         patches=patches,
+        recon_error=recon_error,
     )
 
 

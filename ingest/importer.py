@@ -205,7 +205,7 @@ def _is_lonlat(crs) -> bool:
         from pyproj import CRS
 
         return crs.equals(CRS.from_epsg(4326), ignore_axis_order=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - pyproj raises several types for a CRS it cannot read
         return False
 
 
@@ -419,9 +419,9 @@ def check_crs(layout: FileLayout, bounds: np.ndarray) -> None:
     metric = bool(units) and all(u in {"metre", "meter", "US survey foot", "foot"} for u in units)
     if (
         metric
-        and -180.5 <= x0
+        and x0 >= -180.5
         and x1 <= 180.5
-        and -90.5 <= y0
+        and y0 >= -90.5
         and y1 <= 90.5
         and (x1 - x0) < 5
         and (y1 - y0) < 5
@@ -438,7 +438,7 @@ def check_crs(layout: FileLayout, bounds: np.ndarray) -> None:
         try:
             tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
             b = tr.transform_bounds(aou.west, aou.south, aou.east, aou.north, densify_pts=21)
-        except Exception:
+        except Exception:  # noqa: BLE001 - no transform to this CRS: the check is skipped
             return
         if not all(np.isfinite(b)):
             return
@@ -951,7 +951,7 @@ def import_embeddings(
         flush_error = None
         try:
             flush()
-        except Exception as e:  # keep the first error
+        except Exception as e:  # noqa: BLE001 - keep the first error (re-raised below)
             flush_error = e
         if manifest_path is not None:
             manifest["status"] = "failed"

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from clay_search.errors import SourceNotFoundError
-from clay_search.ingest.params import IngestParams, options_doc, python_signature
+from clay_search.ingest.params import IngestParams
 from clay_search.ingest.report import IngestReport
+from clay_search.optionset import derive
 
 
 def _stac_api_options(options: dict[str, Any]) -> None:
@@ -114,12 +115,13 @@ def ingest(
     return execute(found, store, embedder, registry, params, dates=dates)
 
 
-ingest.__signature__ = python_signature(  # type: ignore[attr-defined]
-    [
+derive(
+    ingest,
+    IngestParams,
+    head=[
         inspect.Parameter("sources", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("store", inspect.Parameter.POSITIONAL_OR_KEYWORD),
     ],
-    [inspect.Parameter("embedder", inspect.Parameter.KEYWORD_ONLY, default=None)],
-    IngestReport,
+    tail=[inspect.Parameter("embedder", inspect.Parameter.KEYWORD_ONLY, default=None)],
+    return_annotation=IngestReport,
 )
-ingest.__doc__ = (ingest.__doc__ or "") + "\n" + options_doc() + "\n"

@@ -24,6 +24,7 @@ class RunManifest:
         params: IngestParams,
         model_id: str,
         precision: Callable[[], dict] | None = None,
+        quality: Callable[[], dict] | None = None,
     ) -> None:
         now = datetime.now(UTC)
         # unique across processes and machines writing one store (e.g. on an object store)
@@ -34,6 +35,7 @@ class RunManifest:
         self.params = params
         self.model_id = model_id
         self.precision = precision  # the embedder's precision_report (auto: the calibration)
+        self.quality = quality  # the embedder's quality_report (decoder found, masks)
 
     def save(
         self, report: IngestReport, sources: list[SourceReport], *, finished: bool = False
@@ -47,6 +49,7 @@ class RunManifest:
             "model_id": self.model_id,
             "parameters": self.params.to_dict(),
             "precision": self.precision() if self.precision else None,
+            "quality_score": self.quality() if self.quality and self.params.quality_score else None,
             "totals": {k: v for k, v in report.to_dict().items() if k != "sources_detail"},
             "sources": [asdict(s) for s in sources],
         }

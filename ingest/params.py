@@ -2,32 +2,25 @@
 
 Each option is one field of :class:`IngestParams`: its name (the Python keyword; the CLI flag is
 the name with dashes), type, default, help text and validation live in that field. The
-``clay-search ingest`` command (:func:`cli_parameters`) and the Python entry point
-(:func:`clay_search.ingest.ingest`, :func:`python_signature`) are both derived from these fields,
-as rasterio's ``rio/options.py`` defines each option once for every command.
+``clay-search ingest`` command and the Python entry point (:func:`clay_search.ingest.ingest`)
+are both derived from these fields by :class:`clay_search.optionset.OptionSet`, as rasterio's
+``rio/options.py`` defines each option once for every command.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
 import importlib.util
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from clay_search.dates import DatePeriod
 from clay_search.errors import IngestOptionError
+from clay_search.optionset import OptionSet, choice, opt
 
-__all__ = [
-    "IngestOptionError",
-    "IngestParams",
-    "auto_workers",
-    "cli_parameters",
-    "python_signature",
-]
+__all__ = ["IngestOptionError", "IngestParams", "auto_workers"]
 
 DEFAULT_CHIP_SIZE = 64
 DEFAULT_BATCH_SIZE = 32
@@ -81,10 +74,6 @@ def _positive(flag: str, what: str = "a positive number") -> Callable[[Any], str
     return lambda v: None if v is None or v > 0 else f"{flag} {v} must be {what}"
 
 
-def _choice(flag: str, choices: Sequence[str]) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else (f"{flag} {v!r} must be one of {', '.join(choices)}")
-
-
 def _check_bands(v: list[str] | None) -> str | None:
     if not v:
         return None
@@ -116,44 +105,16 @@ def _check_stats(v: str) -> str | None:
     )
 
 
-def opt(
-    default: Any,
-    help: str,
-    *,
-    flag: str | None = None,
-    short: str | None = None,  # noqa: A002
-    parse: Callable[[Any], Any] | None = None,
-    check: Callable[[Any], str | None] | None = None,
-    cli_type: Any = None,
-    cli: bool = True,
-    is_flag: bool = False,
-) -> Any:
-    """A field of :class:`IngestParams`: default, help text and how the value is read/checked.
-
-    ``parse`` turns what a user gives (a CLI string, a Python value) into the field's type;
-    ``check`` returns an error message for a value that cannot work. ``cli_type`` is the type
-    the CLI reads (``str`` for comma-separated lists); ``cli=False`` keeps an option Python-only.
-    """
-    meta = {
-        "help": help,
-        "flag": flag,
-        "short": short,
-        "parse": parse,
-        "check": check,
-        "cli_type": cli_type,
-        "cli": cli,
-        "is_flag": is_flag,
-    }
-    return field(default=default, metadata=meta)
-
-
 @dataclass
-class IngestParams:
+class IngestParams(OptionSet):
     """Everything that shapes an ingest run: which chips, how they are embedded and written.
 
     Build it with :meth:`from_options` (parses and checks every value); each field documents
     one option of ``clay-search ingest`` and :func:`clay_search.ingest.ingest`.
     """
+
+    option_error: ClassVar[type[Exception]] = IngestOptionError
+    option_kind: ClassVar[str] = "ingest"
 
     sensor: str | None = opt(None, "Sensor of every source (see `clay-search info`).")
     chip_size: int = opt(
@@ -196,7 +157,14 @@ class IngestParams:
     dates: Path | None = opt(
         None, 'CSV or JSON of per-file dates (columns file,date; or {"file": "date"}).', parse=_path
     )
-    patch_embeddings: bool = opt(False, "Also store the patch-embedding grid.", is_flag=True)
+    patch_embeddings: bool = opt(False, "Also store the patch-embedding grid.")
+    quality_score: bool = opt(
+        True,
+        "Store each chip's quality score (recon_error: the model's masked reconstruction "
+        "error; high = cloudy, broken or unusual). Needs weights with a decoder (else null); "
+        "about doubles ingest time on a CPU.",
+        flag="--quality-score/--no-quality-score",
+    )
     max_nodata: float = opt(
         DEFAULT_MAX_NODATA,
         "Skip chips with more than this fraction of nodata.",
@@ -217,7 +185,7 @@ class IngestParams:
         "Who shares computed statistics: series (the sources of one sensor, band set "
         "and data type in this run, so a time series stays comparable) or source (each file "
         "its own).",
-        check=_choice("--stats-scope", STATS_SCOPES),
+        check=choice("--stats-scope", STATS_SCOPES),
     )
     thumbnail_bands: list[str] | None = opt(
         None,
@@ -237,10 +205,10 @@ class IngestParams:
         "auto",
         "auto (measured on this machine, cached), fp32, bf16, fp16, tf32 (CUDA) or int8 (CPU, "
         "opt-in).",
-        check=_choice("--precision", PRECISIONS),
+        check=choice("--precision", PRECISIONS),
     )
     device: str = opt("cpu", "cpu or cuda.")
-    fail_fast: bool = opt(False, "Stop at the first bad source.", is_flag=True)
+    fail_fast: bool = opt(False, "Stop at the first bad source.")
     flush_rows: int = opt(
         DEFAULT_FLUSH_ROWS,
         "Rows per commit, at most.",
@@ -267,7 +235,7 @@ class IngestParams:
         "local",
         "local (threads in this process) or ray (a Ray Data pipeline; "
         "needs the distributed extra).",
-        check=_choice("--engine", ENGINES),
+        check=choice("--engine", ENGINES),
     )
     ray_address: str | None = opt(
         None,
@@ -281,44 +249,7 @@ class IngestParams:
     )
     extra: dict = field(default_factory=dict, metadata={"cli": False, "internal": True})
 
-    # -- construction ------------------------------------------------------------------------------
-    @classmethod
-    def option_fields(cls) -> list[dataclasses.Field]:
-        """The option fields, in order (``metadata["cli"]`` says whether the CLI has one)."""
-        return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-
-    @classmethod
-    def from_options(cls, **options: Any) -> IngestParams:
-        """Parse and check ``options`` (Python values or CLI strings); unknown names and bad
-        values raise (``TypeError`` / :class:`IngestOptionError`)."""
-        fields = {f.name: f for f in cls.option_fields()}
-        unknown = sorted(set(options) - set(fields))
-        if unknown:
-            raise TypeError(
-                f"unknown ingest option(s) {', '.join(unknown)}; the options are "
-                f"{', '.join(fields)}"
-            )
-        values = {}
-        for name, f in fields.items():
-            v = options.get(name, f.default)
-            parse = f.metadata.get("parse")
-            if parse is not None:
-                v = parse(v)
-            elif v is not None and f.type in ("int", "float", "int | None", "float | None"):
-                try:
-                    v = (float if "float" in f.type else int)(v)
-                except (TypeError, ValueError):
-                    raise IngestOptionError(
-                        f"--{name.replace('_', '-')} {v!r} must be a number"
-                    ) from None
-            elif f.type == "bool":
-                v = bool(v)
-            check = f.metadata.get("check")
-            if check is not None and (msg := check(v)):
-                raise IngestOptionError(msg)
-            values[name] = v
-        return cls(**values)
-
+    # -- checks and derived values ---------------------------------------------------------------
     def check(self, patch_size: int) -> None:
         """Raise :class:`IngestOptionError` for values that cannot work with the model."""
         if self.engine == "ray" and importlib.util.find_spec("ray") is None:
@@ -354,7 +285,7 @@ class IngestParams:
         return self.stride or self.chip_size
 
     @property
-    def forced_datetime(self) -> datetime | None:
+    def forced_datetime(self) -> dt.datetime | None:  # (the field `datetime` shadows the class)
         """``--datetime`` as the datetime stored (a period's midpoint), or None."""
         return None if self.datetime is None else self.datetime.midpoint
 
@@ -367,67 +298,6 @@ class IngestParams:
         for k in ("weights", "dates", "sensors_file"):
             d[k] = None if d[k] is None else str(d[k])
         return d
-
-
-# -- the two derived interfaces ------------------------------------------------------------------
-def _flag(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
-def cli_parameters() -> list[inspect.Parameter]:
-    """typer parameters (``Annotated[type, typer.Option(...)]``) of every CLI option."""
-    from typing import Annotated
-
-    import typer
-
-    types = {
-        "str | None": str | None,
-        "str": str,
-        "int": int,
-        "int | None": int | None,
-        "float": float,
-        "float | None": float | None,
-        "bool": bool,
-        "Path | None": Path | None,
-    }
-    out = []
-    for f in IngestParams.option_fields():
-        if not f.metadata.get("cli", True):
-            continue
-        decls = [_flag(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
-        cli_type = f.metadata.get("cli_type")
-        typ = types[f.type] if cli_type is None else cli_type | None
-        info = typer.Option(*decls, help=f.metadata["help"])
-        out.append(
-            inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=f.default,
-                annotation=Annotated[typ, info],
-            )
-        )
-    return out
-
-
-def python_signature(
-    head: list[inspect.Parameter], tail: list[inspect.Parameter], return_annotation: Any
-) -> inspect.Signature:
-    """``head`` (positional), every option as a keyword-only parameter, then ``tail``."""
-    opts = [
-        inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
-        )
-        for f in IngestParams.option_fields()
-    ]
-    return inspect.Signature([*head, *opts, *tail], return_annotation=return_annotation)
-
-
-def options_doc() -> str:
-    """One line per option: name, default and help (appended to the entry point's docstring)."""
-    lines = []
-    for f in IngestParams.option_fields():
-        lines.append(f"    ``{f.name}`` (default ``{f.default!r}``): {f.metadata['help']}")
-    return "\n".join(lines)
 
 
 def auto_workers(device) -> int:

@@ -7,6 +7,7 @@ inference loop, which batches chips of one sensor/band set/GSD and writes rows i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -188,6 +189,7 @@ class _Batcher:
             datetimes=[c.row["datetime"] for c in chips],
             lonlats=[c.lonlat for c in chips],
             patches=self.params.patch_embeddings,
+            recon_error=self.params.quality_score,
         )
         self.embed_seconds += time.perf_counter() - t0
         self.embedded += len(chips)
@@ -196,10 +198,12 @@ class _Batcher:
             row["embedding"] = out.embedding[i]
             if out.patches is not None:
                 row["patch_embeddings"] = out.patches[i]
+            if out.recon_error is not None:
+                row["recon_error"] = float(out.recon_error[i])
             self.writer.add(row)
 
 
-def _progress(enabled: bool):  # noqa: ANN202 - a rich Progress
+def _progress(enabled: bool):  # -> a rich Progress
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -376,6 +380,27 @@ def list_windows(work: list[SourceWork], writer: ChipWriter, params: IngestParam
     return sum(len(w.todo) for w in work)
 
 
+def _quality_choice(
+    params: IngestParams, embedder: Embedder, writer: ChipWriter, report: IngestReport
+) -> IngestParams:
+    """``params`` with ``quality_score`` off (and a note why) when it cannot be stored."""
+    if not params.quality_score:
+        return params
+    why = None
+    if "recon_error" not in writer.schema.names:
+        why = (
+            "quality score not stored: this store was made before the recon_error column "
+            "(ingest into a new store to score chips)"
+        )
+    elif not getattr(embedder, "has_decoder", False):
+        note = embedder.quality_report()["note"] if hasattr(embedder, "quality_report") else ""
+        why = f"quality score not computed ({note}); recon_error is null"
+    if why is None:
+        return params
+    report.notes.append(why)
+    return dataclasses.replace(params, quality_score=False)
+
+
 def execute(
     sources: Iterable[Source | SourceFailure],
     store: str | Path,
@@ -411,8 +436,13 @@ def execute(
             flush_rows=params.flush_rows,
             flush_seconds=params.flush_seconds,
         )
+        params = _quality_choice(params, embedder, writer, report)
         manifest = RunManifest(
-            writer.info.runs_path, params, embedder.model_id, precision=embedder.precision_report
+            writer.info.runs_path,
+            params,
+            embedder.model_id,
+            precision=embedder.precision_report,
+            quality=getattr(embedder, "quality_report", None),
         )
         manifest.save(report, state.sources)
         work = choose_normalisers(work, params, readers, state)

@@ -174,7 +174,7 @@ def _sample_windows(plans: list[SourcePlan], n: int) -> list[tuple[SourcePlan, W
     if len(plans) >= n:
         picks = np.unique(np.linspace(0, len(plans) - 1, n).round().astype(int))
         return [(plans[i], plans[i].windows[len(plans[i].windows) // 2]) for i in picks]
-    out = []
+    out: list[tuple[SourcePlan, Window]] = []
     per = max(1, n // len(plans))
     for p in plans:
         idx = np.unique(np.linspace(0, len(p.windows) - 1, min(per, len(p.windows))).round())

@@ -37,7 +37,7 @@ def _gdal_path(path: str) -> str:
     return path
 
 
-def gdal_reason(e: BaseException) -> str:
+def gdal_reason(e: BaseException | None) -> str:
     """The most specific message in a rasterio error's chain (GDAL's own words, not rasterio's
     "Read failed. See previous exception for details.")."""
     msgs, seen = [], set()
@@ -150,6 +150,13 @@ class SourceReader:
         self._views: list = []
         self._band_file: list[tuple[int, int]] = []  # band -> (file index, 1-based band)
         self.meta: RasterMeta | None = None
+
+    @property
+    def opened(self) -> RasterMeta:
+        """The metadata of the opened source (reads need :meth:`open` first)."""
+        if self.meta is None:
+            raise RuntimeError("the source is not open yet; call open() before reading")
+        return self.meta
 
     # -- opening ---------------------------------------------------------------------------
     def _open_one(self, path: str):
@@ -284,7 +291,7 @@ class SourceReader:
         floating = block.dtype.kind == "f"
         for i, b in enumerate(bands):
             data = block[i]
-            nd = self.meta.nodata[b]
+            nd = self.opened.nodata[b]
             has_nd = nd is not None and np.isfinite(nd)
             if floating:
                 band_nod = ~np.isfinite(data)
@@ -370,7 +377,7 @@ class SourceReader:
         if len(by_file) == 1:  # one file: its read is the block (no copy)
             ((fi, members),) = by_file.items()
             return self._read_file(fi, members, window, out_shape)
-        out = np.empty((len(bands), *shape), dtype=self.meta.dtype)
+        out = np.empty((len(bands), *shape), dtype=self.opened.dtype)
         for fi, members in by_file.items():
             data = self._read_file(fi, members, window, out_shape)
             for k, (i, _) in enumerate(members):
@@ -391,7 +398,7 @@ class SourceReader:
                 f"reading {self.source.paths[fi]} failed ({gdal_reason(e)}); the file may be "
                 "truncated or corrupt"
             ) from e
-        return data.astype(self.meta.dtype, copy=False)
+        return data.astype(self.opened.dtype, copy=False)
 
     def _read_resampled(
         self, window: Window, bands: list[int], size: int

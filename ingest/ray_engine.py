@@ -47,7 +47,7 @@ log = logging.getLogger("clay_search.ingest")
 MAX_RETRIES = 4
 
 
-def _import_ray():  # noqa: ANN202 - the ray module
+def _import_ray():  # -> the ray module
     try:
         import ray
     except ImportError:
@@ -162,7 +162,7 @@ def read_embed_write(
             ray.shutdown()
 
 
-def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) -> None:  # noqa: ANN001
+def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) -> None:
     import ray.data
 
     plans = [dataclasses.replace(w.plan, windows=[]) for w in work]  # the windows go per task

@@ -115,16 +115,18 @@ def _item_sources(item, assets: list[str] | None) -> list[Source | SourceFailure
         else:
             keys = [sorted(data, key=lambda k: (k not in _PREFERRED_KEYS, k))[0]]
     hrefs = [item.assets[k].get_absolute_href() or item.assets[k].href for k in keys]
-    band_keys: list[str] | None = []
+    found: list[str] = []
     waves: list[float | None] = []
+    complete = True
     for k in keys:
         bands = _asset_bands(item, item.assets[k])
         if bands:
-            band_keys.extend(_band_key(b) for b in bands)
+            found.extend(_band_key(b) for b in bands)
             waves.extend(_band_wave(b) for b in bands)
         else:
-            band_keys = None
+            complete = False
             break
+    band_keys: list[str] | None = found if complete else None
     if band_keys is None and len(keys) == 1:
         band_keys = _KNOWN_LAYOUTS.get(str(item.properties.get("pl:item_type")))
         waves = []
@@ -164,7 +166,7 @@ def _read_stac(href: str):
         ) from e
     except RecursionError as e:
         raise SourceReadError(f"{href} nests too deeply to be a STAC document") from e
-    except Exception as e:  # noqa: BLE001 - pystac raises many kinds for bad JSON
+    except Exception as e:  # pystac raises many kinds for bad JSON
         raise SourceReadError(f"{href} is not a readable STAC document: {e}") from e
 
 
@@ -289,7 +291,7 @@ def stac_search_sources(
             collections=collections, bbox=bbox, datetime=datetime, max_items=max_items
         )
         items = list(search.items())
-    except Exception as e:  # noqa: BLE001 - network and API errors of every kind
+    except Exception as e:  # network and API errors of every kind
         raise SourceNotFoundError(f"STAC API search at {url} failed: {e}") from e
     out: list[Source | SourceFailure] = []
     for item in sorted(items, key=lambda i: i.id):

@@ -119,8 +119,7 @@ def _params(
     stride: int | None = None,
     stats: str = "auto",
 ) -> IngestParams:
-    p = IngestParams(chip_size=chip_size, stride=stride, sensor=sensor, bands=bands, stats=stats)
-    return p
+    return IngestParams(chip_size=chip_size, stride=stride, sensor=sensor, bands=bands, stats=stats)
 
 
 def _plan_all(
@@ -433,7 +432,7 @@ def read_pairs(
         present = sorted(int(c) for c in np.unique(y[~outside]) if c != ignore_index)
         if classes is None:
             classes = present
-        allowed = set(int(c) for c in classes)
+        allowed = {int(c) for c in classes}
         unknown = sorted(set(present) - allowed)
         if unknown:
             raise TrainingDataError(
@@ -481,7 +480,7 @@ def split_holdout(
     if fraction <= 0 or len(groups) < 2:
         return np.arange(len(chips)), np.zeros(0, np.int64)
     key = {g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest() for g in groups}
-    order = sorted(groups, key=key.get)
+    order = sorted(groups, key=key.__getitem__)
     n_val = min(max(1, int(round(fraction * len(groups)))), len(groups) - 1)
     held = set(order[:n_val])
     val = np.array([i for i, g in enumerate(chips.groups) if g in held], np.int64)

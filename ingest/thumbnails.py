@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from types import ModuleType
 
 import numpy as np
 
 STRETCH_SAMPLES = 512  # pixels per band a 2-98 % stretch is estimated from
 
+_fast_zlib: ModuleType | None
 try:  # ISA-L deflate: about 2.5x faster than zlib's cheapest mode at the same size
     from isal import isal_zlib as _fast_zlib
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
@@ -147,7 +149,7 @@ def _block_sum(x: np.ndarray, f: int) -> np.ndarray:
     """Sums of ``[..., h, w]`` over ``f`` x ``f`` blocks: rows first, then columns, each as
     ``f`` strided adds into an exact accumulator (integers stay integers)."""
     acc = _accumulator(x.dtype, f)
-    rows = x[..., 0::f, :].astype(acc)
+    rows: np.ndarray = x[..., 0::f, :].astype(acc)
     for i in range(1, f):
         rows += x[..., i::f, :]
     out = rows[..., 0::f].copy()

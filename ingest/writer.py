@@ -10,6 +10,7 @@ first and skipped.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pyarrow as pa
 
@@ -96,7 +97,7 @@ class ChipWriter:
             return 0
         rows, self._rows = self._rows, []
         self._last_commit = time.monotonic()
-        cols = rows_to_columns(rows, self.schema.names)
+        cols: dict[str, Any] = rows_to_columns(rows, self.schema.names)  # + a scalar model_id
         cols["model_id"] = self.model_id
         table = chips_table(cols, self.schema)
         with guarded_write(self.info.path, "an ingest commit", version=self.version):

@@ -11,7 +11,9 @@ accepts (the bundled weights, clay-search weights folders, official Clay ``.ckpt
 - CLS and pooled vectors for image-level heads (:meth:`ClayBackbone.forward_vector`);
 - freezing: ``"all"``, ``"none"``, or an int N = unfreeze the last N blocks (and the final norm).
 
-LoRA on the attention projections was not added: see docs/finetune.md ("What is not here").
+- LoRA (``lora=LoRAConfig(rank=...)``): low-rank adapters on the blocks' attention
+  projections (:mod:`clay_search.model.lora`); the base encoder stays frozen, only the adapters
+  (and the head) train.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 from clay_search.model.checkpoints import WeightsInfo, load_encoder
 from clay_search.model.clay import ClayEncoder
 from clay_search.model.embedder import POOLINGS, pool_tokens
+from clay_search.model.lora import LoRAConfig, apply_lora, base_fingerprint, set_lora_trainable
 
 
 def default_taps(depth: int) -> tuple[int, ...]:
@@ -61,6 +64,9 @@ class ClayBackbone(nn.Module):
     (default :func:`default_taps`). ``norm_taps`` applies the encoder's final LayerNorm to every
     tap (as DINOv2's intermediate layers do), so all levels have the same scale.
     ``freeze``: ``"all"`` (no encoder gradients), ``"none"``, or N (last N blocks trainable).
+    ``lora``: adapters on the encoder (needs ``freeze="all"``: the base weights stay fixed and
+    only the adapters train); ``lora_fingerprint`` is then the SHA-256 of the adapted base
+    weights (:func:`~clay_search.model.lora.base_fingerprint`).
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class ClayBackbone(nn.Module):
         taps: Sequence[int] | None = None,
         freeze: str | int = "all",
         norm_taps: bool = True,
+        lora: LoRAConfig | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -82,6 +89,16 @@ class ClayBackbone(nn.Module):
             raise ValueError(f"taps {bad} outside the encoder's {self.depth} blocks")
         self.norm_taps = norm_taps
         self.freeze = freeze
+        self.lora = lora
+        self.lora_fingerprint: str | None = None
+        if lora is not None:
+            if freeze not in ("all", 0):
+                raise ValueError(
+                    f"LoRA trains adapters on a frozen encoder; freeze={freeze!r} cannot be "
+                    "combined with it (drop --unfreeze-last/--no-freeze, or drop --lora)"
+                )
+            self.lora_fingerprint = base_fingerprint(encoder, lora)
+            apply_lora(encoder, lora)
         self.set_freeze(freeze)
 
     @classmethod
@@ -137,6 +154,8 @@ class ClayBackbone(nn.Module):
                     p.requires_grad = True
             for p in self.encoder.transformer.norm.parameters():
                 p.requires_grad = n > 0
+        if self.lora is not None:
+            set_lora_trainable(self.encoder)
 
     def train(self, mode: bool = True) -> ClayBackbone:
         """Frozen encoders stay in eval mode (no dropout/statistics change)."""

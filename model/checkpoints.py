@@ -29,11 +29,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clay_search.errors import CheckpointError, CheckpointNotFoundError
-from clay_search.model.clay import VARIANTS, ClayConfig, ClayEncoder
+from clay_search.model.clay import VARIANTS, ClayConfig, ClayDecoder, ClayEncoder
 from clay_search.model.registry import resolve_weights
 
 WEIGHTS_FORMAT = "clay-search-weights"
 ENCODER_PREFIX = "model.encoder."
+DECODER_PREFIX = "model.decoder."
+#: The decoder file beside clay-search weights made before train() saved the decoder.
+DECODER_FILE = "decoder.safetensors"
+DECODER_FORMAT = "clay-search-decoder"
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,9 @@ def infer_config(state: dict[str, torch.Tensor]) -> ClayConfig:
     inner = state["transformer.layers.0.0.to_qkv.weight"].shape[0] // 3
     mlp_dim = state["transformer.layers.0.1.net.1.weight"].shape[0]
     for cfg in VARIANTS.values():
-        if cfg.dim == dim and cfg.depth == depth and cfg.heads * cfg.dim_head == inner:
-            if int(cfg.dim * cfg.mlp_ratio) == mlp_dim:
-                return cfg.with_patch_size(patch_size)
+        same_attention = cfg.dim == dim and cfg.depth == depth and cfg.heads * cfg.dim_head == inner
+        if same_attention and int(cfg.dim * cfg.mlp_ratio) == mlp_dim:
+            return cfg.with_patch_size(patch_size)
     dim_head = 64 if inner % 64 == 0 else inner
     return ClayConfig(
         name=f"custom{dim}x{depth}",
@@ -246,10 +250,7 @@ def load_encoder(
     overrides the inferred variant for checkpoints.
     Returns the encoder in eval mode and a :class:`WeightsInfo` (``model_id`` among it).
     """
-    if path is None:
-        path = bundled_weights_dir()
-    else:
-        path = resolve_weights(path) or Path(path)
+    path = bundled_weights_dir() if path is None else resolve_weights(path) or Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(
             f"weights {path} not found: pass the path to a local file (an official Clay "
@@ -296,3 +297,92 @@ def save_weights(
     }
     (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     return WeightsInfo(model_id, cfg, str(out), "clay-search")
+
+
+# -- the MAE decoder (for the reconstruction quality score) --------------------------------------
+def save_decoder(
+    decoder: ClayDecoder, info: WeightsInfo, out: str | Path, *, meta: dict | None = None
+) -> Path:
+    """Write a decoder trained for the encoder ``info`` to ``out`` (a ``decoder.safetensors``).
+
+    The file's metadata names the encoder's ``model_id``: :func:`load_decoder` refuses a decoder
+    made for other weights.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = decoder.state_dict()
+    tensors = {f"decoder.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
+    header = {
+        "format": DECODER_FORMAT,
+        "encoder_model_id": info.model_id,
+        "meta": json.dumps(meta or {}),
+    }
+    save_file(tensors, str(out), metadata=header)
+    return out
+
+
+def _decoder_from_state(
+    state: dict[str, torch.Tensor], cfg: ClayConfig, where: str
+) -> tuple[ClayDecoder | None, str]:
+    decoder = ClayDecoder.from_config(cfg)
+    own = decoder.state_dict()
+    if set(own) != set(state) or any(tuple(own[k].shape) != tuple(state[k].shape) for k in own):
+        return None, (
+            f"the decoder in {where} does not fit the {cfg.name} decoder layout "
+            "(keys or shapes differ): no quality score"
+        )
+    decoder.load_state_dict(state, strict=True)
+    return decoder.eval(), f"decoder from {where}"
+
+
+def load_decoder(info: WeightsInfo) -> tuple[ClayDecoder | None, str]:
+    """The MAE decoder that goes with the encoder ``info``, or ``None``, and a note saying which.
+
+    Looked for in: clay-search weights' own file (``decoder.*`` keys, written by
+    :func:`~clay_search.model.train.train`), a ``decoder.safetensors`` beside them made for the
+    same encoder (:func:`save_decoder`), or a Clay Lightning checkpoint's ``model.decoder.*``
+    keys. Weights without a decoder give ``(None, why)``: the quality score is then null.
+    """
+    path = Path(info.path)
+    if info.format == "clay-lightning":
+        try:
+            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - the encoder loaded; the decoder is optional
+            return None, f"could not read the decoder of {path.name}: {e}"
+        sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+        state = {k[len(DECODER_PREFIX) :]: v for k, v in sd.items() if k.startswith(DECODER_PREFIX)}
+        if not state:
+            return None, (
+                f"{path.name} holds no decoder (no 'model.decoder.*' keys): no quality score"
+            )
+        return _decoder_from_state(state, info.config, path.name)
+    folder = path if path.is_dir() else path.parent
+    st_path = folder / "model.safetensors" if path.is_dir() else path
+    if st_path.suffix == ".json":
+        st_path = folder / "model.safetensors"
+    if st_path.exists():
+        try:
+            state = load_file(str(st_path))
+        except (SafetensorError, OSError, ValueError):
+            state = {}
+        dec = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
+        if dec:
+            return _decoder_from_state(dec, info.config, st_path.name)
+    side = folder / DECODER_FILE
+    if not side.exists():
+        return None, f"the weights in {folder} ship no decoder: no quality score"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(side), "pt") as f:
+            header = f.metadata() or {}
+        state = load_file(str(side))
+    except (SafetensorError, OSError, ValueError) as e:
+        return None, f"{side} is not a readable safetensors file ({e}): no quality score"
+    if header.get("encoder_model_id") != info.model_id:
+        return None, (
+            f"{side} was trained for encoder {header.get('encoder_model_id')!r}, not "
+            f"{info.model_id!r}: no quality score"
+        )
+    dec = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
+    return _decoder_from_state(dec, info.config, side.name)

@@ -446,8 +446,16 @@ class ClayDecoder(nn.Module):
         )
 
     def forward(
-        self, enc: MaskedTokens, *, time: torch.Tensor, latlon: torch.Tensor, gsd, waves
+        self,
+        enc: MaskedTokens,
+        *,
+        time: torch.Tensor,
+        latlon: torch.Tensor,
+        gsd,
+        waves,
+        pixel_weights: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
+        """``pixel_weights``: precomputed ``embed_to_pixels.generate(waves)`` (a cache)."""
         tokens = self.enc_to_dec(enc.tokens)  # [B 1+L_kept Dd]
         cls, kept = tokens[:, :1], tokens[:, 1:]
         b, length = enc.mask.shape
@@ -459,7 +467,9 @@ class ClayDecoder(nn.Module):
         full[batch, enc.unmasked_indices] = kept + meta[batch, enc.unmasked_indices]
         full[batch, enc.masked_indices] = masked + meta[batch, enc.masked_indices]
         decoded = self.transformer(torch.cat((cls, full), dim=1))  # [B 1+L Dd]
-        weight, bias = self.embed_to_pixels.generate(waves.to(decoded.device))
+        if pixel_weights is None:
+            pixel_weights = self.embed_to_pixels.generate(waves.to(decoded.device))
+        weight, bias = pixel_weights
         pixels = self.embed_to_pixels.project(decoded, weight.to(decoded.dtype), bias)
         return pixels[:, 1:]  # [B L C*P*P]
 

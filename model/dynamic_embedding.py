@@ -67,7 +67,7 @@ class WavesTransformer(nn.Module):
         out = self.encoder(x)
         n = self.num_latent_tokens
         weights = self.fc_weight(out[n:-1] + x[n:-1])  # [C, P*P*D]
-        bias = None if self.is_decoder else self.fc_bias(out[-1])  # [D]
+        bias = None if self.fc_bias is None else self.fc_bias(out[-1])  # [D]; None: decoder
         return weights, bias
 
 

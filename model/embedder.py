@@ -29,10 +29,11 @@ from clay_search.model.calibration import (
     make_runner,
     precision_context,
 )
-from clay_search.model.checkpoints import WeightsInfo, load_encoder
+from clay_search.model.checkpoints import WeightsInfo, load_decoder, load_encoder
 from clay_search.model.clay import ClayEncoder
 from clay_search.model.encoding import encode_latlon, encode_time
 from clay_search.model.normalise import Normaliser, sensor_normaliser
+from clay_search.model.reconstruction import ReconstructionScorer
 from clay_search.model.sensors import Band, Sensor, SensorRegistry
 
 
@@ -58,6 +59,18 @@ POOLINGS = {
 }
 
 
+def vector_model_id(
+    weights_id: str, pooling: str, standard: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> str:
+    """The model id of chip vectors: the weights' id, ``-<pooling>`` unless CLS, and
+    ``-z<hash>`` of the (mean, std) they were z-scored with (what a store records)."""
+    base = weights_id if pooling == "cls" else f"{weights_id}-{pooling}"
+    if standard is None:
+        return base
+    h = hashlib.sha256(torch.cat(standard).numpy().tobytes()).hexdigest()[:8]
+    return f"{base}-z{h}"
+
+
 def pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
     """One vector per chip from tokens ``[B, 1 + L, D]`` (CLS first) -> ``[B, D or 2D]``."""
     cls, patches = tokens[:, 0], tokens[:, 1:]
@@ -78,12 +91,15 @@ class EmbeddingBatch:
     """Embeddings of one batch.
 
     ``embedding`` ``[B, E]`` is the chip vector stored and searched (see ``Embedder.pooling``);
-    ``cls`` ``[B, D]`` the CLS token; ``patches`` ``[B, L, D]`` the patch grid when asked for.
+    ``cls`` ``[B, D]`` the CLS token; ``patches`` ``[B, L, D]`` the patch grid when asked for;
+    ``recon_error`` ``[B]`` the quality score when asked for (None when the weights have no
+    decoder; see :mod:`clay_search.model.reconstruction`).
     """
 
     embedding: np.ndarray
     cls: np.ndarray
     patches: np.ndarray | None = None
+    recon_error: np.ndarray | None = None
 
 
 class Embedder:
@@ -141,6 +157,8 @@ class Embedder:
         self._runner: torch.nn.Module | None = None
         self.cache_weights = cache_weights
         self._weight_cache: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._scorer: ReconstructionScorer | None = None
+        self._decoder_note: str | None = None
         if precision != "auto":
             self._use(precision)
 
@@ -166,6 +184,7 @@ class Embedder:
                 use_cache=use_cache,
             )
             self._use(self.calibration.precision)
+        assert self._precision is not None  # set by _use
         return self._precision
 
     @property
@@ -183,6 +202,7 @@ class Embedder:
         """The module that runs the encoder in :attr:`precision` (decides ``auto`` at 256 px)."""
         if self._runner is None:
             self.resolve_precision()
+        assert self._runner is not None  # set by _use
         return self._runner
 
     def precision_report(self) -> dict[str, Any]:
@@ -219,13 +239,9 @@ class Embedder:
 
         Stores never mix model ids.
         """
-        base = self.info.model_id if self.info else "unversioned"
-        if self.pooling != "cls":
-            base = f"{base}-{self.pooling}"
-        if self._standard is not None:
-            h = hashlib.sha256(torch.cat(self._standard).numpy().tobytes()).hexdigest()[:8]
-            base = f"{base}-z{h}"
-        return base
+        return vector_model_id(
+            self.info.model_id if self.info else "unversioned", self.pooling, self._standard
+        )
 
     @property
     def standardised(self) -> bool:
@@ -246,6 +262,35 @@ class Embedder:
     def patch_size(self) -> int:
         """Patch size P in pixels; chip sizes must be multiples of it."""
         return self.encoder.patch_size
+
+    # -- quality score ---------------------------------------------------------------------------
+    def _load_scorer(self) -> None:
+        if self._decoder_note is not None:
+            return
+        if self.info is None:
+            self._decoder_note = "no weights info, so no decoder: no quality score"
+            return
+        decoder, self._decoder_note = load_decoder(self.info)
+        if decoder is not None:
+            self._scorer = ReconstructionScorer(self.encoder, decoder.to(self.device))
+
+    @property
+    def has_decoder(self) -> bool:
+        """Whether these weights come with an MAE decoder (so chips get a quality score)."""
+        self._load_scorer()
+        return self._scorer is not None
+
+    def quality_report(self) -> dict[str, Any]:
+        """How the quality score is made: decoder found (and where), mask ratio, seed."""
+        self._load_scorer()
+        sc = self._scorer
+        return {
+            "decoder": sc is not None,
+            "note": self._decoder_note,
+            "mask_ratio": None if sc is None else sc.mask_ratio,
+            "seed": None if sc is None else sc.seed,
+            "units": "mean L1 of masked patches, normalised pixel units",
+        }
 
     # -- helpers ---------------------------------------------------------------------------------
     def patch_weights(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -270,11 +315,15 @@ class Embedder:
         datetimes: Sequence[datetime | None] | None = None,
         lonlats: Sequence[tuple[float, float] | None] | None = None,
         patches: bool = False,
+        recon_error: bool = False,
+        valid: np.ndarray | None = None,
     ) -> EmbeddingBatch:
         """Embed normalised pixels ``[B, C, H, W]``.
 
         ``waves``: central wavelengths (um) of the C bands; ``datetimes`` and ``lonlats`` (chip
         centres, degrees) feed the time/location encodings (zeros where unknown).
+        ``recon_error`` also scores each chip's reconstruction (fp32, fixed masks; ``valid``
+        ``[B, H, W]`` weights it by valid pixels); ``None`` in the output without a decoder.
         """
         x = (
             torch.as_tensor(
@@ -302,7 +351,7 @@ class Embedder:
         latlon = encode_latlon(lonlats if lonlats is not None else [None] * b)
         weights = self.patch_weights(waves_t)
         with precision_context(self._precision, self.device), torch.inference_mode():
-            tokens = self._runner(
+            tokens = self.runner(
                 x.to(self.dtype),
                 time=time.to(self.device, self.dtype),
                 latlon=latlon.to(self.device, self.dtype),
@@ -320,6 +369,11 @@ class Embedder:
         )
         if patches:
             out.patches = tokens[:, 1:].cpu().numpy()
+        if recon_error and self.has_decoder:
+            assert self._scorer is not None
+            out.recon_error = self._scorer.score(
+                x, time=time, latlon=latlon, gsd=float(gsd), waves=waves_t, valid=valid
+            ).score.astype(np.float32)
         return out
 
     def embed_raw(
@@ -334,8 +388,10 @@ class Embedder:
         datetimes: Sequence[datetime | None] | None = None,
         lonlats: Sequence[tuple[float, float] | None] | None = None,
         patches: bool = False,
+        recon_error: bool = False,
     ) -> EmbeddingBatch:
-        """Normalise raw sensor values ``[B, C, H, W]`` for ``bands`` and embed them."""
+        """Normalise raw sensor values ``[B, C, H, W]`` for ``bands`` and embed them
+        (``recon_error``: also the quality score, over the ``valid`` pixels)."""
         s = self.sensors.get(sensor) if isinstance(sensor, str) else sensor
         blist = [b if isinstance(b, Band) else s.band(b) for b in bands]
         raw_bands = np.shape(raw)[-3] if np.ndim(raw) >= 3 else None
@@ -355,4 +411,6 @@ class Embedder:
             datetimes=datetimes,
             lonlats=lonlats,
             patches=patches,
+            recon_error=recon_error,
+            valid=None if valid is None else np.asarray(valid),
         )

@@ -113,7 +113,7 @@ def multilabel_precision_at_k(
 def band_stat_features(pixels: np.ndarray, percentiles: Sequence[int] = PERCENTILES) -> np.ndarray:
     """Per-band mean, std and percentiles of normalised ``[N, C, H, W]`` -> ``[N, C*(2+P)]``."""
     x = np.asarray(pixels, np.float32).reshape(pixels.shape[0], pixels.shape[1], -1)
-    parts = [x.mean(-1), x.std(-1)] + list(np.percentile(x, percentiles, axis=-1))
+    parts = [x.mean(-1), x.std(-1), *list(np.percentile(x, percentiles, axis=-1))]
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from clay_search.errors import HeadError
 from clay_search.model.backbone import ClayBackbone, Metadata
+from clay_search.model.lora import merge_lora
 from clay_search.model.sensors import SensorRegistry
 
 OPSET = 17
@@ -90,6 +91,7 @@ def export_onnx(
     if head is not None:
         task_model, spec = load_head(head, weights=weights)
         backbone = task_model.backbone
+        merge_lora(backbone.encoder)  # LoRA heads: adapters folded in, the base model's cost
         if bands is not None and [str(b) for b in bands] != list(spec.bands):
             raise HeadError(
                 f"the head {head} was trained on bands {spec.bands}; export it "

@@ -3,20 +3,24 @@
 ``head.json`` says everything needed to apply the head to new imagery::
 
     {"format": "clay-search-head", "version": 1,
-     "task": "classify" | "multilabel" | "regress" | "segment" | "regress-pixel",
+     "task": "classify" | "multilabel" | "regress" | "segment" | "regress-pixel" | "change",
      "classes": [...] | null, "ignore_index": int | null,
      "sensor": "sentinel-2-l2a", "bands": ["blue", ...], "waves": [...],
      "normaliser": {"mean": [...], "std": [...], "transform": null, "stats_source": ...},
      "chip_size": 64, "gsd": 10.0 | null,
-     "model": {"kind": "chip" | "dense", "num_outputs", "pooling", "head", "hidden", "channels"},
+     "model": {"kind": "chip" | "dense" | "change", "num_outputs", "pooling", "head", "hidden",
+               "channels", "fusion"},
      "backbone": {"model_id", "weights", "config", "taps", "norm_taps", "freeze",
-                  "encoder_in_folder": bool},
+                  "encoder_in_folder": bool, "lora": {rank, alpha, dropout, targets, blocks} | null,
+                  "lora_base_sha256": str | null},
      "target": {"mean", "std"} | null, "metrics": {...}, "training": {...}}
 
 ``head.safetensors`` holds the head's tensors (``head.*``) and, when any encoder block was
 trained, the encoder's (``encoder.*``); a frozen encoder is referenced by its model id and the
 weights path it was loaded from (``--weights`` at predict time overrides the path; the model id
-must match).
+must match). A LoRA head stores only its adapters (``lora.*``) beside the head: they are put back
+onto the base encoder loaded as for a frozen head, after checking that the adapted base weights
+hash to ``lora_base_sha256``.
 """
 
 from __future__ import annotations
@@ -35,12 +39,18 @@ from clay_search.model.backbone import ClayBackbone
 from clay_search.model.checkpoints import WeightsInfo, load_encoder
 from clay_search.model.clay import ClayConfig, ClayEncoder
 from clay_search.model.heads import ChipModel, DenseModel
+from clay_search.model.lora import (
+    LoRAConfig,
+    base_fingerprint,
+    load_lora_state_dict,
+    lora_state_dict,
+)
 from clay_search.model.normalise import Normaliser
 
 HEAD_FORMAT = "clay-search-head"
 HEAD_JSON = "head.json"
 HEAD_TENSORS = "head.safetensors"
-TASKS = ("classify", "multilabel", "regress", "segment", "regress-pixel")
+TASKS = ("classify", "multilabel", "regress", "segment", "regress-pixel", "change")
 
 
 @dataclass
@@ -87,6 +97,15 @@ class HeadSpec:
 def build_model(spec: HeadSpec, backbone: ClayBackbone) -> ChipModel | DenseModel:
     """The task model that ``spec.model`` describes, on ``backbone``."""
     m = spec.model
+    if m["kind"] == "change":  # two dates: clay_search.model.change_head
+        from clay_search.model.change_head import ChangeModel
+
+        return ChangeModel(
+            backbone,
+            int(m["num_outputs"]),
+            channels=int(m.get("channels", 64)),
+            fusion=m.get("fusion", "concat+diff"),
+        )
     if m["kind"] == "dense":
         return DenseModel(backbone, int(m["num_outputs"]), channels=int(m.get("channels", 64)))
     return ChipModel(
@@ -110,7 +129,7 @@ def save_head(model: ChipModel | DenseModel, spec: HeadSpec, out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bb = model.backbone
-    trained_encoder = not bb.fully_frozen
+    trained_encoder = not bb.fully_frozen and bb.lora is None
     tensors = {
         f"head.{k}": v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
@@ -123,6 +142,8 @@ def save_head(model: ChipModel | DenseModel, spec: HeadSpec, out_dir: str | Path
                 for k, v in bb.encoder.state_dict().items()
             }
         )
+    if bb.lora is not None:
+        tensors.update({f"lora.{k}": v for k, v in lora_state_dict(bb.encoder).items()})
     info = bb.info
     spec.backbone = {
         "model_id": bb.model_id,
@@ -132,6 +153,8 @@ def save_head(model: ChipModel | DenseModel, spec: HeadSpec, out_dir: str | Path
         "norm_taps": bb.norm_taps,
         "freeze": bb.freeze,
         "encoder_in_folder": trained_encoder,
+        "lora": bb.lora.to_dict() if bb.lora is not None else None,
+        "lora_base_sha256": bb.lora_fingerprint,
     }
     tmp = out / (HEAD_TENSORS + ".tmp")
     save_file(tensors, str(tmp))
@@ -220,9 +243,36 @@ def load_head(
                 f"the head {folder} was trained on encoder {b.get('model_id')} but the weights "
                 f"{info.path} are {info.model_id}; pass the head's weights with --weights"
             )
+    lora = None
+    if b.get("lora"):
+        try:
+            lora = LoRAConfig.from_dict(b["lora"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise HeadError(f"{folder}/{HEAD_JSON}: invalid LoRA settings ({e})") from None
+        try:
+            found = base_fingerprint(enc, lora)
+        except ValueError as e:
+            raise HeadError(f"{folder}/{HEAD_JSON}: invalid LoRA settings ({e})") from None
+        if found != b.get("lora_base_sha256"):
+            raise HeadError(
+                f"the LoRA adapters of {folder} were trained on other base weights than "
+                f"{info.path} (the adapted layers' SHA-256 differs though the model id "
+                f"{info.model_id} matches); pass the head's base weights with --weights"
+            )
     bb = ClayBackbone(
-        enc, info, taps=b.get("taps"), freeze="all", norm_taps=bool(b.get("norm_taps", True))
+        enc,
+        info,
+        taps=b.get("taps"),
+        freeze="all",
+        norm_taps=bool(b.get("norm_taps", True)),
+        lora=lora,
     )
+    if lora is not None:
+        state = {k[len("lora.") :]: v for k, v in tensors.items() if k.startswith("lora.")}
+        try:
+            load_lora_state_dict(bb.encoder, state)
+        except ValueError as e:
+            raise HeadError(f"{tp}: {e}; the head folder is damaged") from None
     model = build_model(spec, bb)
     head_state = {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
     own = {k for k in model.state_dict() if not k.startswith("backbone.")}

@@ -6,6 +6,8 @@ official checkpoints load without renaming.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,11 +75,11 @@ class Block(nn.ModuleList):
 
     @property
     def attn(self) -> Attention:
-        return self[0]
+        return cast(Attention, self[0])  # the first module, built above
 
     @property
     def mlp(self) -> FeedForward:
-        return self[1]
+        return cast(FeedForward, self[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn, ff = self[0], self[1]

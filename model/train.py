@@ -458,6 +458,116 @@ def train(
         "normalisation": {s.name: s.stats_dict() for s in sets},
         **(extra_meta or {}),
     }
-    info = save_weights(model.encoder.cpu(), mcfg, out, extra=meta)
+    info = save_weights(
+        model.encoder.cpu(), mcfg, out, extra=meta, decoder_state=model.decoder.cpu().state_dict()
+    )
     model.encoder.to(device)
+    model.decoder.to(device)
     return TrainResult(step, wall, rows, info, out)
+
+
+# -- a decoder for existing weights (the reconstruction quality score) ---------------------------
+@dataclass
+class DecoderResult:
+    """What :func:`train_decoder` produced: the decoder file and its loss log."""
+
+    path: Path
+    steps_done: int
+    wall_s: float
+    losses: list[float]
+
+
+def train_decoder(
+    encoder: ClayEncoder,
+    info: WeightsInfo,
+    sets: Sequence[ChipSet],
+    out: str | Path,
+    *,
+    steps: int = 2000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    warmup: int = 100,
+    mask_ratio: float = 0.75,
+    seed: int = 0,
+    set_weights: Sequence[float] | None = None,
+    max_time_s: float | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> DecoderResult:
+    """Fit an MAE decoder to a frozen ``encoder`` and write it to ``out`` (decoder.safetensors).
+
+    For weights shipped without their decoder: the encoder (and so the model id and every
+    stored vector) is unchanged; only the decoder learns, with the pretraining loss (L1 on
+    masked patches, ``mask_ratio`` of them masked, seeded). Augmentation: flips and zeroed
+    metadata only (no band dropping: the score sees whole chips).
+    """
+    from clay_search.model.checkpoints import save_decoder
+    from clay_search.model.clay import ClayDecoder
+
+    torch.manual_seed(seed)
+    cfg = info.config
+    encoder = encoder.cpu().eval()
+    for p in encoder.parameters():
+        p.requires_grad = False
+    mae = ClayMAE(cfg, mask_ratio=mask_ratio)
+    mae.encoder = encoder
+    mae.decoder = ClayDecoder.from_config(cfg)
+    params = list(mae.decoder.parameters())
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.05},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
+    augment = AugmentConfig(flip=0.5, drop_all_bands=0.0, drop_half_bands=0.0, zero_metadata=0.2)
+    sampler = BatchSampler(
+        sets, batch_size=batch_size, seed=seed, weights=set_weights, augment=augment
+    )
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    mae.decoder.train()
+    t0 = time.monotonic()
+    step = 0
+    while step < steps:
+        if max_time_s is not None and time.monotonic() - t0 > max_time_s:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, base_lr=lr, warmup=warmup, total=steps)
+        b = sampler.sample()
+        with torch.no_grad():
+            enc = encoder.encode_masked(
+                b.pixels,
+                time=b.time,
+                latlon=b.latlon,
+                gsd=b.gsd,
+                waves=b.waves,
+                mask_ratio=mask_ratio,
+                shuffle=True,
+                generator=gen,
+            )
+        predicted = mae.decoder(enc, time=b.time, latlon=b.latlon, gsd=b.gsd, waves=b.waves)
+        loss = mae.reconstruction_loss(b.target, predicted, enc.mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if progress is not None:
+            progress(step, steps, losses[-1])
+    wall = time.monotonic() - t0
+    mae.decoder.eval()
+    meta = {
+        "steps": steps,
+        "steps_done": step,
+        "batch_size": batch_size,
+        "lr": lr,
+        "mask_ratio": mask_ratio,
+        "seed": seed,
+        "sets": {s.name: len(s) for s in sets},
+        "loss_mean_last100": float(np.mean(losses[-100:])) if losses else None,
+        "wall_s": round(wall, 1),
+    }
+    path = save_decoder(mae.decoder, info, out, meta=meta)
+    return DecoderResult(path, step, wall, losses)

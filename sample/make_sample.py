@@ -11,23 +11,11 @@ from pathlib import Path
 import rasterio
 from rasterio.windows import Window
 
+from clay_search.ingest.datasets import EUROSAT_MS_BANDS
+
 SHARED = Path("../shared/data")
 OUT = Path("sample")
-EUROSAT_BANDS = [
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-    "B8A",
-]
+EUROSAT_BANDS = list(EUROSAT_MS_BANDS)  # the band order of the EuroSAT MS files
 PER_CLASS = 3
 NAIP_DATES = ["20090818", "20200831"]
 NAIP_WINDOW = Window(320, 240, 256, 256)

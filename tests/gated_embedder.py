@@ -39,7 +39,7 @@ class GatedEmbedder(Embedder):
         """The file that says a process is waiting at the gate."""
         return self.gate.with_name(self.gate.name + ".waiting")
 
-    def embed_raw(self, raw: Any, *args: Any, **kwargs: Any):  # noqa: ANN201 - Embedder's
+    def embed_raw(self, raw: Any, *args: Any, **kwargs: Any):
         if GatedEmbedder._done >= self.free_chips and not self.gate.exists():
             self.waiting.touch()
             deadline = time.monotonic() + 600

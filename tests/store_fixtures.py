@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,22 +22,10 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
+from clay_search.ingest.datasets import EUROSAT_MS_BANDS
+
 # EuroSAT MS band order (B8A last) -> the bands that have normalisation statistics
-EUROSAT_BANDS = [
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-    "B8A",
-]
+EUROSAT_BANDS = list(EUROSAT_MS_BANDS)
 USE_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 
 
@@ -142,20 +131,14 @@ def embed_chips(raw: np.ndarray, rows: list[dict], weights: Path, batch: int = 6
 
 
 def rows_table(rows: list[dict], vectors: np.ndarray, model_id: str) -> pa.Table:
-    """An Arrow table in the chips schema."""
-    from clay_search.schema import chips_schema
+    """An Arrow table in the chips schema (built by the store's one row builder)."""
+    from clay_search.schema import chips_schema, chips_table, rows_to_columns
 
     schema = chips_schema(vectors.shape[1])
-    cols = {
-        f.name: pa.array([r.get(f.name) for r in rows], f.type)
-        for f in schema
-        if f.name not in ("embedding", "model_id")
-    }
-    cols["embedding"] = pa.FixedSizeListArray.from_arrays(
-        pa.array(vectors.ravel(), pa.float32()), vectors.shape[1]
-    )
-    cols["model_id"] = pa.array([model_id] * len(rows), pa.string())
-    return pa.table({f.name: cols[f.name] for f in schema}, schema=schema)
+    cols: dict = rows_to_columns(rows, schema.names)
+    cols["embedding"] = vectors
+    cols["model_id"] = model_id
+    return chips_table(cols, schema)
 
 
 def build_store(
@@ -178,7 +161,7 @@ def build_store(
     store_info = open_or_create_store(store, info.model_id, vectors.shape[1])
     table = open_chips_table(store_info)
     bounds = np.linspace(0, len(rows), batches + 1).astype(int)
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         table.add(rows_table(rows[a:b], vectors[a:b], info.model_id))
     if sync:
         sync_index(store)

@@ -14,57 +14,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from app_server import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, MAP, app_server, artifacts
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-unsafe-swiftshader",  # software WebGL for the deck.gl map
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian's chromium is not installed (/usr/bin/chromium); `make browser` installs it",
-    ),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _artifacts(repo_root: Path) -> Path:
-    out = Path(os.environ.get("CLAY_SEARCH_ARTIFACTS") or repo_root / "test-artifacts")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+pytestmark = BROWSER_MARKS
 
 
 #: How long to wait for anything the app renders (a loaded machine is slow, never wrong).
 WAIT_MS = 90_000
-MAP = "iframe[title*='clay_search_map']"
 ALL_CHIPS = "Browsing 30 chips (of 30). Mark positives, then Search."
 
 
@@ -77,35 +39,8 @@ def store_path(sample_store: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(store_path: Path, nano_weights: Path, tmp_path_factory) -> Iterator[str]:
     """`clay-search app` on 127.0.0.1:<free port> for the sample store; always stopped."""
-    store, weights = store_path, nano_weights
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [sys.executable, "-m", "clay_search.cli.main", "app", "--store", str(store),
-           "--weights", str(weights), "--port", str(port)]  # fmt: skip
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the app server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with app_server(store_path, tmp_path_factory.mktemp("server"), weights=nano_weights) as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
 
 
 def _thumbnails_in_table(store: Path) -> dict[str, bytes]:
@@ -167,7 +102,7 @@ def test_draw_view_pick_search_export_and_map_click(
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=WAIT_MS)
-    out = _artifacts(repo_root)
+    out = artifacts(repo_root)
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -45,10 +45,15 @@ def test_changes_view_finds_the_planted_change(store_path, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     expect = clay_search.connect(store_path).changes(BEFORE, AFTER, k=200).to_pandas()
     top = expect.place_id.iloc[0]
-    # the map is coloured by change: one polygon per pair
-    deck = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
-    layer = next(x for x in deck["layers"] if x["id"] == "chips")
-    assert len(layer["data"]) == len(expect) == 16
+    # the map (the Search view's component) is coloured by change: one polygon per pair
+    maps = at.get("component_instance")
+    assert len(maps) == 1
+    args = json.loads(maps[0].proto.json_args)
+    assert len(args["chips"]) == len(expect) == 16
+    by_id = {c["chip_id"]: c for c in args["chips"]}
+    hi, lo = by_id[expect.chip_id_after.iloc[0]], by_id[expect.chip_id_after.iloc[-1]]
+    assert hi["fill"] != lo["fill"] and f"{expect.change.iloc[0]:.3f}" in hi["tip"]
+    assert {t["chip_id"] for t in args["thumbnails"]} == set(expect.chip_id_after)
     # the gallery: one card per pair with both thumbnails, in rank order
     cards = _cards(at)
     assert cards == expect.place_id.tolist()[:12] and cards[0] == top

@@ -9,29 +9,17 @@ to test-artifacts/ (or $CLAY_SEARCH_ARTIFACTS).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from app_server import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, MAP, app_server, artifacts
 from change_fixtures import CHIP, make_series
-from test_app_browser import CHROMIUM, CHROMIUM_ARGS, _artifacts, _free_port
 
 import clay_search
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian's chromium is not installed (/usr/bin/chromium); `make browser` installs it",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -46,48 +34,15 @@ def series_store(sample_dir: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(series_store: Path, tmp_path_factory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "clay_search.cli.main",
-        "app",
-        "--store",
-        str(series_store),
-        "--port",
-        str(port),
-    ]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the app server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    """`clay-search app` for the series store (bundled weights); always stopped."""
+    with app_server(series_store, tmp_path_factory.mktemp("server")) as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
 
 
 def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    out = _artifacts(repo_root)
+    out = artifacts(repo_root)
     store = clay_search.connect(series_store)
     # the view's default periods: the first year of the store and its last year
     expect_df = store.changes(
@@ -110,19 +65,19 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             expect(page.get_by_text("16 pairs (largest changes (cosine)")).to_be_visible(
                 timeout=30_000
             )
-            expect(page.locator("[data-testid='stDeckGlJsonChart'] canvas").first).to_be_visible()
+            body = page.frame_locator(MAP).locator("body")  # the map component
+            expect(body).to_have_attribute("data-ready", "1", timeout=60_000)
+            expect(body).to_have_attribute("data-chips", "16", timeout=30_000)
             top = expect_df.iloc[0]
             expect(page.get_by_text(f"#1 | {top.change:.3f}")).to_be_visible()
             time.sleep(4)
             page.screenshot(path=str(out / "app_changes.png"), full_page=True)
-            page.locator("[data-testid='stDeckGlJsonChart']").first.screenshot(
-                path=str(out / "app_changes_map.png")
-            )
+            page.locator(MAP).first.screenshot(path=str(out / "app_changes_map.png"))
             expect(page.locator("[data-testid='stImage'] img")).to_have_count(24)  # 12 pairs
 
             page.get_by_role("button", name="Timeline").first.click()
             expect(page.get_by_text("Timeline of place")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("2020-06-15 d=")).to_be_visible()
+            expect(page.get_by_text("2020-06-15 d=")).to_be_visible(timeout=60_000)
 
             page.get_by_role("button", name="Like", exact=True).first.click()
             expect(page.get_by_text("1 liked, 0 unliked")).to_be_visible(timeout=20_000)

@@ -39,7 +39,7 @@ def test_labels_toggle_and_export() -> None:
         "b,positive",
         "d,negative",
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a label is"):
         S.set_label(ss, "e", 2)
     with pytest.raises(ValueError, match="labels file"):
         S.parse_labels_json(b"[1, 2")
@@ -130,6 +130,21 @@ def test_map_events_label_filter_and_clear() -> None:
     ss[MAP_KEY] = {"event": "clear", "seq": 2, "nonce": "b"}
     handle_map_event(ss)
     assert ss[S.DRAWN] is None and ss["f-area"] == "Anywhere"
+
+
+def test_changes_map_click_opens_the_timeline() -> None:
+    from clay_search.app import changes_view as cv
+
+    ss: dict = {}
+    ss[cv.MAP_KEY] = {"event": "click", "chip_id": "after1", "seq": 1, "nonce": "a"}
+    cv.handle_map_event(ss)
+    assert ss[cv.PLACE] == "after1"
+    ss[cv.PLACE] = "p2"  # a Timeline button later; the same event on a rerun changes nothing
+    cv.handle_map_event(ss)
+    assert ss[cv.PLACE] == "p2"
+    ss[cv.MAP_KEY] = {"event": "view", "bounds": [1, 2, 3, 4], "seq": 2, "nonce": "a"}
+    cv.handle_map_event(ss)
+    assert ss[cv.PLACE] == "p2"
 
 
 def test_app_filters_are_the_core_filters() -> None:

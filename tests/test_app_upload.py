@@ -91,5 +91,5 @@ def test_bad_uploads_have_clear_errors(name: str, data: bytes, words: str) -> No
 
 
 def test_upload_error_is_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="are not accepted"):
         validate_upload("x.exe", b"MZ")

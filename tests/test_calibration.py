@@ -26,7 +26,7 @@ def encoder():
     return ClayEncoder.from_config(get_config("nano")).eval()
 
 
-@pytest.fixture()
+@pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("CLAY_SEARCH_HOME", str(tmp_path / "home"))
     return tmp_path / "home"

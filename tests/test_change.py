@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -148,7 +149,7 @@ def test_changes_ranks_the_planted_change_first_with_both_thumbnails(series):
     assert a[centre, centre].mean() > b[centre, centre].mean() + 30
     # every row: before chips from the before period, after chips from the after period
     for _, r in df.iterrows():
-        assert "2010" <= str(r.datetime_before) < "2013" and "2019" <= str(r.datetime_after)
+        assert "2010" <= str(r.datetime_before) < "2013" and str(r.datetime_after) >= "2019"
     assert res.meta["pairs"] == 16 and "mean" in res.meta["combine"]
 
 
@@ -167,19 +168,39 @@ def test_changes_k_bbox_and_normalised(series):
     assert np.isfinite(norm.change).all()
 
 
-def test_patch_method_needs_patch_embeddings(series):
-    store = clay_search.connect(series["store"])
-    with pytest.raises(QueryError, match="patch-embeddings"):
-        store.changes(BEFORE, AFTER, method="patch")
-
-
-def test_patch_method(series, tmp_path):
+@pytest.fixture(scope="module")
+def patch_store(series, tmp_path_factory):
     from clay_search.ingest import run
 
     files = [f for f in series["files"] if "20200716" not in f.name]
-    path = tmp_path / "patches"
+    path = tmp_path_factory.mktemp("patches") / "store"
     run([str(f) for f in files], path, chip_size=CHIP, workers=0, patch_embeddings=True)
-    store = clay_search.connect(path)
+    return path
+
+
+def test_patch_method_recomputes_tokens_without_the_column(series, patch_store):
+    """A store ingested without --patch-embeddings: the tokens are recomputed from the sources
+    and the scores equal those of the same chips ingested with them."""
+    store = clay_search.connect(series["store"])
+    assert "patch_embeddings" not in store.table.schema.names
+    got = store.changes(BEFORE, AFTER, method="patch").to_pandas()
+    want = clay_search.connect(patch_store).changes(BEFORE, AFTER, method="patch").to_pandas()
+    assert got.window.iloc[0] == _changed_window_json()
+    assert got.place_id.tolist() == want.place_id.tolist()
+    np.testing.assert_allclose(got.change, want.change, rtol=1e-3, atol=1e-5)
+    # a source that moved: the tokens cannot be recomputed, and the error says why
+    src = Path(got.source_before.iloc[0])
+    hidden = src.with_name(src.name + ".away")
+    src.rename(hidden)
+    try:
+        with pytest.raises(QueryError, match="cannot be recomputed"):
+            clay_search.connect(series["store"]).changes(BEFORE, AFTER, method="patch")
+    finally:
+        hidden.rename(src)
+
+
+def test_patch_method(patch_store):
+    store = clay_search.connect(patch_store)
     df = store.changes(BEFORE, AFTER, method="patch").to_pandas()
     assert df.window.iloc[0] == _changed_window_json()
     # raw patch tokens live on another scale than the standardised chip vector: compare ranks

@@ -86,7 +86,7 @@ def reference(tmp_path_factory, sample_dir, nano_weights):
     """An uninterrupted ingest of sample/naip with the settings used here."""
     store = tmp_path_factory.mktemp("conc") / "ref"
     p = _py(INGEST, sample_dir / "naip", store, nano_weights)
-    out, err = p.communicate(timeout=600)
+    _out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-2000:]
     return table_state(store)
 
@@ -101,7 +101,7 @@ def test_readers_during_an_ingest_see_whole_commits(tmp_path, sample_dir, nano_w
     seen_files = [tmp_path / f"r{i}.json.seen" for i in range(2)]
 
     def partial_seen() -> bool:
-        return all(f.exists() and 0 < int(f.read_text() or 0) for f in seen_files)
+        return all(f.exists() and int(f.read_text() or 0) > 0 for f in seen_files)
 
     wait_for(partial_seen, "both readers to see a partial table", proc=writer)
     gate.touch()
@@ -134,7 +134,7 @@ def test_two_ingests_at_once_no_duplicates(tmp_path, sample_dir, nano_weights, r
         if rc != 0:  # refused by the lock: a clear message, no corruption
             assert "StoreBusyError" in err and "is being written by ingest (pid" in err, err
     assert 0 in rcs
-    ids, emb, _ = table_state(store)
+    ids, _emb, _ = table_state(store)
     assert len(set(ids)) == len(ids)
     assert ids == reference[0]
     assert check_index(store).ok

@@ -68,7 +68,7 @@ def test_from_weights_carries_model_id(tmp_path, encoder):
 
 
 @pytest.mark.parametrize(
-    "pooling,width", [("cls", 1), ("mean", 1), ("mean+std", 2), ("cls+mean", 2)]
+    ("pooling", "width"), [("cls", 1), ("mean", 1), ("mean+std", 2), ("cls+mean", 2)]
 )
 def test_pooling_makes_the_chip_vector(encoder, pooling, width):
     emb = Embedder(encoder, precision="fp32", pooling=pooling)

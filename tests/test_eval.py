@@ -43,7 +43,7 @@ def test_linear_probe_and_standardise():
     assert linear_probe_accuracy(tr, ty, te, tey) > 0.95
     noise = np.random.default_rng(0).normal(size=tr.shape)
     assert linear_probe_accuracy(noise, ty, te, tey) < 0.7
-    a, b = standardise(tr, te)
+    a, _b = standardise(tr, te)
     assert np.allclose(a.mean(0), 0, atol=1e-5) and np.allclose(a.std(0), 1, atol=1e-3)
 
 

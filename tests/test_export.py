@@ -9,6 +9,7 @@ import pytest
 import rasterio
 import torch
 
+from clay_search.ingest.datasets import EUROSAT_MS_BANDS
 from clay_search.model.backbone import ClayBackbone, Metadata
 from clay_search.model.encoding import encode_latlon, encode_time
 from clay_search.model.headfile import HeadSpec, build_model, save_head
@@ -23,21 +24,7 @@ BANDS = ["blue", "green", "red", "nir"]
 
 def _eurosat_chips(sample_dir):
     s2 = SensorRegistry.default().get("sentinel-2-l2a")
-    order = [
-        "B01",
-        "B02",
-        "B03",
-        "B04",
-        "B05",
-        "B06",
-        "B07",
-        "B08",
-        "B09",
-        "B10",
-        "B11",
-        "B12",
-        "B8A",
-    ]
+    order = list(EUROSAT_MS_BANDS)  # the EuroSAT MS files' band order
     idx = [order.index(b) for b in ("B02", "B03", "B04", "B08")]
     files = sorted((sample_dir / "eurosat_ms").glob("*/*.tif"))[:6]
     raw = []

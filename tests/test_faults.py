@@ -126,7 +126,7 @@ def test_kill_minus_nine_then_resume_equals_an_uninterrupted_run(fault_run):
     results, ops = fault_run
     assert all(r["rc"] == 0 for r in results["reference"].values()), results["reference"]
     refs = {name: table_state(Path(op["reference_store"])) for name, op in ops.items()}
-    killed = {name: 0 for name in ops}
+    killed = dict.fromkeys(ops, 0)
     for t in results["trials"]:
         store = Path(t["store"])
         assert t["resume_rc"] == 0, f"resume failed: {t}"

@@ -23,9 +23,10 @@ def _truth(store, geom=None, start=None, end=None, label=None):
     t = store.attrs.to_pylist()
     out = []
     for row in t:
-        if geom is not None:
-            if row["geometry"] is None or not shapely.from_wkb(row["geometry"]).intersects(geom):
-                continue
+        if geom is not None and (
+            row["geometry"] is None or not shapely.from_wkb(row["geometry"]).intersects(geom)
+        ):
+            continue
         if start is not None and (row["datetime"] is None or row["datetime"] < start):
             continue
         if end is not None and (row["datetime"] is None or row["datetime"] > end):

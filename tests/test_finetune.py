@@ -58,7 +58,7 @@ def test_freeze_policies():
     bb.set_freeze(1)
     trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
     assert trainable and all(
-        n.startswith("encoder.transformer.layers.3.") or n.startswith("encoder.transformer.norm")
+        n.startswith(("encoder.transformer.layers.3.", "encoder.transformer.norm"))
         for n in trainable
     )
     bb.set_freeze("none")

@@ -30,7 +30,7 @@ def _rows(start: int, stop: int, seed: int) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path):
     info = open_or_create_store(tmp_path / "s", "m", DIM)
     return info, open_chips_table(info)

@@ -130,7 +130,7 @@ def test_encoder_step_api_matches_forward():
         assert len(inter) == 2
         torch.testing.assert_close(inter[0], steps[0], rtol=0, atol=0)
         torch.testing.assert_close(inter[1], steps[-1], rtol=0, atol=0)
-        early, (only,) = enc.forward_intermediates(x, **kw, indices=[1], stop_early=True)
+        early, (_only,) = enc.forward_intermediates(x, **kw, indices=[1], stop_early=True)
         torch.testing.assert_close(early, steps[1], rtol=0, atol=0)
         with pytest.raises(ValueError, match="out of range"):
             enc.forward_intermediates(x, **kw, indices=[9])

@@ -3,6 +3,8 @@ embeddings): runs on what the repository ships."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from store_fixtures import EUROSAT_BANDS, build_store, eurosat_files
@@ -175,7 +177,7 @@ def test_chip_id_prefixes(store):
     from clay_search.errors import AmbiguousChipError
 
     shared = next(
-        (a[:n] for a, b in zip(ids, ids[1:], strict=False) for n in (4, 3) if a[:n] == b[:n]),
+        (a[:n] for a, b in itertools.pairwise(ids) for n in (4, 3) if a[:n] == b[:n]),
         None,
     )
     if shared is not None and len(shared) >= 4:
@@ -238,5 +240,5 @@ def test_vectors_outlive_their_store(sample_store):
     ]  # reuse freed memory
     np.testing.assert_array_equal(vecs, expected)
     assert np.isfinite(vecs).all() and len(junk) == 20
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="read-only"):
         vecs[0, 0] = 1.0

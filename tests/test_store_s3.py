@@ -96,7 +96,7 @@ def test_ingest_search_with_index(s3_store, sample_dir, nano_embedder, tmp_path)
     root = store_location(s3_store)
     names = {p.name for p in (root / "index").iterdir()}
     assert "index.json" in names and any(n.endswith(".faiss") for n in names), names
-    assert [p.name for p in (root / "runs").iterdir()][0].endswith(".json")
+    assert next(p.name for p in (root / "runs").iterdir()).endswith(".json")
     assert str(report.manifest).startswith("s3://")
     manifest = json.loads(RemotePath(report.manifest).read_text())
     assert manifest["status"] == "done"

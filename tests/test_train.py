@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(60, **kw) == pytest.approx(0.5)
     assert lr_at(110, **kw) == pytest.approx(0.0, abs=1e-9)
     vals = [lr_at(s, **kw) for s in range(10, 110)]
-    assert all(a >= b for a, b in zip(vals, vals[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(vals))
     assert not math.isnan(lr_at(5, base_lr=1.0, warmup=10, total=5))
 
 
@@ -95,7 +96,7 @@ def test_few_steps_on_real_chips_lower_the_loss(rgb_chips, tmp_path):
     assert np.mean(losses[-8:]) < 0.9 * np.mean(losses[:8])
     for name in ("model.safetensors", "config.json", "losses.csv", "loss_curve.png"):
         assert (tmp_path / "run" / name).exists()
-    encoder, info = load_encoder(tmp_path / "run")
+    _encoder, info = load_encoder(tmp_path / "run")
     assert info.model_id == result.weights.model_id
     assert info.config.name == "nano" and info.config.patch_size == 8
 
@@ -144,7 +145,7 @@ def test_teacher_from_local_torchscript_file(rgb_chips, tmp_path):
     rep = [r["representation_loss"] for r in result.losses]
     assert all(isinstance(v, float) and 0.0 <= v <= 2.0 for v in rep)
     # a weights folder made by train is itself a usable (Clay encoder) teacher
-    teacher2, dim2 = load_teacher(tmp_path / "run")
+    _teacher2, dim2 = load_teacher(tmp_path / "run")
     assert dim2 == 128
 
 

@@ -17,7 +17,7 @@ def test_shipped_weights_are_the_default_and_small():
                  "loss_curve.png", "eval_report.json"):  # fmt: skip
         assert (d / name).exists(), name
     assert (d / "model.safetensors").stat().st_size < 12 * 2**20
-    encoder, info = load_encoder(None)
+    _encoder, info = load_encoder(None)
     cfg = json.loads((d / "config.json").read_text())
     assert info.model_id == cfg["model_id"] and info.config.name == "nano"
     assert cfg["training"]["steps_done"] > 1000 and cfg["training"]["teacher"] is False

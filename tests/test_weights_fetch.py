@@ -132,7 +132,7 @@ def test_fetch_verifies_and_name_loads(registry, server, body, tmp_path):
         hashlib.sha256(body).hexdigest()
     )
     # the name now works wherever weights are taken
-    enc, info = load_encoder("clay-test")
+    _enc, info = load_encoder("clay-test")
     assert info.config.dim == get_config("nano").dim and info.format == "clay-lightning"
     # a second fetch does not download again
     n = len(server.requests)

@@ -11,6 +11,7 @@ from clay_search.cli.options import (
     EndOpt,
     GeometryOpt,
     LabelOpt,
+    MaxReconErrorOpt,
     MinPredScoreOpt,
     OutOpt,
     PredLabelOpt,
@@ -45,6 +46,16 @@ def chips(
     undated: UndatedOpt = False,
     pred_label: PredLabelOpt = None,
     min_pred_score: MinPredScoreOpt = None,
+    max_recon_error: MaxReconErrorOpt = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            help="Order by this column instead of table order: recon_error (worst first).",
+        ),
+    ] = None,
+    ascending: Annotated[
+        bool, typer.Option("--ascending", help="With --sort: lowest first.")
+    ] = False,
     limit: Annotated[
         int | None, typer.Option(min=0, help="At most this many chips (default: all).")
     ] = None,
@@ -53,6 +64,9 @@ def chips(
     verbose: VerboseOpt = False,
 ) -> None:
     """List chips (full ids, date, sensor, label, source) in table order, within the filters.
+
+    --sort recon_error lists the chips the model reconstructs worst first (cloudy, broken or
+    unusual chips); --max-recon-error drops them.
 
     Prints the first 20 and how many the filters removed and why; --out writes them all.
     """
@@ -69,9 +83,10 @@ def chips(
         undated=undated,
         pred_label=pred_label,
         min_pred_score=min_pred_score,
+        max_recon_error=max_recon_error,
     )
     st = clay_search.connect(store, version=version)
-    res = st.chips(filters, limit=limit)
+    res = st.chips(filters, limit=limit, sort=sort, ascending=ascending)
     matched, total = res.meta["matched"], res.meta["total"]
     title = f"{matched} of {total} chips match (table version {res.version})"
     if limit is not None and matched > limit:

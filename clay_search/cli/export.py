@@ -118,6 +118,7 @@ def export(
         pred_label=pred_label,
         min_pred_score=min_pred_score,
     )
+    assert store is not None  # exactly one of --store and --onnx (checked above)
     st = clay_search.connect(store, version=version, index="exact")
     report = export_geoparquet(
         st,

@@ -1,4 +1,4 @@
-"""``clay-search finetune classify|regress|segment``: train a task head on labelled imagery.
+"""``clay-search finetune classify|regress|segment|change``: train a task head on labelled imagery.
 
 Each writes a head folder (``--out``: head.json + head.safetensors, metrics.csv per epoch,
 metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
@@ -6,6 +6,9 @@ metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -25,67 +28,82 @@ from clay_search.cli.options import (
     resolve_device,
     split_list,
 )
+from clay_search.optionset import OptionSet, opt
 
 finetune_app = typer.Typer(
-    help="Fine-tune the encoder with a task head (classify, regress, segment).",
+    help="Fine-tune the encoder with a task head (classify, regress, segment, change).",
     no_args_is_help=True,
 )
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Head folder to write.")]
-FreezeOpt = Annotated[
-    bool,
-    typer.Option(
-        "--freeze/--no-freeze", help="Freeze the whole encoder (default) or train all of it."
-    ),
-]
-UnfreezeOpt = Annotated[
-    int | None,
-    typer.Option("--unfreeze-last", help="Train the last N encoder blocks (overrides --freeze)."),
-]
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training chips.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Head learning rate (encoder: lr/10).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split, shuffling and init.")]
-ValOpt = Annotated[
-    float,
-    typer.Option(
-        "--val-split", help="Fraction of whole images (or tiles of a single image) held out."
-    ),
-]
-ResumeOpt = Annotated[
-    bool,
-    typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when it exists."),
-]
-HeadKindOpt = Annotated[str, typer.Option("--head-type", help="linear or mlp (chip tasks).")]
-PoolingOpt = Annotated[
-    str, typer.Option("--pooling", help="Chip vector: cls, mean, mean+std or cls+mean.")
-]
-ClassWeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--class-weights", help="'balanced' (inverse frequency) or comma-separated weights."
-    ),
-]
-PairsOpt = Annotated[
-    Path | None,
-    typer.Option("--pairs", help="CSV with columns image,mask (paths relative to the CSV)."),
-]
-ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Folder of images.")]
-MasksOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--masks", help="Folder of masks/target rasters matched to --images by file stem."
-    ),
-]
-MaxTimeOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--max-time", help="Stop after this many seconds (the best epoch so far is kept)."
-    ),
-]
+
+@dataclass
+class FinetuneOptions(OptionSet):
+    """The options the ``finetune`` commands share, each defined once (flag, type, default,
+    help); the commands take them as the typer aliases below (``FreezeOpt = ...``)."""
+
+    out: Path = opt(MISSING, "Head folder to write.", short="-o")
+    freeze: bool = opt(
+        True,
+        "Freeze the whole encoder (default) or train all of it.",
+        flag="--freeze/--no-freeze",
+    )
+    unfreeze_last: int | None = opt(None, "Train the last N encoder blocks (overrides --freeze).")
+    lora: int | None = opt(
+        None,
+        "Train rank-RANK LoRA adapters on every block's attention qkv/proj (encoder frozen; "
+        "the head folder stores the adapters only).",
+        metavar="RANK",
+    )
+    lora_alpha: float | None = opt(
+        None, "LoRA scale: updates are scaled by alpha/rank (default alpha: rank)."
+    )
+    epochs: int = opt(30, "Passes over the training chips.")
+    lr: float = opt(3e-3, "Head learning rate (trained encoder blocks: lr/10; LoRA adapters: lr).")
+    seed: int = opt(0, "Seed of the split, shuffling and init.")
+    val_split: float = opt(0.2, "Fraction of whole images (or tiles of a single image) held out.")
+    resume: bool = opt(
+        True, "Continue from OUT/checkpoint.pt when it exists.", flag="--resume/--no-resume"
+    )
+    head_type: str = opt("linear", "linear or mlp (chip tasks).")
+    pooling: str = opt("mean+std", "Chip vector: cls, mean, mean+std or cls+mean.")
+    class_weights: str | None = opt(
+        None, "'balanced' (inverse frequency) or comma-separated weights."
+    )
+    pairs: Path | None = opt(None, "CSV with columns image,mask (paths relative to the CSV).")
+    images: Path | None = opt(None, "Folder of images.")
+    masks: Path | None = opt(
+        None, "Folder of masks/target rasters matched to --images by file stem."
+    )
+    max_time: float | None = opt(
+        None, "Stop after this many seconds (the best epoch so far is kept)."
+    )
+
+
+OutOpt = Annotated[Path, FinetuneOptions.option_info("out")]
+FreezeOpt = Annotated[bool, FinetuneOptions.option_info("freeze")]
+UnfreezeOpt = Annotated[int | None, FinetuneOptions.option_info("unfreeze_last")]
+LoraOpt = Annotated[int | None, FinetuneOptions.option_info("lora")]
+LoraAlphaOpt = Annotated[float | None, FinetuneOptions.option_info("lora_alpha")]
+EpochsOpt = Annotated[int, FinetuneOptions.option_info("epochs")]
+LrOpt = Annotated[float, FinetuneOptions.option_info("lr")]
+SeedOpt = Annotated[int, FinetuneOptions.option_info("seed")]
+ValOpt = Annotated[float, FinetuneOptions.option_info("val_split")]
+ResumeOpt = Annotated[bool, FinetuneOptions.option_info("resume")]
+HeadKindOpt = Annotated[str, FinetuneOptions.option_info("head_type")]
+PoolingOpt = Annotated[str, FinetuneOptions.option_info("pooling")]
+ClassWeightsOpt = Annotated[str | None, FinetuneOptions.option_info("class_weights")]
+PairsOpt = Annotated[Path | None, FinetuneOptions.option_info("pairs")]
+ImagesOpt = Annotated[Path | None, FinetuneOptions.option_info("images")]
+MasksOpt = Annotated[Path | None, FinetuneOptions.option_info("masks")]
+MaxTimeOpt = Annotated[float | None, FinetuneOptions.option_info("max_time")]
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command group to ``app``."""
+    """Add the command group to ``app`` (``change`` lives in ``cli/finetune_change.py``)."""
+    from clay_search.cli.finetune_change import change
+
+    if not any(c.name == "change" for c in finetune_app.registered_commands):
+        finetune_app.command("change")(change)
     app.add_typer(finetune_app, name="finetune")
 
 
@@ -123,37 +141,101 @@ def _report(run, quiet: bool) -> None:
     console.print(t)
 
 
-def _common(
-    weights,
-    freeze,
-    unfreeze_last,
-    epochs,
-    batch_size,
-    lr,
-    seed,
-    val_split,
-    resume,
-    device,
-    quiet,
-    max_time,
-) -> dict:
-    return {
-        "weights": weights,
-        "freeze": _freeze(freeze, unfreeze_last),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "val_fraction": val_split,
-        "resume": resume,
-        "device": resolve_device(device),
-        "progress": not quiet,
-        "max_time_s": max_time,
-    }
+@dataclass
+class TrainOptions:
+    """The training options every ``finetune`` command takes (added by :func:`train_options`)."""
+
+    weights: Path | None
+    freeze: bool
+    unfreeze_last: int | None
+    lora: int | None
+    lora_alpha: float | None
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    val_split: float
+    resume: bool
+    device: str
+    max_time: float | None
+    quiet: bool
+    verbose: bool
+
+    def run_kwargs(self) -> dict:
+        """Keywords of :func:`clay_search.tasks.run_task`."""
+        return {
+            "weights": self.weights,
+            "freeze": _freeze(self.freeze, self.unfreeze_last),
+            "lora": self.lora,
+            "lora_alpha": self.lora_alpha,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "seed": self.seed,
+            "val_fraction": self.val_split,
+            "resume": self.resume,
+            "device": resolve_device(self.device),
+            "progress": not self.quiet,
+            "max_time_s": self.max_time,
+        }
+
+
+#: (name, annotation, default) of the training options, in --help order
+_TRAIN_OPTIONS: tuple[tuple[str, object, object], ...] = (
+    ("weights", WeightsOpt, None),
+    ("freeze", FreezeOpt, True),
+    ("unfreeze_last", UnfreezeOpt, None),
+    ("lora", LoraOpt, None),
+    ("lora_alpha", LoraAlphaOpt, None),
+    ("epochs", EpochsOpt, 30),
+    ("batch_size", BatchSizeOpt, 32),
+    ("lr", LrOpt, 3e-3),
+    ("seed", SeedOpt, 0),
+    ("val_split", ValOpt, 0.2),
+    ("resume", ResumeOpt, True),
+    ("device", DeviceOpt, "auto"),
+    ("max_time", MaxTimeOpt, None),
+    ("quiet", QuietOpt, False),
+    ("verbose", VerboseOpt, False),
+)
+
+
+def train_options(**defaults):
+    """Give a command the training options (defined once, above), with per-command
+    ``defaults`` (e.g. ``epochs=20``); the command receives them as ``train: TrainOptions``."""
+    unknown = set(defaults) - {n for n, _, _ in _TRAIN_OPTIONS}
+    if unknown:
+        raise TypeError(f"unknown training options {sorted(unknown)}")
+
+    def decorate(func):
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "train"]
+        extra = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, d), annotation=a
+            )
+            for name, a, d in _TRAIN_OPTIONS
+        ]
+        names = [n for n, _, _ in _TRAIN_OPTIONS]
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            train = TrainOptions(**{n: kwargs.pop(n) for n in names})
+            return func(*args, train=train, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {
+            **{p.name: p.annotation for p in own},
+            **{n: a for n, a, _ in _TRAIN_OPTIONS},
+        }
+        return wrapper
+
+    return decorate
 
 
 @finetune_app.command("classify")
 @handle_errors
+@train_options()
 def classify(
     data: Annotated[Path, typer.Argument(help="Class folders: DATA/<Class>/*.tif|png|jpg")],
     out: OutOpt,
@@ -164,22 +246,11 @@ def classify(
     sensor: ImageSensorOpt = None,
     bands: BandsOpt = None,
     chip_size: ChipSizeOpt = 64,
-    weights: WeightsOpt = None,
-    freeze: FreezeOpt = True,
-    unfreeze_last: UnfreezeOpt = None,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
     class_weights: ClassWeightsOpt = None,
-    epochs: EpochsOpt = 30,
-    batch_size: BatchSizeOpt = 32,
-    lr: LrOpt = 3e-3,
-    seed: SeedOpt = 0,
-    val_split: ValOpt = 0.2,
-    resume: ResumeOpt = True,
-    device: DeviceOpt = "auto",
-    max_time: MaxTimeOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    train: TrainOptions,
 ) -> None:
     """Train a chip classifier (class = subfolder; multi-label from --labels)."""
     from clay_search.tasks import finetune_classify
@@ -194,26 +265,14 @@ def classify(
         head=head_type,
         pooling=pooling,
         class_weights=_weights_list(class_weights),
-        **_common(
-            weights,
-            freeze,
-            unfreeze_last,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            val_split,
-            resume,
-            device,
-            quiet,
-            max_time,
-        ),
+        **train.run_kwargs(),
     )
-    _report(run, quiet)
+    _report(run, train.quiet)
 
 
 @finetune_app.command("regress")
 @handle_errors
+@train_options()
 def regress(
     out: OutOpt,
     targets: Annotated[
@@ -233,21 +292,10 @@ def regress(
     bands: BandsOpt = None,
     chip_size: ChipSizeOpt = 64,
     stride: StrideOpt = None,
-    weights: WeightsOpt = None,
-    freeze: FreezeOpt = True,
-    unfreeze_last: UnfreezeOpt = None,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
-    epochs: EpochsOpt = 30,
-    batch_size: BatchSizeOpt = 32,
-    lr: LrOpt = 3e-3,
-    seed: SeedOpt = 0,
-    val_split: ValOpt = 0.2,
-    resume: ResumeOpt = True,
-    device: DeviceOpt = "auto",
-    max_time: MaxTimeOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    train: TrainOptions,
 ) -> None:
     """Regression: one value per chip (--targets) or per pixel (target rasters aligned with
     the images: --pairs, or --images with --masks)."""
@@ -266,26 +314,14 @@ def regress(
         bands=split_list(bands),
         head=head_type,
         pooling=pooling,
-        **_common(
-            weights,
-            freeze,
-            unfreeze_last,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            val_split,
-            resume,
-            device,
-            quiet,
-            max_time,
-        ),
+        **train.run_kwargs(),
     )
-    _report(run, quiet)
+    _report(run, train.quiet)
 
 
 @finetune_app.command("segment")
 @handle_errors
+@train_options(epochs=20, batch_size=16)
 def segment(
     out: OutOpt,
     pairs: PairsOpt = None,
@@ -308,26 +344,15 @@ def segment(
         ),
     ] = None,
     class_weights: ClassWeightsOpt = None,
-    weights: WeightsOpt = None,
-    freeze: FreezeOpt = True,
-    unfreeze_last: UnfreezeOpt = None,
-    epochs: EpochsOpt = 20,
-    batch_size: BatchSizeOpt = 16,
-    lr: LrOpt = 3e-3,
-    seed: SeedOpt = 0,
-    val_split: ValOpt = 0.2,
-    resume: ResumeOpt = True,
-    device: DeviceOpt = "auto",
-    max_time: MaxTimeOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    train: TrainOptions,
 ) -> None:
     """Semantic segmentation from image/mask pairs (class-index masks of the image's size)."""
     from clay_search.errors import TrainingDataError
     from clay_search.tasks import finetune_segment
 
     try:
-        class_values = [int(c) for c in split_list(classes)] if classes else None
+        class_values = [int(c) for c in split_list(classes) or []] if classes else None
     except ValueError:
         raise TrainingDataError(f"--classes {classes!r}: give integers, e.g. 0,1,2") from None
     run = finetune_segment(
@@ -342,19 +367,6 @@ def segment(
         ignore_index=ignore_index,
         classes=class_values,
         class_weights=_weights_list(class_weights),
-        **_common(
-            weights,
-            freeze,
-            unfreeze_last,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            val_split,
-            resume,
-            device,
-            quiet,
-            max_time,
-        ),
+        **train.run_kwargs(),
     )
-    _report(run, quiet)
+    _report(run, train.quiet)

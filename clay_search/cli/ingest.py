@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from clay_search.cli.options import StoreOpt, VerboseOpt, handle_errors
+from clay_search.cli.options import QuietOpt, StoreOpt, VerboseOpt, derived_command, keyword
+from clay_search.ingest.params import IngestParams
 
 MAX_DATE_LINES = 20  # per-source date lines on screen; more are summarised (all in the manifest)
 
@@ -42,34 +43,21 @@ def _ingest(
         sys.exit(1)
 
 
-def _signature() -> inspect.Signature:
-    from clay_search.ingest.params import cli_parameters
-
-    p = inspect.Parameter
-    head = [
-        p(
+ingest = derived_command(
+    _ingest,
+    IngestParams,
+    head=[
+        inspect.Parameter(
             "sources",
-            p.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
             annotation=Annotated[
                 list[str], typer.Argument(help="Files, folders, STAC JSON (path or URL).")
             ],
         ),
-        p("store", p.KEYWORD_ONLY, annotation=StoreOpt),
-    ]
-    tail = [
-        p(
-            "quiet",
-            p.KEYWORD_ONLY,
-            default=False,
-            annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")],
-        ),
-        p("verbose", p.KEYWORD_ONLY, default=False, annotation=VerboseOpt),
-    ]
-    return inspect.Signature([*head, *cli_parameters(), *tail], return_annotation=None)
-
-
-ingest = handle_errors(_ingest)
-ingest.__signature__ = _signature()  # type: ignore[attr-defined]
+        keyword("store", StoreOpt),
+    ],
+    tail=[keyword("quiet", QuietOpt, False), keyword("verbose", VerboseOpt, False)],
+)
 
 
 def _group_notes(report) -> list[tuple[str, list[str]]]:

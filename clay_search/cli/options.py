@@ -8,14 +8,19 @@ takes it, as rasterio's ``rio/options.py`` does. The filter options build one
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, overload
 
 import typer
 
 from clay_search.errors import ClaySearchError, QueryError
+
+if TYPE_CHECKING:
+    from clay_search.optionset import OptionSet
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (LanceDB + index).")]
 WeightsOpt = Annotated[
@@ -50,6 +55,13 @@ PredLabelOpt = Annotated[
 MinPredScoreOpt = Annotated[
     float | None, typer.Option("--min-pred-score", help="Keep chips with pred_score >= this.")
 ]
+MaxReconErrorOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-recon-error",
+        help="Drop chips whose quality score (recon_error) is above this; unscored chips stay.",
+    ),
+]
 VersionOpt = Annotated[int | None, typer.Option(help="Query this table version.")]
 OutOpt = Annotated[
     Path | None, typer.Option(help="Write the chips (.geojson, .json, .parquet, .csv).")
@@ -59,6 +71,10 @@ OutOpt = Annotated[
 OUT_SUFFIXES = (".geojson", ".json", ".parquet", ".geoparquet", ".csv")
 
 
+@overload
+def parse_floats(text: str, n: int, name: str) -> list[float]: ...
+@overload
+def parse_floats(text: None, n: int, name: str) -> None: ...
 def parse_floats(text: str | None, n: int, name: str) -> list[float] | None:
     """``n`` comma-separated numbers from an option's text (None stays None)."""
     if text is None:
@@ -83,6 +99,7 @@ def filters_from_options(
     undated: bool = False,
     pred_label: list[str] | None = None,
     min_pred_score: float | None = None,
+    max_recon_error: float | None = None,
 ):
     """The :class:`~clay_search.filters.Filters` the filter options describe."""
     from clay_search.filters import Filters
@@ -93,7 +110,9 @@ def filters_from_options(
             geom_text = geometry.read_text()
         except OSError as e:
             raise QueryError(f"cannot read --geometry {geometry}: {e}") from e
-    return Filters(
+    # Filters.of takes the keywords' input types (text dates, lists); the fields hold them parsed
+    return Filters.of(
+        None,
         bbox=parse_floats(bbox, 4, "--bbox"),
         geometry=geom_text,
         start=start,
@@ -103,6 +122,7 @@ def filters_from_options(
         undated=undated,
         pred_label=pred_label or None,
         min_pred_score=min_pred_score,
+        max_recon_error=max_recon_error,
     )
 
 
@@ -154,7 +174,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 #: typer's own click (typer >= 0.22 vendors click as ``typer._click``; older ones use click).
-CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+CLICK_EXCEPTION: Any = next(  # click.ClickException: no static import path (vendored or not)
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 _PASS_THROUGH = (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt)
 
 
@@ -206,6 +228,36 @@ def handle_errors(func):
             sys.exit(1)
 
     return wrapper
+
+
+def derived_command(
+    func: Callable[..., Any],
+    options: type[OptionSet],
+    *,
+    head: Sequence[inspect.Parameter] = (),
+    tail: Sequence[inspect.Parameter] = (),
+    exclude: Sequence[str] = (),
+) -> Callable[..., Any]:
+    """A typer command whose options are the CLI fields of the option set ``options``.
+
+    ``func(*head, **options, *tail)`` gets the parameters ``head`` (arguments, ``--store``),
+    every CLI option of ``options`` but ``exclude`` (flag, type, default and help from its
+    field), then ``tail`` (``--quiet``, ``--verbose``); errors are handled by
+    :func:`handle_errors`.
+    """
+    cmd = handle_errors(func)
+    params = [*head, *options.cli_parameters(exclude=exclude), *tail]
+    cmd.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    return cmd
+
+
+def keyword(
+    name: str, annotation: Any, default: Any = inspect.Parameter.empty
+) -> inspect.Parameter:
+    """A keyword-only command parameter (for ``head``/``tail`` of :func:`derived_command`)."""
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
 
 
 def _report(e: BaseException, kwargs: dict, message: str) -> None:

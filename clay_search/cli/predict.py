@@ -1,4 +1,5 @@
-"""``clay-search predict``: apply a head to images (a table or class rasters) or to a store."""
+"""``clay-search predict``: apply a head to images (a table or class rasters), to a store, or
+(a change head) to a before/after pair."""
 
 from __future__ import annotations
 
@@ -35,24 +36,41 @@ def predict(
             "--out",
             "-o",
             help="Chip heads: a .parquet/.geoparquet/.csv table; dense heads: a "
-            "folder of GeoTIFFs (one per image).",
+            "folder of GeoTIFFs (one per image); change heads: one change-probability .tif.",
         ),
     ] = None,
     store: Annotated[
         Path | None,
         typer.Option("--store", "-s", help="Predict every chip of this store into pred_* columns."),
     ] = None,
+    before: Annotated[
+        Path | None,
+        typer.Option("--before", help="Change heads: the first date's image."),
+    ] = None,
+    after: Annotated[
+        Path | None,
+        typer.Option("--after", help="Change heads: the second date's image (same grid)."),
+    ] = None,
     bands: BandsOpt = None,
     overlap: Annotated[
         float,
         typer.Option("--overlap", help="Dense heads: overlap of neighbouring windows (0-0.9)."),
     ] = 0.5,
+    features: Annotated[
+        str,
+        typer.Option(
+            "--features",
+            help="--store: auto (the stored embeddings when they are the head's features, "
+            "else re-read pixels), embeddings (refuse otherwise) or pixels.",
+        ),
+    ] = "auto",
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 64,
     device: DeviceOpt = "auto",
     verbose: VerboseOpt = False,
 ) -> None:
-    """Predict with a head folder: chips -> table, scenes -> class rasters, store -> columns."""
+    """Predict with a head folder: chips -> table, scenes -> class rasters, store -> columns,
+    --before/--after -> a change-probability raster."""
     from rich.console import Console
 
     from clay_search.errors import HeadError
@@ -61,18 +79,41 @@ def predict(
 
     console = Console(stderr=True)
     dev = resolve_device(device)
-    if store is not None:
+    if before is not None or after is not None:
+        from clay_search.change_task import predict_change
+
+        if before is None or after is None or out is None or sources or store is not None:
+            raise HeadError("a change head takes --before A.tif --after B.tif --out change.tif")
+        rep = predict_change(
+            head,
+            before,
+            after,
+            out,
+            weights=weights,
+            device=dev,
+            overlap=overlap,
+            batch_size=batch_size,
+            bands=split_list(bands),
+        )
+        console.print(f"wrote the change probability of {before} -> {after} to {out}")
+    elif store is not None:
         if sources:
             raise HeadError("give images with --out, or --store alone, not both")
-        rep = predict_store(head, store, weights=weights, batch_size=batch_size, device=dev)
+        rep = predict_store(
+            head, store, weights=weights, batch_size=batch_size, device=dev, features=features
+        )
         console.print(
-            f"predicted {rep.chips} chips into {store} (table version "
-            f"{rep.table_version}; index {rep.index.get('action')})"
+            f"predicted {rep.chips} chips into {store} from {rep.features_note} (table version "
+            f"{rep.table_version}; index {(rep.index or {}).get('action')})"
         )
     else:
         if not sources or out is None:
             raise HeadError("give images (files or folders) and --out, or --store S")
         spec = read_head_spec(head)
+        if spec.task == "change":
+            raise HeadError(
+                f"{head} is a change head: give the two dates with --before A.tif --after B.tif"
+            )
         if spec.dense:
             rep = predict_rasters(
                 head,

@@ -12,6 +12,7 @@ from clay_search.cli.options import (
     EndOpt,
     GeometryOpt,
     LabelOpt,
+    MaxReconErrorOpt,
     MinPredScoreOpt,
     OutOpt,
     PredLabelOpt,
@@ -73,6 +74,7 @@ def search(
     undated: UndatedOpt = False,
     pred_label: PredLabelOpt = None,
     min_pred_score: MinPredScoreOpt = None,
+    max_recon_error: MaxReconErrorOpt = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 50,
     out: OutOpt = None,
     merge: Annotated[
@@ -96,6 +98,7 @@ def search(
         undated=undated,
         pred_label=pred_label,
         min_pred_score=min_pred_score,
+        max_recon_error=max_recon_error,
     )
     if image_sensor and not image:
         raise typer.BadParameter("--image-sensor names the sensor of --image; give --image")

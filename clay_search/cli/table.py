@@ -17,6 +17,8 @@ def print_chips(results, title: str, *, ranked: bool, shown: int = SHOWN) -> Non
     cols = ["rank", "score"] if ranked else []
     cols += ["chip_id", "datetime", "sensor", "label", "source"]
     df = results.head(shown).to_pandas()
+    if "recon_error" in df.columns and df["recon_error"].notna().any():
+        cols.insert(cols.index("source"), "recon_error")  # the quality score, when stored
     ids = [str(c) for c in df["chip_id"]] if len(df) else []
     t = Table(title=title)
     for col in cols:
@@ -30,7 +32,8 @@ def print_chips(results, title: str, *, ranked: bool, shown: int = SHOWN) -> Non
         vals = []
         for col in cols:
             v = row.get(col)
-            vals.append(f"{v:.4f}" if col == "score" and cell(v) else cell(v))
+            fmt = col in ("score", "recon_error") and cell(v)
+            vals.append(f"{v:.4f}" if fmt else cell(v))
         t.add_row(*vals)
     console = Console()
     console.print(t)
@@ -51,4 +54,9 @@ def explain_filters(store, filters) -> None:
         typer.echo(
             f"{report['undated']} chips have no date and were removed by the date range; "
             "keep them with --undated"
+        )
+    if report.get("unscored"):
+        typer.echo(
+            f"{report['unscored']} chips have no quality score (recon_error) and were kept by "
+            "--max-recon-error"
         )

@@ -25,7 +25,7 @@ _NAMES = {
     "sync_table_index": "sync",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = sorted(_NAMES)  # noqa: PLE0605 - the lazily loaded names, kept in one place
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ tuned the same way). ``auto`` picks ``flat`` below :data:`EXACT_THRESHOLD` rows 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import faiss
 import numpy as np
@@ -33,21 +34,24 @@ def build_index(vectors: np.ndarray, kind: str, *, seed: int = 0) -> tuple[faiss
     """Build an index of ``kind`` over normalised ``vectors``; returns it and its parameters."""
     n, dim = vectors.shape
     params: dict = {}
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
         nlist = int(max(1, min(65536, 4 * math.sqrt(max(n, 1)))))
         nlist = min(nlist, max(1, n // 39))
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
+        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed = seed
+        index = ivf
         rng = np.random.default_rng(seed)
         train = vectors if n <= nlist * 64 else vectors[rng.choice(n, nlist * 64, replace=False)]
         index.train(np.ascontiguousarray(train))
         params["nlist"] = nlist
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+        hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = 80
+        index = hnsw
     else:
         raise QueryError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS[1:])}")
     if n:
@@ -61,7 +65,8 @@ def apply_params(index: faiss.Index, kind: str, params: dict) -> None:
     if kind == "ivf" and "nprobe" in params:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
     elif kind == "hnsw" and "ef_search" in params:
-        index.hnsw.efSearch = int(params["ef_search"])
+        # faiss.read_index returns the concrete class: an hnsw index is an IndexHNSWFlat
+        cast("faiss.IndexHNSWFlat", index).hnsw.efSearch = int(params["ef_search"])
 
 
 def tune(index: faiss.Index, kind: str, vectors: np.ndarray, *, seed: int = 0) -> dict:

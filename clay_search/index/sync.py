@@ -17,6 +17,7 @@ writer already moved to a later table version. The folder may be local or an obj
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -136,7 +137,7 @@ def covers_version(table, meta: dict, version: int) -> bool:
     return _only_appended(table, built, version)
 
 
-def read_index_meta(folder: str | Path) -> dict | None:
+def read_index_meta(folder: str | Path | RemotePath) -> dict | None:
     """``index.json`` in ``folder``, or ``None`` if there is no index yet."""
     path = _folder(folder) / META_FILE
     try:
@@ -235,15 +236,13 @@ def _drop_generations(folder: Path | RemotePath, *, keep: set[str]) -> None:
         legacy = name in (INDEX_FILE, IDS_FILE)
         if name in keep or not (legacy or _GENERATION.match(name)):
             continue
-        try:
+        with contextlib.suppress(OSError):  # another writer removed it first
             item.unlink()
-        except OSError:
-            pass  # another writer removed it first
 
 
 def sync_table_index(
     table,
-    folder: str | Path,
+    folder: str | Path | RemotePath,
     *,
     model_id: str,
     dim: int,
@@ -397,9 +396,7 @@ def _can_append(table, meta: dict, version: int, n: int) -> bool:
         return False
     if meta["kind"] == "ivf" and n > 4 * max(int(meta.get("tuned_count", old_count)), 1):
         return False  # the coarse quantiser was trained on far fewer rows: retrain
-    if not _only_appended(table, int(meta["table_version"]), version):
-        return False
-    return True
+    return _only_appended(table, int(meta["table_version"]), version)
 
 
 def _write_meta(folder: Path | RemotePath, meta: dict) -> None:

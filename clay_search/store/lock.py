@@ -68,11 +68,12 @@ class StoreLock:
     """
 
     def __init__(self, store: str | Path | RemotePath, purpose: str, *, wait: float = 0.0) -> None:
-        from clay_search.location import RemotePath, is_remote
+        from clay_search.location import RemotePath, is_remote, store_location
 
         self.remote = isinstance(store, RemotePath) or is_remote(store)
-        self.store = store if self.remote else Path(store)
-        self.path = self.store / LOCK_FILE
+        # a remote store given as text was kept as a str (whose ``/`` fails): a RemotePath now
+        self.store: Path | RemotePath = store_location(store) if self.remote else Path(str(store))
+        self.path = Path(str(self.store)) / LOCK_FILE  # used for local stores only
         self.purpose = purpose
         self.wait = wait
         self._acquired = False
@@ -87,7 +88,7 @@ class StoreLock:
                 _held[key][1] += 1
                 self._acquired = True
                 return self
-            self.store.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             deadline = time.monotonic() + max(self.wait, 0.0)
             while True:
@@ -161,7 +162,9 @@ _NO_SPACE = (
 
 
 @contextmanager
-def guarded_write(store: str | Path, what: str, *, version: int | None = None) -> Iterator[None]:
+def guarded_write(
+    store: str | Path | RemotePath, what: str, *, version: int | None = None
+) -> Iterator[None]:
     """Turn a failed write of the filesystem (disk full, quota, read-only) into one clear
     :class:`StoreWriteError`; LanceDB's commits and the index's renames are atomic, so the store
     stays at its last good version (``version``, when known, is named in the message)."""

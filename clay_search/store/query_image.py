@@ -62,5 +62,5 @@ def _band_count(image: str | Path | np.ndarray) -> int:
     try:
         with rasterio.open(image) as src:
             return int(src.count)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise SourceReadError(f"cannot read query image {image}: {e}") from e

@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Columns not held in memory (the embeddings; thumbnails are read for the results only).
 HEAVY_COLUMNS = ("embedding", "patch_embeddings", "thumbnail")
+#: Columns ``Store.chips(sort=...)`` can order by.
+SORT_COLUMNS = ("recon_error",)
 INDEX_MODES = ("auto", "exact")
 #: Shortest chip-id prefix accepted in place of a full id.
 MIN_PREFIX = 4
@@ -71,6 +73,19 @@ def connect(
     info = read_store_info(uri)
     table = open_chips_table(info, create=False)
     return Store(info, table, version=version, weights=weights, index=index)
+
+
+def quality_summary(values: np.ndarray | None) -> dict | None:
+    """The quality scores of a version: ``{"scored", "unscored", "min", "p50", "p95", "max"}``
+    (None when the table has no ``recon_error`` column)."""
+    if values is None:
+        return None
+    ok = values[~np.isnan(values)]
+    out: dict = {"scored": int(len(ok)), "unscored": int(len(values) - len(ok))}
+    if len(ok):
+        q = np.percentile(ok, [0, 50, 95, 100])
+        out.update(min=float(q[0]), p50=float(q[1]), p95=float(q[2]), max=float(q[3]))
+    return out
 
 
 class Store:
@@ -187,6 +202,7 @@ class Store:
             "labels": counts("label"),
             "unlabelled": int(a.column("label").null_count),
             "undated": int((~eng.has_time).sum()),
+            "quality": quality_summary(eng.recon_error),
             "index": self._index.meta if self._index is not None else None,
             "index_note": self._index_note,
         }
@@ -369,9 +385,10 @@ class Store:
         """How many chips the filters keep, and how many each part removes (and why).
 
         ``{"total", "matched", "removed": {"area"|"time"|"sensor"|"label"|"pred_label"|
-        "pred_score": n}, "undated": n}``: ``undated`` counts chips without a datetime dropped
-        by a time range (pass ``undated=True`` to keep them). Parts overlap: one chip may be
-        removed by several.
+        "pred_score"|"recon_error": n}, "undated": n}``: ``undated`` counts chips without a
+        datetime dropped by a time range (pass ``undated=True`` to keep them); with
+        ``max_recon_error``, ``unscored`` counts chips kept for want of a quality score. Parts
+        overlap: one chip may be removed by several.
         """
         f = Filters.of(filters, **where)
         return self.engine.explain(f)
@@ -385,9 +402,7 @@ class Store:
         """(vectors [m, D] normalised, row numbers of the examples given as chip ids)."""
         if examples is None:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
-        if isinstance(examples, str):
-            examples = [examples]
-        elif isinstance(examples, np.ndarray) and examples.ndim == 1:
+        if isinstance(examples, str) or (isinstance(examples, np.ndarray) and examples.ndim == 1):
             examples = [examples]
         elif isinstance(examples, np.ndarray) and examples.ndim == 2:
             examples = list(examples)
@@ -432,19 +447,39 @@ class Store:
         *,
         limit: int | None = None,
         offset: int = 0,
+        sort: str | None = None,
+        ascending: bool = False,
         **where: Unpack[FilterKeywords],
     ) -> Results:
         """The chips matching the filters, in table order (no ranking; a page of ``limit``
-        chips from ``offset``). ``meta["matched"]`` is the count before the page is cut."""
+        chips from ``offset``). ``meta["matched"]`` is the count before the page is cut.
+
+        ``sort="recon_error"`` orders them by quality score instead, worst (highest) first
+        (``ascending=True``: best first); chips without a score come last either way.
+        """
         f = Filters.of(filters, **where)
+        if sort is not None and sort not in SORT_COLUMNS:
+            raise QueryError(f"cannot sort by {sort!r}; sort by one of {', '.join(SORT_COLUMNS)}")
         if limit is not None and (not isinstance(limit, int | np.integer) or limit < 0):
             raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
         if not isinstance(offset, int | np.integer) or offset < 0:
             raise QueryError(f"offset must be a non-negative integer, got {offset!r}")
         rows = self._filter_rows(f)
         matched = int(len(rows))
+        if sort is not None:
+            values = self.engine.recon_error
+            if values is None:
+                raise QueryError(
+                    f"this table version has no {sort!r} column (a store made before quality "
+                    "scores, or imported): ingest into a new store to score chips"
+                )
+            v = values[rows]
+            key = np.where(np.isnan(v), np.inf, v if ascending else -v)  # unscored last
+            rows = rows[np.argsort(key, kind="stable")]
         rows = rows[offset:] if limit is None else rows[offset : offset + limit]
         meta = {"query": "chips", "filters": f.to_dict(), "matched": matched, "total": len(self)}
+        if sort is not None:
+            meta["sort"] = {"column": sort, "ascending": ascending}
         return self._results(rows, None, meta)
 
     def search(

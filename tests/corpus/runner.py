@@ -66,8 +66,8 @@ def main(spec_path: str, results_path: str) -> int:
     import rasterio  # noqa: F401
     import torch
 
-    import clay_search.cli.main  # noqa: F401
-    import clay_search.ingest  # noqa: F401
+    import clay_search.cli.main
+    import clay_search.ingest
     import clay_search.model  # noqa: F401
 
     torch.set_num_threads(1)
