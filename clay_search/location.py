@@ -7,8 +7,11 @@ object store. LanceDB opens the table itself, from :func:`lancedb_uri` and
 :func:`storage_options`. Settings come from the environment, as the AWS/GCP/Azure tools read
 them: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), ``AWS_REGION`` /
 ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_SESSION_TOKEN``; ``gs://`` and ``az://`` use ``pyarrow.fs``'s and LanceDB's defaults
-(``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_ACCOUNT_NAME``, ...).
+``AWS_SESSION_TOKEN``; ``az://CONTAINER/PREFIX``: ``AZURE_STORAGE_ACCOUNT_NAME``,
+``AZURE_STORAGE_ACCOUNT_KEY`` (or ``AZURE_STORAGE_SAS_TOKEN``; neither: Azure's default
+credential chain), and for the Azurite emulator ``AZURE_STORAGE_USE_EMULATOR=true`` with
+``AZURITE_BLOB_STORAGE_URL`` (default ``http://127.0.0.1:10000``); ``gs://`` uses
+``pyarrow.fs``'s and LanceDB's defaults (``GOOGLE_APPLICATION_CREDENTIALS``; untested).
 
 Writes: :func:`write_atomic` writes a whole file at once (a temporary file and ``os.replace``
 locally; one PUT on an object store, which readers see whole or not at all).
@@ -63,8 +66,29 @@ def _region() -> str | None:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
+def _azure_settings() -> dict[str, str]:
+    """Azure account, credentials and emulator endpoint from the environment."""
+    out: dict[str, str] = {}
+    for env, key in (
+        ("AZURE_STORAGE_ACCOUNT_NAME", "account_name"),
+        ("AZURE_STORAGE_ACCOUNT_KEY", "account_key"),
+        ("AZURE_STORAGE_SAS_TOKEN", "sas_token"),
+    ):
+        if os.environ.get(env):
+            out[key] = os.environ[env]
+    if os.environ.get("AZURE_STORAGE_USE_EMULATOR", "").lower() in ("1", "true", "yes"):
+        out["use_emulator"] = "true"
+        out["emulator_url"] = os.environ.get("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:10000")
+    return out
+
+
 def storage_options(uri: str) -> dict[str, str]:
     """LanceDB/Lance ``storage_options`` for an object-store URI, from the environment."""
+    if uri.startswith("az://"):
+        az = _azure_settings()
+        if az.pop("emulator_url", None):  # Lance's object_store reads AZURITE_BLOB_STORAGE_URL
+            az["allow_http"] = "true"
+        return az
     if not uri.startswith("s3://"):
         return {}
     opts: dict[str, str] = {}
@@ -97,6 +121,22 @@ def _filesystem(scheme: str, bucket: str, settings: tuple) -> Any:
             kw["endpoint_override"] = parsed.netloc or parsed.path
             kw["scheme"] = parsed.scheme or "https"
         return pfs.S3FileSystem(**kw)
+    if scheme == "az":
+        kw = dict(settings)
+        account = kw.get("account_name")
+        if not account:
+            raise StoreNotFoundError(
+                "az:// stores need the storage account: set AZURE_STORAGE_ACCOUNT_NAME "
+                "(and AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN)"
+            )
+        opts: dict[str, Any] = {
+            k: kw[k] for k in ("account_key", "sas_token") if kw.get(k)
+        }
+        if kw.get("emulator_url"):
+            parsed = urlparse(kw["emulator_url"])
+            opts.update(blob_storage_authority=parsed.netloc, blob_storage_scheme=parsed.scheme)
+            opts.update(dfs_storage_authority=parsed.netloc, dfs_storage_scheme=parsed.scheme)
+        return pfs.AzureFileSystem(account, **opts)
     fs, _ = pfs.FileSystem.from_uri(f"{scheme}://{bucket}")
     return fs
 
@@ -162,6 +202,8 @@ class RemotePath:
             if _region():
                 s["region"] = _region()
             settings = tuple(sorted(s.items()))
+        elif self.scheme == "az":
+            settings = tuple(sorted(_azure_settings().items()))
         return _filesystem(self.scheme, self.bucket, settings)
 
     @property
