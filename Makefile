@@ -6,7 +6,7 @@ STORE ?= demo_store
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: setup demo test lint bench reference browser clean
+.PHONY: setup demo test lint bench reference browser azurite clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,11 +23,20 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
+# Microsoft's Azurite (npm, pinned in package.json) for the az:// store tests; without npm
+# those tests skip with the reason.
+azurite: node_modules/.installed
+
+node_modules/.installed: package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the az:// store tests will skip (apt-get install npm)"; fi
+
 demo: setup
 	$(VENV)/bin/clay-search ingest sample --store $(STORE)
 	$(VENV)/bin/clay-search app --store $(STORE) --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup browser azurite
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
