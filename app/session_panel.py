@@ -176,14 +176,12 @@ def _heat_pngs(
     tokens = patch_tokens(_store, list(ids))
     heat = patch_similarity(query, tokens)
     thumbs = _store.get(list(ids)).to_arrow().column("thumbnail").to_pylist()
-    return {
-        c: heatmap_png(t, h) for c, t, h in zip(ids, thumbs, heat, strict=True) if t
-    }
+    return {c: heatmap_png(t, h) for c, t, h in zip(ids, thumbs, heat, strict=True) if t}
 
 
 def render_heatmap(store: Any, ss: MutableMapping[str, Any], shown: pd.DataFrame,
                    page: pd.DataFrame) -> dict[str, bytes]:  # fmt: skip
-    """"Where in the chip": for the results on the gallery's page, the similarity of each patch
+    """ "Where in the chip": for the results on the gallery's page, the similarity of each patch
     to the positives' patch tokens (``clay_search.patches``) drawn over the thumbnail; chip id
     -> PNG (empty when off or impossible, with the reason in a caption)."""
     if shown.empty or "score" not in shown.columns:

@@ -358,14 +358,21 @@ def row_faiss_ivfpq(cfg: dict, work: Path) -> dict:
     for nprobe in cfg["nprobes"]:
         ivf.nprobe = nprobe
         found, times = single_queries(lambda q: index.search(q[None], k)[1][0], d["q"])
-        out["sweep"].append({"nprobe": nprobe, "recall": recall(pad(found, k), d["truth"]),
-                             "ms": pct(times)})
+        out["sweep"].append(
+            {"nprobe": nprobe, "recall": recall(pad(found, k), d["truth"]), "ms": pct(times)}
+        )
         for r in cfg["rerank"]:
             found, times = single_queries(
                 lambda q, r=r: rerank(x, q, index.search(q[None], r * k)[1][0], k), d["q"]
             )
-            out["sweep"].append({"nprobe": nprobe, "rerank": f"{r}k", "ms": pct(times),
-                                 "recall": recall(pad(found, k), d["truth"])})
+            out["sweep"].append(
+                {
+                    "nprobe": nprobe,
+                    "rerank": f"{r}k",
+                    "ms": pct(times),
+                    "recall": recall(pad(found, k), d["truth"]),
+                }
+            )
         progress(json.dumps(out["sweep"][-1]))
     return out
 
@@ -386,8 +393,11 @@ def cold_faiss(cfg: dict, work: Path, name: str) -> dict:
     else:
         index.search(q[None], cfg["k"])
         files = [name]
-    return {"load_s": round(load_s, 2), "first_query_s": round(time.perf_counter() - t, 2),
-            "files": files}
+    return {
+        "load_s": round(load_s, 2),
+        "first_query_s": round(time.perf_counter() - t, 2),
+        "files": files,
+    }
 
 
 def row_faiss_hnsw(cfg: dict, work: Path) -> dict:
@@ -415,8 +425,9 @@ def row_faiss_hnsw(cfg: dict, work: Path) -> dict:
     for ef in cfg["efs"]:
         index.hnsw.efSearch = max(ef, k)
         found, times = single_queries(lambda q: index.search(q[None], k)[1][0], d["q"])
-        out["sweep"].append({"ef_search": max(ef, k), "recall": recall(pad(found, k), d["truth"]),
-                             "ms": pct(times)})
+        out["sweep"].append(
+            {"ef_search": max(ef, k), "recall": recall(pad(found, k), d["truth"]), "ms": pct(times)}
+        )
         progress(json.dumps(out["sweep"][-1]))
     return out
 
@@ -557,8 +568,11 @@ def cold_ours(cfg: dict, work: Path) -> dict:
     store = clay_search.connect(work / "store")
     connect_s = time.perf_counter() - t
     store.search_vector(np.load(work / "queries.npy")[0], k=cfg["k"])
-    return {"connect_s": round(connect_s, 2), "first_query_s": round(time.perf_counter() - t, 2),
-            "files": ["store"]}
+    return {
+        "connect_s": round(connect_s, 2),
+        "first_query_s": round(time.perf_counter() - t, 2),
+        "files": ["store"],
+    }
 
 
 def run_row(cfg: dict, work: Path, row: str, cold: bool) -> dict:
@@ -619,8 +633,12 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg()),
-            "threads": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 def main() -> None:
@@ -671,19 +689,31 @@ def main() -> None:
     progress(json.dumps(res["data"]))
     save()
     base = [sys.executable, __file__, "--work", str(work), "--seed", str(args.seed)]
-    base += ["--quick"] if args.quick else [
-        "--n", str(cfg["n"]), "--dim", str(cfg["dim"]), "--clusters", str(cfg["clusters"]),
-        "--queries", str(cfg["queries"]), "--k", str(cfg["k"]),
-    ]
+    base += (
+        ["--quick"]
+        if args.quick
+        else [
+            "--n",
+            str(cfg["n"]),
+            "--dim",
+            str(cfg["dim"]),
+            "--clusters",
+            str(cfg["clusters"]),
+            "--queries",
+            str(cfg["queries"]),
+            "--k",
+            str(cfg["k"]),
+        ]
+    )
     for row in [r for r in args.rows.split(",") if r]:
         if row not in ROWS:
             sys.exit(f"unknown row {row!r}; use {', '.join(ROWS)}")
         progress(f"row {row}")
-        out = child(base + ["--row", row], env, args.row_timeout)
+        out = child([*base, "--row", row], env, args.row_timeout)
         if out.get("finished"):
             for p in run_row_files(row, work):
                 drop_cache(p)
-            out["cold"] = child(base + ["--row", row, "--cold"], env, args.row_timeout)
+            out["cold"] = child([*base, "--row", row, "--cold"], env, args.row_timeout)
         res["rows"][row] = out
         progress(json.dumps(out))
         save()
@@ -722,8 +752,11 @@ def child(cmd: list[str], env: dict, timeout: float) -> dict:
     sys.stderr.write(stderr)
     if timed_out:
         lines = [ln for ln in stderr.splitlines() if ln.startswith("[")]
-        return {"finished": False, "timeout_s": timeout,
-                "last_progress": lines[-1] if lines else None}
+        return {
+            "finished": False,
+            "timeout_s": timeout,
+            "last_progress": lines[-1] if lines else None,
+        }
     if proc.returncode != 0:
         tail = stderr.strip().splitlines()[-3:]
         return {"finished": False, "error": f"exit {proc.returncode}: {' | '.join(tail)}"}

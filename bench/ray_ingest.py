@@ -85,9 +85,7 @@ def main() -> None:
                 files = sorted(NAIP.glob("*.tif"))
             else:
                 files = [
-                    build_big_raster(
-                        tmp / "m_4709963_se_14_1_20200831_scene.tif", args.scene_size
-                    )
+                    build_big_raster(tmp / "m_4709963_se_14_1_20200831_scene.tif", args.scene_size)
                 ]
             jobs[name] = (files, int(size))
         # warm-up (allocator, GDAL, patch-weight cache) and model-only, in this process

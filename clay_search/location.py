@@ -129,9 +129,7 @@ def _filesystem(scheme: str, bucket: str, settings: tuple) -> Any:
                 "az:// stores need the storage account: set AZURE_STORAGE_ACCOUNT_NAME "
                 "(and AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN)"
             )
-        opts: dict[str, Any] = {
-            k: kw[k] for k in ("account_key", "sas_token") if kw.get(k)
-        }
+        opts: dict[str, Any] = {k: kw[k] for k in ("account_key", "sas_token") if kw.get(k)}
         if kw.get("emulator_url"):
             parsed = urlparse(kw["emulator_url"])
             opts.update(blob_storage_authority=parsed.netloc, blob_storage_scheme=parsed.scheme)

@@ -94,9 +94,7 @@ def _normaliser(
     )
 
 
-def _stats(
-    pixels: np.ndarray, sensor: str, bands: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
+def _stats(pixels: np.ndarray, sensor: str, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-band (mean, std) of :func:`_normaliser` (sensors without a transform)."""
     norm = _normaliser(pixels, sensor, bands)
     return norm.mean, norm.std

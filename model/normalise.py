@@ -288,6 +288,7 @@ def decide(
         return file_normaliser(stats, bands, sensor)
     if stats == "sensor":
         return sensor_normaliser(sensor, bands)
+
     def masked():  # one chip at a time: training passes thousands
         return (np.where(v[None], a, np.nan) for a, v in samples)
 

@@ -32,9 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONTAINER = "clay-test"
 # Azurite's documented development account (public, the same in every installation)
 ACCOUNT = "devstoreaccount1"
-KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 ENV_KEYS = (
     "AZURE_STORAGE_ACCOUNT_NAME",
     "AZURE_STORAGE_ACCOUNT_KEY",
@@ -69,8 +67,18 @@ def azurite(tmp_path_factory):
     port = _free_port()
     data = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen(
-        [exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(data),
-         "--silent", "--skipApiVersionCheck", "--loose"],
+        [
+            exe,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(data),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -83,6 +91,7 @@ def azurite(tmp_path_factory):
         AZURITE_BLOB_STORAGE_URL=url,
     )
     try:
+
         def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -128,7 +137,9 @@ def _rows(uri: str) -> int:
 
 def test_location_parsing():
     loc = store_location("az://container/a/b")
-    assert isinstance(loc, RemotePath) and str(loc / "store.json") == "az://container/a/b/store.json"
+    assert (
+        isinstance(loc, RemotePath) and str(loc / "store.json") == "az://container/a/b/store.json"
+    )
     assert str(store_location("abfs://c/p")) == "az://c/p"
 
 
