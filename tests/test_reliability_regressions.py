@@ -109,6 +109,7 @@ class _NoModel:
     """Planning refuses the source before any model call (a model call fails this test)."""
 
     model_id, dim, patch_size, token_dim, device = "none", 8, 8, 8, "cpu"
+    normalisation = None  # no training record: ingest falls back to the sensor table
 
     def embed_raw(self, *a, **k):  # pragma: no cover - must not be reached
         raise AssertionError("the model was called for a refused source")
