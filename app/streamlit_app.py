@@ -422,6 +422,10 @@ def main() -> None:
     res = ss.get(S.RESULTS)
     heat: dict[str, bytes] = {}  # chip id -> thumbnail with the patch heatmap
     df = ss.get(S.RESULTS_DF)
+    # one slot, always there, for the results' controls above the map: the map keeps its place
+    # in the page's element tree between browsing and results (a map that moves is remounted and
+    # loses the click it was sending)
+    above_map = st.container()
     if res is not None and df is not None:
         if df.empty:
             st.warning(
@@ -432,7 +436,8 @@ def main() -> None:
             st.success(f"{len(df)} results ({ss.get(S.QUERY)})")
         shown = SP.review_filter(df, ss)
         page = gallery.page_rows(shown, int(ss.get("results-page", 1) or 1))
-        heat = SP.render_heatmap(store, ss, shown, page)
+        with above_map:
+            heat = SP.render_heatmap(store, ss, shown, page)
     else:
         try:
             flt = controls.filters
