@@ -18,7 +18,6 @@ from clay_search.model import calibration as calib
 from clay_search.paths import cache_dir
 
 
-
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
