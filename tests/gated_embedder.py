@@ -80,3 +80,14 @@ def wait_for(predicate: Any, what: str, *, timeout: float = 300, proc: Any = Non
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def table_rows(store: Any) -> int:
+    """Rows of the chips table of ``store`` (a local path or an object-store URI); 0 before
+    the table exists."""
+    from clay_search.location import connect_lancedb, store_location
+
+    try:
+        return connect_lancedb(store_location(store) / "lancedb").open_table("chips").count_rows()
+    except Exception:  # noqa: BLE001 - the table may not exist yet
+        return 0

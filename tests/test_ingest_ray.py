@@ -13,10 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-import lancedb
 import numpy as np
 import pytest
-from gated_embedder import GatedEmbedder
+from gated_embedder import GatedEmbedder, table_rows
 from test_ingest_helpers import embeddings, read_chips
 
 ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
@@ -68,13 +67,6 @@ def test_ray_engine_matches_local(ray_cluster, sample_dir, nano_embedder, tmp_pa
     assert again.chips_written == 0 and again.chips_existing == dist.chips_written
 
 
-def _rows(store) -> int:
-    try:
-        return lancedb.connect(str(store / "lancedb")).open_table("chips").count_rows()
-    except Exception:  # noqa: BLE001 - no table yet
-        return 0
-
-
 def _embed_workers() -> list:
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
@@ -112,7 +104,7 @@ def test_killed_worker_changes_nothing(ray_cluster, sample_dir, nano_embedder, t
     while t.is_alive() and time.monotonic() - t0 < 300 and killed is None:
         pids = _embed_workers()
         if pids and gated.waiting.exists():  # the actor has embedded a task's chips: mid-run
-            written = _rows(tmp_path / "ray")
+            written = table_rows(tmp_path / "ray")
             os.kill(pids[0], signal.SIGKILL)
             killed, at_kill = pids[0], written
             gate.touch()  # let the restarted actor (and any other) go on

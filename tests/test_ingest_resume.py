@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lancedb
 import numpy as np
 import pytest
-from gated_embedder import SCRIPT, wait_for
+from gated_embedder import SCRIPT, table_rows, wait_for
 from test_ingest_helpers import (
     embeddings,
     read_chips,
@@ -22,13 +21,6 @@ from clay_search.ingest import run
 # 2 NAIP crops of 256 px, 64 px chips every 16 px: 13 x 13 x 2 = 338 chips, + 30 EuroSAT chips
 KW = dict(chip_size=64, stride=16, batch_size=4, flush_rows=12, workers=1)
 TESTS = Path(__file__).parent
-
-
-def _rows(store) -> int:
-    try:
-        return lancedb.connect(str(store / "lancedb")).open_table("chips").count_rows()
-    except Exception:  # noqa: BLE001 - the table may not exist yet
-        return 0
 
 
 def _start(sample_dir, store, weights, gate, free_chips: int) -> subprocess.Popen:
@@ -47,14 +39,14 @@ def _kill_mid_run(proc: subprocess.Popen, store, gate, min_rows: int) -> int:
     """SIGKILL ``proc`` once it waits at its gate with ``min_rows`` rows committed."""
     waiting = gate.with_name(gate.name + ".waiting")
     wait_for(
-        lambda: waiting.exists() and _rows(store) >= min_rows,
+        lambda: waiting.exists() and table_rows(store) >= min_rows,
         f"{min_rows} rows written before the gate",
         proc=proc,
     )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     waiting.unlink()
-    return _rows(store)
+    return table_rows(store)
 
 
 @pytest.mark.slow

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gated_embedder import SCRIPT, wait_for
+from gated_embedder import SCRIPT, table_rows, wait_for
 
 from clay_search.ingest import run
-from clay_search.location import RemotePath, connect_lancedb, store_location
+from clay_search.location import RemotePath, store_location
 from clay_search.store import check_index, connect, read_store_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,13 +128,6 @@ def az_store(azurite) -> str:
     return f"az://{CONTAINER}/stores/{uuid.uuid4().hex[:8]}"
 
 
-def _rows(uri: str) -> int:
-    try:
-        return connect_lancedb(store_location(uri) / "lancedb").open_table("chips").count_rows()
-    except Exception:  # noqa: BLE001 - the table may not exist yet
-        return 0
-
-
 def test_location_parsing():
     loc = store_location("az://container/a/b")
     assert (
@@ -178,7 +171,7 @@ def test_rerun_adds_nothing(az_store, sample_dir, nano_embedder):
     src = sample_dir / "naip"
     first = run([src], az_store, embedder=nano_embedder)
     again = run([src], az_store, embedder=nano_embedder)
-    assert again.chips_written == 0 and _rows(az_store) == first.chips_written
+    assert again.chips_written == 0 and table_rows(az_store) == first.chips_written
     assert again.index["action"] == "unchanged"
 
 
@@ -203,10 +196,12 @@ def test_resume_after_kill(az_store, sample_dir, nano_weights, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    wait_for(lambda: waiting.exists() and _rows(az_store) >= 12, "the first commits", proc=proc)
+    wait_for(
+        lambda: waiting.exists() and table_rows(az_store) >= 12, "the first commits", proc=proc
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert 12 <= _rows(az_store) < 338
+    assert 12 <= table_rows(az_store) < 338
     subprocess.run(
         _ingest(src, az_store, nano_weights, gate, 10**9), env=env, check=True, capture_output=True
     )

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gated_embedder import SCRIPT, wait_for
+from gated_embedder import SCRIPT, table_rows, wait_for
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] not installed")
 
 from clay_search.errors import StoreMismatchError  # noqa: E402
 from clay_search.ingest import run  # noqa: E402
-from clay_search.location import RemotePath, connect_lancedb, store_location  # noqa: E402
+from clay_search.location import RemotePath, store_location  # noqa: E402
 from clay_search.store import check_index, connect, read_store_info  # noqa: E402
 
 BUCKET = "clay-test"
@@ -70,13 +70,6 @@ def s3_endpoint():
 def s3_store(s3_endpoint) -> str:
     """A fresh store URI in the bucket."""
     return f"s3://{BUCKET}/stores/{uuid.uuid4().hex[:8]}"
-
-
-def _rows(uri: str) -> int:
-    try:
-        return connect_lancedb(store_location(uri) / "lancedb").open_table("chips").count_rows()
-    except Exception:  # noqa: BLE001 - the table may not exist yet
-        return 0
 
 
 def test_location_parsing():
@@ -131,7 +124,7 @@ def test_rerun_and_model_mismatch(s3_store, sample_dir, nano_embedder):
     src = sample_dir / "naip"
     first = run([src], s3_store, embedder=nano_embedder)
     again = run([src], s3_store, embedder=nano_embedder)
-    assert again.chips_written == 0 and _rows(s3_store) == first.chips_written
+    assert again.chips_written == 0 and table_rows(s3_store) == first.chips_written
     assert again.index["action"] == "unchanged"
     from clay_search.store import open_or_create_store
 
@@ -162,10 +155,12 @@ def test_resume_after_kill(s3_store, sample_dir, nano_weights, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    wait_for(lambda: waiting.exists() and _rows(s3_store) >= 12, "the first commits", proc=proc)
+    wait_for(
+        lambda: waiting.exists() and table_rows(s3_store) >= 12, "the first commits", proc=proc
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    partial = _rows(s3_store)
+    partial = table_rows(s3_store)
     assert 12 <= partial < 338
     subprocess.run(
         _ingest(src, s3_store, nano_weights, gate, 10**9), env=env, check=True, capture_output=True
@@ -197,7 +192,7 @@ def test_two_writers(s3_store, sample_dir, nano_embedder):
         t.join(timeout=300)
     assert not errors, errors
     written = sum(r.chips_written for r in reports)
-    assert _rows(s3_store) == written
+    assert table_rows(s3_store) == written
     # one more sync brings the index to the latest version whichever writer synced last
     store = connect(s3_store)
     store.sync()
