@@ -779,7 +779,12 @@ def import_embeddings(
     Rows whose chip id is in the store are skipped.
     """
     from clay_search.store import sync_index
-    from clay_search.store.layout import open_chips_table, open_or_create_store, record_import
+    from clay_search.store.layout import (
+        append_rows,
+        open_chips_table,
+        open_or_create_store,
+        record_import,
+    )
     from clay_search.store.lock import store_lock
 
     files = expand_sources(sources)
@@ -894,10 +899,7 @@ def import_embeddings(
                     },
                     schema=target,
                 )
-            from clay_search.store.lock import guarded_write
-
-            with guarded_write(info.path, "an import commit", version=int(chips.version)):
-                chips.add(data)
+            append_rows(info, chips, data, what="an import commit")
             commits += 1
         buf, buf_bytes = [], 0
 

@@ -16,8 +16,13 @@ import pyarrow as pa
 
 from clay_search.errors import StoreMismatchError
 from clay_search.schema import chips_schema, chips_table, rows_to_columns
-from clay_search.store.layout import StoreInfo, open_chips_table, open_or_create_store
-from clay_search.store.lock import StoreLock, guarded_write
+from clay_search.store.layout import (
+    StoreInfo,
+    append_rows,
+    open_chips_table,
+    open_or_create_store,
+)
+from clay_search.store.lock import StoreLock
 
 
 class ChipWriter:
@@ -100,8 +105,7 @@ class ChipWriter:
         cols: dict[str, Any] = rows_to_columns(rows, self.schema.names)  # + a scalar model_id
         cols["model_id"] = self.model_id
         table = chips_table(cols, self.schema)
-        with guarded_write(self.info.path, "an ingest commit", version=self.version):
-            self.table.add(table)
+        append_rows(self.info, self.table, table, what="an ingest commit")
         self.written += len(rows)
         self.commits += 1
         return len(rows)

@@ -178,18 +178,85 @@ def record_import(info: StoreInfo, provenance: dict[str, Any]) -> None:
 
 
 def open_chips_table(info: StoreInfo, *, create: bool = True):
-    """The LanceDB ``chips`` table of a store (created empty with the chips schema if asked)."""
+    """The LanceDB ``chips`` table of a store (created empty with the chips schema if asked).
+
+    Two writers may create the table of a new object-store store at the same moment (there is
+    no file lock there). Lance then commits the later create on top of the earlier table as an
+    *overwrite*, which empties it: that writer puts back the rows of the versions before its
+    create (:func:`_restore_overwritten`), and the other writer's next append, refused as
+    incompatible with the overwrite, is retried on the new version (:func:`append_rows`).
+    """
     db = connect_lancedb(info.lancedb_path)
     if TABLE_NAME in _table_names(db):
         return db.open_table(TABLE_NAME)
     if not create:
         raise StoreNotFoundError(f"store {info.path} has no chips yet; ingest or import some first")
     try:
-        return db.create_table(TABLE_NAME, schema=chips_schema(info.dim, patch_dim=info.patch_dim))
+        table = db.create_table(TABLE_NAME, schema=chips_schema(info.dim, patch_dim=info.patch_dim))
     except ValueError:  # another writer created it since the listing: use theirs
         if TABLE_NAME not in _table_names(db):
             raise
         return db.open_table(TABLE_NAME)
+    if int(table.version) > 1:  # our create landed on another writer's table
+        _restore_overwritten(info, db, table)
+    return table
+
+
+def _restore_overwritten(info: StoreInfo, db, table) -> int:
+    """Append back the rows that versions before ``table``'s create held and it lacks.
+
+    The versions before a racing create are the few commits of another writer that started in
+    the same instant, so this reads little. Returns how many rows were put back.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from clay_search.index.vectors import read_ids
+
+    mine = int(table.version)
+    have = set(read_ids(table).to_pylist())
+    old = db.open_table(TABLE_NAME)
+    parts = []
+    for version in range(mine - 1, 0, -1):
+        old.checkout(version)
+        if old.count_rows() == 0:
+            continue
+        data = old.to_arrow()
+        keep = pc.invert(pc.is_in(data.column("chip_id"), pa.array(sorted(have), pa.string())))
+        data = data.filter(keep)
+        if data.num_rows:
+            parts.append(data.select(table.schema.names).cast(table.schema))
+            have.update(data.column("chip_id").to_pylist())
+    if not parts:
+        return 0
+    lost = pa.concat_tables(parts)
+    append_rows(info, table, lost, what="putting back rows of a concurrent create")
+    return lost.num_rows
+
+
+#: Lance's words when a commit met a concurrent overwrite (a racing create, see above).
+_OVERWRITTEN = "incompatible with concurrent transaction overwrite"
+
+
+def append_rows(info: StoreInfo, table, data, *, what: str, tries: int = 5) -> None:
+    """Append ``data`` (Arrow) to the chips ``table`` in one commit (the one write of chip rows).
+
+    A failed write of the filesystem becomes one clear :class:`StoreWriteError`
+    (:func:`clay_search.store.lock.guarded_write`). A commit refused because another writer's
+    create overwrote the table meanwhile is retried on the latest version; the rows this
+    writer committed before were put back by that writer (:func:`open_chips_table`).
+    """
+    from clay_search.store.lock import guarded_write
+
+    for attempt in range(tries):
+        try:
+            with guarded_write(info.path, what, version=int(table.version)):
+                table.add(data)
+            return
+        except RuntimeError as e:
+            if _OVERWRITTEN not in str(e).lower() or attempt == tries - 1:
+                raise
+            table.checkout_latest()
 
 
 def _table_names(db) -> list[str]:

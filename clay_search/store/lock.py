@@ -9,7 +9,8 @@ versions and the index's ``index.json`` give them a consistent snapshot.
 The lock is re-entrant within a process (an ingest that syncs the index at its end keeps the
 lock it holds). It is advisory: it binds clay-search processes on one machine (and NFS clients
 only where the server supports ``flock``). A store on an object store (``s3://...``) has no file
-lock: there LanceDB's commit protocol orders the table's commits and the index is written as
+lock: there LanceDB's commit protocol orders the table's commits (a racing create of the table
+is mended by ``clay_search.store.layout.open_chips_table``) and the index is written as
 generations behind one atomic ``index.json`` (``clay_search.index.sync``), so two writers are
 safe without it (``tests/test_store_s3.py``).
 """
