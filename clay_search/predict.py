@@ -321,7 +321,7 @@ def predict_raster(
     okay = np.zeros((buf_h, m.width), bool)
     dtype = (
         "uint8"
-        if seg and values.max() < 255 and values.min() >= 0
+        if values is not None and values.max() < 255 and values.min() >= 0  # values iff seg
         else ("int32" if seg else "float32")
     )
     nodata = 255 if dtype == "uint8" else (-1 if seg else float("nan"))
@@ -370,6 +370,7 @@ def predict_raster(
                     continue
                 probs = acc[:, :n] / np.maximum(wsum[:n], 1e-6)
                 if seg:
+                    assert values is not None  # the class values of a segmentation head
                     lab = values[probs.argmax(0)].astype(dtype)
                     lab[~okay[:n]] = nodata
                 else:

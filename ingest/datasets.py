@@ -369,6 +369,8 @@ def read_scenes(
             lonlats.append(fps[j][2])
     if not pixels:
         raise SourceNotFoundError(f"no valid {chip}x{chip} chips in {[str(p) for p in paths]}")
+    # pixels come from at least one source, whose plan set the set's bands and sensor
+    assert set_bands is not None and set_sensor is not None
     arr = np.stack(pixels)
     if max_chips and len(arr) > max_chips:
         keep_i = np.linspace(0, len(arr) - 1, max_chips).astype(int)

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,6 +53,10 @@ from clay_search.errors import (
     SourceReadError,
 )
 from clay_search.schema import chips_schema
+
+if TYPE_CHECKING:
+    from clay_search.location import RemotePath
+    from clay_search.store.layout import StoreInfo
 
 EMBEDDING_COLUMNS = ("embedding", "embeddings", "vector", "emb")
 ID_COLUMNS = ("chip_id", "id", "unique_id")
@@ -237,6 +241,7 @@ def inspect_file(
     except ValueError as e:
         raise ImportFormatError(f"{p}: unreadable 'emb' or 'geo' metadata ({e})") from e
 
+    emb_col: str | None
     if embedding_column:
         if embedding_column not in names:
             raise ImportFormatError(
@@ -524,7 +529,7 @@ def embedding_values(
     flat = pc.list_flatten(kept)
     scaled = scale is not None or offset is not None
     work = np.float64 if scaled or pa.types.is_float64(flat.type) else np.float32
-    mat = (
+    mat: np.ndarray = (
         np.asarray(flat.to_numpy(zero_copy_only=False), dtype=work).reshape(-1, dim)
         if dim
         else np.zeros((len(kept), 0), work)
@@ -554,9 +559,9 @@ def _parse_text_time(text: str) -> datetime | None:
         m = _COMPACT.match(t)  # Sentinel-style 20200615T104031
         if not m:
             return None
-        parts = [int(g) if g else 0 for g in m.groups()]
+        year, month, day, hour, minute, second = (int(g) if g else 0 for g in m.groups())
         try:
-            dt = datetime(*parts)
+            dt = datetime(year, month, day, hour, minute, second)
         except ValueError:
             return None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
@@ -578,7 +583,7 @@ def to_utc_timestamps(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.
         return arr.cast(pa.timestamp("us")).cast(target), bad
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         cache: dict[str, datetime | None] = {}
-        vals = []
+        vals: list[datetime | None] = []
         for i, v in enumerate(arr.to_pylist()):
             if v is None:
                 vals.append(None)
@@ -711,8 +716,8 @@ class FileReport:
 
 
 def _check_model(layouts: list[FileLayout], model_id: str | None) -> str:
-    ids = {lay.model_id for lay in layouts}
-    if None in ids:
+    ids = {lay.model_id for lay in layouts if lay.model_id is not None}
+    if any(lay.model_id is None for lay in layouts):
         missing = [str(lay.path) for lay in layouts if lay.model_id is None]
         raise QueryError(
             f"cannot tell which model made the embeddings in {missing[0]}"
@@ -742,7 +747,7 @@ def _validate(layout: FileLayout, dim: int | None, model_id: str) -> FileReport:
     return rep
 
 
-def _write_manifest(path, data: dict) -> None:
+def _write_manifest(path: Path | RemotePath, data: dict) -> None:
     from clay_search.location import write_atomic
 
     write_atomic(path, json.dumps(data, indent=2, default=str))
@@ -857,7 +862,8 @@ def import_embeddings(
 
     now = datetime.now(UTC)
     run_id = f"import-{now.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    info = chips = None
+    info: StoreInfo | None = None
+    chips = None  # the store's LanceDB chips table, opened with info
     existing = SeenIds()
     recorded: set[Path] = set()
     manifest: dict[str, Any] = {
@@ -878,8 +884,8 @@ def import_embeddings(
         },
         "files": [],
     }
-    manifest_path: Path | None = None
-    reports: list[FileReport] = []
+    manifest_path: Path | RemotePath | None = None
+    reports = []
     buf: list[pa.Table] = []
     buf_bytes = 0
     commits = 0
@@ -887,6 +893,8 @@ def import_embeddings(
     def flush() -> None:
         nonlocal buf, buf_bytes, commits
         if buf:
+            # rows are buffered only once the store (info, chips) is open
+            assert info is not None and chips is not None
             data = pa.concat_tables(buf)
             target = chips.schema
             if data.schema.names != target.names:  # e.g. a store with patch embeddings
@@ -974,6 +982,7 @@ def import_embeddings(
             f"no importable row in {', '.join(str(f) for f in files[:3])}: "
             + "; ".join(f"{r.file}: {r.skipped}" for r in reports[:3])
         )
+    assert chips is not None  # opened with info
     manifest["status"] = "done"
     _save(manifest_path, manifest, reports, commits, finished=True)
     totals = {
@@ -1058,7 +1067,7 @@ def _read_existing(chips) -> SeenIds:
 
 
 def _save(
-    path: Path | None,
+    path: Path | RemotePath | None,
     manifest: dict,
     reports: list[FileReport],
     commits: int,

@@ -34,13 +34,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from clay_search.errors import PrecisionUnavailableError
 from clay_search.paths import cache_dir
+
+if TYPE_CHECKING:
+    from clay_search.model.clay import ClayEncoder
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise PrecisionUnavailableError("this torch build has no int8 engine; use fp32 or auto")
 
 
-def make_runner(encoder: nn.Module, precision: str) -> nn.Module:
+def make_runner(encoder: ClayEncoder, precision: str) -> ClayEncoder:
     """The module that runs the encoder in ``precision`` (the encoder itself for fp32/tf32).
 
     bf16/fp16: a copy with weights in that type (no per-call casts, unlike autocast).
@@ -231,14 +234,14 @@ def gemm_choice(
     beats it by ``margin``). For mixed-precision training, where the model is not fixed yet."""
     device = torch.device(device)
     with _one_thread(device) as clock:
-        speed = {}
+        speed: dict[str, float] = {}
         for name in candidates:
             try:
                 speed[name] = gemm_gflops(name, n, device=device, max_seconds=0.05, clock=clock)
             except Exception:  # noqa: BLE001 - a dtype this build cannot multiply
                 continue
     base = speed.get("fp32", 0.0)
-    best = max(speed, key=speed.get, default="fp32")
+    best = max(speed, key=speed.__getitem__, default="fp32")
     return best if speed.get(best, 0.0) >= margin * base else "fp32"
 
 
@@ -322,7 +325,7 @@ def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def measure_encoder(
-    encoder: nn.Module,
+    encoder: ClayEncoder,
     *,
     device: torch.device,
     chip_size: int,
@@ -368,7 +371,7 @@ def _measure(encoder, device, chip_size, bands, candidates, budget_s, probe_rati
     meta = torch.zeros(1, 4)
     with torch.inference_mode():
         weight, bias = encoder.patch_embedding.generate(waves.to(device))
-    runners: dict[str, nn.Module] = {}
+    runners: dict[str, ClayEncoder] = {}
     for name in live:
         try:
             runners[name] = make_runner(encoder, name)
@@ -444,7 +447,7 @@ def cached_calibrations(device: torch.device | str | None = None) -> list[Calibr
 
 
 def calibrate(
-    encoder: nn.Module,
+    encoder: ClayEncoder,
     *,
     model: str,
     device: torch.device | str = "cpu",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -219,7 +220,7 @@ def finetune(
     frozen = bb.fully_frozen
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     enc_params = [p for p in bb.parameters() if p.requires_grad]
-    groups = [{"params": head_params, "lr": cfg.lr, "base": cfg.lr}]
+    groups: list[dict[str, Any]] = [{"params": head_params, "lr": cfg.lr, "base": cfg.lr}]
     if enc_params:
         elr = cfg.encoder_lr or cfg.lr / 10
         groups.append({"params": enc_params, "lr": elr, "base": elr})

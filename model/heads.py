@@ -146,6 +146,7 @@ class ChipModel(nn.Module):
         self.pooling = pooling
         self.head_kind = head
         e = vector_dim(backbone.dim, pooling)
+        self.head: nn.Module
         if head == "linear":
             self.head = LinearHead(e, num_outputs, dropout=dropout)
         elif head == "mlp":
@@ -195,4 +196,4 @@ class DenseModel(nn.Module):
         return self.decoder(self.neck(features.unbind(1)), out_size)
 
     def forward(self, pixels: torch.Tensor, meta: Metadata) -> torch.Tensor:
-        return self.decode(self.features(pixels, meta), tuple(pixels.shape[-2:]))
+        return self.decode(self.features(pixels, meta), (pixels.shape[-2], pixels.shape[-1]))

@@ -299,7 +299,9 @@ def compute_band_stats(
     Pixels equal to ``nodata`` and non-finite pixels are ignored; ``transform='db'`` applies the
     same dB conversion normalisation applies.
     """
-    total = sq = count = None
+    total: np.ndarray | None = None
+    sq: np.ndarray | None = None
+    count: np.ndarray | None = None
     for a in arrays:
         a = np.asarray(a, dtype=np.float64)
         if a.ndim == 2:
@@ -319,7 +321,8 @@ def compute_band_stats(
         total += flat.sum(1)
         sq += (flat**2).sum(1)
         count += valid.sum(1)
-    if total is None or (count == 0).any():
+    # total, sq and count are set together on the first array
+    if total is None or sq is None or count is None or (count == 0).any():
         raise BandMismatchError("no valid pixels to compute band statistics from")
     mean = total / count
     std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))

@@ -17,10 +17,11 @@ import contextlib
 import csv
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,15 +93,18 @@ class ChipSet:
             stats_source="source",
         )
 
-    def time_encoding(self, idx: Sequence[int]) -> np.ndarray:
+    def time_encoding(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
         """``[B, 4]`` time encoding of chips ``idx`` (zeros where unknown)."""
         t = self.times
         return np.array([encode_time_one(t[i] if t else None) for i in idx], np.float32)
 
-    def latlon_encoding(self, idx: Sequence[int]) -> np.ndarray:
+    def latlon_encoding(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
         """``[B, 4]`` location encoding of chips ``idx`` (zeros where unknown)."""
         ll = self.lonlats
-        rows = [ll[i] if ll and ll[i] is not None else (None, None) for i in idx]
+        rows: list[tuple[float | None, float | None]] = []
+        for i in idx:
+            lonlat = ll[i] if ll else None
+            rows.append(lonlat if lonlat is not None else (None, None))
         return np.array([encode_latlon_one(*r) for r in rows], np.float32)
 
     def stats_dict(self) -> dict:
@@ -157,18 +161,18 @@ class BatchSampler:
         self.weights = w / w.sum()
         self.rng = np.random.default_rng(seed)
 
-    def state(self) -> dict:
+    def state(self) -> Mapping[str, Any]:
         """RNG state (for resuming)."""
         return self.rng.bit_generator.state
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore the RNG state."""
         self.rng.bit_generator.state = state
 
     def augment_pixels(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flips (applied to input and target) and band dropping (input only)."""
         a, rng = self.augment, self.rng
-        b, c = x.shape[:2]
+        b, c = int(x.shape[0]), int(x.shape[1])
         hflip = rng.random(b) < a.flip
         vflip = rng.random(b) < a.flip
         x = x.copy()

@@ -22,6 +22,7 @@ from clay_search.store.layout import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from clay_search.index import IndexCheck, IndexReport, LoadedIndex
+    from clay_search.location import RemotePath
     from clay_search.store.store import Store
 
 __all__ = [
@@ -52,7 +53,7 @@ def connect(
 
 
 def sync_index(
-    store_path: str | Path,
+    store_path: str | Path | RemotePath,
     *,
     kind: str = "auto",
     rebuild: bool = False,
