@@ -9,10 +9,11 @@ the after chips' thumbnails in place when zoomed in.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import MutableMapping
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import streamlit as st
@@ -166,12 +167,12 @@ def render_pairs(df: pd.DataFrame, ss: MutableMapping[str, Any]) -> None:
 
 def render(store: Any, info: dict[str, Any], *, basemap_url: str | None = None) -> None:
     """The whole Changes view (``basemap_url``: the sidebar's XYZ tiles, None = offline)."""
-    ss = st.session_state
+    ss = cast("MutableMapping[str, Any]", st.session_state)  # the app's keys are str
     handle_map_event(ss)
     (b0, b1), (a0, a1) = default_periods(info)
     c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
-    before = c1.date_input("Before period", (b0, b1), key="chg-before")
-    after = c2.date_input("After period", (a0, a1), key="chg-after")
+    before: Any = c1.date_input("Before period", (b0, b1), key="chg-before")
+    after: Any = c2.date_input("After period", (a0, a1), key="chg-after")
     has_patches = "patch_embeddings" in store.table.schema.names
     method = c3.selectbox("Measure", METHODS if has_patches else METHODS[:2], key="chg-method")
     k = int(c4.number_input("Pairs", 1, 5000, 200, key="chg-k"))
@@ -199,11 +200,12 @@ def render(store: Any, info: dict[str, Any], *, basemap_url: str | None = None) 
         args=(store, "more", before, after, method, k),
         help="Rank pairs by how much their change resembles the Liked pairs' change.",
     )
-    b3_.button(
-        "Clear picks",
-        key="chg-clear",
-        on_click=lambda: (ss.__setitem__(LIKE, []), ss.__setitem__(UNLIKE, [])),
-    )
+
+    def clear_picks() -> None:
+        ss[LIKE] = []
+        ss[UNLIKE] = []
+
+    b3_.button("Clear picks", key="chg-clear", on_click=clear_picks)
     b4_.markdown(f"**{len(ss.get(LIKE, []))}** liked, **{len(ss.get(UNLIKE, []))}** unliked")
     note = ss.pop(NOTE, None)
     if note:
@@ -238,7 +240,7 @@ def render(store: Any, info: dict[str, Any], *, basemap_url: str | None = None) 
     for col, fmt in ((d1, "GeoJSON"), (d2, "GeoParquet")):
         col.download_button(
             f"Download {fmt}",
-            data=lambda fmt=fmt: exports.results_bytes(res, fmt),
+            data=functools.partial(exports.results_bytes, res, fmt),
             file_name=exports.file_name(fmt, stem="clay-search-changes"),
             mime=exports.mime(fmt),
             key=f"chg-dl-{fmt.lower()}",

@@ -118,7 +118,7 @@ def footprint_frame(
     rings = _polygons(df)
     scored = "score" in df.columns and bool(df["score"].notna().any())  # browse: no scores
     by_class = class_fill is not None and has_predictions(df)
-    if by_class:
+    if by_class and class_fill is not None:
         alpha = 130 if imagery else 200
         grey = [*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]
         fills = [

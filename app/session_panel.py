@@ -9,11 +9,12 @@ toggle); each round copies them, with their weights and provenance, into one
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import streamlit as st
@@ -55,12 +56,12 @@ def render_settings() -> SessionSettings:
     """Classifier, negatives and correction weight (sidebar)."""
     st.subheader("Classifier (Refine)")
     classifier = st.selectbox(
-        "Classifier", CLASSIFIERS, format_func=CLASSIFIER_NAMES.get, key="s-classifier"
+        "Classifier", CLASSIFIERS, format_func=CLASSIFIER_NAMES.__getitem__, key="s-classifier"
     )
     negatives = st.selectbox(
         "Background negatives",
         NEGATIVE_STRATEGIES,
-        format_func=NEGATIVE_NAMES.get,
+        format_func=NEGATIVE_NAMES.__getitem__,
         key="s-negatives",
         help="Chips used as negatives besides yours: random chips, one chip per k-means cluster "
         "of the store (its variety), or random plus the chips the last round showed that you "
@@ -78,6 +79,8 @@ def render_settings() -> SessionSettings:
             help="A detection you mark Neg teaches the classifier this much more than a label.",
         )
     )
+    # Non-empty options and the default index 0: a selectbox always returns one of them.
+    assert classifier is not None and negatives is not None
     return SessionSettings(classifier, negatives, per, weight)
 
 
@@ -286,7 +289,7 @@ def render_detections_export(store: Any, ss: MutableMapping[str, Any]) -> None:
     for col, fmt, label in ((c1, "geojson", "GeoJSON"), (c2, "parquet", "GeoParquet")):
         col.download_button(
             f"Detections {label}",
-            data=lambda fmt=fmt: data(fmt),
+            data=functools.partial(data, fmt),
             file_name=f"clay-search-detections.{fmt}",
             mime="application/geo+json" if fmt == "geojson" else "application/vnd.apache.parquet",
             key=f"dl-det-{fmt}",
@@ -318,7 +321,7 @@ def label_area_buttons(store: Any, ss: MutableMapping[str, Any]) -> None:
 
 
 def _label_many(ids: list[str], value: int, how: str) -> None:
-    ss = st.session_state
+    ss = cast("MutableMapping[str, Any]", st.session_state)  # str keys
     for c in ids:
         S.set_label(ss, c, value)
         note_label(ss, c, how)
@@ -366,7 +369,7 @@ def render_session_panel(
             for col, fmt, label in ((c1, "parquet", "GeoParquet"), (c2, "geojson", "GeoJSON")):
                 col.download_button(
                     f"Save session ({label})",
-                    data=lambda fmt=fmt: _session_bytes(store, ss, settings, fmt),
+                    data=functools.partial(_session_bytes, store, ss, settings, fmt),
                     file_name=f"clay-search-session.{fmt}",
                     key=f"dl-session-{fmt}",
                     on_click="ignore",
@@ -389,7 +392,7 @@ def _session_bytes(
 
 
 def _open_session(store: Any) -> None:
-    ss = st.session_state
+    ss = cast("MutableMapping[str, Any]", st.session_state)  # str keys
     f = ss.get("session-file")
     if f is None:
         return

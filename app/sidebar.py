@@ -129,7 +129,8 @@ def render_filters(
     )
     max_recon_error = quality_filter(info.get("quality"))
     area = st.radio("Area", AREA_MODES, key="f-area")
-    bbox = geometry = None
+    bbox: tuple[float, float, float, float] | None = None
+    geometry: dict | str | None = None  # drawn GeoJSON or pasted WKT / GeoJSON text
     if area == MAP_VIEW:
         if view_bounds is None:
             st.caption("Press **Use view** on the map to filter by what it shows.")
@@ -168,7 +169,7 @@ def render_filters(
     if st.toggle("Online basemap (needs internet)", value=False, key="basemap"):
         basemap_url = st.text_input("Tile URL", DEFAULT_BASEMAP, key="basemap-url").strip()
     try:
-        flt = Filters(
+        flt = Filters.of(
             start=start,
             end=end,
             undated=undated,

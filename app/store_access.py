@@ -50,7 +50,7 @@ def open_store(uri: str, weights: str | None = None) -> Opened:
     from clay_search.errors import ClaySearchError, StoreNotFoundError
 
     try:
-        kwargs = {"weights": weights} if weights else {}
+        kwargs: dict[str, Any] = {"weights": weights} if weights else {}
         return Opened(store=clay_search.connect(uri, **kwargs))
     except StoreNotFoundError as e:
         return Opened(error=str(e), kind="missing")

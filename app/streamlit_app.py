@@ -7,6 +7,7 @@ Store / Results it returns.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -339,7 +340,7 @@ def render_results_footer(res: Any, df: pd.DataFrame) -> None:
     for col, fmt in ((c1, "GeoJSON"), (c2, "GeoParquet")):
         col.download_button(
             f"Download {fmt}",
-            data=lambda fmt=fmt: exports.results_bytes(res, fmt),
+            data=functools.partial(exports.results_bytes, res, fmt),
             file_name=exports.file_name(fmt),
             mime=exports.mime(fmt),
             key=f"dl-{fmt.lower()}",

@@ -62,23 +62,25 @@ Period = tuple[Any, Any] | Sequence[Any] | str
 # -- periods and places ------------------------------------------------------------------------
 def parse_period(value: Period, name: str) -> tuple[datetime, datetime]:
     """``(start, end)`` (inclusive; ISO text, date or datetime) or ``"START/END"`` as UTC times."""
+    pair: Any = value
     if isinstance(value, str):
         parts = value.split("/")
         if len(parts) != 2:
             raise QueryError(
                 f"{name} period {value!r} must be START/END, e.g. 2015-01-01/2016-12-31"
             )
-        value = parts
+        pair = parts
     try:
-        start, end = value
+        start, end = pair
     except (TypeError, ValueError) as e:
-        raise QueryError(f"{name} period must be (start, end); got {value!r}") from e
+        raise QueryError(f"{name} period must be (start, end); got {pair!r}") from e
     if start in (None, "") or end in (None, ""):
-        raise QueryError(f"{name} period needs both a start and an end; got {value!r}")
+        raise QueryError(f"{name} period needs both a start and an end; got {pair!r}")
     try:
-        f = Filters(start=start, end=end)
+        f = Filters.of(start=start, end=end)
     except QueryError as e:
         raise QueryError(f"{name} period: {e}") from e
+    assert f.start is not None and f.end is not None  # both given: Filters made them datetimes
     return f.start, f.end
 
 
@@ -507,14 +509,14 @@ def _example_rows(store, pairs: Pairs, examples, what: str) -> tuple[list[np.nda
     diffs = pairs.diffs
     for e in examples:
         if isinstance(e, str):
-            i = pos_of.get(e)
-            if i is None:
+            pos = pos_of.get(e)
+            if pos is None:
                 raise UnknownChipError(
                     f"{what} {e!r} is not a place (or a chip of a place) with chips in both "
                     "periods; list those with store.changes(before=..., after=...)"
                 )
-            vecs.append(diffs[i])
-            used.append(i)
+            vecs.append(diffs[pos])
+            used.append(pos)
         else:
             v = np.asarray(e, dtype=np.float32)
             if v.ndim != 1 or v.shape[0] != store.dim:
@@ -628,7 +630,9 @@ def timeline(
     elif isinstance(reference, str) and reference in {ids[r] for r in rows}:
         ref = [ids[r] for r in rows].index(reference)
     else:
-        at = _us(Filters(start=reference).start)
+        start = Filters(start=reference).start
+        assert start is not None  # reference is not None here
+        at = _us(start)
         tt = eng.time_us[rows].astype(np.float64)
         ref = int(np.argmin(np.abs(tt - at)))
     dist = (1.0 - vec @ vec[ref]).astype(np.float32)

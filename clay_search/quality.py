@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,8 @@ def _knn_from_store(store, query_ids, query_labels, is_gallery, k: int) -> float
     """Mean precision@k: held-out chip as the positive of ``Store.search``, gallery hits only."""
     hits = []
     for cid, lab in zip(query_ids, query_labels, strict=True):
-        want, got = k, []
+        want = k
+        got: list[Any] = []
         while len(got) < k:
             res = store.search(positives=[cid], k=min(len(store) - 1, 4 * want)).to_arrow()
             got = [
@@ -156,7 +158,8 @@ def simulate_session(
     ``rank(pos_rows, neg_rows)`` returns row numbers best first; each round shows the first
     ``per_round`` rows not yet labelled, labels them by truth (class = positive, else negative).
     """
-    pos, neg = list(start), []
+    pos = list(start)
+    neg: list[int] = []
     seen = set(pos)
     rates = []
     for _ in range(rounds):

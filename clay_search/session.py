@@ -387,7 +387,7 @@ class Session:
         have = rows >= 0
         if have.any():
             vecs[have] = store.vectors[rows[have]]
-        for i in np.flatnonzero(~have):
+        for i in map(int, np.flatnonzero(~have)):
             e = self.embeddings.get(ids[i])
             if e is None:
                 raise QueryError(
@@ -633,7 +633,11 @@ def geojson_geometries(source: str | Path | dict) -> list[Any]:
         doc = source
     else:
         try:
-            text = Path(source).read_text() if not str(source).lstrip().startswith("{") else source
+            text = (
+                Path(source).read_text()
+                if not str(source).lstrip().startswith("{")
+                else str(source)
+            )
             doc = json.loads(text)
         except (OSError, ValueError) as e:
             raise QueryError(f"could not read GeoJSON from {source}: {e}") from e
@@ -745,7 +749,7 @@ def _lonlat(store: Any, rows: np.ndarray, ids: Sequence[str | None], saved: dict
             lo_v = a.column(lo).take(take).to_numpy(zero_copy_only=False).astype(float)
             hi_v = a.column(hi).take(take).to_numpy(zero_copy_only=False).astype(float)
             out[have, j] = (lo_v + hi_v) / 2
-    for i in np.flatnonzero(~have):
+    for i in map(int, np.flatnonzero(~have)):
         c = ids[i]
         if c is not None and c in saved:
             p = shapely.from_wkb(saved[c]).centroid
@@ -768,7 +772,7 @@ def _footprints(store: Any, ids: Sequence[str], into: dict[str, bytes]) -> None:
         a.column(c).take(take).to_numpy(zero_copy_only=False)
         for c in ("minx", "miny", "maxx", "maxy")
     ]
-    for j, i in enumerate(sel):
+    for j, i in enumerate(map(int, sel)):
         if geo[j]:
             into[ids[i]] = bytes(geo[j])
         elif all(np.isfinite(v[j]) for v in b):
