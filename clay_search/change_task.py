@@ -30,7 +30,7 @@ from clay_search.ingest.taskdata import TaskChips, _tile_groups, as_source, read
 from clay_search.model.backbone import Metadata
 from clay_search.model.encoding import encode_latlon, encode_time
 from clay_search.model.headfile import HeadSpec, load_head
-from clay_search.model.normalise import Normaliser
+from clay_search.model.normalise import NormalisationRecord, Normaliser
 from clay_search.model.sensors import SensorRegistry
 
 Triple = tuple[Path, Path, Path]
@@ -118,10 +118,13 @@ def read_change_pairs(
     ignore_index: int | None = None,
     normaliser: Normaliser | None = None,
     registry: SensorRegistry | None = None,
+    record: NormalisationRecord | None = None,
+    stats: str = "auto",
 ) -> ChangeChips:
     """Before/after/mask triples cut into ``chip_size`` chips every ``stride`` px (default half
     a chip). Masks are 0 (no change) / 1 (change); ``ignore_index`` marks unlabelled pixels.
-    Every pair's grids are checked first (:func:`check_grid`)."""
+    Every pair's grids are checked first (:func:`check_grid`). ``record``/``stats``: plan and
+    normalise as ingest with those weights does (:mod:`clay_search.ingest.taskdata`)."""
     if not triples:
         raise TrainingDataError("no before/after/mask rows given")
     trip = [(Path(b), Path(a), Path(m)) for b, a, m in triples]
@@ -145,6 +148,8 @@ def read_change_pairs(
         classes=[0, 1],
         normaliser=normaliser,
         registry=registry,
+        record=record,
+        stats=stats,
     )
     where = {
         (src, int(w.row_off), int(w.col_off)): i
@@ -186,6 +191,7 @@ def read_change_pairs(
         tc.normaliser,
         ["no change", "change"],
         list(tc.notes),
+        dict(tc.normalisation),
     )
 
 
@@ -200,17 +206,19 @@ def finetune_change(
     fusion: str = "concat+diff",
     ignore_index: int | None = None,
     class_weights: str | list[float] | None = "balanced",
+    stats: str = "auto",
     **kw,
 ):
     """Train a change head on ``pairs`` (a ``before,after,mask`` CSV or triples) and write the
     head folder ``out``; returns :class:`clay_search.tasks.TaskRun`. ``kw``: the options of
     :func:`clay_search.tasks.run_task` (``freeze``, ``epochs``, ``lr``, ``val_fraction``, ...)."""
     from clay_search.model.change_head import FUSIONS
-    from clay_search.tasks import run_task
+    from clay_search.tasks import backbone_record, run_task, task_backbone
 
     if fusion not in FUSIONS:
         raise TrainingDataError(f"--fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
     triples = read_change_csv(pairs) if isinstance(pairs, str | Path) else list(pairs)
+    bb = task_backbone(**kw)
     chips = read_change_pairs(
         triples,
         chip_size=chip_size,
@@ -218,6 +226,8 @@ def finetune_change(
         sensor=sensor,
         bands=bands,
         ignore_index=ignore_index,
+        record=backbone_record(bb),
+        stats=stats,
     )
     return run_task(
         chips,
@@ -228,6 +238,7 @@ def finetune_change(
         ignore_index=ignore_index,
         class_weights=class_weights,
         model_options={"fusion": fusion},
+        backbone=bb,
         **kw,
     )
 

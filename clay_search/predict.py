@@ -74,16 +74,23 @@ def _plan(
     bands: list[str] | None = None,
 ) -> SourcePlan:
     """Plan a source as the head sees it; its bands must be the head's."""
-    params = IngestParams(chip_size=spec.chip_size, stride=stride, sensor=spec.sensor, bands=bands)
+    params = IngestParams(
+        chip_size=spec.chip_size,
+        stride=stride,
+        sensor=spec.sensor,
+        bands=bands,
+        stats=spec.plan_stats,
+    )
+    record = spec.record()  # bands the training chips kept (as ingest with the weights keeps)
     try:
         try:
-            plan = plan_source(source, registry, params)
+            plan = plan_source(source, registry, params, record=record)
         except BandMismatchError:
             if bands is not None:
                 raise
             # a file without band names: read it as the head's bands, in the head's order
             params.bands = list(spec.bands)
-            plan = plan_source(source, registry, params)
+            plan = plan_source(source, registry, params, record=record)
     except (BandMismatchError, UnknownSensorError) as e:
         raise HeadError(
             f"{source.display}: the head was trained on {spec.sensor} bands {spec.bands}, and "
@@ -433,19 +440,22 @@ FEATURES = ("auto", "embeddings", "pixels")
 def stored_features(spec: HeadSpec, model, info, attrs: list[dict]):
     """Whether the head's input features are what the store holds as ``embedding``.
 
-    Returns ``(standard, None)`` when they are (``standard``: ``(mean, std)`` to undo the
-    store's z-scoring, or ``None``), else ``(None, reason)``. They are when the head is a chip
-    head on an untrained base encoder (frozen, no LoRA) whose model id and pooling make the
-    store's model id, and every chip's source was ingested at the head's chip size, with the
-    head's bands and the head's normalisation (from the run manifests).
+    Returns ``(standard, None, False)`` when they are (``standard``: ``(mean, std)`` to undo
+    the store's z-scoring, or ``None``), else ``(None, reason, prepared_otherwise)``. They are
+    when the head is a chip head on an untrained base encoder (frozen, no LoRA) whose model id
+    and pooling make the store's model id, and every chip's source was ingested at the head's
+    chip size, with the head's bands and the head's normalisation (from the run manifests).
+    ``prepared_otherwise``: the vectors are this head's encoder's but a source's chips were
+    made with other bands or another normalisation than the head's training chips (what
+    :func:`predict_store` refuses unless pixels are asked for).
     """
     b = spec.backbone
     if spec.dense:
-        return None, "a dense head needs token grids, not chip vectors"
+        return None, "a dense head needs token grids, not chip vectors", False
     if b.get("encoder_in_folder"):
-        return None, f"the head trained encoder blocks (freeze={b.get('freeze')!r})"
+        return None, f"the head trained encoder blocks (freeze={b.get('freeze')!r})", False
     if b.get("lora"):
-        return None, "the head's LoRA adapters change the encoder's features"
+        return None, "the head's LoRA adapters change the encoder's features", False
     pooling = spec.model.get("pooling", "mean+std")
     base = b.get("model_id")
     store_id = info.model_id
@@ -461,13 +471,16 @@ def stored_features(spec: HeadSpec, model, info, attrs: list[dict]):
             torch.tensor(stats["std"], dtype=torch.float32).clamp(min=1e-6),
         )
         if store_id != vector_model_id(base, pooling, standard):
-            return None, (
-                f"the store holds {store_id} vectors; the head uses {pooling} pooling of {base}"
+            return (
+                None,
+                f"the store holds {store_id} vectors; the head uses {pooling} pooling of {base}",
+                False,
             )
     else:
         return (
             None,
             f"the store holds {store_id} vectors; the head uses {pooling} pooling of {base}",
+            False,
         )
     return _check_manifests(spec, info, attrs, standard)
 
@@ -493,26 +506,57 @@ def _check_manifests(spec: HeadSpec, info, attrs: list[dict], standard):
     head_norm = spec.normaliser
     for src in sorted({r["source"] for r in attrs}):
         if src not in covered:
-            return None, f"no ingest run manifest of the store says how {src} was embedded"
+            return None, f"no ingest run manifest of the store says how {src} was embedded", False
         rec, norm = covered[src]
         if rec.get("chip_size") != spec.chip_size:
-            return None, (
+            return (
+                None,
                 f"{src} was embedded as {rec.get('chip_size')} px chips; the head uses "
-                f"{spec.chip_size} px"
+                f"{spec.chip_size} px",
+                False,
             )
         if list(rec.get("bands") or []) != list(spec.bands):
-            return None, f"{src} was embedded with bands {rec.get('bands')}; the head: {spec.bands}"
+            return (
+                None,
+                f"{src} was embedded with bands {rec.get('bands')}; the head was trained on "
+                f"{spec.bands}",
+                True,
+            )
         same = (
             norm.get("transform") == head_norm.get("transform")
             and np.allclose(norm.get("mean", []), head_norm.get("mean", []), rtol=1e-6)
             and np.allclose(norm.get("std", []), head_norm.get("std", []), rtol=1e-6)
         )
         if not same:
-            return None, (
+            return (
+                None,
                 f"{src} was normalised otherwise ({norm.get('stats_source')} statistics) than "
-                f"the head's training chips ({head_norm.get('stats_source')})"
+                f"the head's training chips ({head_norm.get('stats_source')})",
+                True,
             )
-    return standard, None
+    return standard, None, False
+
+
+def _prepared_otherwise(head, spec: HeadSpec, store, why: str | None) -> str:
+    """The refusal of a store whose vectors were made from otherwise prepared chips."""
+    stats = spec.normalisation.get("stats")
+    if not spec.normalisation:
+        how = (
+            "this head predates the record of its normalisation decision: train it again "
+            "(`clay-search finetune` now plans chips as `clay-search ingest` does)"
+        )
+    else:
+        how = (
+            f"train the head as the store was ingested (`clay-search finetune ... --weights "
+            f"W --stats S` plans chips as `clay-search ingest` with the same weights and "
+            f"--stats does; this head: --stats {stats})"
+        )
+    return (
+        f"the store {store} holds this head's encoder vectors, but {why}; its predictions "
+        f"would not describe the stored vectors. Fix: {how}, or ingest the sources into a new "
+        f"store with the head's bands ({','.join(spec.bands)}), or pass --features pixels to "
+        "re-read every chip with the head's own bands and normalisation"
+    )
 
 
 def _predict_from_embeddings(table, runner: _Runner, standard, batch_size: int):
@@ -550,6 +594,12 @@ def predict_store(
     normalisation; no pixel is read), else re-reads each chip's pixels from its ``source`` and
     ``window``, saying why in ``PredictReport.features_note``; ``"embeddings"`` refuses when
     they are not (:class:`HeadError` with the reason); ``"pixels"`` always re-reads.
+
+    A store whose vectors are the head's encoder's but were made with other bands or another
+    normalisation than the head's training chips is refused under ``"auto"`` too
+    (:class:`HeadError` saying how to fix it: train the head as the store was ingested, or
+    ask for ``"pixels"``), so labels are never silently computed from other inputs than the
+    store's vectors.
     """
     import pyarrow as pa
 
@@ -584,11 +634,13 @@ def predict_store(
         _check_sensor(rows[0]["sensor"], spec, f"store chips of {src}")
     ids: list[str] = []
     outputs: list[np.ndarray] = []
-    standard, why = (
-        (None, "pixels asked for")
+    standard, why, otherwise = (
+        (None, "pixels asked for", False)
         if features == "pixels"
         else (stored_features(spec, model, info, attrs))
     )
+    if otherwise:
+        raise HeadError(_prepared_otherwise(head, spec, store, why))
     if why is None:
         report.features_from = "embeddings"
         report.features_note = f"stored embeddings ({info.model_id}); no pixels read"

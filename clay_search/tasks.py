@@ -31,6 +31,7 @@ from clay_search.model.clay import ClayEncoder, get_config
 from clay_search.model.finetune import ArrayData, FinetuneConfig, FinetuneResult, finetune
 from clay_search.model.headfile import HeadSpec, build_model, save_head
 from clay_search.model.lora import LoRAConfig, count_parameters
+from clay_search.model.normalise import NormalisationRecord
 
 
 @dataclass
@@ -72,6 +73,42 @@ def _backbone(weights, freeze, scratch: str | None, lora: LoRAConfig | None = No
             "or drop --lora"
         )
     return ClayBackbone.from_weights(weights, freeze=freeze, lora=lora)
+
+
+def backbone_record(bb: ClayBackbone) -> NormalisationRecord | None:
+    """The normalisation record of the weights under ``bb`` (None: none, or from scratch)."""
+    if bb.info is None or bb.info.format == "scratch":
+        return None
+    return NormalisationRecord.from_config({"normalisation": bb.info.normalisation})
+
+
+def task_backbone(
+    weights=None,
+    freeze: str | int = "all",
+    scratch: str | None = None,
+    lora: LoRAConfig | int | None = None,
+    lora_alpha: float | None = None,
+    **_ignored,
+) -> ClayBackbone:
+    """The backbone a task trains on (the keywords of :func:`run_task`; others ignored).
+
+    Built before the data are read, so the chips are planned with its weights' normalisation
+    record (:func:`backbone_record`), as ingest with those weights plans them."""
+    return _backbone(weights, freeze, scratch, _lora_config(lora, lora_alpha))
+
+
+def _check_planned_with(chips: TaskChips, bb: ClayBackbone) -> None:
+    """Refuse chips planned with another weights' record than ``bb``'s (API misuse: the head
+    would train on other bands or statistics than ingest with these weights gives)."""
+    record = backbone_record(bb)
+    want = record.digest() if record is not None else None
+    have = (chips.normalisation or {}).get("record")
+    if chips.normalisation.get("stats", "auto") == "auto" and have != want:
+        raise TrainingDataError(
+            f"the chips were planned with normalisation record {have} but the weights "
+            f"{bb.model_id} carry {want}; read them with record=backbone_record(backbone) "
+            "(clay_search.tasks), so the head trains on what ingest with these weights gives"
+        )
 
 
 def _arrays(chips: TaskChips, idx: np.ndarray) -> ArrayData:
@@ -121,6 +158,7 @@ def run_task(
     model_options: dict | None = None,
     lora: LoRAConfig | int | None = None,
     lora_alpha: float | None = None,
+    backbone: ClayBackbone | None = None,
 ) -> TaskRun:
     """Split ``chips`` (whole images/tiles held out), train, save the head folder ``out``.
 
@@ -129,6 +167,9 @@ def run_task(
     A ``change`` task (:mod:`clay_search.change_task`) trains as a two-class segmentation.
     ``lora``: a rank (or a :class:`~clay_search.model.lora.LoRAConfig`): adapters on the
     frozen encoder's attention projections train with the head, at the head's learning rate.
+    ``backbone``: the one :func:`task_backbone` built (the chips were planned with its
+    weights' record); default: built here from ``weights``/``freeze``/``scratch``/``lora``.
+    The chips' normalisation decision (policy, record, statistics) is kept in ``head.json``.
     """
     lora_cfg = _lora_config(lora, lora_alpha)
     train_idx, val_idx = split_holdout(chips, val_fraction, seed=seed)
@@ -142,7 +183,8 @@ def run_task(
     if task == "classify" and len(np.unique(chips.targets[train_idx])) < 2:
         raise TrainingDataError("the training split holds one class only; add more chips")
     num_outputs = len(classes) if task in ("classify", "multilabel", "segment", "change") else 1
-    bb = _backbone(weights, freeze, scratch, lora_cfg)
+    bb = backbone if backbone is not None else _backbone(weights, freeze, scratch, lora_cfg)
+    _check_planned_with(chips, bb)
     train, val = _arrays(chips, train_idx), _arrays(chips, val_idx) if len(val_idx) else None
     cw = None
     if class_weights == "balanced" and task in ("classify", "segment", "change"):
@@ -180,6 +222,7 @@ def run_task(
         bands=list(chips.bands),
         waves=list(chips.waves),
         normaliser=chips.normaliser.to_dict(),
+        normalisation={**chips.normalisation, "notes": list(chips.normaliser.notes)},
         chip_size=int(chip_size),
         model={
             "kind": kind,
@@ -238,14 +281,25 @@ def finetune_classify(
     chip_size: int = 64,
     sensor: str | None = None,
     bands: list[str] | None = None,
+    stats: str = "auto",
     **kw,
 ) -> TaskRun:
-    """Train a chip classifier on ``DATA/<Class>/*`` (or a multi-label ``labels_csv``)."""
+    """Train a chip classifier on ``DATA/<Class>/*`` (or a multi-label ``labels_csv``).
+
+    The chips are planned and normalised as ``clay-search ingest --stats STATS`` with the same
+    weights would (``stats``, default ``auto``): the head applies to such a store's vectors."""
+    bb = task_backbone(**kw)
     chips = read_labelled_folder(
-        data, chip_size=chip_size, sensor=sensor, bands=bands, labels_csv=labels_csv
+        data,
+        chip_size=chip_size,
+        sensor=sensor,
+        bands=bands,
+        labels_csv=labels_csv,
+        record=backbone_record(bb),
+        stats=stats,
     )
     task = "multilabel" if chips.targets.ndim == 2 else "classify"
-    return run_task(chips, task, out, kind="chip", chip_size=chip_size, **kw)
+    return run_task(chips, task, out, kind="chip", chip_size=chip_size, backbone=bb, **kw)
 
 
 def finetune_regress(
@@ -260,20 +314,39 @@ def finetune_regress(
     stride: int | None = None,
     sensor: str | None = None,
     bands: list[str] | None = None,
+    stats: str = "auto",
     **kw,
 ) -> TaskRun:
     """Per-chip regression (``targets`` table) or pixel-wise regression (target rasters aligned
-    with the images: ``pairs`` CSV ``image,mask`` or ``images`` + ``target_rasters`` folders)."""
+    with the images: ``pairs`` CSV ``image,mask`` or ``images`` + ``target_rasters`` folders).
+    ``stats``: as :func:`finetune_classify`."""
+    plist = _pairs(pairs, images, target_rasters) if targets is None else []
+    bb = task_backbone(**kw)
+    record = backbone_record(bb)
     if targets is not None:
         chips = read_target_table(
-            targets, column=target_column, chip_size=chip_size, sensor=sensor, bands=bands
+            targets,
+            column=target_column,
+            chip_size=chip_size,
+            sensor=sensor,
+            bands=bands,
+            record=record,
+            stats=stats,
         )
-        return run_task(chips, "regress", out, kind="chip", chip_size=chip_size, **kw)
-    plist = _pairs(pairs, images, target_rasters)
+        return run_task(chips, "regress", out, kind="chip", chip_size=chip_size, backbone=bb, **kw)
     chips = read_pairs(
-        plist, kind="value", chip_size=chip_size, stride=stride, sensor=sensor, bands=bands
+        plist,
+        kind="value",
+        chip_size=chip_size,
+        stride=stride,
+        sensor=sensor,
+        bands=bands,
+        record=record,
+        stats=stats,
     )
-    return run_task(chips, "regress-pixel", out, kind="dense", chip_size=chip_size, **kw)
+    return run_task(
+        chips, "regress-pixel", out, kind="dense", chip_size=chip_size, backbone=bb, **kw
+    )
 
 
 def _pairs(pairs, images, masks) -> list[tuple[Path, Path]]:
@@ -296,10 +369,13 @@ def finetune_segment(
     bands: list[str] | None = None,
     ignore_index: int | None = None,
     classes: list[int] | None = None,
+    stats: str = "auto",
     **kw,
 ) -> TaskRun:
-    """Semantic segmentation from image/mask pairs (class-index masks of the image's size)."""
+    """Semantic segmentation from image/mask pairs (class-index masks of the image's size).
+    ``stats``: as :func:`finetune_classify`."""
     plist = _pairs(pairs, images, masks)
+    bb = task_backbone(**kw)
     chips = read_pairs(
         plist,
         kind="class",
@@ -309,7 +385,16 @@ def finetune_segment(
         bands=bands,
         ignore_index=ignore_index,
         classes=classes,
+        record=backbone_record(bb),
+        stats=stats,
     )
     return run_task(
-        chips, "segment", out, kind="dense", chip_size=chip_size, ignore_index=ignore_index, **kw
+        chips,
+        "segment",
+        out,
+        kind="dense",
+        chip_size=chip_size,
+        ignore_index=ignore_index,
+        backbone=bb,
+        **kw,
     )

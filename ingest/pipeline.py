@@ -36,6 +36,7 @@ from clay_search.ingest.report import IngestReport, SourceReport
 from clay_search.ingest.sources import Source, SourceFailure
 from clay_search.ingest.thumbnails import thumbnails_png
 from clay_search.ingest.writer import ChipWriter
+from clay_search.model.normalise import normalisation_policy
 from clay_search.places import place_id_for_window
 
 if TYPE_CHECKING:
@@ -452,7 +453,11 @@ def execute(
             patch_dim,
             flush_rows=params.flush_rows,
             flush_seconds=params.flush_seconds,
+            normalisation=normalisation_policy(params.stats, record),
         )
+        for note in writer.notes:  # said once: the store records the policy from now on
+            log.warning("%s", note)
+            report.notes.append(note)
         params = _quality_choice(params, embedder, writer, report)
         manifest = RunManifest(
             writer.info.runs_path,

@@ -13,6 +13,13 @@ chips of one group are never on both sides. Sources open through
 :class:`~clay_search.ingest.raster.SourceReader`, the bands are mapped by
 :func:`~clay_search.ingest.plan.plan_source`, and the normaliser is the one ingest would choose
 (:func:`~clay_search.ingest.plan.decide_normaliser`) unless given (a head's, at predict time).
+
+Pass the weights' normalisation ``record``
+(:class:`~clay_search.model.normalise.NormalisationRecord`, what ``ClayBackbone.info`` carries)
+and the ``stats`` mode ingest uses: bands and normaliser are then those that ``clay-search
+ingest`` with the same weights and ``--stats`` gives the same files (e.g. EuroSAT MS keeps the
+13 bands the bundled weights were trained with), so a head trained here applies to a store's
+vectors.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from clay_search.ingest.raster import SourceReader
 from clay_search.ingest.readers import ReaderPool
 from clay_search.ingest.sources import RASTER_EXTS, Source, _raster_source, discover
 from clay_search.model.encoding import encode_latlon, encode_time
-from clay_search.model.normalise import Normaliser
+from clay_search.model.normalise import NormalisationRecord, Normaliser, normalisation_policy
 from clay_search.model.sensors import SensorRegistry
 
 
@@ -64,6 +71,8 @@ class TaskChips:
     ``pixels`` ``[N, C, S, S]`` raw; ``valid`` ``[N, S, S]``; ``targets``: class index ``[N]``
     (int64), multi-hot ``[N, K]`` (float32), value ``[N]`` (float32), class mask ``[N, S, S]``
     (int64) or value mask ``[N, S, S]`` (float32, NaN = no target); ``groups`` the split unit.
+    ``normalisation``: how bands and normaliser were decided (:func:`decision`), kept in the
+    head's ``head.json``.
     """
 
     pixels: np.ndarray
@@ -81,6 +90,7 @@ class TaskChips:
     normaliser: Normaliser
     classes: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    normalisation: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -109,6 +119,7 @@ class TaskChips:
             self.normaliser,
             self.classes,
             list(self.notes),
+            dict(self.normalisation),
         )
 
 
@@ -119,7 +130,21 @@ def _params(
     stride: int | None = None,
     stats: str = "auto",
 ) -> IngestParams:
-    return IngestParams(chip_size=chip_size, stride=stride, sensor=sensor, bands=bands, stats=stats)
+    return IngestParams.from_options(  # checked as ingest checks them (e.g. --stats)
+        chip_size=chip_size, stride=stride, sensor=sensor, bands=bands, stats=stats
+    )
+
+
+def decision(stats: str, record: NormalisationRecord | None) -> dict:
+    """The normalisation decision of a task's chips: the policy
+    (:func:`~clay_search.model.normalise.normalisation_policy`: ``stats`` mode, the weights'
+    record digest, the rules' version) and the record itself (``record_config``), so predict
+    plans new imagery with the same bands."""
+    used = record if stats == "auto" else None
+    return {
+        **normalisation_policy(stats, used),
+        "record_config": used.to_config() if used is not None else None,
+    }
 
 
 def _plan_all(
@@ -127,8 +152,11 @@ def _plan_all(
     params: IngestParams,
     registry: SensorRegistry,
     normaliser: Normaliser | None,
+    record: NormalisationRecord | None = None,
 ) -> tuple[list[SourcePlan], Normaliser]:
-    plans = [plan_source(s, registry, params) for s in sources]
+    """Plan every source as ingest does (bands the weights' ``record`` knows are kept) and
+    decide one normaliser for them all (ingest's decision, one group) unless given."""
+    plans = [plan_source(s, registry, params, record=record) for s in sources]
     first = plans[0]
     for p in plans[1:]:
         if (p.bands.sensor.name, p.bands.band_names) != (
@@ -143,7 +171,9 @@ def _plan_all(
             )
     if normaliser is None:
         with ReaderPool(nodata=params.nodata) as pool:
-            normaliser = decide_normaliser(plans, params.stats, params.chip_size, pool)
+            normaliser = decide_normaliser(
+                plans, params.stats, params.chip_size, pool, record=record
+            )
     return plans, normaliser
 
 
@@ -226,12 +256,15 @@ def read_labelled_folder(
     normaliser: Normaliser | None = None,
     registry: SensorRegistry | None = None,
     classes: Sequence[str] | None = None,
+    record: NormalisationRecord | None = None,
+    stats: str = "auto",
 ) -> TaskChips:
     """Chips of ``DATA/<Class>/*`` (single-label) or of a labels CSV (multi-label when any row
     has several labels). Every file is one chip, resampled to ``chip_size`` as ingest does for
-    labelled chips. ``classes`` fixes the class list (a head's); otherwise sorted names."""
+    labelled chips. ``classes`` fixes the class list (a head's); otherwise sorted names.
+    ``record``/``stats``: plan and normalise as ingest with those weights does (module doc)."""
     registry = registry or SensorRegistry.default()
-    params = _params(chip_size, sensor, bands)
+    params = _params(chip_size, sensor, bands, stats=stats)
     data = Path(data)
     if labels_csv is not None:
         table = _read_labels_csv(Path(labels_csv))
@@ -271,9 +304,11 @@ def read_labelled_folder(
             y[i, [index[c] for c in lab]] = 1.0
     else:
         y = np.array([index[lab[0]] for lab in labels], np.int64)
-    plans, norm = _plan_all(sources, params, registry, normaliser)
+    plans, norm = _plan_all(sources, params, registry, normaliser, record)
     groups = [Path(p.source.paths[0]).stem for p in plans]
-    return _chip_set(plans, norm, chip_size, y, groups, names)
+    chips = _chip_set(plans, norm, chip_size, y, groups, names)
+    chips.normalisation = decision(stats, record)
+    return chips
 
 
 def read_target_table(
@@ -285,9 +320,12 @@ def read_target_table(
     bands: list[str] | None = None,
     normaliser: Normaliser | None = None,
     registry: SensorRegistry | None = None,
+    record: NormalisationRecord | None = None,
+    stats: str = "auto",
 ) -> TaskChips:
     """Chips listed in a CSV / Parquet / GeoParquet (``source`` column, paths relative to the
-    table's folder) with one value each (``column``): per-chip regression."""
+    table's folder) with one value each (``column``): per-chip regression. ``record``/``stats``:
+    as :func:`read_labelled_folder`."""
     import pandas as pd
 
     path = Path(table)
@@ -305,10 +343,13 @@ def read_target_table(
         raise TrainingDataError(f"{path}: no numeric {column!r} for {bad[:5]}")
     srcs = [Path(s) if Path(s).is_absolute() else path.parent / s for s in df["source"]]
     sources = [as_source(s) for s in srcs]
-    params = _params(chip_size, sensor, bands)
-    plans, norm = _plan_all(sources, params, registry or SensorRegistry.default(), normaliser)
+    params = _params(chip_size, sensor, bands, stats=stats)
+    registry = registry or SensorRegistry.default()
+    plans, norm = _plan_all(sources, params, registry, normaliser, record)
     groups = [Path(s).stem for s in srcs]
-    return _chip_set(plans, norm, chip_size, vals.to_numpy(np.float32), groups)
+    chips = _chip_set(plans, norm, chip_size, vals.to_numpy(np.float32), groups)
+    chips.normalisation = decision(stats, record)
+    return chips
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
@@ -370,19 +411,22 @@ def read_pairs(
     normaliser: Normaliser | None = None,
     registry: SensorRegistry | None = None,
     max_nodata: float = 0.5,
+    record: NormalisationRecord | None = None,
+    stats: str = "auto",
 ) -> TaskChips:
     """Image/mask pairs cut into ``chip_size`` chips every ``stride`` px (default: half a chip,
     so chips overlap), masks cut alike. ``kind`` ``class`` (int class index masks) or ``value``
     (float target rasters; their nodata -> NaN). ``classes`` lists the allowed class values
-    (others are an error unless ``ignore_index``); default: those found.
+    (others are an error unless ``ignore_index``); default: those found. ``record``/``stats``:
+    as :func:`read_labelled_folder`.
     """
     if not pairs:
         raise TrainingDataError("no image/mask pairs given")
     stride = stride or max(chip_size // 2, 1)
-    params = _params(chip_size, sensor, bands, stride=stride)
+    params = _params(chip_size, sensor, bands, stride=stride, stats=stats)
     registry = registry or SensorRegistry.default()
     sources = [as_source(i) for i, _ in pairs]
-    plans, norm = _plan_all(sources, params, registry, normaliser)
+    plans, norm = _plan_all(sources, params, registry, normaliser, record)
     one_image = len(pairs) == 1
     pixels, valid, targets, groups, srcs, wins, lonlats, chip_plans = ([] for _ in range(8))
     for plan, (img, mask) in zip(plans, pairs, strict=True):
@@ -467,6 +511,7 @@ def read_pairs(
         float(np.median([p.gsd for p in plans])),
         norm,
         names,
+        normalisation=decision(stats, record),
     )
 
 

@@ -19,6 +19,7 @@ from clay_search.schema import chips_schema, chips_table, rows_to_columns
 from clay_search.store.layout import (
     StoreInfo,
     append_rows,
+    check_normalisation,
     open_chips_table,
     open_or_create_store,
 )
@@ -37,9 +38,19 @@ class ChipWriter:
         *,
         flush_rows: int = 2048,
         flush_seconds: float = 30.0,
+        normalisation: dict | None = None,
     ) -> None:
-        self.info: StoreInfo = open_or_create_store(store_path, model_id, dim, patch_dim)
+        self.info: StoreInfo = open_or_create_store(
+            store_path, model_id, dim, patch_dim, normalisation=normalisation
+        )
         self.lock = StoreLock(self.info.path, "ingest").acquire()  # released by close()
+        try:  # one policy per store (see clay_search.store.layout.check_normalisation)
+            warning = check_normalisation(self.info, normalisation)
+        except BaseException:
+            self.lock.release()
+            raise
+        #: what the store said about its rows (an older store's unknown normalisation)
+        self.notes: list[str] = [warning] if warning else []
         self.table = open_chips_table(self.info, create=True)
         names = set(self.table.schema.names)
         self.has_patch_column = "patch_embeddings" in names

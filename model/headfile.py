@@ -7,6 +7,8 @@
      "classes": [...] | null, "ignore_index": int | null,
      "sensor": "sentinel-2-l2a", "bands": ["blue", ...], "waves": [...],
      "normaliser": {"mean": [...], "std": [...], "transform": null, "stats_source": ...},
+     "normalisation": {"stats": "auto", "record": "<digest>" | null, "decision": 1,
+                       "record_config": {...} | null, "notes": [...]},
      "chip_size": 64, "gsd": 10.0 | null,
      "model": {"kind": "chip" | "dense" | "change", "num_outputs", "pooling", "head", "hidden",
                "channels", "fusion"},
@@ -45,7 +47,7 @@ from clay_search.model.lora import (
     load_lora_state_dict,
     lora_state_dict,
 )
-from clay_search.model.normalise import Normaliser
+from clay_search.model.normalise import NormalisationRecord, Normaliser
 
 HEAD_FORMAT = "clay-search-head"
 HEAD_JSON = "head.json"
@@ -71,6 +73,9 @@ class HeadSpec:
     target: dict | None = None
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    #: how bands and normaliser were decided (``clay_search.ingest.taskdata.decision``): the
+    #: policy a store's vectors must share to be this head's features; {} in older heads
+    normalisation: dict = field(default_factory=dict)
 
     @property
     def dense(self) -> bool:
@@ -88,6 +93,20 @@ class HeadSpec:
             transform=n.get("transform"),
             stats_source=n.get("stats_source", "head"),
         )
+
+    def record(self) -> NormalisationRecord | None:
+        """The weights' normalisation record the training chips were planned with (None:
+        none, or an older head that does not say)."""
+        return NormalisationRecord.from_config(
+            {"normalisation": self.normalisation.get("record_config")}
+        )
+
+    @property
+    def plan_stats(self) -> str:
+        """The ``stats`` mode to plan new imagery with, so it gets the training chips' bands
+        (a statistics file plans as ``source``: bands without table statistics are kept)."""
+        stats = self.normalisation.get("stats", "auto")
+        return "source" if stats == "file" else stats
 
     def to_dict(self) -> dict:
         """The JSON document."""

@@ -5,6 +5,7 @@ The model only ever sees normalised pixels; all value handling lives here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -231,6 +232,11 @@ class NormalisationRecord:
         """The ``normalisation`` section of a weights config."""
         return {"version": RECORD_VERSION, "series": {s.name: s.to_dict() for s in self.series}}
 
+    def digest(self) -> str:
+        """A short SHA-256 of the record (its identity in a store's or a head's policy)."""
+        text = json.dumps(self.to_config(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def known_bands(self, sensor: str) -> set[str]:
         """Names of ``sensor``'s bands some series of the record normalised."""
         return {b for s in self.series if s.sensor == sensor for b in s.bands}
@@ -242,6 +248,41 @@ class NormalisationRecord:
         names = {b.name for b in bands}
         hits = [s for s in self.series if s.sensor == sensor and names <= set(s.bands)]
         return sorted(hits, key=lambda s: (s.dtype is not None and s.dtype != dtype, s.name))
+
+
+#: Version of :func:`decide`'s rules: bumped when it would choose otherwise for the same files,
+#: weights and ``stats`` (so vectors made before and after do not mix in one store).
+DECISION_VERSION = 1
+
+
+def normalisation_policy(stats: str, record: NormalisationRecord | None) -> dict:
+    """What decides a run's normalisers: the ``stats`` mode (``auto``, ``sensor``, ``source``,
+    or ``file`` with the statistics file's SHA-256), the weights' record (its
+    :meth:`~NormalisationRecord.digest`, None without one; only ``auto`` reads it) and the
+    rules' :data:`DECISION_VERSION`. Runs with equal policies normalise the same files alike;
+    a store and a head keep theirs (``store.json`` / ``head.json`` ``normalisation``)."""
+    out: dict = {"stats": stats, "decision": DECISION_VERSION}
+    if stats not in ("auto", "sensor", "source"):
+        path = Path(stats)
+        out["stats"] = "file"
+        out["stats_file"] = path.name
+        out["stats_file_sha256"] = (
+            hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        )
+    out["record"] = record.digest() if record is not None and stats == "auto" else None
+    return out
+
+
+def describe_policy(policy: dict | None) -> str:
+    """One phrase for a policy (messages): ``--stats auto with the weights' record 1a2b...``."""
+    if not policy:
+        return "an unrecorded normalisation (made before stores kept it)"
+    stats = policy.get("stats")
+    what = f"--stats {policy.get('stats_file')}" if stats == "file" else f"--stats {stats}"
+    if stats == "auto":
+        rec = policy.get("record")
+        what += f" with the weights' normalisation record {rec}" if rec else " (no weights' record)"
+    return f"{what}, decision rules v{policy.get('decision')}"
 
 
 def _fit_score(sample: np.ndarray, valid: np.ndarray, norm: Normaliser) -> float:

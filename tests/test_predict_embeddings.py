@@ -1,5 +1,8 @@
 """`predict --store` from the stored embeddings (no pixel read) when they are the head's
-features, and from re-read pixels, with the reason, when they are not."""
+features; from re-read pixels, with the reason, when they are another encoder's or pooling's;
+refused (with the fix) when they are the head's encoder's but made from chips prepared with
+other bands or normalisation. Heads fine-tuned with the defaults fit stores ingested with the
+defaults."""
 
 from __future__ import annotations
 
@@ -20,30 +23,41 @@ FAST = {"batch_size": 16, "lr": 3e-2, "progress": False, "resume": False, "val_f
 
 @pytest.fixture(scope="module")
 def heads(sample_dir, tmp_path_factory):
+    """Heads fine-tuned with the CLI's defaults (the chips planned with the weights'
+    normalisation record, as ingest plans them), and one with ``--stats sensor``."""
     root = tmp_path_factory.mktemp("heads")
     data = sample_dir / "eurosat_ms"
     finetune_classify(data, root / "pooled", epochs=15, **FAST)  # mean+std: the store's
     finetune_classify(data, root / "cls", epochs=2, pooling="cls", **FAST)
+    finetune_classify(data, root / "sensor", epochs=2, stats="sensor", **FAST)
     return root
 
 
-@pytest.fixture
-def store(sample_dir, tmp_path, heads):
-    """The sample ingested with the bands and normalisation the heads were trained with.
-
-    Fine-tuning does not yet plan its chips with the weights' normalisation record, so with
-    defaults a head trains on the table's 10 EuroSAT MS bands while ingest keeps all 13 (and
-    `predict --store` then reads pixels, saying so); the store here matches the heads."""
-    import json
-
+def _ingest(sample_dir, tmp_path, **options):
     from clay_search.ingest import run as ingest
 
-    spec = json.loads((heads / "pooled" / "head.json").read_text())
     data = tmp_path / "eurosat_ms"
-    shutil.copytree(sample_dir / "eurosat_ms", data)
-    ingest([str(data)], tmp_path / "store", workers=0, stats="sensor")  # the table's bands
-    assert clay_search.connect(tmp_path / "store").count()["total"] == 30, spec["bands"]
-    return tmp_path / "store", data
+    if not data.exists():
+        shutil.copytree(sample_dir / "eurosat_ms", data)
+    path = tmp_path / f"store-{options.get('stats', 'defaults')}"
+    ingest([str(data)], path, workers=0, **options)
+    assert clay_search.connect(path).count()["total"] == 30
+    return path, data
+
+
+@pytest.fixture
+def store(sample_dir, tmp_path):
+    """The sample ingested with the CLI's defaults."""
+    return _ingest(sample_dir, tmp_path)
+
+
+def _manifest_bands(path) -> set[tuple[str, ...]]:
+    import json
+
+    out = set()
+    for f in (path / "runs").glob("*.json"):
+        out |= {tuple(r["bands"]) for r in json.loads(f.read_text())["sources"] if r.get("bands")}
+    return out
 
 
 def _preds(path):
@@ -79,7 +93,50 @@ def test_other_pooling_reads_pixels_and_says_why(heads, store):
         predict_store(heads / "cls", path, features="embeddings")
 
 
-def test_other_normalisation_reads_pixels(heads, store, tmp_path):
+def test_head_trained_with_defaults_fits_a_store_ingested_with_defaults(heads, store, tmp_path):
+    """Fine-tuning plans and normalises as ingest does for the same weights and files: the
+    head's bands are the store's (all 13 EuroSAT MS bands the weights were trained with, not
+    the table's 10), its normaliser is ingest's, so `predict --store` uses the stored vectors;
+    they give what the head gives on the files themselves."""
+    import json
+
+    import pandas as pd
+
+    from clay_search.predict import predict_chips
+
+    path, data = store
+    spec = json.loads((heads / "pooled" / "head.json").read_text())
+    assert _manifest_bands(path) == {tuple(spec["bands"])} and len(spec["bands"]) == 13
+    dec = spec["normalisation"]
+    assert dec["stats"] == "auto" and dec["record"] and dec["record_config"]["series"]
+    assert spec["normaliser"]["stats_source"] == "weights"
+    rep = predict_store(heads / "pooled", path)
+    assert rep.features_from == "embeddings" and rep.chips == 30, rep.features_note
+    t = clay_search.connect(path).table.to_arrow().to_pandas()
+    direct = pd.read_parquet(
+        predict_chips(heads / "pooled", [data], tmp_path / "direct.parquet").written[0]
+    )
+    both = t.merge(direct, on=["source", "window"])
+    assert len(both) == 30
+    assert (both["pred_label"] == both["label_pred"]).all()
+    assert np.abs(both["pred_score"] - both["score"]).max() < 1e-3
+
+
+def test_store_made_otherwise_is_refused_with_the_fix(heads, sample_dir, tmp_path):
+    """Vectors of the head's encoder made from otherwise prepared chips are refused (no silent
+    re-read); --features pixels re-reads with the head's bands; a head trained with the
+    store's --stats uses its vectors."""
+    path, _ = _ingest(sample_dir, tmp_path, stats="sensor")  # the table's 10 bands
+    assert {len(b) for b in _manifest_bands(path)} == {10}
+    with pytest.raises(HeadError, match=r"embedded with bands .*--stats S.*--features pixels"):
+        predict_store(heads / "pooled", path)
+    rep = predict_store(heads / "pooled", path, features="pixels")
+    assert rep.features_from == "pixels" and rep.chips == 30 and not rep.skipped
+    rep = predict_store(heads / "sensor", path)
+    assert rep.features_from == "embeddings" and rep.chips == 30, rep.features_note
+
+
+def test_other_normalisation_is_refused(heads, store, tmp_path):
     import json
 
     path, _ = store
@@ -88,8 +145,10 @@ def test_other_normalisation_reads_pixels(heads, store, tmp_path):
     doc = json.loads((bad / "head.json").read_text())
     doc["normaliser"]["mean"] = [m + 1.0 for m in doc["normaliser"]["mean"]]
     (bad / "head.json").write_text(json.dumps(doc))
-    rep = predict_store(bad, path)
-    assert rep.features_from == "pixels" and "normalised otherwise" in rep.features_note
+    with pytest.raises(HeadError, match="normalised otherwise.*--features pixels"):
+        predict_store(bad, path)
+    rep = predict_store(bad, path, features="pixels")
+    assert rep.features_from == "pixels" and "pixels asked for" in rep.features_note
 
 
 def test_cli_features_option(heads, store):
@@ -106,3 +165,13 @@ def test_cli_features_option(heads, store):
     )
     err = " ".join(r.stderr.split())
     assert r.returncode == 2 and "Traceback" not in err and "cls pooling" in err
+
+
+def test_cli_refusal_is_one_line(heads, sample_dir, tmp_path):
+    path, _ = _ingest(sample_dir, tmp_path, stats="sensor")
+    cmd = [sys.executable, "-m", "clay_search.cli.main", "predict", "--head"]
+    r = subprocess.run(
+        [*cmd, str(heads / "pooled"), "--store", str(path)], capture_output=True, text=True
+    )
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in err and "--features pixels" in err, err

@@ -28,6 +28,7 @@ from clay_search.cli.options import (
     resolve_device,
     split_list,
 )
+from clay_search.ingest.params import IngestParams
 from clay_search.optionset import OptionSet, opt
 
 finetune_app = typer.Typer(
@@ -96,6 +97,9 @@ PairsOpt = Annotated[Path | None, FinetuneOptions.option_info("pairs")]
 ImagesOpt = Annotated[Path | None, FinetuneOptions.option_info("images")]
 MasksOpt = Annotated[Path | None, FinetuneOptions.option_info("masks")]
 MaxTimeOpt = Annotated[float | None, FinetuneOptions.option_info("max_time")]
+#: ingest's --stats (defined once, in IngestParams): the chips are planned and normalised as
+#: `clay-search ingest --stats S` with the same weights would, so the head fits such a store
+StatsOpt = Annotated[str, IngestParams.option_info("stats")]
 
 
 def register(app: typer.Typer) -> None:
@@ -158,6 +162,7 @@ class TrainOptions:
     resume: bool
     device: str
     max_time: float | None
+    stats: str
     quiet: bool
     verbose: bool
 
@@ -177,6 +182,7 @@ class TrainOptions:
             "device": resolve_device(self.device),
             "progress": not self.quiet,
             "max_time_s": self.max_time,
+            "stats": self.stats,
         }
 
 
@@ -195,6 +201,7 @@ _TRAIN_OPTIONS: tuple[tuple[str, object, object], ...] = (
     ("resume", ResumeOpt, True),
     ("device", DeviceOpt, "auto"),
     ("max_time", MaxTimeOpt, None),
+    ("stats", StatsOpt, "auto"),
     ("quiet", QuietOpt, False),
     ("verbose", VerboseOpt, False),
 )

@@ -2,6 +2,10 @@
 
 Writers call :func:`open_or_create_store` before their first write; it creates the folders and
 ``store.json`` and refuses embeddings of another model (or dimension) than the store holds.
+``store.json`` also keeps the normalisation policy the store's vectors were made with
+(``normalisation``; see :func:`clay_search.model.normalise.normalisation_policy`): ingest
+refuses to add vectors made under another one (:func:`check_normalisation`), since one model
+id over differently normalised pixels gives vectors that do not compare.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ class StoreInfo:
     patch_dim: int | None
     created: str
     imported: dict | None = None  # provenance of imported embeddings (see record_import)
+    #: the normalisation policy of the store's vectors (None: a store made before stores
+    #: recorded it, or one of imported embeddings only)
+    normalisation: dict | None = None
 
     @property
     def lancedb_path(self) -> Path | RemotePath:
@@ -97,6 +104,7 @@ def read_store_info(path: str | Path | RemotePath) -> StoreInfo:
             patch_dim=int(meta["patch_dim"]) if meta.get("patch_dim") else None,
             created=str(meta.get("created", "")),
             imported=meta.get("imported"),
+            normalisation=meta.get("normalisation"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise StoreNotFoundError(
@@ -106,11 +114,18 @@ def read_store_info(path: str | Path | RemotePath) -> StoreInfo:
 
 
 def open_or_create_store(
-    path: str | Path | RemotePath, model_id: str, dim: int, patch_dim: int | None = None
+    path: str | Path | RemotePath,
+    model_id: str,
+    dim: int,
+    patch_dim: int | None = None,
+    *,
+    normalisation: dict | None = None,
 ) -> StoreInfo:
     """Open the store at ``path`` for writing, creating it (and ``store.json``) if needed.
 
     Raises :class:`StoreMismatchError` when the store holds another model id or dimension.
+    ``normalisation``: the policy of the vectors to be written, kept in a new store's
+    ``store.json`` (an existing store's is checked by :func:`check_normalisation`).
     ``patch_dim`` may be added to a store that had none; a different one is refused.
     Two writers creating one store at once both write the same ``store.json`` when they agree
     on the model; the loser of a disagreement is refused by the check after writing.
@@ -148,12 +163,78 @@ def open_or_create_store(
             "dim": int(dim),
             "patch_dim": int(patch_dim) if patch_dim else None,
             "created": created,
+            **({"normalisation": dict(normalisation)} if normalisation else {}),
         },
     )
     info = read_store_info(root)  # another writer may have created it meanwhile: check again
     if (info.model_id, info.dim) != (model_id, int(dim)):
         return open_or_create_store(root, model_id, dim, patch_dim)  # raises the mismatch
     return info
+
+
+#: the fields of a normalisation policy that decide how pixels become vectors
+POLICY_KEYS = ("stats", "stats_file_sha256", "record", "decision")
+
+
+def _policy_fix(have: dict, want: dict) -> str:
+    """How to fix an ingest refused for another normalisation policy than the store's."""
+    new = "ingest into a new store (--store OTHER_PATH)"
+    if have.get("decision") != want.get("decision"):
+        return (
+            f"the store's vectors were made under older normalisation rules "
+            f"(v{have.get('decision')}, now v{want.get('decision')}): {new}, re-ingesting the "
+            "store's sources there"
+        )
+    if have.get("stats") != want.get("stats") or have.get("stats_file_sha256") != want.get(
+        "stats_file_sha256"
+    ):
+        flag = (
+            f"--stats {have.get('stats')}"
+            if have.get("stats") != "file"
+            else f"--stats with the statistics file {have.get('stats_file')} the store was made "
+            f"with (SHA-256 {str(have.get('stats_file_sha256'))[:12]}...)"
+        )
+        return f"pass {flag} to add to this store, or {new}"
+    return (
+        "the weights have the store's model id but another normalisation record: ingest with "
+        f"the weights the store was made with, or {new}"
+    )
+
+
+def check_normalisation(info: StoreInfo, policy: dict | None) -> str | None:
+    """Check that vectors made under the normalisation ``policy`` may join the store's.
+
+    Call with the store's write lock held. Raises :class:`StoreMismatchError` (saying how to
+    fix it: a new store, or the ``--stats`` that matches) when the store's ``store.json`` records
+    another policy. A store without a record (made before stores kept it) is taken as unknown:
+    the policy is recorded from now on and a warning is returned, once (later writes are
+    checked against the record). ``None`` (imported vectors) checks nothing.
+    """
+    from clay_search.model.normalise import describe_policy
+
+    if policy is None:
+        return None
+    path = info.path / STORE_JSON
+    meta = json.loads(path.read_text())
+    have = meta.get("normalisation")
+    if have:
+        if any(have.get(k) != policy.get(k) for k in POLICY_KEYS):
+            raise StoreMismatchError(
+                f"store {info.path} holds vectors normalised with {describe_policy(have)}; "
+                f"this ingest normalises with {describe_policy(policy)}, and one store must not "
+                f"mix the two (same model id, vectors that do not compare): "
+                f"{_policy_fix(have, policy)}"
+            )
+        return None
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    meta["normalisation"] = {**policy, "recorded": when, "earlier_rows": "unknown"}
+    _write_json_atomic(path, meta)
+    return (
+        f"store {info.path} was made before stores recorded how their vectors were normalised: "
+        "the rows already there may have been normalised otherwise than this run's "
+        f"({describe_policy(policy)}, recorded in store.json from now on; later ingests are "
+        "checked against it). If searches mix up sources, re-ingest into a new store"
+    )
 
 
 def record_import(info: StoreInfo, provenance: dict[str, Any]) -> None:
