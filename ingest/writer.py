@@ -44,14 +44,30 @@ class ChipWriter:
             store_path, model_id, dim, patch_dim, normalisation=normalisation
         )
         self.lock = StoreLock(self.info.path, "ingest").acquire()  # released by close()
-        try:  # one policy per store (see clay_search.store.layout.check_normalisation)
-            warning = check_normalisation(self.info, normalisation)
-        except BaseException:
+        try:
+            self._open(patch_dim, dim, normalisation)
+        except BaseException:  # a refused writer gives the lock back
             self.lock.release()
             raise
+        self.dim = dim
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._last_commit = time.monotonic()
+        self.model_id = model_id
+        self.existing: set[str] = set(self._read_ids())
+        self._rows: list[dict] = []
+        self.written = 0
+        self.commits = 0
+
+    def _open(self, patch_dim: int | None, dim: int, normalisation: dict | None) -> None:
+        """Open the table under the lock and check it takes these rows."""
+        self.table = open_chips_table(self.info, create=True)
+        # one normalisation policy per store (clay_search.store.layout.check_normalisation)
+        warning = check_normalisation(
+            self.info, normalisation, has_rows=self.table.count_rows() > 0
+        )
         #: what the store said about its rows (an older store's unknown normalisation)
         self.notes: list[str] = [warning] if warning else []
-        self.table = open_chips_table(self.info, create=True)
         names = set(self.table.schema.names)
         self.has_patch_column = "patch_embeddings" in names
         if patch_dim and not self.has_patch_column:
@@ -77,15 +93,6 @@ class ChipWriter:
         self.schema = pa.schema(
             [f for f in self.schema if f.name in names], metadata=self.schema.metadata
         )
-        self.dim = dim
-        self.flush_rows = flush_rows
-        self.flush_seconds = flush_seconds
-        self._last_commit = time.monotonic()
-        self.model_id = model_id
-        self.existing: set[str] = set(self._read_ids())
-        self._rows: list[dict] = []
-        self.written = 0
-        self.commits = 0
 
     def _read_ids(self) -> list[str]:
         from clay_search.index.vectors import read_ids

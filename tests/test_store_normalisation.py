@@ -115,6 +115,18 @@ def test_old_store_without_a_record_warns_once_then_is_checked(forest, tmp_path,
     assert _count(store) == 3
 
 
+def test_empty_store_without_a_record_takes_the_policy_silently(forest, tmp_path, embedder):
+    from clay_search.store import open_or_create_store
+
+    store = tmp_path / "s"
+    open_or_create_store(store, embedder.model_id, embedder.dim)  # no policy, no rows
+    rep = ingest([str(forest)], store, workers=0, embedder=embedder)
+    assert rep.chips_written == 3
+    assert not any("made before stores recorded" in n for n in rep.notes)
+    rec = _meta(store)["normalisation"]
+    assert rec["stats"] == "auto" and "earlier_rows" not in rec
+
+
 def test_statistics_file_is_part_of_the_policy(tmp_path):
     a = tmp_path / "a.json"
     a.write_text(json.dumps({"red": {"mean": 1.0, "std": 2.0}}))

@@ -201,14 +201,17 @@ def _policy_fix(have: dict, want: dict) -> str:
     )
 
 
-def check_normalisation(info: StoreInfo, policy: dict | None) -> str | None:
+def check_normalisation(
+    info: StoreInfo, policy: dict | None, *, has_rows: bool = True
+) -> str | None:
     """Check that vectors made under the normalisation ``policy`` may join the store's.
 
     Call with the store's write lock held. Raises :class:`StoreMismatchError` (saying how to
     fix it: a new store, or the ``--stats`` that matches) when the store's ``store.json`` records
     another policy. A store without a record (made before stores kept it) is taken as unknown:
-    the policy is recorded from now on and a warning is returned, once (later writes are
-    checked against the record). ``None`` (imported vectors) checks nothing.
+    the policy is recorded from now on and, when it holds rows (``has_rows``), a warning is
+    returned, once (later writes are checked against the record). ``None`` (imported vectors)
+    checks nothing.
     """
     from clay_search.model.normalise import describe_policy
 
@@ -227,8 +230,11 @@ def check_normalisation(info: StoreInfo, policy: dict | None) -> str | None:
             )
         return None
     when = datetime.now(UTC).isoformat(timespec="seconds")
-    meta["normalisation"] = {**policy, "recorded": when, "earlier_rows": "unknown"}
+    earlier = {"earlier_rows": "unknown"} if has_rows else {}
+    meta["normalisation"] = {**policy, "recorded": when, **earlier}
     _write_json_atomic(path, meta)
+    if not has_rows:
+        return None
     return (
         f"store {info.path} was made before stores recorded how their vectors were normalised: "
         "the rows already there may have been normalised otherwise than this run's "
