@@ -175,3 +175,30 @@ def test_cli_refusal_is_one_line(heads, sample_dir, tmp_path):
     )
     err = " ".join(r.stderr.split())
     assert r.returncode == 2 and "Traceback" not in err and "--features pixels" in err, err
+
+
+def test_cli_finetune_takes_ingest_stats(sample_dir, tmp_path):
+    """`finetune --stats` is ingest's option: `--stats sensor` trains on the table's 10 bands
+    (recorded in head.json); a bad value is one line, exit 2."""
+    import json
+
+    cmd = [sys.executable, "-m", "clay_search.cli.main", "finetune", "classify"]
+    data = str(sample_dir / "eurosat_ms")
+    out = tmp_path / "h"
+    r = subprocess.run(
+        [*cmd, data, "--out", str(out), "--stats", "sensor", "--epochs", "1", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    spec = json.loads((out / "head.json").read_text())
+    assert len(spec["bands"]) == 10 and spec["normalisation"]["stats"] == "sensor"
+    assert spec["normalisation"]["record"] is None
+    assert spec["normaliser"]["stats_source"] == "sensor"
+    r = subprocess.run(
+        [*cmd, data, "--out", str(tmp_path / "x"), "--stats", "bogus", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in err and "--stats 'bogus'" in err, err
