@@ -537,25 +537,28 @@ def _check_manifests(spec: HeadSpec, info, attrs: list[dict], standard):
     return standard, None, False
 
 
-def _prepared_otherwise(head, spec: HeadSpec, store, why: str | None) -> str:
+def _prepared_otherwise(spec: HeadSpec, info, why: str | None) -> str:
     """The refusal of a store whose vectors were made from otherwise prepared chips."""
-    stats = spec.normalisation.get("stats")
+    stats = spec.normalisation.get("stats", "auto")
+    store_stats = (info.normalisation or {}).get("stats")
     if not spec.normalisation:
         how = (
             "this head predates the record of its normalisation decision: train it again "
             "(`clay-search finetune` now plans chips as `clay-search ingest` does)"
         )
     else:
+        flag = f"--stats {store_stats}" if store_stats and store_stats != "file" else "--stats S"
         how = (
-            f"train the head as the store was ingested (`clay-search finetune ... --weights "
-            f"W --stats S` plans chips as `clay-search ingest` with the same weights and "
-            f"--stats does; this head: --stats {stats})"
+            f"train the head as the store was ingested (`clay-search finetune ... --weights W "
+            f"{flag}` plans chips as `clay-search ingest` with the same weights and --stats "
+            f"does; this head was trained with --stats {stats})"
         )
     return (
-        f"the store {store} holds this head's encoder vectors, but {why}; its predictions "
+        f"the store {info.path} holds this head's encoder vectors, but {why}; its predictions "
         f"would not describe the stored vectors. Fix: {how}, or ingest the sources into a new "
-        f"store with the head's bands ({','.join(spec.bands)}), or pass --features pixels to "
-        "re-read every chip with the head's own bands and normalisation"
+        f"store as the head was trained (--bands {','.join(spec.bands)} --stats {stats}), or "
+        "pass --features pixels to re-read every chip with the head's own bands and "
+        "normalisation"
     )
 
 
@@ -640,7 +643,7 @@ def predict_store(
         else (stored_features(spec, model, info, attrs))
     )
     if otherwise:
-        raise HeadError(_prepared_otherwise(head, spec, store, why))
+        raise HeadError(_prepared_otherwise(spec, info, why))
     if why is None:
         report.features_from = "embeddings"
         report.features_note = f"stored embeddings ({info.model_id}); no pixels read"

@@ -128,7 +128,7 @@ def test_store_made_otherwise_is_refused_with_the_fix(heads, sample_dir, tmp_pat
     store's --stats uses its vectors."""
     path, _ = _ingest(sample_dir, tmp_path, stats="sensor")  # the table's 10 bands
     assert {len(b) for b in _manifest_bands(path)} == {10}
-    with pytest.raises(HeadError, match=r"embedded with bands .*--stats S.*--features pixels"):
+    with pytest.raises(HeadError, match=r"embedded with bands .*--stats sensor.*--features pixel"):
         predict_store(heads / "pooled", path)
     rep = predict_store(heads / "pooled", path, features="pixels")
     assert rep.features_from == "pixels" and rep.chips == 30 and not rep.skipped
