@@ -59,17 +59,17 @@ def open_store(uri: str, weights: str | None = None) -> Opened:
 
 
 def warm_up(store: Any) -> threading.Thread:
-    """Load the store's embedding matrix in the background so the first Search is fast.
+    """Read the store's index (or, without one, its embedding matrix) in the background so
+    the first Search is fast (:meth:`clay_search.store.Store.load`).
 
-    With an IVF index the Store reads every embedding on the first query by example (seconds
-    at 100k chips); doing it while the person looks at the first page hides that. The Store
-    locks its lazy state, so a Search that comes earlier simply waits for it.
+    At 1,000,000 chips the index is 4 GB; reading it while the person looks at the first page
+    hides that. The Store locks its lazy state, so a Search that comes earlier simply waits.
     """
 
     def _load() -> None:
-        # the query that needs the vectors will report a problem with them
+        # the query that needs the index will report a problem with it
         with contextlib.suppress(Exception):
-            _ = store.vectors
+            store.load()
 
     thread = threading.Thread(target=_load, name="clay-search-warm-up", daemon=True)
     thread.start()
