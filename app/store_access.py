@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import streamlit as st
+
 from clay_search.store.layout import STORE_ENV_VAR as ENV_VAR
 from clay_search.store.layout import WEIGHTS_ENV_VAR
 
@@ -74,6 +76,24 @@ def warm_up(store: Any) -> threading.Thread:
     thread = threading.Thread(target=_load, name="clay-search-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cached_open(uri: str, weights: str | None, token: int) -> Opened:
+    """Open a store once per (path, weights, reload token), shared by sessions (and by the
+    server's start-up, :mod:`clay_search.app.serve`), and start its warm-up."""
+    opened = open_store(uri, weights)
+    if opened.store is not None:
+        warm_up(opened.store)
+    return opened
+
+
+@st.cache_resource(show_spinner="Building the overview images from the chip thumbnails...")
+def cached_overviews(uri: str, version: Any, _store: Any) -> Any:
+    """Per-source overview images of this store version (built once, kept in memory)."""
+    from clay_search.overviews import build_overviews
+
+    return build_overviews(_store)
 
 
 def overview(store: Any) -> dict[str, Any]:

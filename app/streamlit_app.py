@@ -31,12 +31,12 @@ from clay_search.app.sidebar import (
 from clay_search.app.store_access import (
     ENV_VAR,
     Opened,
-    open_store,
     overview,
     store_uri,
-    warm_up,
     weights_path,
 )
+from clay_search.app.store_access import cached_open as _open
+from clay_search.app.store_access import cached_overviews as _overviews
 from clay_search.app.upload import validate_labels_file, validate_upload
 from clay_search.errors import ClaySearchError, UploadError
 
@@ -45,15 +45,6 @@ MAP_KEY = "map"
 MAX_EXAMPLES_ON_MAP = 200  # labelled chips outlined on the results map
 TABLE_COLUMNS = ["rank", "score", "chip_id", "sensor", "datetime", "label", "source"]
 CLICK_ACTIONS = ["Mark positive", "Mark negative", "Just show"]
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _open(uri: str, weights: str | None, token: int) -> Opened:
-    """Open a store once per (path, weights, reload token), shared by sessions."""
-    opened = open_store(uri, weights)
-    if opened.store is not None:
-        warm_up(opened.store)
-    return opened
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -174,14 +165,6 @@ def _clear_results() -> None:
     st.session_state[S.RESULTS] = None
     st.session_state[S.RESULTS_DF] = None
     st.session_state[S.QUERY] = ""
-
-
-@st.cache_resource(show_spinner="Building the overview images from the chip thumbnails...")
-def _overviews(uri: str, version: Any, _store: Any) -> Any:
-    """Per-source overview images of this store version (built once, kept in memory)."""
-    from clay_search.overviews import build_overviews
-
-    return build_overviews(_store)
 
 
 def handle_map_event(ss: Any) -> None:
