@@ -448,11 +448,30 @@ def main() -> None:
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
         classes = _pred_classes(uri, store.version, store) if layers.has_predictions(shown) else {}
-        by_class = bool(classes) and st.toggle(
-            "Colour by predicted class", value=True, key="color-by-class"
+        q_range = layers.quality_range(info.get("quality")) if layers.has_quality(shown) else None
+        by_quality = q_range is not None and st.toggle(
+            "Colour by quality score",
+            value=False,
+            key="color-by-quality",
+            help="Fill each chip by its quality score (recon_error, the model's reconstruction "
+            "error): green is good, red the store's worst 5 % (cloudy, broken or unusual chips).",
+        )
+        by_class = (
+            bool(classes)
+            and st.toggle(
+                "Colour by predicted class",
+                value=True,
+                key="color-by-class",
+                disabled=by_quality,  # kept (not reset) while the quality colouring is on
+            )
+            and not by_quality
         )
         frame = layers.footprint_frame(
-            shown, S.labels(ss), imagery=controls.imagery, class_fill=classes if by_class else None
+            shown,
+            S.labels(ss),
+            imagery=controls.imagery,
+            class_fill=classes if by_class else None,
+            quality=q_range if by_quality else None,
         )
         bounds = layers.extent(frame)  # the map fits what is shown
         focus = ss.get(gallery.FOCUS)
@@ -478,6 +497,9 @@ def main() -> None:
         map_component.render_map(args, key=MAP_KEY)
         if by_class:
             st.markdown(layers.legend_html(classes), unsafe_allow_html=True)
+        if by_quality and q_range is not None:
+            unscored = int((info.get("quality") or {}).get("unscored") or 0)
+            st.markdown(layers.quality_legend_html(q_range, unscored), unsafe_allow_html=True)
         if ovs is not None:
             st.caption(ovs.describe() + "; chip thumbnails appear in place when you zoom in.")
     with side_col:
