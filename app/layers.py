@@ -197,7 +197,14 @@ def footprint_frame(
         fills = score_colors(df["score"].to_numpy(), alpha=110 if imagery else 190)
     else:
         fills = [[*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]] * len(df)
-    has_q = QUALITY_COLUMN in df.columns
+    def col(name: str) -> list:
+        """A column as a plain list (None where absent), read once, not per row."""
+        if name not in df.columns:
+            return [None] * len(df)
+        return [None if (v is None or v is pd.NA or v != v) else v for v in df[name].tolist()]
+
+    score, pred, pred_score = col("score"), col("pred_label"), col("pred_score")
+    recon, label = col(QUALITY_COLUMN), col("label")
     rows = []
     for i, (chip_id, ring) in enumerate(zip(df["chip_id"].astype(str), rings, strict=True)):
         if ring is None:
@@ -207,15 +214,15 @@ def footprint_frame(
         line = _POS_LINE if lab == 1 else _NEG_LINE if lab == -1 else [*fills[i][:3], 255]
         tip = chip_id
         if scored:
-            tip += f" | score {float(df['score'].iat[i]):.3f}"
-        if by_class and isinstance(df["pred_label"].iat[i], str):
-            tip += f" | predicted {df['pred_label'].iat[i]}"
-            if "pred_score" in df.columns and pd.notna(df["pred_score"].iat[i]):
-                tip += f" ({float(df['pred_score'].iat[i]):.2f})"
-        if has_q and pd.notna(df[QUALITY_COLUMN].iat[i]):
-            tip += f" | recon_error {float(df[QUALITY_COLUMN].iat[i]):.3f}"
-        if "label" in df.columns and isinstance(df["label"].iat[i], str):
-            tip += f" | {df['label'].iat[i]}"
+            tip += f" | score {float(score[i]) if score[i] is not None else float('nan'):.3f}"
+        if by_class and isinstance(pred[i], str):
+            tip += f" | predicted {pred[i]}"
+            if pred_score[i] is not None:
+                tip += f" ({float(pred_score[i]):.2f})"
+        if recon[i] is not None:
+            tip += f" | recon_error {float(recon[i]):.3f}"
+        if isinstance(label[i], str):
+            tip += f" | {label[i]}"
         if lab is not None:
             tip += " | positive" if lab == 1 else " | negative"
         rows.append(

@@ -236,10 +236,11 @@ def bench_browser(store_path: Path, repeats: int, k: int, think: float) -> Brows
                 expect(page.get_by_text(f"{k} results (search: {i + 1} positive")).to_be_visible(
                     timeout=120_000
                 )
-                expect(page.locator("[data-testid='stImage'] img").first).to_be_visible()
+                thumb = page.locator("[data-testid='stImage'] img").first
+                expect(thumb).to_be_visible(timeout=60_000)
                 times.append(time.perf_counter() - t)
                 page.get_by_role("button", name="Pos", exact=True).first.click()
-                expect(page.get_by_text(f"Labels: {i + 2} positive")).to_be_visible()
+                expect(page.get_by_text(f"Labels: {i + 2} positive")).to_be_visible(timeout=60_000)
             shot = OUT / f"app_latency_{_size_name(store_path)}.png"
             page.screenshot(path=str(shot), full_page=True)
             browser.close()
