@@ -282,11 +282,16 @@ def main() -> None:
         help="seconds between the first page and the first Search click (0: click at once)",
     )
     args = ap.parse_args()
+    # a timeout's SIGTERM runs the finally clauses too (the server is stopped, not left behind)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"app_store_{args.n}"
     t = time.perf_counter()
     build_store(path, args.n)
-    print(f"store: {path} ({args.n:,} chips, dim {DIM}) ready in {time.perf_counter() - t:.1f} s")
+    print(
+        f"store: {path} ({args.n:,} chips, dim {DIM}) ready in {time.perf_counter() - t:.1f} s",
+        flush=True,
+    )
     print(f"load average before: {os.getloadavg()}")
 
     import gc
