@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -467,6 +468,7 @@ def row_lancedb(cfg: dict, work: Path) -> dict:
     k = cfg["k"]
     table = _lance_table(work)
     before = dir_bytes(work / "store" / "lancedb")
+    progress(f"lancedb create_index ({cfg['lance_partitions']} partitions) started")
     t = time.perf_counter()
     table.create_index(
         metric="cosine",
@@ -613,14 +615,15 @@ def config(args: argparse.Namespace) -> dict:
         "pq_m": 64 if not args.quick else 8,
         "nprobes": [16, 64] if not args.quick else [4, 16],
         "rerank": [4, 10],
-        "hnsw_m": 16,
-        "hnsw_efc": 64,
-        "efs": [64, 128, 256],
-        "lance_partitions": 256 if not args.quick else 8,
-        "lance_sub_vectors": 64 if not args.quick else 8,
-        "lance_sample_rate": 256 if not args.quick else 64,
-        "lance_iterations": 20,
-        "lance_sweep": [[20, 10], [50, 20]] if not args.quick else [[4, 10], [8, 20]],
+        "hnsw_m": args.hnsw_m,
+        "hnsw_efc": args.hnsw_efc,
+        "efs": [64, 128, 256, 512],
+        # ~sqrt(n) partitions; k-means on partitions x sample_rate vectors
+        "lance_partitions": (args.lance_partitions or round(math.sqrt(n))) if not args.quick else 8,
+        "lance_sub_vectors": args.lance_sub_vectors if not args.quick else 8,
+        "lance_sample_rate": args.lance_sample_rate,
+        "lance_iterations": args.lance_iterations,
+        "lance_sweep": [[20, 10], [50, 20], [100, 50]] if not args.quick else [[4, 10], [8, 20]],
     }
 
 
@@ -655,6 +658,16 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="keep the data of an earlier run")
     ap.add_argument("--quick", action="store_true", help="4,096 x 64 (for tests)")
     ap.add_argument("--out", type=Path, default=None, help="JSON results, rewritten after each row")
+    ap.add_argument("--hnsw-m", type=int, default=16, help="HNSW links per node (M)")
+    ap.add_argument("--hnsw-efc", type=int, default=40, help="HNSW efConstruction")
+    ap.add_argument(
+        "--lance-partitions", type=int, default=None, help="LanceDB IVF partitions (~sqrt(n))"
+    )
+    ap.add_argument("--lance-sub-vectors", type=int, default=64, help="LanceDB PQ sub-vectors")
+    ap.add_argument(
+        "--lance-sample-rate", type=int, default=64, help="LanceDB k-means sample per partition"
+    )
+    ap.add_argument("--lance-iterations", type=int, default=10, help="LanceDB k-means iterations")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -705,6 +718,12 @@ def main() -> None:
             str(cfg["k"]),
         ]
     )
+    base += ["--hnsw-m", str(args.hnsw_m), "--hnsw-efc", str(args.hnsw_efc)]
+    base += ["--lance-sub-vectors", str(args.lance_sub_vectors)]
+    base += ["--lance-sample-rate", str(args.lance_sample_rate)]
+    base += ["--lance-iterations", str(args.lance_iterations)]
+    if args.lance_partitions:
+        base += ["--lance-partitions", str(args.lance_partitions)]
     for row in [r for r in args.rows.split(",") if r]:
         if row not in ROWS:
             sys.exit(f"unknown row {row!r}; use {', '.join(ROWS)}")

@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from clay_search.model.embedder import Embedder
 
 log = logging.getLogger("clay_search.ingest")
-#: How often Ray retries a read task or restarts an embedding actor that died.
-MAX_RETRIES = 4
 
 
 def _import_ray():  # -> the ray module
@@ -180,9 +178,13 @@ def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ds = ray.data.from_items(specs, override_num_blocks=min(len(specs), 64))
-    ds = ds.map(
-        _read, fn_kwargs={"nodata": params.nodata}, num_cpus=1, max_retries=MAX_RETRIES
-    )  # a read task whose worker died runs again
+    # Only Ray's named remote parameters (``ray_remote_args`` is deprecated, removed in Ray
+    # 2.64). Fault tolerance is Ray Data's default: a read task whose worker died runs again
+    # (``max_retries=-1``), a dead embedding actor is restarted and its task retried
+    # (``max_restarts=-1``, ``max_task_retries=-1``); exceptions raised by our code are not
+    # retried (``DataContext.retried_map_errors`` is off): ``_read`` and ``EmbedActor`` return
+    # them as the task's ``error``, which fails that source as the local engine does.
+    ds = ds.map(_read, fn_kwargs={"nodata": params.nodata}, num_cpus=1)
     ds = ds.map_batches(
         EmbedActor,
         batch_size=1,
@@ -195,8 +197,6 @@ def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) 
         ),
         num_gpus=gpus / actors if gpus else 0,
         num_cpus=0 if gpus else 1,
-        max_restarts=MAX_RETRIES,
-        max_task_retries=MAX_RETRIES,
     )
     seen: set[int] = set()
     t0, done = time.perf_counter(), 0

@@ -128,3 +128,21 @@ def test_rows_rewritten_with_the_same_embeddings_are_reordered_not_rebuilt(store
     table.update(where="chip_id = 'c9'", values={"embedding": [0.5] * DIM})  # a real change
     assert sync_index(info.path).action == "rebuilt"
     assert check_index(info.path).ok
+
+
+def test_read_ids_and_vectors_batch_by_batch_matches_whole_table(store):
+    """Several fragments and an offset: the streamed read equals the whole-table read."""
+    from clay_search.index.vectors import l2_normalise, read_ids_and_vectors
+
+    _, table = store
+    for s in range(0, 3000, 1000):  # three fragments
+        table.add(_rows(s, s + 1000, seed=s))
+    whole = table.search().select(["chip_id", "embedding"]).limit(None).to_arrow()
+    want = l2_normalise(np.stack(whole.column("embedding").to_numpy(zero_copy_only=False)))
+    for offset in (0, 1500):
+        ids, vecs = read_ids_and_vectors(table, DIM, offset=offset)
+        assert ids.to_pylist() == whole.column("chip_id").to_pylist()[offset:]
+        assert vecs.shape == (3000 - offset, DIM) and vecs.dtype == np.float32
+        np.testing.assert_allclose(vecs, want[offset:], rtol=0, atol=1e-6)
+    ids, vecs = read_ids_and_vectors(table, DIM, offset=3000)
+    assert len(ids) == 0 and vecs.shape == (0, DIM)

@@ -23,7 +23,12 @@ psutil = pytest.importorskip("psutil")
 
 from clay_search.ingest import run  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # a deprecated Ray call made by our engine fails the test (Ray attributes the warning to
+    # the caller's module, so Ray's own internal warnings are not turned into errors)
+    pytest.mark.filterwarnings("error::ray.util.annotations.RayDeprecationWarning:clay_search"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,28 @@ def l2_normalise(mat: np.ndarray, *, dtype: type = np.float32) -> np.ndarray:
 
 
 def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array, np.ndarray]:
-    """Chip ids and normalised embeddings of the rows from ``offset`` on, in scan order."""
+    """Chip ids and normalised embeddings of the rows from ``offset`` on, in scan order.
+
+    Read batch by batch, each normalised on its own, so the peak is the ``[n, dim]`` float32
+    result twice (the parts and their concatenation), not the whole Arrow column, its combined
+    copy and the normalised copy at once (at 10^6 x 1,024: ~8 GB instead of ~12 GB).
+    """
     query = table.search().select(["chip_id", "embedding"]).limit(None)
     if offset:
         query = query.offset(offset)
-    data = query.to_arrow()
-    ids = data.column("chip_id").combine_chunks()
-    return ids, l2_normalise(embedding_matrix(data.column("embedding"), dim))
+    ids: list[pa.Array] = []
+    parts: list[np.ndarray] = []
+    for batch in query.to_batches():
+        if batch.num_rows:
+            ids.append(batch.column("chip_id"))
+            parts.append(l2_normalise(embedding_matrix(batch.column("embedding"), dim)))
+    if not parts:
+        return pa.array([], pa.string()), np.zeros((0, dim), dtype=np.float32)
+    id_col = pa.concat_arrays(ids)
+    ids.clear()
+    mat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    parts.clear()
+    return id_col, mat
 
 
 def read_ids(table) -> pa.Array:
