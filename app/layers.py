@@ -1,5 +1,5 @@
-"""Map data: chip footprints as polygons coloured by score (or by predicted class, with a
-legend) and outlined by label, and a light lon/lat grid. The map component
+"""Map data: chip footprints as polygons coloured by score (or by predicted class or by quality
+score, with a legend) and outlined by label, and a light lon/lat grid. The map component
 (``map_component.py``) draws them over the offline overview imagery
 (``clay_search.overviews``) or an online tile basemap.
 """
@@ -56,6 +56,67 @@ def legend_html(colors: Mapping[str, list[int]], title: str = "Predicted class")
     return f'<div class="clay-legend"><b>{html.escape(title)}:</b> {items}</div>'
 
 
+# Quality score ramp (low recon_error = good -> high = bad): green -> yellow -> red.
+_QUALITY_RAMP = np.array([[26, 152, 80], [166, 217, 106], [254, 224, 139], [244, 109, 67],
+                          [215, 48, 39]], dtype=float)  # fmt: skip
+QUALITY_COLUMN = "recon_error"
+
+
+def has_quality(df: pd.DataFrame) -> bool:
+    """Whether ``df`` carries quality scores (``recon_error`` written at ingest)."""
+    return QUALITY_COLUMN in df.columns and bool(df[QUALITY_COLUMN].notna().any())
+
+
+def quality_range(quality: Mapping | None) -> tuple[float, float] | None:
+    """The colour range of the quality ramp from the store's summary
+    (``Store.overview()["quality"]``): the best score -> the 95th percentile, so the worst
+    5 % of the store are full red wherever they are shown. None without scores."""
+    if not quality or not quality.get("scored"):
+        return None
+    lo, hi = float(quality["min"]), float(quality["p95"])
+    return (lo, hi if hi > lo else lo + 1e-6)
+
+
+def quality_colors(
+    values: np.ndarray, lo_hi: tuple[float, float], alpha: int = 200
+) -> list[list[int]]:
+    """RGBA colours of quality scores on the green -> red ramp over ``lo_hi``; chips without
+    a score (NaN) are neutral grey."""
+    v = np.asarray(values, dtype=float)
+    lo, hi = lo_hi
+    t = np.clip((v - lo) / max(hi - lo, 1e-12), 0, 1) * (len(_QUALITY_RAMP) - 1)
+    t = np.where(np.isfinite(v), t, 0.0)
+    i = np.minimum(t.astype(int), len(_QUALITY_RAMP) - 2)
+    f = (t - i)[:, None]
+    rgb = (_QUALITY_RAMP[i] * (1 - f) + _QUALITY_RAMP[i + 1] * f).round()
+    return [
+        [int(r), int(g), int(b), alpha] if ok else [*_NEUTRAL[:3], alpha]
+        for (r, g, b), ok in zip(rgb, np.isfinite(v), strict=True)
+    ]
+
+
+def quality_legend_html(lo_hi: tuple[float, float], unscored: int = 0) -> str:
+    """The quality colouring's legend: the ramp from the best score to the 95th percentile."""
+    lo, hi = lo_hi
+    stops = ", ".join(f"rgb({r},{g},{b})" for r, g, b in _QUALITY_RAMP.astype(int))
+    bar = (
+        '<span style="display:inline-block;width:120px;height:12px;border-radius:2px;'
+        f'vertical-align:middle;background:linear-gradient(to right, {stops})"></span>'
+    )
+    grey = (
+        f'; <span style="display:inline-block;width:12px;height:12px;background:rgb'
+        f'({_NEUTRAL[0]},{_NEUTRAL[1]},{_NEUTRAL[2]});border-radius:2px;vertical-align:middle">'
+        f"</span> no score ({unscored:,} chips in the store)"
+        if unscored
+        else ""
+    )
+    return (
+        '<div class="clay-legend clay-quality-legend"><b>Quality score (recon_error):</b> '
+        f"{lo:.3f} (good) {bar} {hi:.3f} and worse (the store's worst 5 %: cloudy, broken or "
+        f"unusual chips){grey}</div>"
+    )
+
+
 def score_colors(scores: np.ndarray, alpha: int = 190) -> list[list[int]]:
     """RGBA colours for ``scores`` on the ramp, min -> max of the scores given."""
     s = np.asarray(scores, dtype=float)
@@ -104,12 +165,15 @@ def footprint_frame(
     *,
     imagery: bool = False,
     class_fill: Mapping[str, list[int]] | None = None,
+    quality: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """One row per chip with a footprint: polygon, fill and line colours, tooltip text.
 
     Fill follows ``score`` when the frame has one (results), else a neutral grey (browsing);
     with ``class_fill`` (:func:`class_colors`) it follows ``pred_label`` instead (chips without a
-    prediction stay grey) and the tooltip gives the class and ``pred_score``.
+    prediction stay grey) and the tooltip gives the class and ``pred_score``. With ``quality``
+    (:func:`quality_range`) it follows the quality score ``recon_error`` on a green -> red ramp
+    (chips without a score grey); that wins over ``class_fill``.
     Outline: green for positives, red for negatives. With ``imagery`` (drawn under the
     footprints) browsing fills nothing and scores fill half-transparent, so the image shows.
     """
@@ -117,8 +181,12 @@ def footprint_frame(
         return pd.DataFrame(columns=FRAME_COLUMNS)
     rings = _polygons(df)
     scored = "score" in df.columns and bool(df["score"].notna().any())  # browse: no scores
-    by_class = class_fill is not None and has_predictions(df)
-    if by_class and class_fill is not None:
+    by_quality = quality is not None and has_quality(df)
+    by_class = not by_quality and class_fill is not None and has_predictions(df)
+    if by_quality and quality is not None:
+        fills = quality_colors(df[QUALITY_COLUMN].to_numpy(dtype=float), quality,
+                               alpha=150 if imagery else 210)  # fmt: skip
+    elif by_class and class_fill is not None:
         alpha = 130 if imagery else 200
         grey = [*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]
         fills = [
@@ -129,6 +197,14 @@ def footprint_frame(
         fills = score_colors(df["score"].to_numpy(), alpha=110 if imagery else 190)
     else:
         fills = [[*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]] * len(df)
+    def col(name: str) -> list:
+        """A column as a plain list (None where absent), read once, not per row."""
+        if name not in df.columns:
+            return [None] * len(df)
+        return [None if (v is None or v is pd.NA or v != v) else v for v in df[name].tolist()]
+
+    score, pred, pred_score = col("score"), col("pred_label"), col("pred_score")
+    recon, label = col(QUALITY_COLUMN), col("label")
     rows = []
     for i, (chip_id, ring) in enumerate(zip(df["chip_id"].astype(str), rings, strict=True)):
         if ring is None:
@@ -138,13 +214,15 @@ def footprint_frame(
         line = _POS_LINE if lab == 1 else _NEG_LINE if lab == -1 else [*fills[i][:3], 255]
         tip = chip_id
         if scored:
-            tip += f" | score {float(df['score'].iat[i]):.3f}"
-        if by_class and isinstance(df["pred_label"].iat[i], str):
-            tip += f" | predicted {df['pred_label'].iat[i]}"
-            if "pred_score" in df.columns and pd.notna(df["pred_score"].iat[i]):
-                tip += f" ({float(df['pred_score'].iat[i]):.2f})"
-        if "label" in df.columns and isinstance(df["label"].iat[i], str):
-            tip += f" | {df['label'].iat[i]}"
+            tip += f" | score {float(score[i]) if score[i] is not None else float('nan'):.3f}"
+        if by_class and isinstance(pred[i], str):
+            tip += f" | predicted {pred[i]}"
+            if pred_score[i] is not None:
+                tip += f" ({float(pred_score[i]):.2f})"
+        if recon[i] is not None:
+            tip += f" | recon_error {float(recon[i]):.3f}"
+        if isinstance(label[i], str):
+            tip += f" | {label[i]}"
         if lab is not None:
             tip += " | positive" if lab == 1 else " | negative"
         rows.append(

@@ -23,8 +23,10 @@ from typing import Any
 import pandas as pd
 
 STATIC = Path(__file__).resolve().parent / "map_static"
-#: Thumbnails sent to the map (drawn in place at high zoom); more would make every rerun heavy.
-MAX_THUMBNAILS = 300
+#: Thumbnails sent to the map (drawn in place at high zoom): the first 50 shown chips (all of a
+#: default k = 50 result list). Every rerun sends them as data URLs: 300 were 3.5 MB a rerun and
+#: made the first page of a 100,000-chip store 13 s slower in the browser (docs/benchmarks.md).
+MAX_THUMBNAILS = 50
 
 
 @cache

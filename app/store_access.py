@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import streamlit as st
+
 from clay_search.store.layout import STORE_ENV_VAR as ENV_VAR
 from clay_search.store.layout import WEIGHTS_ENV_VAR
 
@@ -59,21 +61,39 @@ def open_store(uri: str, weights: str | None = None) -> Opened:
 
 
 def warm_up(store: Any) -> threading.Thread:
-    """Load the store's embedding matrix in the background so the first Search is fast.
+    """Read the store's index (or, without one, its embedding matrix) in the background so
+    the first Search is fast (:meth:`clay_search.store.Store.load`).
 
-    With an IVF index the Store reads every embedding on the first query by example (seconds
-    at 100k chips); doing it while the person looks at the first page hides that. The Store
-    locks its lazy state, so a Search that comes earlier simply waits for it.
+    At 1,000,000 chips the index is 4 GB; reading it while the person looks at the first page
+    hides that. The Store locks its lazy state, so a Search that comes earlier simply waits.
     """
 
     def _load() -> None:
-        # the query that needs the vectors will report a problem with them
+        # the query that needs the index will report a problem with it
         with contextlib.suppress(Exception):
-            _ = store.vectors
+            store.load()
 
     thread = threading.Thread(target=_load, name="clay-search-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cached_open(uri: str, weights: str | None, token: int) -> Opened:
+    """Open a store once per (path, weights, reload token), shared by sessions (and by the
+    server's start-up, :mod:`clay_search.app.serve`), and start its warm-up."""
+    opened = open_store(uri, weights)
+    if opened.store is not None:
+        warm_up(opened.store)
+    return opened
+
+
+@st.cache_resource(show_spinner="Building the overview images from the chip thumbnails...")
+def cached_overviews(uri: str, version: Any, _store: Any) -> Any:
+    """Per-source overview images of this store version (built once, kept in memory)."""
+    from clay_search.overviews import build_overviews
+
+    return build_overviews(_store)
 
 
 def overview(store: Any) -> dict[str, Any]:

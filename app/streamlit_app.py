@@ -31,12 +31,12 @@ from clay_search.app.sidebar import (
 from clay_search.app.store_access import (
     ENV_VAR,
     Opened,
-    open_store,
     overview,
     store_uri,
-    warm_up,
     weights_path,
 )
+from clay_search.app.store_access import cached_open as _open
+from clay_search.app.store_access import cached_overviews as _overviews
 from clay_search.app.upload import validate_labels_file, validate_upload
 from clay_search.errors import ClaySearchError, UploadError
 
@@ -45,15 +45,6 @@ MAP_KEY = "map"
 MAX_EXAMPLES_ON_MAP = 200  # labelled chips outlined on the results map
 TABLE_COLUMNS = ["rank", "score", "chip_id", "sensor", "datetime", "label", "source"]
 CLICK_ACTIONS = ["Mark positive", "Mark negative", "Just show"]
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _open(uri: str, weights: str | None, token: int) -> Opened:
-    """Open a store once per (path, weights, reload token), shared by sessions."""
-    opened = open_store(uri, weights)
-    if opened.store is not None:
-        warm_up(opened.store)
-    return opened
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -174,14 +165,6 @@ def _clear_results() -> None:
     st.session_state[S.RESULTS] = None
     st.session_state[S.RESULTS_DF] = None
     st.session_state[S.QUERY] = ""
-
-
-@st.cache_resource(show_spinner="Building the overview images from the chip thumbnails...")
-def _overviews(uri: str, version: Any, _store: Any) -> Any:
-    """Per-source overview images of this store version (built once, kept in memory)."""
-    from clay_search.overviews import build_overviews
-
-    return build_overviews(_store)
 
 
 def handle_map_event(ss: Any) -> None:
@@ -465,11 +448,30 @@ def main() -> None:
     with map_col:
         st.radio("Map click", CLICK_ACTIONS, key="click-action", horizontal=True)
         classes = _pred_classes(uri, store.version, store) if layers.has_predictions(shown) else {}
-        by_class = bool(classes) and st.toggle(
-            "Colour by predicted class", value=True, key="color-by-class"
+        q_range = layers.quality_range(info.get("quality")) if layers.has_quality(shown) else None
+        by_quality = q_range is not None and st.toggle(
+            "Colour by quality score",
+            value=False,
+            key="color-by-quality",
+            help="Fill each chip by its quality score (recon_error, the model's reconstruction "
+            "error): green is good, red the store's worst 5 % (cloudy, broken or unusual chips).",
+        )
+        by_class = (
+            bool(classes)
+            and st.toggle(
+                "Colour by predicted class",
+                value=True,
+                key="color-by-class",
+                disabled=by_quality,  # kept (not reset) while the quality colouring is on
+            )
+            and not by_quality
         )
         frame = layers.footprint_frame(
-            shown, S.labels(ss), imagery=controls.imagery, class_fill=classes if by_class else None
+            shown,
+            S.labels(ss),
+            imagery=controls.imagery,
+            class_fill=classes if by_class else None,
+            quality=q_range if by_quality else None,
         )
         bounds = layers.extent(frame)  # the map fits what is shown
         focus = ss.get(gallery.FOCUS)
@@ -495,6 +497,9 @@ def main() -> None:
         map_component.render_map(args, key=MAP_KEY)
         if by_class:
             st.markdown(layers.legend_html(classes), unsafe_allow_html=True)
+        if by_quality and q_range is not None:
+            unscored = int((info.get("quality") or {}).get("unscored") or 0)
+            st.markdown(layers.quality_legend_html(q_range, unscored), unsafe_allow_html=True)
         if ovs is not None:
             st.caption(ovs.describe() + "; chip thumbnails appear in place when you zoom in.")
     with side_col:

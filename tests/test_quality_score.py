@@ -9,6 +9,7 @@ chip.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -331,3 +332,43 @@ def test_train_decoder_for_frozen_weights(nano_weights: Path, tmp_path) -> None:
     assert info2.model_id == info.model_id
     dec, note = load_decoder(info2)
     assert dec is not None and DECODER_FILE in note
+
+
+def test_map_colours_chips_by_quality_score(quality_store: Path, monkeypatch) -> None:
+    """The map's "Colour by quality score": the worst chips are red, the best green, a legend
+    says what the colours mean, the tooltip gives the score; off again: neutral fills."""
+    from streamlit.testing.v1 import AppTest
+
+    from clay_search.app import layers
+
+    script = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+    monkeypatch.setenv("CLAY_SEARCH_STORE", str(quality_store))
+    monkeypatch.delenv("CLAY_SEARCH_WEIGHTS", raising=False)
+    at = AppTest.from_file(str(script), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def chips() -> dict[str, dict]:
+        (comp,) = at.get("component_instance")
+        args = json.loads(comp.proto.json_args)
+        return {c["chip_id"]: c for c in args["chips"]}
+
+    assert not any("clay-quality-legend" in m.value for m in at.markdown)
+    at.toggle(key="color-by-quality").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    st = clay_search.connect(quality_store)
+    df = st.chips().to_pandas()
+    scores = dict(zip(df["chip_id"], df["recon_error"].astype(float), strict=True))
+    worst = max(scores, key=scores.get)
+    best = min(scores, key=scores.get)
+    got = chips()
+    red, green = layers._QUALITY_RAMP[-1].astype(int), layers._QUALITY_RAMP[0].astype(int)
+    assert got[worst]["fill"][:3] == list(red) and got[best]["fill"][:3] == list(green)
+    assert f"recon_error {scores[worst]:.3f}" in got[worst]["tip"]
+    # every chip at or above the store's 95th percentile is full red
+    p95 = st.overview()["quality"]["p95"]
+    assert all(got[c]["fill"][:3] == list(red) for c, v in scores.items() if v >= p95)
+    legend = " ".join(m.value for m in at.markdown if "clay-quality-legend" in m.value)
+    assert "Quality score (recon_error)" in legend and f"{p95:.3f}" in legend
+    at.toggle(key="color-by-quality").set_value(False).run()
+    assert {tuple(c["fill"][:3]) for c in chips().values()} == {(120, 144, 156)}
+    assert not any("clay-quality-legend" in m.value for m in at.markdown)

@@ -242,3 +242,33 @@ def test_vectors_outlive_their_store(sample_store):
     assert np.isfinite(vecs).all() and len(junk) == 20
     with pytest.raises(ValueError, match="read-only"):
         vecs[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_index_backed_store_reads_no_embeddings_from_the_table(
+    sample_store, tmp_path, kind
+) -> None:
+    """With an IVF or HNSW index the Store takes the vectors from the index (the same
+    normalised floats the table holds) and ``overview()`` does not read the index's vectors."""
+    import shutil
+
+    from clay_search.index.vectors import read_ids_and_vectors
+    from clay_search.store import sync_index
+
+    path = tmp_path / "s"
+    shutil.copytree(sample_store, path)
+    sync_index(path, kind=kind, rebuild=True)
+    store = clay_search.connect(path)
+    info = store.overview()
+    assert info["index"]["kind"] == kind and info["index_note"] is None
+    assert store._index is None  # the first query reads it, not the first page
+    _, table_vecs = read_ids_and_vectors(store.table, store.dim)
+    rows = np.array([7, 0, 7, 21])
+    assert np.allclose(store.vectors_of(rows), table_vecs[rows], atol=1e-6)
+    assert store._vectors is None  # the rows came from the index, not the whole matrix
+    ids = store.attrs.column("chip_id").to_pylist()
+    res = store.search([ids[7]], k=5)
+    assert res.meta["index"] == kind and ids[7] not in res.chip_ids
+    assert store.load() is store and store._index is not None
+    assert np.allclose(store.vectors, table_vecs, atol=1e-6)
+    assert not store.vectors.flags.writeable

@@ -32,11 +32,12 @@ def max_upload_mb() -> int:
 
 
 def streamlit_command(store: Path, host: str, port: int, weights: Path | None = None) -> list[str]:
-    """The ``streamlit run`` command line that serves the app for ``store``."""
+    """The ``streamlit run`` command line that serves the app for ``store`` (through
+    :mod:`clay_search.app.serve`, which opens the store while the server starts)."""
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "clay_search.app.serve",  # Streamlit's CLI, the store opened while the server starts
         "run",
         str(script_path()),
         "--server.address",

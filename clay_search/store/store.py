@@ -25,7 +25,7 @@ from clay_search.errors import (
     UnknownChipError,
 )
 from clay_search.filters import FilterEngine, FilterKeywords, Filters
-from clay_search.index.sync import LoadedIndex, covers_version, load_index
+from clay_search.index.sync import LoadedIndex, covers_version, load_index, read_index_meta
 from clay_search.index.vectors import l2_normalise, read_ids_and_vectors
 from clay_search.location import RemotePath
 from clay_search.results import Results
@@ -169,7 +169,7 @@ class Store:
         eng = self.engine
         ok = ~np.isnan(eng.minx)
         times = eng.time_us[eng.has_time]
-        self._ensure_index()
+        index_meta, index_note = self._index_state()
 
         def counts(name: str) -> dict:
             """Chips per value; chips without one are not a value (see ``unlabelled``)."""
@@ -203,9 +203,30 @@ class Store:
             "unlabelled": int(a.column("label").null_count),
             "undated": int((~eng.has_time).sum()),
             "quality": quality_summary(eng.recon_error),
-            "index": self._index.meta if self._index is not None else None,
-            "index_note": self._index_note,
+            "index": index_meta,
+            "index_note": index_note,
         }
+
+    def _index_state(self) -> tuple[dict | None, str | None]:
+        """(index meta, note) for :meth:`overview`, without reading the index's vectors when it
+        is not loaded yet: ``index.json`` and the table history say whether it matches (at
+        1,000,000 x 1,024 the FAISS file is 4 GB; the first query reads it)."""
+        with self._lock:
+            if self._index is not None or self._index_note is not None:
+                return (self._index.meta if self._index is not None else None), self._index_note
+        if self._index_mode != "exact" and len(self):
+            try:
+                meta = read_index_meta(self.info.index_path)
+                if (
+                    meta is not None
+                    and int(meta.get("count", -1)) == len(self)
+                    and covers_version(self.table, meta, self.version)
+                ):
+                    return meta, None
+            except (IndexStaleError, OSError, RuntimeError, ValueError, KeyError, TypeError):
+                pass  # a damaged index.json: the full check below says what is wrong
+        self._ensure_index()  # no match: say why (and warn) exactly as a query would
+        return (self._index.meta if self._index is not None else None), self._index_note
 
     # -- per-version state -----------------------------------------------------------------------
     @property
@@ -282,12 +303,32 @@ class Store:
                 idx = self._ensure_index()
                 if idx is not None and idx.kind == "flat":
                     self._vectors = _flat_index_vectors(idx, self.dim)
+                elif idx is not None:  # ivf / hnsw hold the same normalised vectors
+                    self._vectors = _index_vectors(idx, self.dim)
                 else:
                     ids, vecs = read_ids_and_vectors(self.table, self.dim)
                     if not ids.equals(self.attrs.column("chip_id").combine_chunks()):
                         raise IndexStaleError("the table changed while reading; reconnect")
                     self._vectors = vecs
             return self._vectors
+
+    def vectors_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``[len(rows), D]`` normalised embeddings of table rows, without reading every
+        embedding: from the matrix if it is loaded, else from the index (FAISS holds them),
+        else from the matrix (read now)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._vectors is None and len(rows):
+            idx = self._ensure_index()
+            if idx is not None and idx.kind != "flat":
+                return idx.index.reconstruct_batch(rows).astype(np.float32, copy=False)
+        return self.vectors[rows]
+
+    def load(self) -> Store:
+        """Read now what queries would read on first use: the FAISS index, or (without a
+        matching index) the embedding matrix. Returns the store (a server warms up with it)."""
+        if self._ensure_index() is None and len(self):
+            _ = self.vectors
+        return self
 
     def _ensure_index(self) -> LoadedIndex | None:
         """The FAISS index if it matches this version, else None (and a note why). Read-only."""
@@ -307,6 +348,8 @@ class Store:
                 and matches
                 and idx.ids.equals(self.attrs.column("chip_id").combine_chunks())
             ):
+                if idx.kind == "ivf":  # row -> list map: reconstruct vectors without a scan
+                    _faiss_ivf(idx.index).make_direct_map()
                 self._index = idx
                 return idx
             if len(self) == 0:
@@ -429,7 +472,7 @@ class Store:
             vecs.append(v)
         parts = []
         if len(rows):
-            parts.append(self.vectors[rows])
+            parts.append(self.vectors_of(rows))
         if vecs:
             parts.append(l2_normalise(np.vstack(vecs)))
         mat = np.vstack(parts) if parts else np.zeros((0, self.dim), np.float32)
@@ -673,7 +716,8 @@ class Store:
             raise QueryError("refine needs negatives: the store has no other chips")
         used_background, labelled_negatives = len(bg), len(neg)
         if used_background:
-            neg = np.vstack([neg, self.vectors[bg]]) if len(neg) else self.vectors[bg]
+            bgv = self.vectors_of(bg)
+            neg = np.vstack([neg, bgv]) if len(neg) else bgv
         model = fit_scorer(pos, neg, seed=seed)
         rows = self._filter_rows(f)
         candidates = int(len(rows))
@@ -736,6 +780,24 @@ class _IndexVectors:
     def __init__(self, owner: LoadedIndex, view: np.ndarray) -> None:
         self.owner = owner
         self.__array_interface__ = view.__array_interface__
+
+
+def _faiss_ivf(index: Any) -> Any:
+    """The IVF part of a FAISS index (``faiss.extract_index_ivf``)."""
+    import faiss
+
+    return faiss.extract_index_ivf(index)
+
+
+def _index_vectors(idx: LoadedIndex, dim: int) -> np.ndarray:
+    """``[n, dim]`` vectors held by an IVF-flat or HNSW-flat index, in row order (a copy: those
+    indexes store them per list / in their own storage). Read-only like the flat view."""
+    n = idx.index.ntotal
+    if not n:
+        return np.zeros((0, dim), np.float32)
+    arr = idx.index.reconstruct_n(0, n).astype(np.float32, copy=False)
+    arr.flags.writeable = False
+    return arr
 
 
 def _flat_index_vectors(idx: LoadedIndex, dim: int) -> np.ndarray:

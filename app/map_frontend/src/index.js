@@ -9,7 +9,8 @@
 //   {event: "view", bounds: [w, s, e, n], zoom, seq} "Use view" pressed
 //   {event: "clear", seq}                             "Clear drawing" pressed
 // (each also carries `nonce`, new for every page load of the map)
-// When the first frame is drawn, <body> gets data-ready="1" (tests wait for it).
+// When the first frame is drawn, <body> gets data-ready="1" (tests wait for it), and
+// data-overviews-drawn counts the overview images loaded and drawn so far.
 import { Deck, MapView, WebMercatorViewport } from "@deck.gl/core";
 import { BitmapLayer, PathLayer, PolygonLayer, ScatterplotLayer } from "@deck.gl/layers";
 
@@ -326,6 +327,17 @@ function toolbar() {
   bar.appendChild(st);
 }
 
+// <body data-overviews-drawn="N">: N overview images are loaded and drawn in the last frame
+// (the latency benchmark and tests wait for it to equal data-overviews).
+function markOverviewsDrawn() {
+  const layers = (state.deck && state.deck.props.layers) || [];
+  const ovs = layers.filter((l) => l.id.startsWith("overview-"));
+  const drawn = ovs.filter((l) => l.isLoaded).length;
+  if (document.body.dataset.overviewsDrawn !== String(drawn)) {
+    document.body.dataset.overviewsDrawn = String(drawn);
+  }
+}
+
 function render(args) {
   state.args = args;
   const el = document.getElementById("map");
@@ -356,6 +368,7 @@ function render(args) {
           state.ready = true;
           document.body.dataset.ready = "1";
         }
+        markOverviewsDrawn();
       },
       getCursor: ({ isHovering, isDragging }) =>
         state.mode !== "pick" ? "crosshair" : isDragging ? "grabbing" : isHovering ? "pointer" : "grab",
