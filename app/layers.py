@@ -197,6 +197,7 @@ def footprint_frame(
         fills = score_colors(df["score"].to_numpy(), alpha=110 if imagery else 190)
     else:
         fills = [[*_NEUTRAL[:3], 0 if imagery else _NEUTRAL[3]]] * len(df)
+
     def col(name: str) -> list:
         """A column as a plain list (None where absent), read once, not per row."""
         if name not in df.columns:
