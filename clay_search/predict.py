@@ -604,10 +604,8 @@ def predict_store(
     ask for ``"pixels"``), so labels are never silently computed from other inputs than the
     store's vectors.
     """
-    import pyarrow as pa
-
-    from clay_search.store import sync_index
-    from clay_search.store.layout import open_chips_table, read_store_info
+    from clay_search.store.layout import read_store_info
+    from clay_search.store.lock import store_lock
 
     if features not in FEATURES:
         raise HeadError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
@@ -619,6 +617,20 @@ def predict_store(
             "classification or regression head"
         )
     info = read_store_info(store)
+    # a writer: one at a time with ingest, import and index sync (a busy store refuses at once)
+    with store_lock(info.path, "predict"):
+        return _predict_store_locked(info, model, spec, batch_size, features, device)
+
+
+def _predict_store_locked(
+    info, model, spec: HeadSpec, batch_size: int, features: str, device: str
+) -> PredictReport:
+    """:func:`predict_store`'s reads and writes, holding the store's write lock."""
+    import pyarrow as pa
+
+    from clay_search.store import sync_index
+    from clay_search.store.layout import open_chips_table
+
     table = open_chips_table(info, create=False)
     attrs = (
         table.search()

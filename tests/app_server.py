@@ -45,6 +45,9 @@ BROWSER_MARKS = [
 #: the bundled map component's iframe
 MAP = "iframe[title*='clay_search_map']"
 
+#: How long to wait for anything the app renders (a loaded machine is slow, never wrong).
+WAIT_MS = 90_000
+
 #: seconds the server may take to answer its health check (a loaded machine is slow)
 START_S = 90
 

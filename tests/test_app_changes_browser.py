@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_server import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, MAP, app_server, artifacts
+from app_server import (
+    BROWSER_MARKS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MAP,
+    WAIT_MS,
+    app_server,
+    artifacts,
+)
 from change_fixtures import CHIP, make_series
 
 import clay_search
@@ -55,19 +63,19 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             page = browser.new_page(viewport={"width": 1500, "height": 1600}, accept_downloads=True)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server)
-            expect(page.get_by_text("Browsing 80 chips")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Browsing 80 chips")).to_be_visible(timeout=WAIT_MS)
             # the first deck.gl draw (software WebGL) can hold the page's main thread a while
             page.get_by_text("Changes", exact=True).click(timeout=120_000)
             expect(page.get_by_text("Pick two periods and press Find changes")).to_be_visible(
-                timeout=30_000
+                timeout=WAIT_MS
             )
             page.get_by_role("button", name="Find changes").click()
             expect(page.get_by_text("16 pairs (largest changes (cosine)")).to_be_visible(
-                timeout=30_000
+                timeout=WAIT_MS
             )
             body = page.frame_locator(MAP).locator("body")  # the map component
-            expect(body).to_have_attribute("data-ready", "1", timeout=60_000)
-            expect(body).to_have_attribute("data-chips", "16", timeout=30_000)
+            expect(body).to_have_attribute("data-ready", "1", timeout=WAIT_MS)
+            expect(body).to_have_attribute("data-chips", "16", timeout=WAIT_MS)
             top = expect_df.iloc[0]
             expect(page.get_by_text(f"#1 | {top.change:.3f}")).to_be_visible()
             time.sleep(4)
@@ -76,14 +84,14 @@ def test_changes_view_in_the_browser(server: str, series_store: Path, repo_root:
             expect(page.locator("[data-testid='stImage'] img")).to_have_count(24)  # 12 pairs
 
             page.get_by_role("button", name="Timeline").first.click()
-            expect(page.get_by_text("Timeline of place")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("2020-06-15 d=")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Timeline of place")).to_be_visible(timeout=WAIT_MS)
+            expect(page.get_by_text("2020-06-15 d=")).to_be_visible(timeout=WAIT_MS)
 
             page.get_by_role("button", name="Like", exact=True).first.click()
-            expect(page.get_by_text("1 liked, 0 unliked")).to_be_visible(timeout=20_000)
+            expect(page.get_by_text("1 liked, 0 unliked")).to_be_visible(timeout=WAIT_MS)
             page.get_by_role("button", name="More like these").click()
             expect(page.get_by_text("15 pairs (changes like 1 pair(s)")).to_be_visible(
-                timeout=30_000
+                timeout=WAIT_MS
             )
             page.screenshot(path=str(out / "app_changes_like.png"), full_page=True)
 

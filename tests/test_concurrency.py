@@ -5,6 +5,7 @@ detected, explained and repaired with ``clay-search index --rebuild``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -186,6 +187,63 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
     p.wait()
     with store_lock(store, "import"):  # the kernel dropped the dead holder's lock
         pass
+
+
+def test_next_writer_sweeps_a_dead_writers_temp_files(tmp_path):
+    """A writer killed mid-write can leave the file it was staging (CI once found Lance's
+    ``data/.tmpXXXX`` after a killed import): the next holder of the lock removes those, and
+    keeps a ``<name>.<pid>.tmp`` whose process is alive."""
+    store = tmp_path / "s"
+    dead = _py("import os; print(os.getpid())")
+    dead_pid = int(dead.communicate(timeout=60)[0])  # a pid no process has now
+    planted = {
+        "lancedb/chips.lance/data/.tmpLa7Bwy": True,
+        "lancedb/chips.lance/_versions/.tmpQ1": True,
+        "index/index-v3-abc.faiss.tmp": True,
+        f"store.json.{dead_pid}.tmp": True,
+        f"sessions/a.json.{os.getppid()}.tmp": False,  # alive: kept
+        "lancedb/chips.lance/data/0a1b.lance": False,  # a real data file
+        "notes.tmp": False,  # not a writer's staged file
+    }
+    for rel in planted:
+        (store / rel).parent.mkdir(parents=True, exist_ok=True)
+        (store / rel).write_bytes(b"x")
+    holder = _py(
+        textwrap.dedent("""
+        import sys, time
+        from clay_search.store.lock import store_lock
+        store_lock(sys.argv[1], "ingest").acquire()
+        print("held", flush=True)
+        time.sleep(600)
+    """),
+        store,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+    finally:
+        holder.kill()
+        holder.wait()
+    for rel, swept in planted.items():  # the holder swept (it took the lock first)
+        assert (store / rel).exists() is not swept, rel
+    (store / "lancedb/chips.lance/data/.tmpAgain").write_bytes(b"x")
+    with _held_by_another(store), pytest.raises(StoreBusyError):  # refused: touches nothing
+        store_lock(store, "import").acquire()
+    assert (store / "lancedb/chips.lance/data/.tmpAgain").exists()
+    with store_lock(store, "import"):
+        assert not (store / "lancedb/chips.lance/data/.tmpAgain").exists()
+
+
+@contextlib.contextmanager
+def _held_by_another(store: Path):
+    """The store's write lock held through a second open file (a rival holder)."""
+    import fcntl
+
+    fd = os.open(store / ".write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
 
 
 def test_busy_message_names_a_holder_that_has_just_taken_the_lock(tmp_path):

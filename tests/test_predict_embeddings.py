@@ -202,3 +202,26 @@ def test_cli_finetune_takes_ingest_stats(sample_dir, tmp_path):
     )
     err = " ".join(r.stderr.split())
     assert r.returncode == 2 and "Traceback" not in err and "--stats 'bogus'" in err, err
+
+
+def test_predict_into_a_store_being_written_is_refused(heads, store):
+    """``predict --store`` writes columns and syncs the index: a writer like ingest, so it
+    waits its turn (refused with the holder's name) instead of committing beside another."""
+    import fcntl
+    import json
+    import os
+
+    from clay_search.errors import StoreBusyError
+
+    path, _ = store
+    before = clay_search.connect(path).table.version
+    fd = os.open(path / ".write.lock", os.O_RDWR | os.O_CREAT, 0o644)  # another writer
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, json.dumps({"pid": 4242, "purpose": "ingest", "since": "now"}).encode(), 0)
+        with pytest.raises(StoreBusyError, match=r"being written by ingest \(pid 4242.*predict"):
+            predict_store(heads / "pooled", path)
+    finally:
+        os.close(fd)
+    assert clay_search.connect(path).table.version == before
+    assert predict_store(heads / "pooled", path).chips == 30  # its turn now

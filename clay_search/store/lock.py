@@ -6,6 +6,13 @@ crashed writer never leaves a stale lock. The file also records who holds it (pi
 when) for the message the next writer gets. Readers (search, the app) take no lock: LanceDB
 versions and the index's ``index.json`` give them a consistent snapshot.
 
+A writer killed mid-write leaves no partial commit (LanceDB's commits and the index's renames
+are atomic) but can leave the temp file it was writing: Lance's ``.tmp*`` files in the table's
+folders, the index's ``*.tmp``, and :func:`clay_search.location.write_atomic`'s
+``<name>.<pid>.tmp``. Whoever takes the lock next holds it alone, so those files are a dead
+writer's and it removes them (:func:`sweep_temp_files`); a ``<name>.<pid>.tmp`` of a process
+still alive is kept (it may be a lock-free write of session files).
+
 The lock is re-entrant within a process (an ingest that syncs the index at its end keeps the
 lock it holds). It is advisory: it binds clay-search processes on one machine (and NFS clients
 only where the server supports ``flock``). A store on an object store (``s3://...``) has no file
@@ -24,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,6 +123,8 @@ class StoreLock:
             os.pwrite(fd, record, 0)  # one write, then cut what an older record left after it
             os.ftruncate(fd, len(record))
             _held[key] = [fd, 1, self.purpose]
+            with suppress(OSError):  # a file it cannot remove stays; the writer goes on
+                sweep_temp_files(self.path.parent)
             self._acquired = True
             return self
 
@@ -145,6 +154,46 @@ class StoreLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def sweep_temp_files(store: str | Path) -> list[Path]:
+    """Remove the temp files a crashed writer left in the local store ``store`` (see the module
+    doc); call it holding the write lock. Returns what it removed."""
+    root = Path(str(store))
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for path in root.rglob("*.tmp*"):
+        name = path.name
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).parts
+        if name.startswith(".tmp") and rel[0] == "lancedb":
+            pass  # Lance's staged data, manifest or index file: only writers make them
+        elif name.endswith(".tmp") and rel[0] == "index":
+            pass  # the index's own staged file (written under the lock)
+        elif name.endswith(".tmp") and name.count(".") >= 2:
+            pid = name.rsplit(".", 2)[-2]  # write_atomic's <name>.<pid>.tmp
+            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+        else:
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def store_lock(store: str | Path | RemotePath, purpose: str, *, wait: float = 0.0) -> StoreLock:
