@@ -138,3 +138,10 @@ class TestAzure(ObjectStoreCases):
     """The object-store cases on Azurite's blob server."""
 
     scheme = "az"
+    # a known bug, not a flaky test: seen as "store.json is not valid JSON (Expecting value:
+    # line 1 column 1)" in one run of three on Azurite
+    racing_create_skip = (
+        "two writers creating one az:// store race on store.json: pyarrow's AzureFileSystem "
+        "creates a blob empty before uploading it, so write_atomic is not atomic on az:// and "
+        "the other writer can read an empty store.json (clay_search.location.write_atomic)"
+    )
