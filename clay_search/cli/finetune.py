@@ -6,8 +6,6 @@ metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +23,7 @@ from clay_search.cli.options import (
     VerboseOpt,
     WeightsOpt,
     handle_errors,
+    option_group,
     resolve_device,
     split_list,
 )
@@ -210,34 +209,7 @@ _TRAIN_OPTIONS: tuple[tuple[str, object, object], ...] = (
 def train_options(**defaults):
     """Give a command the training options (defined once, above), with per-command
     ``defaults`` (e.g. ``epochs=20``); the command receives them as ``train: TrainOptions``."""
-    unknown = set(defaults) - {n for n, _, _ in _TRAIN_OPTIONS}
-    if unknown:
-        raise TypeError(f"unknown training options {sorted(unknown)}")
-
-    def decorate(func):
-        sig = inspect.signature(func, eval_str=True)
-        own = [p for p in sig.parameters.values() if p.name != "train"]
-        extra = [
-            inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, d), annotation=a
-            )
-            for name, a, d in _TRAIN_OPTIONS
-        ]
-        names = [n for n, _, _ in _TRAIN_OPTIONS]
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            train = TrainOptions(**{n: kwargs.pop(n) for n in names})
-            return func(*args, train=train, **kwargs)
-
-        wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {
-            **{p.name: p.annotation for p in own},
-            **{n: a for n, a, _ in _TRAIN_OPTIONS},
-        }
-        return wrapper
-
-    return decorate
+    return option_group("train", _TRAIN_OPTIONS, TrainOptions, **defaults)
 
 
 @finetune_app.command("classify")
