@@ -100,6 +100,32 @@ def _stats(pixels: np.ndarray, sensor: str, bands: Sequence[str]) -> tuple[np.nd
     return norm.mean, norm.std
 
 
+def _sentinel2_set(
+    name: str,
+    arr: np.ndarray,
+    bands: list[str],
+    stats: tuple[np.ndarray, np.ndarray] | None,
+    **fields,
+) -> ChipSet:
+    """A set of 10 m Sentinel-2 L2A chips ``[N, C, H, W]`` in ``bands`` (among them B04, B03,
+    B02: its RGB), normalised with ``stats`` (mean, std), or when None with the statistics of
+    its own pixels (:func:`_stats`). ``fields``: the other :class:`ChipSet` fields (labels, ...).
+    """
+    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
+    return ChipSet(
+        name=name,
+        pixels=arr,
+        mean=mean,
+        std=std,
+        waves=_waves("sentinel-2-l2a", bands),
+        gsd=10.0,
+        band_names=bands,
+        rgb_indices=[bands.index(b) for b in ("B04", "B03", "B02")],
+        sensor="sentinel-2-l2a",
+        **fields,
+    )
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         raise SourceNotFoundError(
@@ -136,20 +162,8 @@ def read_eurosat_rgb(
     if not pixels:
         raise SourceNotFoundError(f"no EuroSAT RGB chips (*/*.jpg) under {root}")
     arr = np.stack(pixels).astype(np.uint8)
-    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", ["B04", "B03", "B02"])
-    return ChipSet(
-        name="eurosat_rgb",
-        pixels=arr,
-        mean=mean,
-        std=std,
-        waves=_waves("sentinel-2-l2a", ["red", "green", "blue"]),
-        gsd=10.0,
-        band_names=["B04", "B03", "B02"],
-        labels=labels,
-        names=names,
-        rgb_indices=[0, 1, 2],
-        sensor="sentinel-2-l2a",
-    )
+    rgb = ["B04", "B03", "B02"]
+    return _sentinel2_set("eurosat_rgb", arr, rgb, stats, labels=labels, names=names)
 
 
 def read_eurosat_ms(
@@ -175,21 +189,8 @@ def read_eurosat_ms(
         raise SourceNotFoundError(f"no EuroSAT MS chips (*/*.tif) under {root}")
     arr = np.stack(pixels).astype(np.uint16)
     bands = list(EUROSAT_MS_BANDS)
-    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
-    return ChipSet(
-        name="eurosat_ms",
-        pixels=arr,
-        mean=mean,
-        std=std,
-        waves=_waves("sentinel-2-l2a", bands),
-        gsd=10.0,
-        band_names=bands,
-        labels=labels,
-        names=names,
-        lonlats=lonlats,
-        rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
-        sensor="sentinel-2-l2a",
-    )
+    fields = dict(labels=labels, names=names, lonlats=lonlats)
+    return _sentinel2_set("eurosat_ms", arr, bands, stats, **fields)
 
 
 # -- BigEarthNet ---------------------------------------------------------------------------------
@@ -253,21 +254,15 @@ def read_bigearthnet(
         names = [f"{n}_{y}_{x}" for n in names for y, x in offs]
         times = [t for t in times for _ in offs]
         lonlats = [ll for ll in lonlats for _ in offs]
-    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
-    return ChipSet(
-        name=f"bigearthnet_{labels_version}",
-        pixels=arr,
-        mean=mean,
-        std=std,
-        waves=_waves("sentinel-2-l2a", bands),
-        gsd=10.0,
-        band_names=bands,
+    return _sentinel2_set(
+        f"bigearthnet_{labels_version}",
+        arr,
+        bands,
+        stats,
         labels=labels,
         names=names,
         times=times,
         lonlats=lonlats,
-        rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
-        sensor="sentinel-2-l2a",
     )
 
 
