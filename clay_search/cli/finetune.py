@@ -206,6 +206,41 @@ _TRAIN_OPTIONS: tuple[tuple[str, object, object], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ChipOptions:
+    """How a ``finetune`` command cuts its images into chips (added by :func:`chip_options`)."""
+
+    sensor: str | None = None
+    bands: str | None = None
+    chip_size: int = 64
+    stride: int | None = None
+
+    def reading(self) -> dict:
+        """Keywords of the ``finetune_*`` functions (``stride`` only where it was given a
+        value: the commands without ``--stride`` have none)."""
+        kw = {"chip_size": self.chip_size, "sensor": self.sensor, "bands": split_list(self.bands)}
+        return kw if self.stride is None else {**kw, "stride": self.stride}
+
+
+#: the default of a command's ``chips: ChipOptions`` parameter (typer fills it in)
+DEFAULT_CHIPS = ChipOptions()
+
+#: (name, annotation, default) of the chip options, in --help order
+_CHIP_OPTIONS: tuple[tuple[str, object, object], ...] = (
+    ("sensor", ImageSensorOpt, None),
+    ("bands", BandsOpt, None),
+    ("chip_size", ChipSizeOpt, 64),
+    ("stride", StrideOpt, None),
+)
+
+
+def chip_options(*, stride: bool = True):
+    """Give a command ``--sensor``, ``--bands``, ``--chip-size`` and (``stride``) ``--stride``
+    in place of its parameter ``chips: ChipOptions = DEFAULT_CHIPS``."""
+    options = _CHIP_OPTIONS if stride else _CHIP_OPTIONS[:-1]
+    return option_group("chips", options, ChipOptions)
+
+
 def train_options(**defaults):
     """Give a command the training options (defined once, above), with per-command
     ``defaults`` (e.g. ``epochs=20``); the command receives them as ``train: TrainOptions``."""
@@ -215,6 +250,7 @@ def train_options(**defaults):
 @finetune_app.command("classify")
 @handle_errors
 @train_options()
+@chip_options(stride=False)
 def classify(
     data: Annotated[Path, typer.Argument(help="Class folders: DATA/<Class>/*.tif|png|jpg")],
     out: OutOpt,
@@ -222,9 +258,7 @@ def classify(
         Path | None,
         typer.Option("--labels", help="Multi-label CSV (source,labels; labels joined with ';')."),
     ] = None,
-    sensor: ImageSensorOpt = None,
-    bands: BandsOpt = None,
-    chip_size: ChipSizeOpt = 64,
+    chips: ChipOptions = DEFAULT_CHIPS,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
     class_weights: ClassWeightsOpt = None,
@@ -238,9 +272,7 @@ def classify(
         data,
         out,
         labels_csv=labels,
-        chip_size=chip_size,
-        sensor=sensor,
-        bands=split_list(bands),
+        **chips.reading(),
         head=head_type,
         pooling=pooling,
         class_weights=_weights_list(class_weights),
@@ -252,6 +284,7 @@ def classify(
 @finetune_app.command("regress")
 @handle_errors
 @train_options()
+@chip_options()
 def regress(
     out: OutOpt,
     targets: Annotated[
@@ -267,10 +300,7 @@ def regress(
     pairs: PairsOpt = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
-    sensor: ImageSensorOpt = None,
-    bands: BandsOpt = None,
-    chip_size: ChipSizeOpt = 64,
-    stride: StrideOpt = None,
+    chips: ChipOptions = DEFAULT_CHIPS,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
     *,
@@ -287,10 +317,7 @@ def regress(
         pairs=pairs,
         images=images,
         target_rasters=masks,
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=split_list(bands),
+        **chips.reading(),
         head=head_type,
         pooling=pooling,
         **train.run_kwargs(),
@@ -301,15 +328,13 @@ def regress(
 @finetune_app.command("segment")
 @handle_errors
 @train_options(epochs=20, batch_size=16)
+@chip_options()
 def segment(
     out: OutOpt,
     pairs: PairsOpt = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
-    sensor: ImageSensorOpt = None,
-    bands: BandsOpt = None,
-    chip_size: ChipSizeOpt = 64,
-    stride: StrideOpt = None,
+    chips: ChipOptions = DEFAULT_CHIPS,
     ignore_index: Annotated[
         int | None,
         typer.Option(
@@ -339,10 +364,7 @@ def segment(
         pairs=pairs,
         images=images,
         masks=masks,
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=split_list(bands),
+        **chips.reading(),
         ignore_index=ignore_index,
         classes=class_values,
         class_weights=_weights_list(class_weights),

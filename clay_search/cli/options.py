@@ -195,10 +195,11 @@ def option_group(
             for name, a, d in options
         ]
         params = [*own[:at], *group, *own[at + 1 :]]
+        given = {p.name: p.default for p in group}  # what a call without the option gets
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            value = build(**{name: kwargs.pop(name) for name in names})
+            value = build(**{name: kwargs.pop(name, given[name]) for name in names})
             return func(*args, **{param: value}, **kwargs)
 
         wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
