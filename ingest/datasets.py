@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,6 +143,16 @@ def select_files(files: list[Path], split: str | None, max_per_class: int | None
 
 
 # -- labelled chip folders (EuroSAT) -------------------------------------------------------------
+def _labelled_files(
+    root: Path, pattern: str, split: str | None, max_per_class: int | None
+) -> Iterator[tuple[str, Path]]:
+    """``(class, file)`` of ``<root>/<Class>/<pattern>``: classes in name order, each class's
+    files chosen and ordered by :func:`select_files`."""
+    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in select_files(sorted(cls_dir.glob(pattern)), split, max_per_class):
+            yield cls_dir.name, f
+
+
 def read_eurosat_rgb(
     root: str | Path,
     *,
@@ -153,12 +163,11 @@ def read_eurosat_rgb(
     """EuroSAT RGB JPEGs (``<root>/<Class>/*.jpg``): 8-bit Sentinel-2 true colour, no location."""
     root = _require(Path(root))
     pixels, labels, names = [], [], []
-    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in select_files(sorted(cls_dir.glob("*.jpg")), split, max_per_class):
-            with Image.open(f) as im:
-                pixels.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
-            labels.append(cls_dir.name)
-            names.append(f.stem)
+    for label, f in _labelled_files(root, "*.jpg", split, max_per_class):
+        with Image.open(f) as im:
+            pixels.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
+        labels.append(label)
+        names.append(f.stem)
     if not pixels:
         raise SourceNotFoundError(f"no EuroSAT RGB chips (*/*.jpg) under {root}")
     arr = np.stack(pixels).astype(np.uint8)
@@ -176,15 +185,14 @@ def read_eurosat_ms(
     """EuroSAT MS GeoTIFFs (13 Sentinel-2 L1C bands, B8A last), with chip-centre locations."""
     root = _require(Path(root))
     pixels, labels, names, lonlats = [], [], [], []
-    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in select_files(sorted(cls_dir.glob("*.tif")), split, max_per_class):
-            with rasterio.open(f) as src:
-                pixels.append(src.read())
-                cx = (src.bounds.left + src.bounds.right) / 2
-                cy = (src.bounds.bottom + src.bounds.top) / 2
-                lonlats.append(_lonlat(src.crs, cx, cy))
-            labels.append(cls_dir.name)
-            names.append(f.stem)
+    for label, f in _labelled_files(root, "*.tif", split, max_per_class):
+        with rasterio.open(f) as src:
+            pixels.append(src.read())
+            cx = (src.bounds.left + src.bounds.right) / 2
+            cy = (src.bounds.bottom + src.bounds.top) / 2
+            lonlats.append(_lonlat(src.crs, cx, cy))
+        labels.append(label)
+        names.append(f.stem)
     if not pixels:
         raise SourceNotFoundError(f"no EuroSAT MS chips (*/*.tif) under {root}")
     arr = np.stack(pixels).astype(np.uint16)
