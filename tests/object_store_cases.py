@@ -56,8 +56,6 @@ class ObjectStoreCases:
     ``object_store`` fixture."""
 
     scheme: str
-    #: why this server cannot run :meth:`test_two_writers` yet (None: it runs)
-    racing_create_skip: str | None = None
 
     def test_ingest_search_with_index(self, object_store, sample_dir, nano_embedder, tmp_path):
         """Table, store.json, manifests and the FAISS index all live in the bucket; search there
@@ -145,8 +143,6 @@ class ObjectStoreCases:
         """Two ingests into one new object-store store at once (both create it: store.json and
         the table race): LanceDB's commit protocol keeps both writers' commits; the index and
         store.json stay whole; a final run adds nothing."""
-        if self.racing_create_skip:
-            pytest.skip(self.racing_create_skip)
         sources = [sample_dir / "naip", sample_dir / "eurosat_ms"]
         reports, errors = [None, None], []
 
