@@ -168,18 +168,19 @@ def test_cli_second_writer_is_refused_with_one_line(tmp_path, sample_dir, nano_w
     del CliRunner, app
 
 
+#: A process that takes the store's write lock as "ingest", says "held" and keeps it.
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from clay_search.store.lock import store_lock
+    store_lock(sys.argv[1], "ingest").acquire()
+    print("held", flush=True)
+    time.sleep(600)
+""")
+
+
 def test_lock_is_released_when_the_holder_is_killed(tmp_path):
     store = tmp_path / "s"
-    p = _py(
-        textwrap.dedent("""
-        import sys, time
-        from clay_search.store.lock import store_lock
-        store_lock(sys.argv[1], "ingest").acquire()
-        print("held", flush=True)
-        time.sleep(600)
-    """),
-        store,
-    )
+    p = _py(HOLDER, store)
     assert p.stdout.readline().strip() == "held"
     with pytest.raises(StoreBusyError, match="is being written by ingest"):
         store_lock(store, "import").acquire()
@@ -208,16 +209,7 @@ def test_next_writer_sweeps_a_dead_writers_temp_files(tmp_path):
     for rel in planted:
         (store / rel).parent.mkdir(parents=True, exist_ok=True)
         (store / rel).write_bytes(b"x")
-    holder = _py(
-        textwrap.dedent("""
-        import sys, time
-        from clay_search.store.lock import store_lock
-        store_lock(sys.argv[1], "ingest").acquire()
-        print("held", flush=True)
-        time.sleep(600)
-    """),
-        store,
-    )
+    holder = _py(HOLDER, store)
     try:
         assert holder.stdout.readline().strip() == "held"
     finally:
