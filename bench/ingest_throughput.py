@@ -77,6 +77,19 @@ def read_like_the_pipeline(files: list[Path], chip_size: int, batch_size: int):
     return out, params
 
 
+def model_only_rate(embedder, chips: list, params) -> float:
+    """Chips/s of the model alone: the pipeline's own batcher over ``chips`` (``(plan, chip)``
+    pairs read by :func:`read_like_the_pipeline`), rows discarded."""
+    from clay_search.ingest.pipeline import _Batcher
+
+    batcher = _Batcher(embedder, _Discard(), params)
+    t0 = time.perf_counter()
+    for plan, chip in chips:
+        batcher.add(plan, chip)
+    batcher.flush()
+    return len(chips) / (time.perf_counter() - t0)
+
+
 def throughput(
     embedder,
     files: list[Path],
@@ -88,19 +101,10 @@ def throughput(
 ) -> dict:
     """End-to-end (for each worker count) vs model-only chips/s on ``files``."""
     from clay_search.ingest import run
-    from clay_search.ingest.pipeline import _Batcher
 
     # warm-up (patch-weight cache, allocator, GDAL) into a throw-away store
     run([files[0]], tmp / "warm", embedder=embedder, chip_size=chip_size, batch_size=batch_size)
     chips, params = read_like_the_pipeline(files, chip_size, batch_size)
-
-    def model_only() -> float:
-        batcher = _Batcher(embedder, _Discard(), params)
-        t0 = time.perf_counter()
-        for plan, chip in chips:
-            batcher.add(plan, chip)
-        batcher.flush()
-        return len(chips) / (time.perf_counter() - t0)
 
     e2e: dict[int, list[float]] = {w: [] for w in workers_list}
     mo, written = [], 0
@@ -116,7 +120,7 @@ def throughput(
             )
             e2e[w].append(rep.chips_written / rep.seconds)
             written = rep.chips_written
-        mo.append(model_only())
+        mo.append(model_only_rate(embedder, chips, params))
     if written != len(chips):
         raise SystemExit(f"end-to-end wrote {written} chips, model-only embedded {len(chips)}")
     best_mo = max(mo)

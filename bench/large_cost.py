@@ -14,23 +14,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import peak_rss_mib  # bench/common.py: this script's folder
 
 from clay_search.model import ClayEncoder, Embedder, SensorRegistry, get_config
 
 BANDS = ["blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16",
          "swir22"]  # fmt: skip
-
-
-def peak_mib() -> float:
-    """This process's peak resident memory (VmHWM), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure(size: str, chips: int, repeats: int, chip_px: int) -> dict:
@@ -56,7 +48,7 @@ def measure(size: str, chips: int, repeats: int, chip_px: int) -> dict:
         "dim": cfg.dim,
         "chips_per_s": chips / best,
         "s_per_chip": best / chips,
-        "peak_mib": peak_mib(),
+        "peak_mib": peak_rss_mib(),
     }
 
 

@@ -34,13 +34,15 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, peak_rss_mib
 
 ROWS = ("exact", "faiss_ivfpq", "faiss_hnsw", "lancedb", "ours")
 _T0_DAY = np.datetime64("2017-01-01", "D")
@@ -240,17 +242,6 @@ def drop_cache(path: Path) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-
-
-def peak_rss() -> int:
-    """This process's peak resident set (bytes; includes touched pages of mapped files)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def load(work: Path) -> dict:
@@ -589,7 +580,7 @@ def run_row(cfg: dict, work: Path, row: str, cold: bool) -> dict:
     else:
         fn = globals()[f"row_{row}"]
     out = fn(cfg, work)
-    out["peak_rss_bytes"] = peak_rss()
+    out["peak_rss_bytes"] = int(peak_rss_mib() * 2**20)
     return out
 
 
@@ -624,23 +615,6 @@ def config(args: argparse.Namespace) -> dict:
         "lance_sample_rate": args.lance_sample_rate,
         "lance_iterations": args.lance_iterations,
         "lance_sweep": [[20, 10], [50, 20], [100, 50]] if not args.quick else [[4, 10], [8, 20]],
-    }
-
-
-def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "loadavg_start": list(os.getloadavg()),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
 

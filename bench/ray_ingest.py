@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import ingest_throughput  # noqa: E402
-from ingest_throughput import _Discard, build_big_raster, read_like_the_pipeline  # noqa: E402
+from ingest_throughput import (  # noqa: E402
+    build_big_raster,
+    model_only_rate,
+    read_like_the_pipeline,
+)
 
 #: ../shared/data next to the checkout, or the folder $CLAY_SEARCH_SHARED_DATA names
 DATA = Path(os.environ.get("CLAY_SEARCH_SHARED_DATA") or REPO / ".." / "shared" / "data")
@@ -64,7 +67,6 @@ def main() -> None:
         sys.exit(f"needs the NAIP scenes in {NAIP} (../shared/data or $CLAY_SEARCH_SHARED_DATA)")
 
     from clay_search.ingest import run
-    from clay_search.ingest.pipeline import _Batcher
     from clay_search.model import Embedder
 
     embedder = Embedder.from_weights(args.weights)
@@ -97,15 +99,6 @@ def main() -> None:
             for r in readers:
                 rates[name][f"ray_{r}_readers"] = []
 
-        def model_only(name: str) -> float:
-            cs, params = chips[name]
-            batcher = _Batcher(embedder, _Discard(), params)
-            t0 = time.perf_counter()
-            for plan, chip in cs:
-                batcher.add(plan, chip)
-            batcher.flush()
-            return len(cs) / (time.perf_counter() - t0)
-
         def e2e(name: str, engine: str, tag: str) -> float:
             files, size = jobs[name]
             rep = run(
@@ -122,7 +115,7 @@ def main() -> None:
 
         for i in range(args.repeats):
             for name in jobs:
-                rates[name]["model_only"].append(model_only(name))
+                rates[name]["model_only"].append(model_only_rate(embedder, *chips[name]))
                 rates[name]["local"].append(e2e(name, "local", f"local-{i}"))
             for r in readers:
                 ray = ray_cluster(1 + r)

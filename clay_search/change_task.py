@@ -213,22 +213,14 @@ def finetune_change(
     head folder ``out``; returns :class:`clay_search.tasks.TaskRun`. ``kw``: the options of
     :func:`clay_search.tasks.run_task` (``freeze``, ``epochs``, ``lr``, ``val_fraction``, ...)."""
     from clay_search.model.change_head import FUSIONS
-    from clay_search.tasks import backbone_record, run_task, task_backbone
+    from clay_search.tasks import chip_reading, run_task, task_backbone
 
     if fusion not in FUSIONS:
         raise TrainingDataError(f"--fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
     triples = read_change_csv(pairs) if isinstance(pairs, str | Path) else list(pairs)
     bb = task_backbone(**kw)
-    chips = read_change_pairs(
-        triples,
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=bands,
-        ignore_index=ignore_index,
-        record=backbone_record(bb),
-        stats=stats,
-    )
+    reading = chip_reading(bb, chip_size=chip_size, sensor=sensor, bands=bands, stats=stats)
+    chips = read_change_pairs(triples, stride=stride, ignore_index=ignore_index, **reading)
     return run_task(
         chips,
         "change",

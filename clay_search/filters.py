@@ -71,6 +71,14 @@ def _as_utc(value: Any, *, end: bool) -> datetime:
     return to_utc(value, end=end, what="end" if end else "start")
 
 
+def _as_number(value: Any, name: str) -> float:
+    """``value`` as a float; :class:`QueryError` naming the filter ``name`` if it is not one."""
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise QueryError(f"{name} must be a number; got {value!r}") from e
+
+
 def _as_set(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -167,22 +175,12 @@ class Filters:
         put("label", _as_set(self.label, "label"))
         put("pred_label", _as_set(self.pred_label, "pred_label"))
         if self.min_pred_score is not None:
-            try:
-                score = float(self.min_pred_score)
-            except (TypeError, ValueError) as e:
-                raise QueryError(
-                    f"min_pred_score must be a number; got {self.min_pred_score!r}"
-                ) from e
+            score = _as_number(self.min_pred_score, "min_pred_score")
             if score != score:
                 raise QueryError("min_pred_score is NaN; give a number like 0.5")
             put("min_pred_score", score)
         if self.max_recon_error is not None:
-            try:
-                limit = float(self.max_recon_error)
-            except (TypeError, ValueError) as e:
-                raise QueryError(
-                    f"max_recon_error must be a number; got {self.max_recon_error!r}"
-                ) from e
+            limit = _as_number(self.max_recon_error, "max_recon_error")
             if limit != limit or limit < 0:
                 raise QueryError(
                     f"max_recon_error {self.max_recon_error!r} must be a number >= 0 (the "

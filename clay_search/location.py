@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from urllib.parse import urlparse
 from clay_search.errors import StoreNotFoundError
 
 REMOTE_SCHEMES = ("s3", "gs", "az")
+#: How long a read of an empty ``az://`` blob waits for the write that emptied it (seconds).
+_EMPTY_WAIT_S = 5.0
+
 _SCHEME_ALIASES = {"gcs": "gs", "abfs": "az", "abfss": "az"}
 # pathlib collapses "s3://b/p" to "s3:/b/p" (a CLI option typed as Path does that): undo it
 _COLLAPSED = re.compile(r"^([a-z0-9]+):/(?!/)")
@@ -225,7 +229,30 @@ class RemotePath:
         return self._info().type == pfs.FileType.File
 
     def read_bytes(self) -> bytes:
-        """The object's content (``FileNotFoundError`` if absent)."""
+        """The object's content (``FileNotFoundError`` if absent).
+
+        On ``az://`` pyarrow's writer creates the blob empty when it opens it and commits the
+        content when it closes it, so a reader in between sees an empty blob where the old
+        content was, or fails to read the size it was just told (HTTP 416); two writers
+        creating one store once read an empty ``store.json``. None
+        of the store's objects is ever empty when whole, so an empty read there is read again
+        until the write lands (:data:`_EMPTY_WAIT_S` at most, then returned as it is).
+        """
+        deadline = time.monotonic() + _EMPTY_WAIT_S
+        while True:
+            try:
+                data = self._read_once()
+            except OSError as e:  # emptied between reading its size and its bytes (416)
+                text = str(e).lower()
+                emptied = "416" in text or "invalidrange" in text
+                if self.scheme != "az" or not emptied or time.monotonic() >= deadline:
+                    raise
+                data = b""
+            if data or self.scheme != "az" or time.monotonic() >= deadline:
+                return data
+            time.sleep(0.05)
+
+    def _read_once(self) -> bytes:
         try:
             with self.fs.open_input_stream(self.fs_path) as f:
                 return f.read()
@@ -239,7 +266,8 @@ class RemotePath:
         return self.read_bytes().decode("utf-8")
 
     def write_bytes(self, data: bytes) -> None:
-        """Write the whole object in one PUT."""
+        """Write the whole object (one PUT on S3; on ``az://`` the blob is empty until the
+        write closes, see :meth:`read_bytes`)."""
         with self.fs.open_output_stream(self.fs_path) as f:
             f.write(data)
 

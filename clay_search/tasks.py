@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,22 @@ def backbone_record(bb: ClayBackbone) -> NormalisationRecord | None:
     if bb.info is None or bb.info.format == "scratch":
         return None
     return NormalisationRecord.from_config({"normalisation": bb.info.normalisation})
+
+
+def chip_reading(
+    bb: ClayBackbone,
+    *,
+    chip_size: int,
+    sensor: str | None,
+    bands: list[str] | None,
+    stats: str,
+) -> dict[str, Any]:
+    """The keywords every task reader (:mod:`clay_search.ingest.taskdata`) is given: chips of
+    ``chip_size`` px from ``sensor``'s ``bands``, planned and normalised as ``clay-search ingest
+    --stats STATS`` with ``bb``'s weights would (their normalisation record)."""
+    return dict(
+        chip_size=chip_size, sensor=sensor, bands=bands, record=backbone_record(bb), stats=stats
+    )
 
 
 def task_backbone(
@@ -311,15 +328,8 @@ def finetune_classify(
     The chips are planned and normalised as ``clay-search ingest --stats STATS`` with the same
     weights would (``stats``, default ``auto``): the head applies to such a store's vectors."""
     bb = task_backbone(**kw)
-    chips = read_labelled_folder(
-        data,
-        chip_size=chip_size,
-        sensor=sensor,
-        bands=bands,
-        labels_csv=labels_csv,
-        record=backbone_record(bb),
-        stats=stats,
-    )
+    reading = chip_reading(bb, chip_size=chip_size, sensor=sensor, bands=bands, stats=stats)
+    chips = read_labelled_folder(data, labels_csv=labels_csv, **reading)
     task = "multilabel" if chips.targets.ndim == 2 else "classify"
     return run_task(chips, task, out, kind="chip", chip_size=chip_size, backbone=bb, **kw)
 
@@ -344,28 +354,11 @@ def finetune_regress(
     ``stats``: as :func:`finetune_classify`."""
     plist = _pairs(pairs, images, target_rasters) if targets is None else []
     bb = task_backbone(**kw)
-    record = backbone_record(bb)
+    reading = chip_reading(bb, chip_size=chip_size, sensor=sensor, bands=bands, stats=stats)
     if targets is not None:
-        chips = read_target_table(
-            targets,
-            column=target_column,
-            chip_size=chip_size,
-            sensor=sensor,
-            bands=bands,
-            record=record,
-            stats=stats,
-        )
+        chips = read_target_table(targets, column=target_column, **reading)
         return run_task(chips, "regress", out, kind="chip", chip_size=chip_size, backbone=bb, **kw)
-    chips = read_pairs(
-        plist,
-        kind="value",
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=bands,
-        record=record,
-        stats=stats,
-    )
+    chips = read_pairs(plist, kind="value", stride=stride, **reading)
     return run_task(
         chips, "regress-pixel", out, kind="dense", chip_size=chip_size, backbone=bb, **kw
     )
@@ -398,17 +391,9 @@ def finetune_segment(
     ``stats``: as :func:`finetune_classify`."""
     plist = _pairs(pairs, images, masks)
     bb = task_backbone(**kw)
+    reading = chip_reading(bb, chip_size=chip_size, sensor=sensor, bands=bands, stats=stats)
     chips = read_pairs(
-        plist,
-        kind="class",
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=bands,
-        ignore_index=ignore_index,
-        classes=classes,
-        record=backbone_record(bb),
-        stats=stats,
+        plist, kind="class", stride=stride, ignore_index=ignore_index, classes=classes, **reading
     )
     return run_task(
         chips,

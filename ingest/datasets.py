@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +100,32 @@ def _stats(pixels: np.ndarray, sensor: str, bands: Sequence[str]) -> tuple[np.nd
     return norm.mean, norm.std
 
 
+def _sentinel2_set(
+    name: str,
+    arr: np.ndarray,
+    bands: list[str],
+    stats: tuple[np.ndarray, np.ndarray] | None,
+    **fields,
+) -> ChipSet:
+    """A set of 10 m Sentinel-2 L2A chips ``[N, C, H, W]`` in ``bands`` (among them B04, B03,
+    B02: its RGB), normalised with ``stats`` (mean, std), or when None with the statistics of
+    its own pixels (:func:`_stats`). ``fields``: the other :class:`ChipSet` fields (labels, ...).
+    """
+    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
+    return ChipSet(
+        name=name,
+        pixels=arr,
+        mean=mean,
+        std=std,
+        waves=_waves("sentinel-2-l2a", bands),
+        gsd=10.0,
+        band_names=bands,
+        rgb_indices=[bands.index(b) for b in ("B04", "B03", "B02")],
+        sensor="sentinel-2-l2a",
+        **fields,
+    )
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         raise SourceNotFoundError(
@@ -117,6 +143,16 @@ def select_files(files: list[Path], split: str | None, max_per_class: int | None
 
 
 # -- labelled chip folders (EuroSAT) -------------------------------------------------------------
+def _labelled_files(
+    root: Path, pattern: str, split: str | None, max_per_class: int | None
+) -> Iterator[tuple[str, Path]]:
+    """``(class, file)`` of ``<root>/<Class>/<pattern>``: classes in name order, each class's
+    files chosen and ordered by :func:`select_files`."""
+    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in select_files(sorted(cls_dir.glob(pattern)), split, max_per_class):
+            yield cls_dir.name, f
+
+
 def read_eurosat_rgb(
     root: str | Path,
     *,
@@ -127,29 +163,16 @@ def read_eurosat_rgb(
     """EuroSAT RGB JPEGs (``<root>/<Class>/*.jpg``): 8-bit Sentinel-2 true colour, no location."""
     root = _require(Path(root))
     pixels, labels, names = [], [], []
-    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in select_files(sorted(cls_dir.glob("*.jpg")), split, max_per_class):
-            with Image.open(f) as im:
-                pixels.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
-            labels.append(cls_dir.name)
-            names.append(f.stem)
+    for label, f in _labelled_files(root, "*.jpg", split, max_per_class):
+        with Image.open(f) as im:
+            pixels.append(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
+        labels.append(label)
+        names.append(f.stem)
     if not pixels:
         raise SourceNotFoundError(f"no EuroSAT RGB chips (*/*.jpg) under {root}")
     arr = np.stack(pixels).astype(np.uint8)
-    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", ["B04", "B03", "B02"])
-    return ChipSet(
-        name="eurosat_rgb",
-        pixels=arr,
-        mean=mean,
-        std=std,
-        waves=_waves("sentinel-2-l2a", ["red", "green", "blue"]),
-        gsd=10.0,
-        band_names=["B04", "B03", "B02"],
-        labels=labels,
-        names=names,
-        rgb_indices=[0, 1, 2],
-        sensor="sentinel-2-l2a",
-    )
+    rgb = ["B04", "B03", "B02"]
+    return _sentinel2_set("eurosat_rgb", arr, rgb, stats, labels=labels, names=names)
 
 
 def read_eurosat_ms(
@@ -162,34 +185,20 @@ def read_eurosat_ms(
     """EuroSAT MS GeoTIFFs (13 Sentinel-2 L1C bands, B8A last), with chip-centre locations."""
     root = _require(Path(root))
     pixels, labels, names, lonlats = [], [], [], []
-    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in select_files(sorted(cls_dir.glob("*.tif")), split, max_per_class):
-            with rasterio.open(f) as src:
-                pixels.append(src.read())
-                cx = (src.bounds.left + src.bounds.right) / 2
-                cy = (src.bounds.bottom + src.bounds.top) / 2
-                lonlats.append(_lonlat(src.crs, cx, cy))
-            labels.append(cls_dir.name)
-            names.append(f.stem)
+    for label, f in _labelled_files(root, "*.tif", split, max_per_class):
+        with rasterio.open(f) as src:
+            pixels.append(src.read())
+            cx = (src.bounds.left + src.bounds.right) / 2
+            cy = (src.bounds.bottom + src.bounds.top) / 2
+            lonlats.append(_lonlat(src.crs, cx, cy))
+        labels.append(label)
+        names.append(f.stem)
     if not pixels:
         raise SourceNotFoundError(f"no EuroSAT MS chips (*/*.tif) under {root}")
     arr = np.stack(pixels).astype(np.uint16)
     bands = list(EUROSAT_MS_BANDS)
-    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
-    return ChipSet(
-        name="eurosat_ms",
-        pixels=arr,
-        mean=mean,
-        std=std,
-        waves=_waves("sentinel-2-l2a", bands),
-        gsd=10.0,
-        band_names=bands,
-        labels=labels,
-        names=names,
-        lonlats=lonlats,
-        rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
-        sensor="sentinel-2-l2a",
-    )
+    fields = dict(labels=labels, names=names, lonlats=lonlats)
+    return _sentinel2_set("eurosat_ms", arr, bands, stats, **fields)
 
 
 # -- BigEarthNet ---------------------------------------------------------------------------------
@@ -253,21 +262,15 @@ def read_bigearthnet(
         names = [f"{n}_{y}_{x}" for n in names for y, x in offs]
         times = [t for t in times for _ in offs]
         lonlats = [ll for ll in lonlats for _ in offs]
-    mean, std = stats if stats is not None else _stats(arr, "sentinel-2-l2a", bands)
-    return ChipSet(
-        name=f"bigearthnet_{labels_version}",
-        pixels=arr,
-        mean=mean,
-        std=std,
-        waves=_waves("sentinel-2-l2a", bands),
-        gsd=10.0,
-        band_names=bands,
+    return _sentinel2_set(
+        f"bigearthnet_{labels_version}",
+        arr,
+        bands,
+        stats,
         labels=labels,
         names=names,
         times=times,
         lonlats=lonlats,
-        rgb_indices=[bands.index("B04"), bands.index("B03"), bands.index("B02")],
-        sensor="sentinel-2-l2a",
     )
 
 

@@ -260,6 +260,20 @@ class RunState:
         if self.params.fail_fast:
             raise err
 
+    def fail_if_all_nodata(self, w: SourceWork) -> None:
+        """Fail ``w``'s source once its last read task is in, when every chip was nodata (both
+        engines call this after counting a task)."""
+        if w.tasks_left == 0 and w.report.nodata == w.report.planned:
+            name = w.plan.source.display
+            self.fail(
+                name,
+                NoDataError(
+                    f"every chip of {name} is more than {self.params.max_nodata:.0%} nodata; "
+                    "nothing to ingest (check the nodata value, or raise --max-nodata)"
+                ),
+                w.report,
+            )
+
 
 def plan_sources(
     sources: Iterable[Source | SourceFailure],
@@ -565,16 +579,7 @@ def read_embed_write(
                 done += len(res.chips) + res.nodata
                 rate = done / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task_id, advance=len(res.chips) + res.nodata, rate=f"{rate:.1f}")
-                if w.tasks_left == 0 and w.report.nodata == w.report.planned:
-                    state.fail(
-                        w.plan.source.display,
-                        NoDataError(
-                            f"every chip of {w.plan.source.display} is more than "
-                            f"{params.max_nodata:.0%} nodata; nothing to ingest (check the nodata "
-                            "value, or raise --max-nodata)"
-                        ),
-                        w.report,
-                    )
+                state.fail_if_all_nodata(w)
             batcher.flush()
             writer.flush()
         finally:

@@ -34,7 +34,7 @@ import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
-from clay_search.errors import IngestOptionError, NoDataError
+from clay_search.errors import IngestOptionError
 
 if TYPE_CHECKING:
     from clay_search.ingest.params import IngestParams
@@ -228,15 +228,6 @@ def _run(ray, work, writer, embedder, params, state, *, total, progress, tasks) 
                 advance=len(rows) + int(out["nodata"]),
                 rate=f"{done / max(time.perf_counter() - t0, 1e-9):.1f}",
             )
-            if w.tasks_left == 0 and w.report.nodata == w.report.planned:
-                state.fail(
-                    w.plan.source.display,
-                    NoDataError(
-                        f"every chip of {w.plan.source.display} is more than "
-                        f"{params.max_nodata:.0%} nodata; nothing to ingest (check the nodata "
-                        "value, or raise --max-nodata)"
-                    ),
-                    w.report,
-                )
+            state.fail_if_all_nodata(w)
     writer.flush()
     state.report.chips_nodata = sum(w.report.nodata for w in work)

@@ -10,15 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from clay_search.cli.options import (
-    BboxOpt,
-    GeometryOpt,
-    LabelOpt,
-    SensorOpt,
+    NO_FILTERS,
+    FilterOptions,
     StoreOpt,
     VerboseOpt,
     VersionOpt,
     check_out,
-    filters_from_options,
+    filter_options,
     handle_errors,
     write_results,
 )
@@ -31,14 +29,12 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
+@filter_options("bbox", "geometry", "sensor", "label")
 def changes(
     store: StoreOpt,
     before: Annotated[str, typer.Option(help="Before period START/END: 2015-01-01/2016-12-31.")],
     after: Annotated[str, typer.Option(help="After period START/END, e.g. 2017-01-01/2018-12-31.")],
-    bbox: BboxOpt = None,
-    geometry: GeometryOpt = None,
-    sensor: SensorOpt = None,
-    label: LabelOpt = None,
+    where: FilterOptions = NO_FILTERS,
     k: Annotated[int | None, typer.Option("-k", "--k", help="Top N places (default all).")] = None,
     method: Annotated[
         str, typer.Option(help="cosine, patch (needs --patch-embeddings) or normalised.")
@@ -79,7 +75,7 @@ def changes(
     if raster is not None and not raster.parent.exists():
         raise QueryError(f"folder {raster.parent} for --raster does not exist; create it first")
     filters = {
-        "filters": filters_from_options(bbox=bbox, geometry=geometry, sensor=sensor, label=label),
+        "filters": where.filters(),
         "pairing": pairing,
         "min_iou": min_iou,
     }

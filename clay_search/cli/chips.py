@@ -7,22 +7,14 @@ from typing import Annotated
 import typer
 
 from clay_search.cli.options import (
-    BboxOpt,
-    EndOpt,
-    GeometryOpt,
-    LabelOpt,
-    MaxReconErrorOpt,
-    MinPredScoreOpt,
+    NO_FILTERS,
+    FilterOptions,
     OutOpt,
-    PredLabelOpt,
-    SensorOpt,
-    StartOpt,
     StoreOpt,
-    UndatedOpt,
     VerboseOpt,
     VersionOpt,
     check_out,
-    filters_from_options,
+    filter_options,
     handle_errors,
     write_results,
 )
@@ -35,18 +27,10 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
+@filter_options()
 def chips(
     store: StoreOpt,
-    sensor: SensorOpt = None,
-    label: LabelOpt = None,
-    bbox: BboxOpt = None,
-    geometry: GeometryOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    undated: UndatedOpt = False,
-    pred_label: PredLabelOpt = None,
-    min_pred_score: MinPredScoreOpt = None,
-    max_recon_error: MaxReconErrorOpt = None,
+    where: FilterOptions = NO_FILTERS,
     sort: Annotated[
         str | None,
         typer.Option(
@@ -73,18 +57,7 @@ def chips(
     import clay_search
 
     check_out(out)
-    filters = filters_from_options(
-        bbox=bbox,
-        geometry=geometry,
-        start=start,
-        end=end,
-        sensor=sensor,
-        label=label,
-        undated=undated,
-        pred_label=pred_label,
-        min_pred_score=min_pred_score,
-        max_recon_error=max_recon_error,
-    )
+    filters = where.filters()
     st = clay_search.connect(store, version=version)
     res = st.chips(filters, limit=limit, sort=sort, ascending=ascending)
     matched, total = res.meta["matched"], res.meta["total"]

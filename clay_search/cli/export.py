@@ -14,19 +14,12 @@ from typing import Annotated
 import typer
 
 from clay_search.cli.options import (
-    BboxOpt,
-    EndOpt,
-    GeometryOpt,
-    LabelOpt,
-    MinPredScoreOpt,
-    PredLabelOpt,
-    SensorOpt,
-    StartOpt,
-    UndatedOpt,
+    NO_FILTERS,
+    FilterOptions,
     VerboseOpt,
     VersionOpt,
     WeightsOpt,
-    filters_from_options,
+    filter_options,
     handle_errors,
 )
 from clay_search.errors import QueryError
@@ -38,6 +31,9 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
+@filter_options(
+    "bbox", "geometry", "start", "end", "sensor", "label", "undated", "pred_label", "min_pred_score"
+)
 def export(
     store: Annotated[
         Path | None, typer.Option("--store", "-s", help="Store to export (with --out).")
@@ -45,15 +41,7 @@ def export(
     out: Annotated[
         Path | None, typer.Option(help="FILE.parquet, or a folder (needed for --partition-by).")
     ] = None,
-    bbox: BboxOpt = None,
-    geometry: GeometryOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    sensor: SensorOpt = None,
-    label: LabelOpt = None,
-    undated: UndatedOpt = False,
-    pred_label: PredLabelOpt = None,
-    min_pred_score: MinPredScoreOpt = None,
+    where: FilterOptions = NO_FILTERS,
     version: VersionOpt = None,
     partition_by: Annotated[
         str | None, typer.Option(help="Write one folder per 'year' or 'region' (10 deg cell).")
@@ -107,17 +95,7 @@ def export(
     import clay_search
     from clay_search.export import export_geoparquet
 
-    filters = filters_from_options(
-        bbox=bbox,
-        geometry=geometry,
-        start=start,
-        end=end,
-        sensor=sensor,
-        label=label,
-        undated=undated,
-        pred_label=pred_label,
-        min_pred_score=min_pred_score,
-    )
+    filters = where.filters()
     assert store is not None  # exactly one of --store and --onnx (checked above)
     st = clay_search.connect(store, version=version, index="exact")
     report = export_geoparquet(

@@ -6,8 +6,6 @@ metrics.json, checkpoint.pt for resuming). See docs/finetune.md.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +23,7 @@ from clay_search.cli.options import (
     VerboseOpt,
     WeightsOpt,
     handle_errors,
+    option_group,
     resolve_device,
     split_list,
 )
@@ -207,42 +206,51 @@ _TRAIN_OPTIONS: tuple[tuple[str, object, object], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ChipOptions:
+    """How a ``finetune`` command cuts its images into chips (added by :func:`chip_options`)."""
+
+    sensor: str | None = None
+    bands: str | None = None
+    chip_size: int = 64
+    stride: int | None = None
+
+    def reading(self) -> dict:
+        """Keywords of the ``finetune_*`` functions (``stride`` only where it was given a
+        value: the commands without ``--stride`` have none)."""
+        kw = {"chip_size": self.chip_size, "sensor": self.sensor, "bands": split_list(self.bands)}
+        return kw if self.stride is None else {**kw, "stride": self.stride}
+
+
+#: the default of a command's ``chips: ChipOptions`` parameter (typer fills it in)
+DEFAULT_CHIPS = ChipOptions()
+
+#: (name, annotation, default) of the chip options, in --help order
+_CHIP_OPTIONS: tuple[tuple[str, object, object], ...] = (
+    ("sensor", ImageSensorOpt, None),
+    ("bands", BandsOpt, None),
+    ("chip_size", ChipSizeOpt, 64),
+    ("stride", StrideOpt, None),
+)
+
+
+def chip_options(*, stride: bool = True):
+    """Give a command ``--sensor``, ``--bands``, ``--chip-size`` and (``stride``) ``--stride``
+    in place of its parameter ``chips: ChipOptions = DEFAULT_CHIPS``."""
+    options = _CHIP_OPTIONS if stride else _CHIP_OPTIONS[:-1]
+    return option_group("chips", options, ChipOptions)
+
+
 def train_options(**defaults):
     """Give a command the training options (defined once, above), with per-command
     ``defaults`` (e.g. ``epochs=20``); the command receives them as ``train: TrainOptions``."""
-    unknown = set(defaults) - {n for n, _, _ in _TRAIN_OPTIONS}
-    if unknown:
-        raise TypeError(f"unknown training options {sorted(unknown)}")
-
-    def decorate(func):
-        sig = inspect.signature(func, eval_str=True)
-        own = [p for p in sig.parameters.values() if p.name != "train"]
-        extra = [
-            inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, d), annotation=a
-            )
-            for name, a, d in _TRAIN_OPTIONS
-        ]
-        names = [n for n, _, _ in _TRAIN_OPTIONS]
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            train = TrainOptions(**{n: kwargs.pop(n) for n in names})
-            return func(*args, train=train, **kwargs)
-
-        wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {
-            **{p.name: p.annotation for p in own},
-            **{n: a for n, a, _ in _TRAIN_OPTIONS},
-        }
-        return wrapper
-
-    return decorate
+    return option_group("train", _TRAIN_OPTIONS, TrainOptions, **defaults)
 
 
 @finetune_app.command("classify")
 @handle_errors
 @train_options()
+@chip_options(stride=False)
 def classify(
     data: Annotated[Path, typer.Argument(help="Class folders: DATA/<Class>/*.tif|png|jpg")],
     out: OutOpt,
@@ -250,9 +258,7 @@ def classify(
         Path | None,
         typer.Option("--labels", help="Multi-label CSV (source,labels; labels joined with ';')."),
     ] = None,
-    sensor: ImageSensorOpt = None,
-    bands: BandsOpt = None,
-    chip_size: ChipSizeOpt = 64,
+    chips: ChipOptions = DEFAULT_CHIPS,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
     class_weights: ClassWeightsOpt = None,
@@ -266,9 +272,7 @@ def classify(
         data,
         out,
         labels_csv=labels,
-        chip_size=chip_size,
-        sensor=sensor,
-        bands=split_list(bands),
+        **chips.reading(),
         head=head_type,
         pooling=pooling,
         class_weights=_weights_list(class_weights),
@@ -280,6 +284,7 @@ def classify(
 @finetune_app.command("regress")
 @handle_errors
 @train_options()
+@chip_options()
 def regress(
     out: OutOpt,
     targets: Annotated[
@@ -295,10 +300,7 @@ def regress(
     pairs: PairsOpt = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
-    sensor: ImageSensorOpt = None,
-    bands: BandsOpt = None,
-    chip_size: ChipSizeOpt = 64,
-    stride: StrideOpt = None,
+    chips: ChipOptions = DEFAULT_CHIPS,
     head_type: HeadKindOpt = "linear",
     pooling: PoolingOpt = "mean+std",
     *,
@@ -315,10 +317,7 @@ def regress(
         pairs=pairs,
         images=images,
         target_rasters=masks,
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=split_list(bands),
+        **chips.reading(),
         head=head_type,
         pooling=pooling,
         **train.run_kwargs(),
@@ -329,15 +328,13 @@ def regress(
 @finetune_app.command("segment")
 @handle_errors
 @train_options(epochs=20, batch_size=16)
+@chip_options()
 def segment(
     out: OutOpt,
     pairs: PairsOpt = None,
     images: ImagesOpt = None,
     masks: MasksOpt = None,
-    sensor: ImageSensorOpt = None,
-    bands: BandsOpt = None,
-    chip_size: ChipSizeOpt = 64,
-    stride: StrideOpt = None,
+    chips: ChipOptions = DEFAULT_CHIPS,
     ignore_index: Annotated[
         int | None,
         typer.Option(
@@ -367,10 +364,7 @@ def segment(
         pairs=pairs,
         images=images,
         masks=masks,
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=split_list(bands),
+        **chips.reading(),
         ignore_index=ignore_index,
         classes=class_values,
         class_weights=_weights_list(class_weights),

@@ -12,25 +12,22 @@ from typing import Annotated
 import typer
 
 from clay_search.cli.finetune import (
+    DEFAULT_CHIPS,
+    ChipOptions,
     ClassWeightsOpt,
     OutOpt,
     TrainOptions,
     _report,
     _weights_list,
+    chip_options,
     train_options,
 )
-from clay_search.cli.options import (
-    BandsOpt,
-    ChipSizeOpt,
-    ImageSensorOpt,
-    StrideOpt,
-    handle_errors,
-    split_list,
-)
+from clay_search.cli.options import handle_errors
 
 
 @handle_errors
 @train_options(epochs=20, batch_size=16)
+@chip_options()
 def change(
     pairs: Annotated[
         Path,
@@ -41,10 +38,7 @@ def change(
         ),
     ],
     out: OutOpt,
-    sensor: ImageSensorOpt = None,
-    bands: BandsOpt = None,
-    chip_size: ChipSizeOpt = 64,
-    stride: StrideOpt = None,
+    chips: ChipOptions = DEFAULT_CHIPS,
     fusion: Annotated[
         str,
         typer.Option(
@@ -68,10 +62,7 @@ def change(
     run = finetune_change(
         out,
         pairs=pairs,
-        chip_size=chip_size,
-        stride=stride,
-        sensor=sensor,
-        bands=split_list(bands),
+        **chips.reading(),
         fusion=fusion,
         ignore_index=ignore_index,
         class_weights=_weights_list(class_weights),

@@ -1,8 +1,10 @@
 """Options shared by several subcommands, and the one-line error handling of the CLI.
 
 Each option is defined once here (name, type, default, help) and used by every subcommand that
-takes it, as rasterio's ``rio/options.py`` does. The filter options build one
-:class:`~clay_search.filters.Filters` (:func:`filters_from_options`).
+takes it, as rasterio's ``rio/options.py`` does. A group of options that travels together is
+added to a command by one decorator (:func:`option_group`): the filter options
+(:func:`filter_options`, one :class:`FilterOptions` that builds one
+:class:`~clay_search.filters.Filters`) and the training options of ``finetune``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import inspect
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, overload
 
@@ -124,6 +127,98 @@ def filters_from_options(
         min_pred_score=min_pred_score,
         max_recon_error=max_recon_error,
     )
+
+
+#: (name, annotation, default) of the filter options, in --help order
+FILTER_OPTIONS: tuple[tuple[str, object, object], ...] = (
+    ("sensor", SensorOpt, None),
+    ("label", LabelOpt, None),
+    ("bbox", BboxOpt, None),
+    ("geometry", GeometryOpt, None),
+    ("start", StartOpt, None),
+    ("end", EndOpt, None),
+    ("undated", UndatedOpt, False),
+    ("pred_label", PredLabelOpt, None),
+    ("min_pred_score", MinPredScoreOpt, None),
+    ("max_recon_error", MaxReconErrorOpt, None),
+)
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """The filter options a command was given (added by :func:`filter_options`)."""
+
+    sensor: list[str] | None = None
+    label: list[str] | None = None
+    bbox: str | None = None
+    geometry: Path | None = None
+    start: str | None = None
+    end: str | None = None
+    undated: bool = False
+    pred_label: list[str] | None = None
+    min_pred_score: float | None = None
+    max_recon_error: float | None = None
+
+    def filters(self):
+        """The :class:`~clay_search.filters.Filters` they describe (reads ``--geometry``)."""
+        return filters_from_options(**asdict(self))
+
+
+#: the default of a command's ``where: FilterOptions`` parameter (typer fills it in)
+NO_FILTERS = FilterOptions()
+
+
+def option_group(
+    param: str,
+    options: Sequence[tuple[str, object, object]],
+    build: Callable[..., Any],
+    **defaults: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator that gives a command the ``options`` ((name, annotation, default), each
+    defined once) in place of its parameter ``param``, which receives ``build(**values)``.
+
+    ``defaults`` override the options' defaults for this command (e.g. ``epochs=20``). The
+    options take the place (and the kind) of ``param`` in the command's signature, so ``--help``
+    lists them there.
+    """
+    names = [name for name, _, _ in options]
+    unknown = set(defaults) - set(names)
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(func, eval_str=True)
+        own = list(sig.parameters.values())
+        at = next(i for i, p in enumerate(own) if p.name == param)
+        group = [
+            inspect.Parameter(name, own[at].kind, default=defaults.get(name, d), annotation=a)
+            for name, a, d in options
+        ]
+        params = [*own[:at], *group, *own[at + 1 :]]
+        given = {p.name: p.default for p in group}  # what a call without the option gets
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = build(**{name: kwargs.pop(name, given[name]) for name in names})
+            return func(*args, **{param: value}, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+def filter_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the filter options ``names`` (in this order; all by default) in place of
+    its parameter ``where: FilterOptions = NO_FILTERS``; ``where.filters()`` is the one
+    :class:`~clay_search.filters.Filters` they describe."""
+    known = {o[0]: o for o in FILTER_OPTIONS}
+    missing = set(names) - set(known)
+    if missing:
+        raise TypeError(f"unknown filter options {sorted(missing)}")
+    chosen = [known[name] for name in names] if names else list(FILTER_OPTIONS)
+    return option_group("where", chosen, FilterOptions)
 
 
 def check_out(out: Path | None) -> None:

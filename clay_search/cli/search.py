@@ -8,23 +8,15 @@ from typing import Annotated
 import typer
 
 from clay_search.cli.options import (
-    BboxOpt,
-    EndOpt,
-    GeometryOpt,
-    LabelOpt,
-    MaxReconErrorOpt,
-    MinPredScoreOpt,
+    NO_FILTERS,
+    FilterOptions,
     OutOpt,
-    PredLabelOpt,
-    SensorOpt,
-    StartOpt,
     StoreOpt,
-    UndatedOpt,
     VerboseOpt,
     VersionOpt,
     WeightsOpt,
     check_out,
-    filters_from_options,
+    filter_options,
     handle_errors,
     parse_floats,
     write_results,
@@ -40,6 +32,7 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
+@filter_options()
 def search(
     store: StoreOpt,
     positive: Annotated[
@@ -65,16 +58,7 @@ def search(
     bands: Annotated[
         str | None, typer.Option(help="Band names of --image, comma-separated.")
     ] = None,
-    sensor: SensorOpt = None,
-    label: LabelOpt = None,
-    bbox: BboxOpt = None,
-    geometry: GeometryOpt = None,
-    start: StartOpt = None,
-    end: EndOpt = None,
-    undated: UndatedOpt = False,
-    pred_label: PredLabelOpt = None,
-    min_pred_score: MinPredScoreOpt = None,
-    max_recon_error: MaxReconErrorOpt = None,
+    where: FilterOptions = NO_FILTERS,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 50,
     out: OutOpt = None,
     merge: Annotated[
@@ -88,18 +72,7 @@ def search(
     import clay_search
 
     check_out(out)  # before any work
-    filters = filters_from_options(
-        bbox=bbox,
-        geometry=geometry,
-        start=start,
-        end=end,
-        sensor=sensor,
-        label=label,
-        undated=undated,
-        pred_label=pred_label,
-        min_pred_score=min_pred_score,
-        max_recon_error=max_recon_error,
-    )
+    filters = where.filters()
     if image_sensor and not image:
         raise typer.BadParameter("--image-sensor names the sensor of --image; give --image")
     st = clay_search.connect(store, version=version, weights=weights)

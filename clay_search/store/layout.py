@@ -11,6 +11,7 @@ id over differently normalised pixels gives vectors that do not compare.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,26 @@ class StoreInfo:
 
 def _write_json_atomic(path: Path | RemotePath, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def update_store_json(info: StoreInfo, change: Callable[[dict[str, Any]], bool]) -> bool:
+    """Read-modify-write ``store.json``: ``change(meta)`` edits the parsed file in place and
+    says whether it changed anything; only then is it written back (atomically, a whole file or
+    the old one). Returns what ``change`` said.
+
+    Runs under the store's write lock (re-entrant: writers already hold it), so two writers of
+    a local store never lose each other's edits. An object store has no lock: there the write
+    is atomic, but two writers editing at the same moment keep only the later edit.
+    """
+    from clay_search.store.lock import store_lock
+
+    path = info.path / STORE_JSON
+    with store_lock(info.path, f"updating {STORE_JSON}"):
+        meta = json.loads(path.read_text())
+        changed = change(meta)
+        if changed:
+            _write_json_atomic(path, meta)
+    return changed
 
 
 def read_store_info(path: str | Path | RemotePath) -> StoreInfo:
@@ -217,23 +238,24 @@ def check_normalisation(
 
     if policy is None:
         return None
-    path = info.path / STORE_JSON
-    meta = json.loads(path.read_text())
-    have = meta.get("normalisation")
-    if have:
-        if any(have.get(k) != policy.get(k) for k in POLICY_KEYS):
-            raise StoreMismatchError(
-                f"store {info.path} holds vectors normalised with {describe_policy(have)}; "
-                f"this ingest normalises with {describe_policy(policy)}, and one store must not "
-                f"mix the two (same model id, vectors that do not compare): "
-                f"{_policy_fix(have, policy)}"
-            )
-        return None
-    when = datetime.now(UTC).isoformat(timespec="seconds")
-    earlier = {"earlier_rows": "unknown"} if has_rows else {}
-    meta["normalisation"] = {**policy, "recorded": when, **earlier}
-    _write_json_atomic(path, meta)
-    if not has_rows:
+
+    def record(meta: dict[str, Any]) -> bool:
+        have = meta.get("normalisation")
+        if have:
+            if any(have.get(k) != policy.get(k) for k in POLICY_KEYS):
+                raise StoreMismatchError(
+                    f"store {info.path} holds vectors normalised with {describe_policy(have)}; "
+                    f"this ingest normalises with {describe_policy(policy)}, and one store must "
+                    f"not mix the two (same model id, vectors that do not compare): "
+                    f"{_policy_fix(have, policy)}"
+                )
+            return False
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        earlier = {"earlier_rows": "unknown"} if has_rows else {}
+        meta["normalisation"] = {**policy, "recorded": when, **earlier}
+        return True
+
+    if not update_store_json(info, record) or not has_rows:
         return None
     return (
         f"store {info.path} was made before stores recorded how their vectors were normalised: "
@@ -250,18 +272,21 @@ def record_import(info: StoreInfo, provenance: dict[str, Any]) -> None:
     source datasets a file declared; the first import's values are kept, later files add
     their datasets and providers.
     """
-    path = info.path / STORE_JSON
-    meta = json.loads(path.read_text())
-    have = meta.get("imported") or {}
-    merged = {**provenance, **have}
-    for key in ("datasets", "providers"):
-        seen = list(have.get(key, []))
-        seen += [d for d in provenance.get(key, []) if d not in seen]
-        if seen:
-            merged[key] = seen
-    if merged != have:
+
+    def merge(meta: dict[str, Any]) -> bool:
+        have = meta.get("imported") or {}
+        merged = {**provenance, **have}
+        for key in ("datasets", "providers"):
+            seen = list(have.get(key, []))
+            seen += [d for d in provenance.get(key, []) if d not in seen]
+            if seen:
+                merged[key] = seen
+        if merged == have:
+            return False
         meta["imported"] = merged
-        _write_json_atomic(path, meta)
+        return True
+
+    update_store_json(info, merge)
 
 
 def open_chips_table(info: StoreInfo, *, create: bool = True):
