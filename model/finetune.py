@@ -13,7 +13,8 @@ import csv
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,21 @@ def _rss_mb() -> float | None:
         return None
 
 
+@contextmanager
+def seeded(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """Run the block on torch's global RNG seeded with ``seed``, then give the caller back the
+    RNG state it had (CPU, and ``device``'s when it is a GPU). Initialisation (``nn.Module``
+    constructors) and dropout draw from the global RNG: under this, a run's weights follow from
+    its seed alone, not from whatever ran before it in the process."""
+    dev = torch.device(device)
+    devices = []
+    if dev.type == "cuda":
+        devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def finetune(
     model: ChipModel | DenseModel,
     train: ArrayData,
@@ -201,6 +217,33 @@ def finetune(
     ``out_dir`` receives ``checkpoint.pt`` (after every epoch, tensors and plain values only;
     a rerun resumes from it) and ``metrics.csv`` (one row per epoch).
     """
+    with seeded(cfg.seed, device):
+        return _finetune(
+            model,
+            train,
+            val,
+            cfg,
+            out_dir,
+            device=device,
+            resume=resume,
+            progress=progress,
+            on_epoch=on_epoch,
+        )
+
+
+def _finetune(
+    model: ChipModel | DenseModel,
+    train: ArrayData,
+    val: ArrayData | None,
+    cfg: FinetuneConfig,
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FinetuneResult:
+    """:func:`finetune`'s body (the global RNG already seeded with ``cfg.seed``)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -213,7 +256,6 @@ def finetune(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
-    torch.manual_seed(cfg.seed)
     model.to(dev)
     dense = isinstance(model, DenseModel)
     bb = model.backbone
