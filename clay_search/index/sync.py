@@ -32,8 +32,14 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from clay_search.errors import IndexStaleError
-from clay_search.index.faiss_index import apply_params, build_index, choose_kind, tune
-from clay_search.index.vectors import read_ids_and_vectors
+from clay_search.index.faiss_index import (
+    apply_params,
+    build_index,
+    build_index_streamed,
+    choose_kind,
+    tune,
+)
+from clay_search.index.vectors import iter_vectors, read_ids_and_vectors
 from clay_search.location import RemotePath, store_location, write_atomic
 
 INDEX_FILE = "index.faiss"
@@ -329,12 +335,23 @@ def sync_table_index(
         else:
             reason = "rows deleted or updated since the index was built"
 
-    ids, vecs = read_ids_and_vectors(table, dim)
     if meta is not None and meta.get("kind") == wanted and int(meta["count"]) == n:
+        ids, vecs = read_ids_and_vectors(table, dim)
         report = _readd_if_same(table, folder, meta, ids, vecs, t0)
         if report is not None:
             return report
-    index, params = build_index(vecs, wanted, seed=seed)
+        index, params = build_index(vecs, wanted, seed=seed)
+        del vecs
+    else:  # built from the table block by block: the matrix is never held whole
+        parts: list[pa.Array] = []
+
+        def blocks():
+            parts.clear()  # each pass records its ids: the last (the adding pass) stays
+            return iter_vectors(table, dim, ids=parts)
+
+        index, params = build_index_streamed(blocks, n, dim, wanted, seed=seed)
+        ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+        n = len(ids)
     meta = {
         "table_version": version,
         "kind": wanted,

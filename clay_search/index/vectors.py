@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 
@@ -31,6 +33,17 @@ def l2_normalise(mat: np.ndarray, *, dtype: type = np.float32) -> np.ndarray:
     norms = np.linalg.norm(mat, axis=-1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(mat / norms, dtype=dtype)
+
+
+def iter_vectors(table, dim: int, *, ids: list[pa.Array] | None = None) -> Iterator[np.ndarray]:
+    """The normalised embeddings of every row, block by block in scan order, each ``[b, dim]``
+    float32; one block in memory at a time. ``ids``: a list that gets each block's chip ids."""
+    query = table.search().select(["chip_id", "embedding"]).limit(None)
+    for batch in query.to_batches():
+        if batch.num_rows:
+            if ids is not None:
+                ids.append(batch.column("chip_id"))
+            yield l2_normalise(embedding_matrix(batch.column("embedding"), dim))
 
 
 def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array, np.ndarray]:
