@@ -272,3 +272,35 @@ def test_index_backed_store_reads_no_embeddings_from_the_table(
     assert store.load() is store and store._index is not None
     assert np.allclose(store.vectors, table_vecs, atol=1e-6)
     assert not store.vectors.flags.writeable
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_filtered_search_on_an_index_reads_only_the_filters_rows(
+    sample_store, tmp_path, kind
+) -> None:
+    """A filtered search (exact within the filter) and a filtered refine on an IVF/HNSW store
+    take the filter's rows from the index, not the whole matrix, and answer exactly as the
+    same store searched without an index."""
+    import shutil
+
+    from clay_search.store import sync_index
+
+    path = tmp_path / "s"
+    shutil.copytree(sample_store, path)
+    sync_index(path, kind=kind, rebuild=True)
+    store = clay_search.connect(path)
+    exact = clay_search.connect(path, index="exact")
+    ids = store.attrs.column("chip_id").to_pylist()
+    minx = store.attrs.column("minx").to_numpy()
+    cut = float(np.sort(minx)[len(minx) // 3])  # about a third of the chips reach west of it
+    box = (-180.0, -90.0, cut, 90.0)
+    west = [i for i, x in zip(ids, minx, strict=True) if x <= cut]
+    assert 0 < len(west) <= len(ids) // 2
+    got = store.search([ids[0]], k=50, bbox=box)
+    want = exact.search([ids[0]], k=50, bbox=box)
+    assert got.meta["index"] == "exact-in-filter"
+    assert got.chip_ids == want.chip_ids and set(got.chip_ids) <= set(west)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    refined = store.refine([ids[0], ids[1]], [ids[2]], k=20, bbox=box)
+    assert refined.chip_ids == exact.refine([ids[0], ids[1]], [ids[2]], k=20, bbox=box).chip_ids
+    assert store._vectors is None  # never the whole matrix

@@ -323,6 +323,17 @@ class Store:
                 return idx.index.reconstruct_batch(rows).astype(np.float32, copy=False)
         return self.vectors[rows]
 
+    def _rows_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """``[len(rows), D]`` embeddings of the rows a filter kept: read from the index when
+        the matrix is not loaded and they are at most half the store (a filtered search on a
+        large store then never builds the whole matrix), else from the matrix."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._vectors is None and 2 * len(rows) <= len(self):
+            return self.vectors_of(rows)
+        return self.vectors[rows]
+
     def load(self) -> Store:
         """Read now what queries would read on first use: the FAISS index, or (without a
         matching index) the embedding matrix. Returns the store (a server warms up with it)."""
@@ -567,7 +578,10 @@ class Store:
         meta = {**meta, "filters": f.to_dict(), "k": k}
         if not f.empty:
             rows = self.engine.rows(f)
-            r, s = exact_search(self.vectors, q, k, rows=rows, exclude=exclude)
+            if exclude is not None and len(exclude):
+                rows = rows[~np.isin(rows, exclude)]
+            pos, s = exact_search(self._rows_vectors(rows), q, k)
+            r = rows[pos].astype(np.int64)
             meta["candidates"] = int(len(rows))
             meta["total"] = len(self)
             res = self._results(r, s, meta)
@@ -723,7 +737,9 @@ class Store:
         candidates = int(len(rows))
         if exclude_examples and len(labelled):
             rows = rows[~np.isin(rows, labelled)]
-        scores = score_rows(model, self.vectors[rows]) if len(rows) else np.zeros(0, np.float32)
+        scores = (
+            score_rows(model, self._rows_vectors(rows)) if len(rows) else np.zeros(0, np.float32)
+        )
         order = np.lexsort((rows, -scores))
         if k is not None:
             order = order[:k]
