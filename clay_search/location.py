@@ -234,9 +234,9 @@ class RemotePath:
         On ``az://`` pyarrow's writer creates the blob empty when it opens it and commits the
         content when it closes it, so a reader in between sees an empty blob where the old
         content was, or fails to read the size it was just told (HTTP 416); two writers
-        creating one store once read an empty ``store.json``. None
-        of the store's objects is ever empty when whole, so an empty read there is read again
-        until the write lands (:data:`_EMPTY_WAIT_S` at most, then returned as it is).
+        creating one store once read an empty ``store.json``. None of the store's objects is
+        ever empty when whole, so an empty read there is read again until the write lands
+        (:data:`_EMPTY_WAIT_S` at most, then returned as it is).
         """
         deadline = time.monotonic() + _EMPTY_WAIT_S
         while True:

@@ -349,9 +349,8 @@ def sync_table_index(
             parts.clear()  # each pass records its ids: the last (the adding pass) stays
             return iter_vectors(table, dim, ids=parts)
 
-        index, params = build_index_streamed(blocks, n, dim, wanted, seed=seed)
+        index, params = build_index_streamed(blocks, n, dim, wanted, seed=seed)  # n checked
         ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
-        n = len(ids)
     meta = {
         "table_version": version,
         "kind": wanted,

@@ -35,10 +35,15 @@ def l2_normalise(mat: np.ndarray, *, dtype: type = np.float32) -> np.ndarray:
     return np.ascontiguousarray(mat / norms, dtype=dtype)
 
 
-def iter_vectors(table, dim: int, *, ids: list[pa.Array] | None = None) -> Iterator[np.ndarray]:
-    """The normalised embeddings of every row, block by block in scan order, each ``[b, dim]``
-    float32; one block in memory at a time. ``ids``: a list that gets each block's chip ids."""
+def iter_vectors(
+    table, dim: int, *, ids: list[pa.Array] | None = None, offset: int = 0
+) -> Iterator[np.ndarray]:
+    """The normalised embeddings of the rows from ``offset`` on, block by block in scan order,
+    each ``[b, dim]`` float32 and normalised on its own; one block in memory at a time.
+    ``ids``: a list that gets each block's chip ids."""
     query = table.search().select(["chip_id", "embedding"]).limit(None)
+    if offset:
+        query = query.offset(offset)
     for batch in query.to_batches():
         if batch.num_rows:
             if ids is not None:
@@ -49,19 +54,12 @@ def iter_vectors(table, dim: int, *, ids: list[pa.Array] | None = None) -> Itera
 def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array, np.ndarray]:
     """Chip ids and normalised embeddings of the rows from ``offset`` on, in scan order.
 
-    Read batch by batch, each normalised on its own, so the peak is the ``[n, dim]`` float32
+    Read batch by batch (:func:`iter_vectors`), so the peak is the ``[n, dim]`` float32
     result twice (the parts and their concatenation), not the whole Arrow column, its combined
     copy and the normalised copy at once (at 10^6 x 1,024: ~8 GB instead of ~12 GB).
     """
-    query = table.search().select(["chip_id", "embedding"]).limit(None)
-    if offset:
-        query = query.offset(offset)
     ids: list[pa.Array] = []
-    parts: list[np.ndarray] = []
-    for batch in query.to_batches():
-        if batch.num_rows:
-            ids.append(batch.column("chip_id"))
-            parts.append(l2_normalise(embedding_matrix(batch.column("embedding"), dim)))
+    parts = list(iter_vectors(table, dim, ids=ids, offset=offset))
     if not parts:
         return pa.array([], pa.string()), np.zeros((0, dim), dtype=np.float32)
     id_col = pa.concat_arrays(ids)

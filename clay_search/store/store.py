@@ -317,22 +317,21 @@ class Store:
         embedding: from the matrix if it is loaded, else from the index (FAISS holds them),
         else from the matrix (read now)."""
         rows = np.asarray(rows, dtype=np.int64)
-        if self._vectors is None and len(rows):
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._vectors is None:
             idx = self._ensure_index()
             if idx is not None and idx.kind != "flat":
                 return idx.index.reconstruct_batch(rows).astype(np.float32, copy=False)
         return self.vectors[rows]
 
-    def _rows_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """``[len(rows), D]`` embeddings of the rows a filter kept: read from the index when
-        the matrix is not loaded and they are at most half the store (a filtered search on a
-        large store then never builds the whole matrix), else from the matrix."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if self._vectors is None and 2 * len(rows) <= len(self):
-            return self.vectors_of(rows)
-        return self.vectors[rows]
+    def _filter_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The embeddings of the rows a filter kept: :meth:`vectors_of` (a filtered search on
+        a large store never builds the whole matrix), unless they are most of the store, where
+        the matrix, read once and kept, serves the next queries too."""
+        if self._vectors is None and 2 * len(rows) > len(self):
+            return self.vectors[rows]
+        return self.vectors_of(rows)
 
     def load(self) -> Store:
         """Read now what queries would read on first use: the FAISS index, or (without a
@@ -578,11 +577,11 @@ class Store:
         meta = {**meta, "filters": f.to_dict(), "k": k}
         if not f.empty:
             rows = self.engine.rows(f)
+            meta["candidates"] = int(len(rows))
             if exclude is not None and len(exclude):
                 rows = rows[~np.isin(rows, exclude)]
-            pos, s = exact_search(self._rows_vectors(rows), q, k)
+            pos, s = exact_search(self._filter_vectors(rows), q, k)
             r = rows[pos].astype(np.int64)
-            meta["candidates"] = int(len(rows))
             meta["total"] = len(self)
             res = self._results(r, s, meta)
             res.meta["index"] = "exact-in-filter"
@@ -738,7 +737,7 @@ class Store:
         if exclude_examples and len(labelled):
             rows = rows[~np.isin(rows, labelled)]
         scores = (
-            score_rows(model, self._rows_vectors(rows)) if len(rows) else np.zeros(0, np.float32)
+            score_rows(model, self._filter_vectors(rows)) if len(rows) else np.zeros(0, np.float32)
         )
         order = np.lexsort((rows, -scores))
         if k is not None:
