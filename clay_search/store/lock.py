@@ -166,6 +166,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _dead_writers_file(parts: tuple[str, ...]) -> bool:
+    """Whether the store file at relative path ``parts`` is a temp file a dead writer left."""
+    name = parts[-1]
+    if name.startswith(".tmp"):
+        return parts[0] == "lancedb"  # Lance's staged data, manifest or index file
+    if not name.endswith(".tmp"):
+        return False
+    if parts[0] == "index":
+        return True  # the index's own staged file (written under the lock)
+    pid = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else ""  # write_atomic's <name>.<pid>.tmp
+    return pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+
 def sweep_temp_files(store: str | Path) -> list[Path]:
     """Remove the temp files a crashed writer left in the local store ``store`` (see the module
     doc); call it holding the write lock. Returns what it removed."""
@@ -174,25 +187,10 @@ def sweep_temp_files(store: str | Path) -> list[Path]:
     if not root.is_dir():
         return removed
     for path in root.rglob("*.tmp*"):
-        name = path.name
-        if not path.is_file():
-            continue
-        rel = path.relative_to(root).parts
-        if name.startswith(".tmp") and rel[0] == "lancedb":
-            pass  # Lance's staged data, manifest or index file: only writers make them
-        elif name.endswith(".tmp") and rel[0] == "index":
-            pass  # the index's own staged file (written under the lock)
-        elif name.endswith(".tmp") and name.count(".") >= 2:
-            pid = name.rsplit(".", 2)[-2]  # write_atomic's <name>.<pid>.tmp
-            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
-                continue
-        else:
-            continue
-        try:
-            path.unlink()
-            removed.append(path)
-        except FileNotFoundError:
-            pass
+        if path.is_file() and _dead_writers_file(path.relative_to(root).parts):
+            with suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
     return removed
 
 
