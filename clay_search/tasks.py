@@ -70,24 +70,19 @@ def _backbone(
     weights, freeze, scratch: str | None, lora: LoRAConfig | None = None, seed: int = 0
 ) -> ClayBackbone:
     """The backbone, initialised from ``seed`` (a scratch encoder's weights, LoRA adapters)."""
-    with seeded(seed):
-        return _build_backbone(weights, freeze, scratch, lora)
-
-
-def _build_backbone(weights, freeze, scratch: str | None, lora: LoRAConfig | None) -> ClayBackbone:
-    if scratch:
-        if lora is not None:
-            raise TrainingDataError("LoRA adapts pretrained weights; it cannot train from scratch")
-        cfg = get_config(scratch)
-        enc = ClayEncoder.from_config(cfg)
-        info = WeightsInfo(f"scratch-{scratch}", cfg, "", "scratch")
-        return ClayBackbone(enc, info, freeze="none")
-    if lora is not None and freeze not in ("all", 0):
+    if scratch and lora is not None:
+        raise TrainingDataError("LoRA adapts pretrained weights; it cannot train from scratch")
+    if not scratch and lora is not None and freeze not in ("all", 0):
         raise TrainingDataError(
             "--lora trains adapters on a frozen encoder: drop --unfreeze-last/--no-freeze, "
             "or drop --lora"
         )
-    return ClayBackbone.from_weights(weights, freeze=freeze, lora=lora)
+    with seeded(seed):
+        if scratch:
+            cfg = get_config(scratch)
+            info = WeightsInfo(f"scratch-{scratch}", cfg, "", "scratch")
+            return ClayBackbone(ClayEncoder.from_config(cfg), info, freeze="none")
+        return ClayBackbone.from_weights(weights, freeze=freeze, lora=lora)
 
 
 def backbone_record(bb: ClayBackbone) -> NormalisationRecord | None:

@@ -217,207 +217,183 @@ def finetune(
     ``out_dir`` receives ``checkpoint.pt`` (after every epoch, tensors and plain values only;
     a rerun resumes from it) and ``metrics.csv`` (one row per epoch).
     """
-    with seeded(cfg.seed, device):
-        return _finetune(
-            model,
-            train,
-            val,
-            cfg,
-            out_dir,
-            device=device,
-            resume=resume,
-            progress=progress,
-            on_epoch=on_epoch,
+    with seeded(cfg.seed, device):  # initialisation and dropout follow from the seed
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
-
-def _finetune(
-    model: ChipModel | DenseModel,
-    train: ArrayData,
-    val: ArrayData | None,
-    cfg: FinetuneConfig,
-    out_dir: str | Path,
-    *,
-    device: str = "cpu",
-    resume: bool = True,
-    progress: bool = True,
-    on_epoch: Callable[[dict], None] | None = None,
-) -> FinetuneResult:
-    """:func:`finetune`'s body (the global RNG already seeded with ``cfg.seed``)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
-    model.to(dev)
-    dense = isinstance(model, DenseModel)
-    bb = model.backbone
-    frozen = bb.fully_frozen
-    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    enc_params = [p for p in bb.parameters() if p.requires_grad]
-    groups: list[dict[str, Any]] = [{"params": head_params, "lr": cfg.lr, "base": cfg.lr}]
-    if enc_params:
-        elr = cfg.encoder_lr or cfg.lr / 10
-        groups.append({"params": enc_params, "lr": elr, "base": elr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    weights = (
-        torch.tensor(cfg.class_weights, dtype=torch.float32, device=dev)
-        if cfg.class_weights
-        else None
-    )
-    n = len(train)
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
-    total = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup_fraction * total))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    size = tuple(train.x.shape[-2:])
-
-    # frozen encoder: run it once per chip
-    feats_train = feats_val = None
-    if frozen:
-        per_chip = (
-            4 * bb.dim * (size[0] // bb.patch_size) * (size[1] // bb.patch_size)
-            if dense
-            else 2 * bb.dim
-        ) * 4
-        if per_chip * (n + (len(val) if val else 0)) <= CACHE_BYTES:
-            feats_train = _features(model, train, dev)
-            feats_val = _features(model, val, dev) if val is not None and len(val) else None
-
-    result = FinetuneResult()
-    ck_path = out / CHECKPOINT
-    epoch, elapsed_before, best_state, best_score = 0, 0.0, None, None
-    if resume and ck_path.exists():
-        try:
-            ck = torch.load(str(ck_path), map_location="cpu", weights_only=True)
-            _load_trainable(model, ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: say so
-            raise CheckpointError(
-                f"cannot resume from {ck_path} ({type(e).__name__}: {str(e)[:200]}); it comes "
-                "from another model or settings: delete it (or use --no-resume) to start over"
-            ) from None
-        gen.set_state(ck["generator"])
-        epoch, elapsed_before = int(ck["epoch"]), float(ck["elapsed_s"])
-        result.rows = json.loads(ck["rows"])
-        best_state, best_score = ck.get("best_state"), ck.get("best_score")
-        result.best_epoch = ck.get("best_epoch")
-        if result.best_epoch is not None:
-            result.best_metrics = json.loads(ck.get("best_metrics", "{}"))
-    t0 = time.monotonic()
-    columns = TextColumn("{task.fields[info]}")
-    with Progress(
-        TextColumn(f"[bold]finetune {cfg.task}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("epoch {task.fields[epoch]}"),
-        columns,
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=False,
-    ) as bar:
-        task_id = bar.add_task(
-            "train", total=total, completed=epoch * steps_per_epoch, epoch=epoch, info=""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        dev = torch.device(device)
+        model.to(dev)
+        dense = isinstance(model, DenseModel)
+        bb = model.backbone
+        frozen = bb.fully_frozen
+        head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+        enc_params = [p for p in bb.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": head_params, "lr": cfg.lr, "base": cfg.lr}]
+        if enc_params:
+            elr = cfg.encoder_lr or cfg.lr / 10
+            groups.append({"params": enc_params, "lr": elr, "base": elr})
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        weights = (
+            torch.tensor(cfg.class_weights, dtype=torch.float32, device=dev)
+            if cfg.class_weights
+            else None
         )
-        while epoch < cfg.epochs:
-            if (
-                cfg.max_time_s is not None
-                and elapsed_before + time.monotonic() - t0 > cfg.max_time_s
-            ):
-                result.stopped_early = True
-                break
-            model.train()
-            perm = torch.randperm(n, generator=gen).numpy()
-            losses = []
-            te = time.monotonic()
-            for s in range(steps_per_epoch):
-                idx = np.sort(perm[s * cfg.batch_size : (s + 1) * cfg.batch_size])
-                if not len(idx):
-                    continue
-                step = epoch * steps_per_epoch + s
-                f = lr_at(step, base_lr=1.0, warmup=warmup, total=total)
-                for g in opt.param_groups:
-                    g["lr"] = g["base"] * f
-                y = torch.from_numpy(train.y[idx]).to(dev)
-                if feats_train is not None:
-                    o = model.decode(feats_train[idx].to(dev), size)
-                else:
-                    x = torch.from_numpy(train.x[idx]).to(dev)
-                    if cfg.augment:
-                        x, y = _augment(x, y, dense, gen)
-                    o = model(x, _meta(train, idx, dev))
-                loss = _loss(cfg.task, o, y, weights, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-                opt.step()
-                losses.append(float(loss.detach()))
-                bar.update(task_id, advance=1, epoch=epoch + 1, info=f"loss {np.mean(losses):.4f}")
-            epoch += 1
-            row = {
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)) if losses else None,
-                "epoch_seconds": round(time.monotonic() - te, 2),
-            }
-            metrics = {}
-            if val is not None and len(val):
-                outv = predict_batches(
-                    model, val, batch_size=cfg.batch_size, device=dev, features=feats_val
-                )
-                metrics = evaluate(cfg.task, outv, val.y, cfg)
-                row.update(
-                    {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float | int)}
-                )
-            score = metrics.get(MAIN_METRIC[cfg.task]) if metrics else None
-            if cfg.keep == "last" or score is None or _better(cfg.task, score, best_score):
-                best_score = score
-                best_state = _trainable_state(model)
-                result.best_epoch = epoch
-                result.best_metrics = metrics
-            result.rows.append(row)
-            _write_metrics(out / METRICS_CSV, result.rows)
-            bar.update(
-                task_id,
-                info=" ".join(
-                    f"{k.removeprefix('val_')} {v:.3f}"
-                    for k, v in row.items()
-                    if k.startswith("val_")
-                    and isinstance(v, float)
-                    and k.removeprefix("val_")
-                    in ("overall_accuracy", "miou", "rmse", "r2", "f1_micro")
-                ),
+        n = len(train)
+        steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+        total = steps_per_epoch * cfg.epochs
+        warmup = max(1, int(cfg.warmup_fraction * total))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        size = tuple(train.x.shape[-2:])
+
+        # frozen encoder: run it once per chip
+        feats_train = feats_val = None
+        if frozen:
+            per_chip = (
+                4 * bb.dim * (size[0] // bb.patch_size) * (size[1] // bb.patch_size)
+                if dense
+                else 2 * bb.dim
+            ) * 4
+            if per_chip * (n + (len(val) if val else 0)) <= CACHE_BYTES:
+                feats_train = _features(model, train, dev)
+                feats_val = _features(model, val, dev) if val is not None and len(val) else None
+
+        result = FinetuneResult()
+        ck_path = out / CHECKPOINT
+        epoch, elapsed_before, best_state, best_score = 0, 0.0, None, None
+        if resume and ck_path.exists():
+            try:
+                ck = torch.load(str(ck_path), map_location="cpu", weights_only=True)
+                _load_trainable(model, ck["model"])
+                opt.load_state_dict(ck["optimizer"])
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: say so
+                raise CheckpointError(
+                    f"cannot resume from {ck_path} ({type(e).__name__}: {str(e)[:200]}); it comes "
+                    "from another model or settings: delete it (or use --no-resume) to start over"
+                ) from None
+            gen.set_state(ck["generator"])
+            epoch, elapsed_before = int(ck["epoch"]), float(ck["elapsed_s"])
+            result.rows = json.loads(ck["rows"])
+            best_state, best_score = ck.get("best_state"), ck.get("best_score")
+            result.best_epoch = ck.get("best_epoch")
+            if result.best_epoch is not None:
+                result.best_metrics = json.loads(ck.get("best_metrics", "{}"))
+        t0 = time.monotonic()
+        columns = TextColumn("{task.fields[info]}")
+        with Progress(
+            TextColumn(f"[bold]finetune {cfg.task}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epoch {task.fields[epoch]}"),
+            columns,
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not progress,
+            transient=False,
+        ) as bar:
+            task_id = bar.add_task(
+                "train", total=total, completed=epoch * steps_per_epoch, epoch=epoch, info=""
             )
-            state = {
-                "model": _trainable_state(model),
-                "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-                "epoch": epoch,
-                "elapsed_s": elapsed_before + (time.monotonic() - t0),
-                "rows": json.dumps(result.rows),
-                "best_state": best_state,
-                "best_score": best_score,
-                "best_epoch": result.best_epoch,
-                "best_metrics": json.dumps(result.best_metrics),
-            }
-            tmp = ck_path.with_suffix(".tmp")
-            torch.save(state, str(tmp))
-            tmp.replace(ck_path)
-            if on_epoch is not None:
-                on_epoch(row)
-    if best_state is not None:
-        _load_trainable(model, best_state)
-    model.eval()
-    result.seconds = elapsed_before + (time.monotonic() - t0)
-    result.peak_rss_mb = _rss_mb()
-    return result
+            while epoch < cfg.epochs:
+                if (
+                    cfg.max_time_s is not None
+                    and elapsed_before + time.monotonic() - t0 > cfg.max_time_s
+                ):
+                    result.stopped_early = True
+                    break
+                model.train()
+                perm = torch.randperm(n, generator=gen).numpy()
+                losses = []
+                te = time.monotonic()
+                for s in range(steps_per_epoch):
+                    idx = np.sort(perm[s * cfg.batch_size : (s + 1) * cfg.batch_size])
+                    if not len(idx):
+                        continue
+                    step = epoch * steps_per_epoch + s
+                    f = lr_at(step, base_lr=1.0, warmup=warmup, total=total)
+                    for g in opt.param_groups:
+                        g["lr"] = g["base"] * f
+                    y = torch.from_numpy(train.y[idx]).to(dev)
+                    if feats_train is not None:
+                        o = model.decode(feats_train[idx].to(dev), size)
+                    else:
+                        x = torch.from_numpy(train.x[idx]).to(dev)
+                        if cfg.augment:
+                            x, y = _augment(x, y, dense, gen)
+                        o = model(x, _meta(train, idx, dev))
+                    loss = _loss(cfg.task, o, y, weights, cfg)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+                    opt.step()
+                    losses.append(float(loss.detach()))
+                    bar.update(
+                        task_id, advance=1, epoch=epoch + 1, info=f"loss {np.mean(losses):.4f}"
+                    )
+                epoch += 1
+                row = {
+                    "epoch": epoch,
+                    "train_loss": float(np.mean(losses)) if losses else None,
+                    "epoch_seconds": round(time.monotonic() - te, 2),
+                }
+                metrics = {}
+                if val is not None and len(val):
+                    outv = predict_batches(
+                        model, val, batch_size=cfg.batch_size, device=dev, features=feats_val
+                    )
+                    metrics = evaluate(cfg.task, outv, val.y, cfg)
+                    row.update(
+                        {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float | int)}
+                    )
+                score = metrics.get(MAIN_METRIC[cfg.task]) if metrics else None
+                if cfg.keep == "last" or score is None or _better(cfg.task, score, best_score):
+                    best_score = score
+                    best_state = _trainable_state(model)
+                    result.best_epoch = epoch
+                    result.best_metrics = metrics
+                result.rows.append(row)
+                _write_metrics(out / METRICS_CSV, result.rows)
+                bar.update(
+                    task_id,
+                    info=" ".join(
+                        f"{k.removeprefix('val_')} {v:.3f}"
+                        for k, v in row.items()
+                        if k.startswith("val_")
+                        and isinstance(v, float)
+                        and k.removeprefix("val_")
+                        in ("overall_accuracy", "miou", "rmse", "r2", "f1_micro")
+                    ),
+                )
+                state = {
+                    "model": _trainable_state(model),
+                    "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(),
+                    "epoch": epoch,
+                    "elapsed_s": elapsed_before + (time.monotonic() - t0),
+                    "rows": json.dumps(result.rows),
+                    "best_state": best_state,
+                    "best_score": best_score,
+                    "best_epoch": result.best_epoch,
+                    "best_metrics": json.dumps(result.best_metrics),
+                }
+                tmp = ck_path.with_suffix(".tmp")
+                torch.save(state, str(tmp))
+                tmp.replace(ck_path)
+                if on_epoch is not None:
+                    on_epoch(row)
+        if best_state is not None:
+            _load_trainable(model, best_state)
+        model.eval()
+        result.seconds = elapsed_before + (time.monotonic() - t0)
+        result.peak_rss_mb = _rss_mb()
+        return result
 
 
 def _features(model, data: ArrayData, dev) -> torch.Tensor:
