@@ -527,7 +527,7 @@ def row_ours(cfg: dict, work: Path) -> dict:
     d = load(work)
     k = cfg["k"]
     t = time.perf_counter()
-    report = sync_index(work / "store")
+    report = sync_index(work / "store", kind=cfg.get("ours_kind", "auto"))
     build_s = time.perf_counter() - t
     progress(f"ours: {report.kind} index built in {build_s:.0f} s ({report.params})")
     store = clay_search.connect(work / "store")
@@ -601,6 +601,7 @@ def config(args: argparse.Namespace) -> dict:
         "k": k,
         "seed": args.seed,
         "chunk": min(50_000, n),
+        "ours_kind": args.ours_kind,
         "train": min(n, 64 * 1024 if not args.quick else 2048),
         "ivf_nlist": 1024 if not args.quick else 32,
         "pq_m": 64 if not args.quick else 8,
@@ -640,6 +641,12 @@ def main() -> None:
     ap.add_argument("--lance-sub-vectors", type=int, default=64, help="LanceDB PQ sub-vectors")
     ap.add_argument(
         "--lance-sample-rate", type=int, default=64, help="LanceDB k-means sample per partition"
+    )
+    ap.add_argument(
+        "--ours-kind",
+        default="auto",
+        help="index kind for the `ours` row (auto, ivf, ivf-sq8, hnsw); another kind than the "
+        "store's index rebuilds it",
     )
     ap.add_argument("--lance-iterations", type=int, default=10, help="LanceDB k-means iterations")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)

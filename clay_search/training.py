@@ -31,6 +31,8 @@ DEFAULT_SET_WEIGHTS = {
     "bigearthnet_benv2": 0.05,
     "landsat8": 0.15,
     "naip": 0.2,
+    "oscd": 0.1,
+    "landsat7": 0.05,
 }
 #: the chip vector the Embedder uses by default for these weights: mean + std of the patch
 #: tokens beat CLS by 10+ points of EuroSAT kNN precision (model/weights/MODEL_CARD.md)
@@ -90,6 +92,16 @@ class TrainParams(OptionSet):
         "Cap EuroSAT chips per class (quick runs).",
         check=positive("--max-per-class", optional=True),
     )
+    init: Path | None = opt(
+        None,
+        "Start from these weights (continued pretraining); the default starts from scratch.",
+        parse=_path,
+    )
+    view_loss: float = opt(
+        0.0,
+        "Weight of the view-consistency loss (two masked views of a chip agree); 0 = off.",
+        check=_at_least_zero("--view-loss"),
+    )
     export: Path | None = opt(None, "Copy weights, config, loss CSV and PNG here.", parse=_path)
     resume: bool = opt(True, "Resume from the run's checkpoint.", flag="--resume/--no-resume")
     threads: int | None = opt(
@@ -140,6 +152,7 @@ def _pretrain(p: TrainParams) -> TrainResult:
         warmup=min(p.warmup, max(1, p.steps // 10)),
         seed=p.seed,
         precision=p.precision,
+        view_loss=p.view_loss,
         set_weights=[DEFAULT_SET_WEIGHTS.get(s.name, 0.1) for s in sets],
     )
     t_mod, t_dim = (None, None)
@@ -153,6 +166,7 @@ def _pretrain(p: TrainParams) -> TrainResult:
         "data_note": (
             "EuroSAT train split only (held-out split by file-name hash, 30%); every set "
             "normalised with per-band statistics computed from its own training chips"
+            + (f"; continued from {p.init}" if p.init is not None else "")
         ),
     }
     with Progress(
@@ -179,6 +193,7 @@ def _pretrain(p: TrainParams) -> TrainResult:
             resume=p.resume,
             progress=progress,
             extra_meta=extra,
+            init=p.init,
         )
     if result.steps_done >= cfg.steps:  # finished: ship the chip-vector statistics too
         from clay_search.model.checkpoints import load_encoder

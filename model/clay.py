@@ -7,7 +7,9 @@ Architecture (equivalent to the reference ``claymodel`` 1.5.0):
   with the 8 time/location values (week sin/cos, hour sin/cos, lat sin/cos, lon sin/cos)
 - masking: a ratio of patches dropped (random order when ``shuffle``), a CLS token prepended
 - encoder: pre-norm transformer; decoder: transformer and the dynamic embedding in reverse
-- loss: L1 reconstruction on masked patches only (optionally on per-patch normalised pixels)
+- loss: L1 reconstruction on masked patches only (optionally on per-patch normalised pixels);
+  optionally a view-consistency loss (two masked, rotated views of each chip agree on their
+  pooled tokens against the batch's other chips: NT-Xent, as in masked siamese networks)
 """
 
 from __future__ import annotations
@@ -489,11 +491,20 @@ class ClayMAE(nn.Module):
         norm_pix_loss: bool = False,
         teacher: nn.Module | None = None,
         teacher_dim: int | None = None,
+        view_loss: float = 0.0,
+        view_temperature: float = 0.2,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
+        self.view_loss = view_loss
+        self.view_temperature = view_temperature
+        if view_loss > 0:
+            # projector of the pooled tokens (mean + std: the chip vector's pooling)
+            self.view_proj = nn.Sequential(
+                nn.Linear(2 * cfg.dim, 256), nn.GELU(), nn.Linear(256, 128)
+            )
         self.encoder = ClayEncoder.from_config(cfg, mask_ratio=mask_ratio, shuffle=True)
         self.decoder = ClayDecoder.from_config(cfg)
         self.teacher = teacher
@@ -515,6 +526,23 @@ class ClayMAE(nn.Module):
             target = (target - mean) / (var + 1e-6) ** 0.5
         loss = F.l1_loss(predicted.float(), target.float(), reduction="none").mean(dim=-1)
         return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+    def consistency_loss(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """NT-Xent between two views' patch tokens, each chip's other view its one positive.
+
+        ``first``, ``second`` ``[B, 1 + L_kept, D]`` (CLS first, ignored): pooled as mean + std
+        of the patch tokens, projected, compared by cosine at ``view_temperature``.
+        """
+        z = [
+            F.normalize(self.view_proj(torch.cat((t[:, 1:].mean(1), t[:, 1:].std(1)), -1)), dim=-1)
+            for t in (first.float(), second.float())
+        ]
+        b = z[0].shape[0]
+        both = torch.cat(z, 0)  # [2B, 128]
+        sim = both @ both.T / self.view_temperature
+        sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=sim.device), float("-inf"))
+        target = torch.cat((torch.arange(b, 2 * b), torch.arange(0, b))).to(sim.device)
+        return F.cross_entropy(sim, target)
 
     def forward(
         self,
@@ -546,4 +574,18 @@ class ClayMAE(nn.Module):
             rep = 1.0 - F.cosine_similarity(self.proj(enc.tokens[:, 0]), teacher_emb).mean()
             out["representation_loss"] = rep
             out["loss"] = 0.9 * rec + 0.1 * rep
+        if self.view_loss > 0 and pixels.shape[0] > 1:
+            # the second view: the chips turned by a random quarter turn, another random mask
+            k = int(torch.randint(4, (1,), generator=generator).item())
+            other = self.encoder.encode_masked(
+                torch.rot90(target, k, dims=(2, 3)),  # all bands: band dropping is a view too
+                time=time,
+                latlon=latlon,
+                gsd=gsd,
+                waves=waves,
+                generator=generator,
+            )
+            view = self.consistency_loss(enc.tokens, other.tokens)
+            out["view_loss"] = view
+            out["loss"] = out["loss"] + self.view_loss * view
         return out

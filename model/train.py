@@ -231,6 +231,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
+    #: weight of the view-consistency loss (0 = masked reconstruction only)
+    view_loss: float = 0.0
+    view_temperature: float = 0.2
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
     checkpoint_every: int = 100
@@ -310,7 +313,16 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, int]:
 
 
 # -- the loop ------------------------------------------------------------------------------------
-LOSS_FIELDS = ["step", "loss", "reconstruction_loss", "representation_loss", "lr", "sensor", "s"]
+LOSS_FIELDS = [
+    "step",
+    "loss",
+    "reconstruction_loss",
+    "representation_loss",
+    "view_loss",
+    "lr",
+    "sensor",
+    "s",
+]
 
 
 def _write_losses(path: Path, rows: list[dict]) -> None:
@@ -347,6 +359,24 @@ def plot_losses(rows: list[dict], path: str | Path, *, window: int = 50) -> Path
     return path
 
 
+def _start_from(model: ClayMAE, init: str | Path) -> None:
+    """Load the encoder (and its decoder, when one goes with it) of the weights ``init``."""
+    from clay_search.model.checkpoints import load_decoder
+
+    encoder, info = load_encoder(init)
+    if info.config.to_dict() != model.cfg.to_dict():
+        raise CheckpointError(
+            f"--init {init} is a {info.config.name} model "
+            f"(dim {info.config.dim}, depth {info.config.depth}, patch {info.config.patch_size}); "
+            f"this run trains {model.cfg.name} (dim {model.cfg.dim}, depth {model.cfg.depth}, "
+            f"patch {model.cfg.patch_size}): pass the matching --size and --patch-size"
+        )
+    model.encoder.load_state_dict(encoder.state_dict())
+    decoder, _ = load_decoder(info)
+    if decoder is not None:
+        model.decoder.load_state_dict(decoder.state_dict())
+
+
 def train(
     sets: Sequence[ChipSet],
     out_dir: str | Path,
@@ -360,6 +390,7 @@ def train(
     resume: bool = True,
     progress: Callable[[int, int, dict], None] | None = None,
     extra_meta: dict | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Pretrain a Clay MAE on ``sets`` and write the weights to ``out_dir``.
 
@@ -368,6 +399,8 @@ def train(
     + ``config.json``). ``max_time_s`` stops early (the weights are still written, and the run can
     be resumed); ``stop_step`` stops at that step (the schedule still spans ``cfg.steps``), which
     makes a time-limited run reproducible. ``progress(step, total, row)`` runs after each step.
+    ``init`` starts a new run from existing weights (continued pretraining: their encoder, and
+    their decoder where one goes with them); a run resumed from its checkpoint ignores it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -380,7 +413,13 @@ def train(
         norm_pix_loss=cfg.norm_pix_loss,
         teacher=teacher,
         teacher_dim=teacher_dim,
-    ).to(device)
+        view_loss=cfg.view_loss,
+        view_temperature=cfg.view_temperature,
+    )
+    ckpt_path = out / "checkpoint.pt"
+    if init is not None and not (resume and ckpt_path.exists()):
+        _start_from(model, init)
+    model = model.to(device)
     params = [p for n, p in model.named_parameters() if p.requires_grad and "teacher" not in n]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -398,7 +437,6 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed)
     rows: list[dict] = []
     step, elapsed_before = 0, 0.0
-    ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         ck = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"], strict=False)
@@ -460,6 +498,7 @@ def train(
             "representation_loss": float(losses["representation_loss"].detach())
             if "representation_loss" in losses
             else "",
+            "view_loss": float(losses["view_loss"].detach()) if "view_loss" in losses else "",
             "lr": lr,
             "sensor": b.sensor,
             "s": round(elapsed_before + time.monotonic() - t0, 2),

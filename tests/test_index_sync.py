@@ -107,7 +107,7 @@ def test_commits_that_keep_every_row_do_not_rebuild(store):
     assert sync_index(info.path).action == "rebuilt"
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-sq8"])
 def test_rows_rewritten_with_the_same_embeddings_are_reordered_not_rebuilt(store, kind):
     """Predictions written with ``update`` rewrite rows (new order, deletion files) but keep
     ids and embeddings: the index re-adds the vectors in the new order, without retraining."""

@@ -32,7 +32,9 @@ def index(
             "--sync", help="Bring the index up to the latest table version (the default action)."
         ),
     ] = False,
-    kind: Annotated[str, typer.Option(help="auto, flat, ivf or hnsw.")] = "auto",
+    kind: Annotated[
+        str, typer.Option(help="auto, flat, ivf, ivf-sq8 (8-bit codes, exact re-ranking) or hnsw.")
+    ] = "auto",
     verbose: VerboseOpt = False,
 ) -> None:
     """Sync the vector index with the chips table (--sync, the default), check it, or rebuild.

@@ -33,11 +33,13 @@ import pyarrow.ipc as ipc
 
 from clay_search.errors import IndexStaleError
 from clay_search.index.faiss_index import (
+    IVF_KINDS,
     apply_params,
     build_index,
     build_index_streamed,
     choose_kind,
-    tune,
+    stored_form,
+    tune_streamed,
 )
 from clay_search.index.vectors import iter_vectors, read_ids_and_vectors
 from clay_search.location import RemotePath, store_location, write_atomic
@@ -87,7 +89,7 @@ class LoadedIndex:
 
     @property
     def kind(self) -> str:
-        """``flat``, ``ivf`` or ``hnsw``."""
+        """``flat``, ``ivf``, ``ivf-sq8`` or ``hnsw``."""
         return str(self.meta["kind"])
 
 
@@ -263,8 +265,8 @@ def sync_table_index(
     grew (no deletes or updates, same ids in the same order); re-adds the same vectors in the
     new row order (no training, no tuning) when rows were rewritten with the same ids and
     embeddings (predictions written with ``update``); rebuilds otherwise, or when
-    ``rebuild`` is set, or when ``kind`` (``auto``/``flat``/``ivf``/``hnsw``) asks for another
-    kind than the index has.
+    ``rebuild`` is set, or when ``kind`` (``auto``/``flat``/``ivf``/``ivf-sq8``/``hnsw``) asks
+    for another kind than the index has.
     """
     t0 = time.perf_counter()
     folder = _folder(folder)
@@ -310,8 +312,15 @@ def sync_table_index(
                 loaded.index.add(new_vecs)
                 params = dict(meta.get("params", {}))
                 if meta["kind"] != "flat" and n >= 2 * max(int(meta.get("tuned_count", 1)), 1):
-                    _, all_vecs = read_ids_and_vectors(table, dim)
-                    params.update(tune(loaded.index, meta["kind"], all_vecs, seed=seed))
+                    params.update(
+                        tune_streamed(
+                            loaded.index,
+                            meta["kind"],
+                            lambda: iter_vectors(table, dim),
+                            n,
+                            seed=seed,
+                        )
+                    )
                     meta["tuned_count"] = n
                 ids = pa.concat_arrays([loaded.ids, new_ids.cast(pa.string())])
                 meta.update(
@@ -385,7 +394,9 @@ def _readd_if_same(
         return None
     order = np.array([pos[c] for c in new_ids], dtype=np.int64)
     stored = _reconstruct(loaded, np.arange(len(old_ids), dtype=np.int64))
-    if stored.shape != vecs.shape or not np.allclose(stored[order], vecs, atol=1e-6):
+    if stored.shape != vecs.shape or not np.allclose(
+        stored[order], stored_form(loaded.index, loaded.kind, vecs), atol=1e-6
+    ):
         return None
     index = loaded.index
     index.reset()  # keeps an IVF's trained coarse quantiser
@@ -410,7 +421,7 @@ def _can_append(table, meta: dict, version: int, n: int) -> bool:
     old_count = int(meta["count"])
     if version < int(meta["table_version"]) or n < old_count:
         return False
-    if meta["kind"] == "ivf" and n > 4 * max(int(meta.get("tuned_count", old_count)), 1):
+    if meta["kind"] in IVF_KINDS and n > 4 * max(int(meta.get("tuned_count", old_count)), 1):
         return False  # the coarse quantiser was trained on far fewer rows: retrain
     return _only_appended(table, int(meta["table_version"]), version)
 
@@ -472,7 +483,7 @@ def check_table_index(
     if present:
         stored = _reconstruct(loaded, np.array([p for _, p in present], dtype=np.int64))
         rows = vecs[[i for i, _ in present]]
-        bad = np.abs(stored - rows).max(axis=1) > atol
+        bad = np.abs(stored - stored_form(loaded.index, loaded.kind, rows)).max(axis=1) > atol
         stale = [table_ids[present[j][0]] for j in np.flatnonzero(bad)]
     covered = covers_version(table, loaded.meta, int(table.version))
     return IndexCheck(
@@ -488,7 +499,7 @@ def check_table_index(
 
 def _reconstruct(loaded: LoadedIndex, rows: np.ndarray) -> np.ndarray:
     index = loaded.index
-    if loaded.kind == "ivf":
+    if loaded.kind in IVF_KINDS:
         faiss.extract_index_ivf(index).make_direct_map()
     return (
         np.vstack([index.reconstruct(int(r)) for r in rows])

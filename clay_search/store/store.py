@@ -25,8 +25,9 @@ from clay_search.errors import (
     UnknownChipError,
 )
 from clay_search.filters import FilterEngine, FilterKeywords, Filters
+from clay_search.index.faiss_index import APPROXIMATE_KINDS, candidates
 from clay_search.index.sync import LoadedIndex, covers_version, load_index, read_index_meta
-from clay_search.index.vectors import l2_normalise, read_ids_and_vectors
+from clay_search.index.vectors import embedding_matrix, l2_normalise, read_ids_and_vectors
 from clay_search.location import RemotePath
 from clay_search.results import Results
 from clay_search.search import NEGATIVE_WEIGHT, exact_search, query_vector
@@ -303,9 +304,10 @@ class Store:
                 idx = self._ensure_index()
                 if idx is not None and idx.kind == "flat":
                     self._vectors = _flat_index_vectors(idx, self.dim)
-                elif idx is not None:  # ivf / hnsw hold the same normalised vectors
+                elif idx is not None and idx.kind not in APPROXIMATE_KINDS:
+                    # ivf / hnsw hold the same normalised vectors
                     self._vectors = _index_vectors(idx, self.dim)
-                else:
+                else:  # no index, or one holding codes: the exact vectors are the table's
                     ids, vecs = read_ids_and_vectors(self.table, self.dim)
                     if not ids.equals(self.attrs.column("chip_id").combine_chunks()):
                         raise IndexStaleError("the table changed while reading; reconnect")
@@ -315,12 +317,15 @@ class Store:
     def vectors_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """``[len(rows), D]`` normalised embeddings of table rows, without reading every
         embedding: from the matrix if it is loaded, else from the index (FAISS holds them),
-        else from the matrix (read now)."""
+        else, for an index of 8-bit codes, from the table's rows (exact), else from the matrix
+        (read now)."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._vectors is None:
             idx = self._ensure_index()
+            if idx is not None and idx.kind in APPROXIMATE_KINDS:
+                return l2_normalise(embedding_matrix(self.take_column("embedding", rows), self.dim))
             if idx is not None and idx.kind != "flat":
                 return idx.index.reconstruct_batch(rows).astype(np.float32, copy=False)
         return self.vectors[rows]
@@ -591,7 +596,7 @@ class Store:
             r, s = exact_search(self.vectors, q, k, exclude=exclude)
             return self._results(r, s, meta)
         n_ex = 0 if exclude is None else len(exclude)
-        kk = min(k + n_ex, idx.index.ntotal)
+        kk = min(candidates(idx.kind, k) + n_ex, idx.index.ntotal)
         if kk == 0:
             return self._results(np.zeros(0, np.int64), np.zeros(0, np.float32), meta)
         d, i = idx.index.search(q[None, :], kk)
@@ -599,7 +604,13 @@ class Store:
         keep = i >= 0
         if exclude is not None and n_ex:
             keep &= ~np.isin(i, exclude)
-        r, s = i[keep][:k], d[keep][:k]
+        i, d = i[keep].astype(np.int64), d[keep]
+        if idx.kind in APPROXIMATE_KINDS:  # codes found the candidates; the table scores them
+            d = self.vectors_of(i) @ q
+            order = np.argsort(-d, kind="stable")
+            i, d = i[order], d[order]
+            meta["reranked"] = int(len(i))
+        r, s = i[:k], d[:k]
         return self._results(r, s, meta)
 
     def search_vector(
