@@ -10,15 +10,26 @@ them: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), ``AWS_REGION`` /
 ``AWS_SESSION_TOKEN``; ``az://CONTAINER/PREFIX``: ``AZURE_STORAGE_ACCOUNT_NAME``,
 ``AZURE_STORAGE_ACCOUNT_KEY`` (or ``AZURE_STORAGE_SAS_TOKEN``; neither: Azure's default
 credential chain), and for the Azurite emulator ``AZURE_STORAGE_USE_EMULATOR=true`` with
-``AZURITE_BLOB_STORAGE_URL`` (default ``http://127.0.0.1:10000``); ``gs://`` uses
-``pyarrow.fs``'s and LanceDB's defaults (``GOOGLE_APPLICATION_CREDENTIALS``; untested).
+``AZURITE_BLOB_STORAGE_URL`` (default ``http://127.0.0.1:10000``); ``gs://BUCKET/PREFIX``:
+``pyarrow.fs``'s and Lance's defaults (``GOOGLE_APPLICATION_CREDENTIALS``, or the metadata
+server), and for an emulator ``STORAGE_EMULATOR_HOST`` (``http://HOST:PORT``; no scheme means
+``http``), as Google's own clients read it: anonymous access at that endpoint for ``pyarrow.fs``,
+and for Lance a service-account key with that ``gcs_base_url`` and OAuth off.
+
+``gs://`` is tested against fake-gcs-server on loopback (``tests/test_store_gcs.py``) for this
+file layer and for reading a store (search with its index); writing the table is not:
+Lance's object_store writes through GCS's XML API (``PUT /BUCKET/OBJECT``), which the emulator
+does not serve (``400 invalid uploadType``).
 
 Writes: :func:`write_atomic` writes a whole file at once (a temporary file and ``os.replace``
-locally; one PUT on an object store, which readers see whole or not at all).
+locally; one PUT on an object store, which readers see whole or not at all; on ``gs://``
+pyarrow's writer is a resumable upload, and the object appears only when it is finalised on
+close, so no empty-blob window as on ``az://``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -86,6 +97,33 @@ def _azure_settings() -> dict[str, str]:
     return out
 
 
+def _gcs_emulator() -> str | None:
+    """The GCS emulator's URL from ``STORAGE_EMULATOR_HOST`` (``http://`` where none is given)."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST", "").strip().rstrip("/")
+    if not host:
+        return None
+    return host if "://" in host else f"http://{host}"
+
+
+def _gcs_storage_options() -> dict[str, str]:
+    """Lance's options for ``gs://``: none (its defaults) or, for an emulator, a key that
+    points object_store at it (``gcs_base_url``) with OAuth off."""
+    emulator = _gcs_emulator()
+    if emulator is None:
+        return {}
+    key = {
+        "gcs_base_url": emulator,
+        "disable_oauth": True,
+        "client_email": "",
+        "private_key": "",
+        "private_key_id": "",
+    }
+    opts = {"google_service_account_key": json.dumps(key)}
+    if emulator.startswith("http://"):
+        opts["allow_http"] = "true"
+    return opts
+
+
 def storage_options(uri: str) -> dict[str, str]:
     """LanceDB/Lance ``storage_options`` for an object-store URI, from the environment."""
     if uri.startswith("az://"):
@@ -93,6 +131,8 @@ def storage_options(uri: str) -> dict[str, str]:
         if az.pop("emulator_url", None):  # Lance's object_store reads AZURITE_BLOB_STORAGE_URL
             az["allow_http"] = "true"
         return az
+    if uri.startswith("gs://"):
+        return _gcs_storage_options()
     if not uri.startswith("s3://"):
         return {}
     opts: dict[str, str] = {}
@@ -139,6 +179,12 @@ def _filesystem(scheme: str, bucket: str, settings: tuple) -> Any:
             opts.update(blob_storage_authority=parsed.netloc, blob_storage_scheme=parsed.scheme)
             opts.update(dfs_storage_authority=parsed.netloc, dfs_storage_scheme=parsed.scheme)
         return pfs.AzureFileSystem(account, **opts)
+    emulator = dict(settings).get("emulator")
+    if scheme == "gs" and emulator:
+        parsed = urlparse(emulator)
+        return pfs.GcsFileSystem(
+            anonymous=True, endpoint_override=parsed.netloc, scheme=parsed.scheme or "http"
+        )
     fs, _ = pfs.FileSystem.from_uri(f"{scheme}://{bucket}")
     return fs
 
@@ -206,6 +252,8 @@ class RemotePath:
             settings = tuple(sorted(s.items()))
         elif self.scheme == "az":
             settings = tuple(sorted(_azure_settings().items()))
+        elif self.scheme == "gs" and _gcs_emulator():
+            settings = (("emulator", _gcs_emulator()),)
         return _filesystem(self.scheme, self.bucket, settings)
 
     @property
@@ -284,7 +332,9 @@ class RemotePath:
                 raise FileNotFoundError(f"{self.uri} does not exist") from None
 
     def iterdir(self) -> list[RemotePath]:
-        """The objects directly under this prefix."""
+        """The objects directly under this prefix (on ``gs://`` objects only: pyarrow's GCS
+        listing names no sub-prefix without a folder-marker object; the store lists only
+        objects: index generations, run manifests)."""
         import pyarrow.fs as pfs
 
         sel = pfs.FileSelector(self.fs_path, allow_not_found=True)

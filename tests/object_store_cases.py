@@ -49,6 +49,33 @@ def gated_ingest(src, store: str, weights, gate, free_chips: int) -> list[str]:
     return [sys.executable, "-c", SCRIPT.format(kw=repr(KILL_KW)), *map(str, args)]
 
 
+def assert_overwrites_read_whole(path: RemotePath) -> None:
+    """Overwrite ``path`` 19 times with :func:`~clay_search.location.write_atomic` in one thread
+    while another reads it: every read must be a whole content, the old or the new (never an
+    empty or a partial object)."""
+    from clay_search.location import write_atomic
+
+    contents = [f'{{"n": {i}, "pad": "{"x" * (2000 + 37 * i)}"}}'.encode() for i in range(20)]
+    write_atomic(path, contents[0])
+    done = threading.Event()
+
+    def writer() -> None:
+        for c in contents[1:]:
+            write_atomic(path, c)
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    reads = []
+    while not done.is_set():
+        reads.append(path.read_bytes())
+    t.join()
+    reads.append(path.read_bytes())
+    assert len(reads) >= 2
+    bad = [r[:40] for r in reads if r not in contents]
+    assert not bad, f"{len(bad)} of {len(reads)} reads were neither the old nor the new content"
+
+
 class ObjectStoreCases:
     """Ingest, search, resume and concurrent writes on one object-store server.
 

@@ -22,7 +22,11 @@ from pathlib import Path
 
 import pytest
 from gated_embedder import wait_for
-from object_store_cases import ObjectStoreCases, server_environment
+from object_store_cases import (
+    ObjectStoreCases,
+    assert_overwrites_read_whole,
+    server_environment,
+)
 
 from clay_search.location import RemotePath, store_location
 
@@ -144,27 +148,4 @@ def test_a_read_during_an_overwrite_sees_old_or_new_content(object_store):
     """pyarrow's Azure writer creates the blob empty when it opens it and fills it when it
     closes it: a reader in that window read an empty ``store.json`` (two writers creating one
     store). Every read must return a whole content, the old or the new."""
-    import threading
-
-    from clay_search.location import write_atomic
-
-    path = store_location(object_store) / "store.json"
-    contents = [f'{{"n": {i}, "pad": "{"x" * (2000 + 37 * i)}"}}'.encode() for i in range(20)]
-    write_atomic(path, contents[0])
-    done = threading.Event()
-
-    def writer() -> None:
-        for c in contents[1:]:
-            write_atomic(path, c)
-        done.set()
-
-    t = threading.Thread(target=writer)
-    t.start()
-    reads = []
-    while not done.is_set():
-        reads.append(path.read_bytes())
-    t.join()
-    reads.append(path.read_bytes())
-    assert len(reads) >= 2
-    bad = [r[:40] for r in reads if r not in contents]
-    assert not bad, f"{len(bad)} of {len(reads)} reads were neither the old nor the new content"
+    assert_overwrites_read_whole(store_location(object_store) / "store.json")
