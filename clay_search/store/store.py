@@ -342,11 +342,12 @@ class Store:
             return self.vectors[rows]
         return self.vectors_of(rows)
 
-    def _scores_of(self, rows: np.ndarray, score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """``score`` of the embeddings of ``rows`` (a filter's, or every row), in ``rows``'
-        order: of :meth:`_filter_vectors` at once, or, with an index of 8-bit codes (whose
-        exact vectors are the table's), block by block from the table: the whole matrix of a
-        store too large for it (10^7 x 1,024 = 41 GB) is never held."""
+    def scores_of(self, rows: np.ndarray, score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``score(vectors)`` of the embeddings of ``rows`` (a filter's, or every row), in
+        ``rows``' order (``score`` maps ``[b, D]`` to ``[b]``): of :meth:`_filter_vectors` at
+        once, or, with an index of 8-bit codes (whose exact vectors are the table's), block by
+        block from the table: the whole matrix of a store too large for it (10^7 x 1,024 =
+        41 GB) is never held."""
         idx = self._ensure_index() if self._vectors is None else None
         if idx is None or idx.kind not in APPROXIMATE_KINDS:
             return score(self._filter_vectors(rows))
@@ -603,7 +604,7 @@ class Store:
             meta["candidates"] = int(len(rows))
             if exclude is not None and len(exclude):
                 rows = rows[~np.isin(rows, exclude)]
-            scores = self._scores_of(rows, lambda v: v @ q)
+            scores = self.scores_of(rows, lambda v: v @ q)
             pos = top_k(scores, k)
             r, s = rows[pos].astype(np.int64), scores[pos]
             meta["total"] = len(self)
@@ -767,7 +768,7 @@ class Store:
         if exclude_examples and len(labelled):
             rows = rows[~np.isin(rows, labelled)]
         scores = (
-            self._scores_of(rows, lambda v: score_rows(model, v))
+            self.scores_of(rows, lambda v: score_rows(model, v))
             if len(rows)
             else np.zeros(0, np.float32)
         )
