@@ -703,6 +703,7 @@ def main() -> None:
     base += ["--lance-sub-vectors", str(args.lance_sub_vectors)]
     base += ["--lance-sample-rate", str(args.lance_sample_rate)]
     base += ["--lance-iterations", str(args.lance_iterations)]
+    base += ["--ours-kind", args.ours_kind]
     if args.lance_partitions:
         base += ["--lance-partitions", str(args.lance_partitions)]
     for row in [r for r in args.rows.split(",") if r]:

@@ -256,8 +256,13 @@ def random_negatives(n: int, exclude: np.ndarray, count: int, *, seed: int = 0) 
     return np.sort(background_rows(n, exclude, count, seed=seed))
 
 
+def _take(vectors: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows of a matrix, or of a Store (``vectors_of``: never its whole matrix)."""
+    return vectors.vectors_of(rows) if hasattr(vectors, "vectors_of") else vectors[rows]
+
+
 def kmeans_negatives(
-    vectors: np.ndarray,
+    vectors: Any,
     exclude: np.ndarray,
     count: int,
     positives: np.ndarray,
@@ -265,6 +270,9 @@ def kmeans_negatives(
     seed: int = 0,
 ) -> np.ndarray:
     """One row per k-means cluster (``count`` clusters) of the embeddings: the store's variety.
+
+    ``vectors``: the ``[n, D]`` matrix, or a Store (its rows are then read as needed, scored
+    block by block: a store of codes never builds its whole matrix).
 
     Clusters on a seeded sample of at most :data:`KMEANS_SAMPLE` rows; the chip nearest each
     centre is taken. Rows in ``exclude`` and the ``2 * count`` rows most like the positives'
@@ -277,19 +285,24 @@ def kmeans_negatives(
     pool = np.setdiff1d(np.arange(n), exclude)
     if len(positives):  # at most half the pool: a small store keeps negatives to draw from
         centre = positives.mean(axis=0)
-        sim = vectors[pool] @ centre
+        sim = (
+            vectors.scores_of(pool, lambda v: v @ centre)
+            if hasattr(vectors, "scores_of")
+            else vectors[pool] @ centre
+        )
         near = np.argsort(-sim)[: min(2 * count, len(pool) // 2)]
         pool = np.delete(pool, near)
     if len(pool) <= count:
         return np.sort(pool)
     sample = np.sort(rng.choice(pool, min(len(pool), KMEANS_SAMPLE), replace=False))
     km = MiniBatchKMeans(count, random_state=seed, n_init=3, batch_size=2048)
-    assign = km.fit_predict(vectors[sample])
+    sampled = _take(vectors, sample)
+    assign = km.fit_predict(sampled)
     picks = []
     for c in range(count):
         members = sample[assign == c]
         if len(members):
-            d = ((vectors[members] - km.cluster_centers_[c]) ** 2).sum(axis=1)
+            d = ((sampled[assign == c] - km.cluster_centers_[c]) ** 2).sum(axis=1)
             picks.append(members[int(np.argmin(d))])
     return np.unique(np.array(picks, dtype=np.int64))
 
@@ -386,7 +399,7 @@ class Session:
         vecs = np.zeros((len(ids), store.dim), np.float32)
         have = rows >= 0
         if have.any():
-            vecs[have] = store.vectors[rows[have]]
+            vecs[have] = store.vectors_of(rows[have])
         for i in map(int, np.flatnonzero(~have)):
             e = self.embeddings.get(ids[i])
             if e is None:
@@ -395,9 +408,9 @@ class Session:
                     "holds no embedding for it; remove its label"
                 )
             vecs[i] = e
-        for c, r in zip(ids, rows, strict=True):  # keep what a saved session needs
+        for i, (c, r) in enumerate(zip(ids, rows, strict=True)):  # what a saved session needs
             if r >= 0 and c not in self.embeddings:
-                self.embeddings[c] = store.vectors[r].copy()
+                self.embeddings[c] = vecs[i].copy()
         return vecs, rows
 
     def training_set(self, store: Any) -> dict[str, Any]:
@@ -414,7 +427,7 @@ class Session:
         count = self.negatives_per_positive * len(pos)
         labelled = rows[rows >= 0]
         if self.negatives == "kmeans" and count:
-            bg = kmeans_negatives(store.vectors, labelled, count, x[y == 1], seed=self.seed)
+            bg = kmeans_negatives(store, labelled, count, x[y == 1], seed=self.seed)
         elif count:
             bg = random_negatives(len(store), labelled, count, seed=self.seed + len(self.rounds))
             if self.negatives == "hard" and self.shown:
@@ -423,7 +436,7 @@ class Session:
         else:
             bg = np.zeros(0, np.int64)
         all_rows = np.concatenate([rows, bg])
-        x = np.vstack([x, store.vectors[bg]]) if len(bg) else x
+        x = np.vstack([x, store.vectors_of(bg)]) if len(bg) else x
         y = np.concatenate([y, np.zeros(len(bg), np.int64)])
         w = np.concatenate([w, np.ones(len(bg))])
         lonlat = _lonlat(store, all_rows, [*ids, *([None] * len(bg))], self.footprints)
@@ -458,7 +471,11 @@ class Session:
             cand = np.arange(len(store))
         labelled = _rows(store, list(self.labels))
         cand = cand[~np.isin(cand, labelled[labelled >= 0])]
-        scores = predict(model, store.vectors[cand]) if len(cand) else np.zeros(0, np.float32)
+        scores = (
+            store.scores_of(cand, lambda v: predict(model, v))
+            if len(cand)
+            else np.zeros(0, np.float32)
+        )
         order = np.lexsort((cand, -scores))
         cand, scores = cand[order], scores[order]
         ids = np.asarray(store.attrs.column("chip_id").take(pa.array(cand)).to_pylist(), object)

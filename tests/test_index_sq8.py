@@ -119,3 +119,48 @@ def test_append_check_and_stale_rows(sq8_store):
     assert check_index(info.path).ok
     table.update(where="chip_id = 'c3'", values={"embedding": [1.0] * DIM})
     assert check_index(info.path).stale == ["c3"]
+
+
+def test_refine_scores_every_row_block_by_block_without_the_matrix(sq8_store, monkeypatch):
+    """A refine over the whole store (the session's loop) reads the table's exact vectors a
+    block at a time: the same ranking and scores as over the whole matrix, which is never
+    built (10^7 x 1,024 would be 41 GB)."""
+    import clay_search.store.store as store_mod
+
+    info, _, _, _ = sq8_store
+    monkeypatch.setattr(store_mod, "_SCORE_BLOCK", 1_000)  # 6 blocks of this store
+    st = clay_search.connect(info.path)
+    got = st.refine(["c1", "c2", "c3"], ["c40"], k=25).to_pandas()
+    assert st._vectors is None  # the whole matrix was never read
+    ref = clay_search.connect(info.path, index="exact").refine(["c1", "c2", "c3"], ["c40"], k=25)
+    ref_df = ref.to_pandas()
+    assert got["chip_id"].tolist() == ref_df["chip_id"].tolist()
+    np.testing.assert_allclose(got["score"], ref_df["score"], atol=1e-6)
+    # an exact-in-filter search's many candidates: scored the same way
+    rows = np.arange(0, 6_000, 2)
+    q = st.vectors_of([7])[0]
+    scores = st.scores_of(rows, lambda v: v @ q)
+    assert st._vectors is None
+    np.testing.assert_allclose(scores, st.vectors_of(rows) @ q, atol=1e-6)
+
+
+@pytest.mark.parametrize("negatives", ["kmeans", "random"])
+def test_a_session_round_on_codes_never_builds_the_matrix(sq8_store, monkeypatch, negatives):
+    """The find-features loop (k-means negatives, scoring every chip) on a store of codes:
+    the same results as on the exact matrix, without building it."""
+    import clay_search.store.store as store_mod
+    from clay_search.session import POSITIVE, Session
+
+    info, _, _, _ = sq8_store
+    monkeypatch.setattr(store_mod, "_SCORE_BLOCK", 1_000)
+    results = []
+    for index in ("auto", "exact"):
+        st = clay_search.connect(info.path, index=index)
+        s = Session.start(st, negatives_per_positive=4, negatives=negatives)
+        s.label(["c1", "c2"], POSITIVE)
+        rnd = s.run_round(st, k=10, cv_folds=0)
+        results.append(rnd.results.to_pandas())
+        if index == "auto":
+            assert st._vectors is None
+    assert results[0]["chip_id"].tolist() == results[1]["chip_id"].tolist()
+    np.testing.assert_allclose(results[0]["score"], results[1]["score"], atol=1e-5)

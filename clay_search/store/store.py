@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from clay_search.index.sync import LoadedIndex, covers_version, load_index, read
 from clay_search.index.vectors import embedding_matrix, l2_normalise, read_ids_and_vectors
 from clay_search.location import RemotePath
 from clay_search.results import Results
-from clay_search.search import NEGATIVE_WEIGHT, exact_search, query_vector
+from clay_search.search import NEGATIVE_WEIGHT, exact_search, query_vector, top_k
 from clay_search.store.layout import StoreInfo, open_chips_table, read_store_info
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +48,10 @@ INDEX_MODES = ("auto", "exact")
 MIN_PREFIX = 4
 
 Example = str | Sequence[float] | np.ndarray
+
+
+#: rows scored at a time when the exact vectors come from the table (ivf-sq8)
+_SCORE_BLOCK = 65_536
 
 
 def connect(
@@ -338,6 +342,21 @@ class Store:
             return self.vectors[rows]
         return self.vectors_of(rows)
 
+    def scores_of(self, rows: np.ndarray, score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``score(vectors)`` of the embeddings of ``rows`` (a filter's, or every row), in
+        ``rows``' order (``score`` maps ``[b, D]`` to ``[b]``): of :meth:`_filter_vectors` at
+        once, or, with an index of 8-bit codes (whose exact vectors are the table's), block by
+        block from the table: the whole matrix of a store too large for it (10^7 x 1,024 =
+        41 GB) is never held."""
+        idx = self._ensure_index() if self._vectors is None else None
+        if idx is None or idx.kind not in APPROXIMATE_KINDS:
+            return score(self._filter_vectors(rows))
+        out = np.empty(len(rows), np.float32)
+        for start in range(0, len(rows), _SCORE_BLOCK):
+            part = rows[start : start + _SCORE_BLOCK]
+            out[start : start + len(part)] = score(self.vectors_of(part))
+        return out
+
     def load(self) -> Store:
         """Read now what queries would read on first use: the FAISS index, or (without a
         matching index) the embedding matrix. Returns the store (a server warms up with it)."""
@@ -585,8 +604,9 @@ class Store:
             meta["candidates"] = int(len(rows))
             if exclude is not None and len(exclude):
                 rows = rows[~np.isin(rows, exclude)]
-            pos, s = exact_search(self._filter_vectors(rows), q, k)
-            r = rows[pos].astype(np.int64)
+            scores = self.scores_of(rows, lambda v: v @ q)
+            pos = top_k(scores, k)
+            r, s = rows[pos].astype(np.int64), scores[pos]
             meta["total"] = len(self)
             res = self._results(r, s, meta)
             res.meta["index"] = "exact-in-filter"
@@ -748,7 +768,9 @@ class Store:
         if exclude_examples and len(labelled):
             rows = rows[~np.isin(rows, labelled)]
         scores = (
-            score_rows(model, self._filter_vectors(rows)) if len(rows) else np.zeros(0, np.float32)
+            self.scores_of(rows, lambda v: score_rows(model, v))
+            if len(rows)
+            else np.zeros(0, np.float32)
         )
         order = np.lexsort((rows, -scores))
         if k is not None:
