@@ -43,6 +43,22 @@ def server_environment(values: dict[str, str]) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def running_server(cmd: list[str]) -> Iterator[subprocess.Popen]:
+    """A server process started from ``cmd`` (stderr kept for the failure message), stopped on
+    leaving: SIGTERM, then a kill if it has not exited after 20 s."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def gated_ingest(src, store: str, weights, gate, free_chips: int) -> list[str]:
     """The command of an fp32 ingest whose embedder waits at ``gate`` after ``free_chips``."""
     args = (TESTS, src, store, weights, gate, free_chips)

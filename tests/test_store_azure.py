@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +23,7 @@ from gated_embedder import wait_for
 from object_store_cases import (
     ObjectStoreCases,
     assert_overwrites_read_whole,
+    running_server,
     server_environment,
 )
 
@@ -62,22 +61,6 @@ def azurite(tmp_path_factory):
         pytest.skip("Azurite not installed (npm install azurite, or set CLAY_SEARCH_AZURITE)")
     port = _free_port()
     data = tmp_path_factory.mktemp("azurite")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--location",
-            str(data),
-            "--silent",
-            "--skipApiVersionCheck",
-            "--loose",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     url = f"http://127.0.0.1:{port}"
     env = {
         "AZURE_STORAGE_ACCOUNT_NAME": ACCOUNT,
@@ -85,33 +68,41 @@ def azurite(tmp_path_factory):
         "AZURE_STORAGE_USE_EMULATOR": "true",
         "AZURITE_BLOB_STORAGE_URL": url,
     }
-    try:
-        with server_environment(env):
+    with (
+        running_server(
+            [
+                exe,
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                str(data),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--loose",
+            ]
+        ) as proc,
+        server_environment(env),
+    ):
 
-            def listening() -> bool:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    return True
-                except OSError:
-                    return False
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
 
-            wait_for(listening, "Azurite to listen", proc=proc)
-            import pyarrow.fs as pfs
+        wait_for(listening, "Azurite to listen", proc=proc)
+        import pyarrow.fs as pfs
 
-            pfs.AzureFileSystem(
-                ACCOUNT,
-                account_key=KEY,
-                blob_storage_authority=f"127.0.0.1:{port}",
-                blob_storage_scheme="http",
-            ).create_dir(CONTAINER)
-            yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        pfs.AzureFileSystem(
+            ACCOUNT,
+            account_key=KEY,
+            blob_storage_authority=f"127.0.0.1:{port}",
+            blob_storage_scheme="http",
+        ).create_dir(CONTAINER)
+        yield url
 
 
 @pytest.fixture

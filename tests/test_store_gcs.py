@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from gated_embedder import wait_for
-from object_store_cases import assert_overwrites_read_whole, server_environment
+from object_store_cases import assert_overwrites_read_whole, running_server, server_environment
 
 from clay_search.location import RemotePath, storage_options, store_location, write_atomic
 
@@ -69,7 +67,7 @@ def gcs_emulator():
     url = f"http://127.0.0.1:{port}"
     # -public-host: the host the XML API (Lance's reads) is served on; the JSON API (pyarrow)
     # answers on any host
-    proc = subprocess.Popen(
+    with running_server(
         [
             exe,
             "-scheme",
@@ -86,11 +84,8 @@ def gcs_emulator():
             f"127.0.0.1:{port}",
             "-log-level",
             "warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+        ]
+    ) as proc:
 
         def healthy() -> bool:
             try:
@@ -110,13 +105,6 @@ def gcs_emulator():
                 project_id="clay-test",
             ).create_dir(BUCKET)
             yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
