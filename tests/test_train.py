@@ -37,10 +37,10 @@ def ms_chips(shared_data) -> ChipSet:
 
 @pytest.fixture(autouse=True)
 def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+    from clay_search.model.threads import torch_threads
+
+    with torch_threads(2):
+        yield
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -21,10 +21,10 @@ def ms_chips(sample_dir):
 
 @pytest.fixture(autouse=True)
 def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    from clay_search.model.threads import torch_threads
+
+    with torch_threads(2):
+        yield
 
 
 def _cfg(**kw) -> TrainConfig:
