@@ -35,13 +35,12 @@ from clay_search.errors import IndexStaleError
 from clay_search.index.faiss_index import (
     IVF_KINDS,
     apply_params,
-    build_index,
     build_index_streamed,
     choose_kind,
     stored_form,
     tune_streamed,
 )
-from clay_search.index.vectors import iter_vectors, read_ids_and_vectors
+from clay_search.index.vectors import iter_vectors, read_ids
 from clay_search.location import RemotePath, store_location, write_atomic
 
 INDEX_FILE = "index.faiss"
@@ -308,8 +307,10 @@ def sync_table_index(
             except IndexStaleError as e:
                 reason = str(e)
             else:
-                new_ids, new_vecs = read_ids_and_vectors(table, dim, offset=loaded.index.ntotal)
-                loaded.index.add(new_vecs)
+                new_parts: list[pa.Array] = []
+                for block in iter_vectors(table, dim, ids=new_parts, offset=loaded.index.ntotal):
+                    loaded.index.add(np.ascontiguousarray(block, dtype=np.float32))
+                new_ids = pa.concat_arrays(new_parts) if new_parts else pa.array([], pa.string())
                 params = dict(meta.get("params", {}))
                 if meta["kind"] != "flat" and n >= 2 * max(int(meta.get("tuned_count", 1)), 1):
                     params.update(
@@ -345,21 +346,18 @@ def sync_table_index(
             reason = "rows deleted or updated since the index was built"
 
     if meta is not None and meta.get("kind") == wanted and int(meta["count"]) == n:
-        ids, vecs = read_ids_and_vectors(table, dim)
-        report = _readd_if_same(table, folder, meta, ids, vecs, t0)
+        report = _readd_if_same(table, folder, meta, dim, t0)
         if report is not None:
             return report
-        index, params = build_index(vecs, wanted, seed=seed)
-        del vecs
-    else:  # built from the table block by block: the matrix is never held whole
-        parts: list[pa.Array] = []
+    # built from the table block by block: the matrix is never held whole
+    parts: list[pa.Array] = []
 
-        def blocks():
-            parts.clear()  # each pass records its ids: the last (the adding pass) stays
-            return iter_vectors(table, dim, ids=parts)
+    def blocks():
+        parts.clear()  # each pass records its ids: the last (the adding pass) stays
+        return iter_vectors(table, dim, ids=parts)
 
-        index, params = build_index_streamed(blocks, n, dim, wanted, seed=seed)  # n checked
-        ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    index, params = build_index_streamed(blocks, n, dim, wanted, seed=seed)  # n checked
+    ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
     meta = {
         "table_version": version,
         "kind": wanted,
@@ -378,33 +376,46 @@ def sync_table_index(
 
 
 def _readd_if_same(
-    table, folder: Path | RemotePath, meta: dict, ids: pa.Array, vecs: np.ndarray, t0: float
+    table, folder: Path | RemotePath, meta: dict, dim: int, t0: float
 ) -> IndexReport | None:
     """Rows rewritten with the same ids and embeddings (e.g. predictions written with
     ``update``): put the vectors back in the new row order without training or tuning again.
-    None if any id or embedding differs (then the caller rebuilds)."""
+    None if any id or embedding differs (then the caller rebuilds). Two passes over the table,
+    block by block (compare, then re-add): the matrix is never held whole."""
     try:
         loaded = load_index(folder)
     except IndexStaleError:
         return None
     old_ids = loaded.ids.to_pylist()
     pos = {c: i for i, c in enumerate(old_ids)}
-    new_ids = ids.to_pylist()
-    if len(pos) != len(old_ids) or len(new_ids) != len(old_ids) or set(new_ids) != set(pos):
+    if len(pos) != len(old_ids) or table.count_rows() != len(old_ids):
         return None
-    order = np.array([pos[c] for c in new_ids], dtype=np.int64)
-    stored = _reconstruct(loaded, np.arange(len(old_ids), dtype=np.int64))
-    if stored.shape != vecs.shape or not np.allclose(
-        stored[order], stored_form(loaded.index, loaded.kind, vecs), atol=1e-6
-    ):
+    seen: set[int] = set()
+    parts: list[pa.Array] = []
+    for block in iter_vectors(table, dim, ids=parts):
+        block_ids = parts.pop().to_pylist()
+        if any(c not in pos for c in block_ids):
+            return None
+        order = np.array([pos[c] for c in block_ids], dtype=np.int64)
+        seen.update(order.tolist())
+        stored = _reconstruct(loaded, order)
+        if not np.allclose(stored, stored_form(loaded.index, loaded.kind, block), atol=1e-6):
+            return None
+    if len(seen) != len(old_ids):  # a row repeated, another gone
         return None
     index = loaded.index
-    index.reset()  # keeps an IVF's trained coarse quantiser
-    if len(vecs):
-        index.add(np.ascontiguousarray(vecs, dtype=np.float32))
+    index.reset()  # keeps an IVF's trained coarse quantiser (and the codes' ranges)
+    parts.clear()
+    added = 0
+    for block in iter_vectors(table, dim, ids=parts):
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
+        added += len(block)
+    new_ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    if added != len(old_ids):
+        raise IndexStaleError("the table changed while re-adding the index's rows; retry")
     version = int(table.version)
     meta.update(table_version=version, history=_history(table, version), updated=_now())
-    _save(folder, index, ids.cast(pa.string()), meta)
+    _save(folder, index, new_ids.cast(pa.string()), meta)
     return IndexReport(
         "reordered",
         meta["kind"],
@@ -466,25 +477,31 @@ class IndexCheck:
 def check_table_index(
     table, folder: str | Path | RemotePath, *, dim: int, atol: float = 1e-5
 ) -> IndexCheck:
-    """Compare the index in ``folder`` with ``table`` row by row (ids and vectors)."""
-    ids, vecs = read_ids_and_vectors(table, dim)
-    table_ids = ids.to_pylist()
+    """Compare the index in ``folder`` with ``table`` row by row (ids and vectors), reading
+    the table block by block (the matrix is never held whole)."""
     try:
         loaded = load_index(folder)
     except IndexStaleError:
+        table_ids = read_ids(table).to_pylist()
         return IndexCheck(int(table.version), None, len(table_ids), 0, table_ids, [], [])
     index_ids = loaded.ids.to_pylist()
     pos = {cid: i for i, cid in enumerate(index_ids)}
-    table_set = set(table_ids)
-    missing = [c for c in table_ids if c not in pos]
-    extra = [c for c in index_ids if c not in table_set]
+    table_ids: list[str] = []
+    missing: list[str] = []
     stale: list[str] = []
-    present = [(i, pos[c]) for i, c in enumerate(table_ids) if c in pos]
-    if present:
-        stored = _reconstruct(loaded, np.array([p for _, p in present], dtype=np.int64))
-        rows = vecs[[i for i, _ in present]]
-        bad = np.abs(stored - stored_form(loaded.index, loaded.kind, rows)).max(axis=1) > atol
-        stale = [table_ids[present[j][0]] for j in np.flatnonzero(bad)]
+    parts: list[pa.Array] = []
+    for block in iter_vectors(table, dim, ids=parts):
+        block_ids = parts.pop().to_pylist()
+        table_ids.extend(block_ids)
+        missing.extend(c for c in block_ids if c not in pos)
+        here = [k for k, c in enumerate(block_ids) if c in pos]
+        if here:
+            stored = _reconstruct(loaded, np.array([pos[block_ids[k]] for k in here], np.int64))
+            want = stored_form(loaded.index, loaded.kind, block[here])
+            bad = np.abs(stored - want).max(axis=1) > atol
+            stale.extend(block_ids[here[k]] for k in np.flatnonzero(bad))
+    table_set = set(table_ids)
+    extra = [c for c in index_ids if c not in table_set]
     covered = covers_version(table, loaded.meta, int(table.version))
     return IndexCheck(
         int(table.version),
@@ -498,11 +515,12 @@ def check_table_index(
 
 
 def _reconstruct(loaded: LoadedIndex, rows: np.ndarray) -> np.ndarray:
+    """The index's vectors of ``rows`` (IVF kinds: through a direct map, made once)."""
     index = loaded.index
     if loaded.kind in IVF_KINDS:
-        faiss.extract_index_ivf(index).make_direct_map()
-    return (
-        np.vstack([index.reconstruct(int(r)) for r in rows])
-        if len(rows) < 1000
-        else (index.reconstruct_n(0, index.ntotal)[rows])
-    )
+        ivf = faiss.extract_index_ivf(index)
+        if ivf.direct_map.type == faiss.DirectMap.NoMap:
+            ivf.make_direct_map()
+    if len(rows) == 0:
+        return np.zeros((0, index.d), np.float32)
+    return index.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
