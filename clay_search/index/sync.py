@@ -482,8 +482,8 @@ def check_table_index(
     try:
         loaded = load_index(folder)
     except IndexStaleError:
-        table_ids = read_ids(table).to_pylist()
-        return IndexCheck(int(table.version), None, len(table_ids), 0, table_ids, [], [])
+        all_ids = read_ids(table).to_pylist()
+        return IndexCheck(int(table.version), None, len(all_ids), 0, all_ids, [], [])
     index_ids = loaded.ids.to_pylist()
     pos = {cid: i for i, cid in enumerate(index_ids)}
     table_ids: list[str] = []
@@ -519,7 +519,7 @@ def _reconstruct(loaded: LoadedIndex, rows: np.ndarray) -> np.ndarray:
     index = loaded.index
     if loaded.kind in IVF_KINDS:
         ivf = faiss.extract_index_ivf(index)
-        if ivf.direct_map.type == faiss.DirectMap.NoMap:
+        if ivf.direct_map.no():
             ivf.make_direct_map()
     if len(rows) == 0:
         return np.zeros((0, index.d), np.float32)
