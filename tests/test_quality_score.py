@@ -117,7 +117,8 @@ def test_shipped_weights_have_a_decoder() -> None:
     e = Embedder.from_weights(precision="fp32")
     assert e.has_decoder
     rep = e.quality_report()
-    assert rep["decoder"] and rep["mask_ratio"] == 0.75 and "decoder.safetensors" in rep["note"]
+    # the pretraining decoder, saved with the encoder in the weights file
+    assert rep["decoder"] and rep["mask_ratio"] == 0.75 and "model.safetensors" in rep["note"]
 
 
 def test_bad_chips_score_clearly_worse(quality_store: Path) -> None:
@@ -251,14 +252,18 @@ def test_store_without_the_column(quality_sources: Path, tmp_path) -> None:
 def test_decoder_file_is_tied_to_its_encoder(nano_weights: Path, tmp_path) -> None:
     from clay_search.model.checkpoints import (
         DECODER_FILE,
-        bundled_weights_dir,
         load_decoder,
         load_encoder,
+        save_decoder,
     )
 
     folder = tmp_path / "w"
     shutil.copytree(nano_weights, folder)
-    shutil.copy2(bundled_weights_dir() / DECODER_FILE, folder / DECODER_FILE)
+    _, shipped = load_encoder(None)
+    shipped_decoder, _ = load_decoder(shipped)
+    assert shipped_decoder is not None
+    # the shipped encoder's decoder, written as a side file beside other weights
+    save_decoder(shipped_decoder, shipped, folder / DECODER_FILE)
     _, info = load_encoder(folder)
     dec, note = load_decoder(info)
     assert dec is None and "was trained for encoder" in note
