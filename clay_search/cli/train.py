@@ -17,7 +17,8 @@ from clay_search.training import TrainParams
 
 
 def _train(verbose: bool = False, **options: Any) -> None:
-    """Pretrain Clay (masked reconstruction) on EuroSAT, BigEarthNet, Landsat-8 and NAIP."""
+    """Pretrain Clay (masked reconstruction, optionally a view-consistency loss) on the real imagery
+    of a data folder: EuroSAT, BigEarthNet, Landsat-7/8, NAIP, OSCD."""
     from clay_search.training import pretrain
 
     result = pretrain(**options)
