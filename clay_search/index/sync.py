@@ -40,7 +40,7 @@ from clay_search.index.faiss_index import (
     stored_form,
     tune_streamed,
 )
-from clay_search.index.vectors import iter_vectors, read_ids
+from clay_search.index.vectors import concat_ids, iter_vectors, read_ids
 from clay_search.location import RemotePath, store_location, write_atomic
 
 INDEX_FILE = "index.faiss"
@@ -310,7 +310,7 @@ def sync_table_index(
                 new_parts: list[pa.Array] = []
                 for block in iter_vectors(table, dim, ids=new_parts, offset=loaded.index.ntotal):
                     loaded.index.add(np.ascontiguousarray(block, dtype=np.float32))
-                new_ids = pa.concat_arrays(new_parts) if new_parts else pa.array([], pa.string())
+                new_ids = concat_ids(new_parts)
                 params = dict(meta.get("params", {}))
                 if meta["kind"] != "flat" and n >= 2 * max(int(meta.get("tuned_count", 1)), 1):
                     params.update(
@@ -357,7 +357,7 @@ def sync_table_index(
         return iter_vectors(table, dim, ids=parts)
 
     index, params = build_index_streamed(blocks, n, dim, wanted, seed=seed)  # n checked
-    ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    ids = concat_ids(parts)
     meta = {
         "table_version": version,
         "kind": wanted,
@@ -410,7 +410,7 @@ def _readd_if_same(
     for block in iter_vectors(table, dim, ids=parts):
         index.add(np.ascontiguousarray(block, dtype=np.float32))
         added += len(block)
-    new_ids = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    new_ids = concat_ids(parts)
     if added != len(old_ids):
         raise IndexStaleError("the table changed while re-adding the index's rows; retry")
     version = int(table.version)

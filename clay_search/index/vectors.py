@@ -51,6 +51,11 @@ def iter_vectors(
             yield l2_normalise(embedding_matrix(batch.column("embedding"), dim))
 
 
+def concat_ids(parts: list[pa.Array]) -> pa.Array:
+    """One array of the chip ids :func:`iter_vectors` put in its ``ids`` list (none: empty)."""
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
 def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array, np.ndarray]:
     """Chip ids and normalised embeddings of the rows from ``offset`` on, in scan order.
 
@@ -61,8 +66,8 @@ def read_ids_and_vectors(table, dim: int, *, offset: int = 0) -> tuple[pa.Array,
     ids: list[pa.Array] = []
     parts = list(iter_vectors(table, dim, ids=ids, offset=offset))
     if not parts:
-        return pa.array([], pa.string()), np.zeros((0, dim), dtype=np.float32)
-    id_col = pa.concat_arrays(ids)
+        return concat_ids(ids), np.zeros((0, dim), dtype=np.float32)
+    id_col = concat_ids(ids)
     ids.clear()
     mat = parts[0] if len(parts) == 1 else np.concatenate(parts)
     parts.clear()

@@ -626,10 +626,10 @@ class Store:
             keep &= ~np.isin(i, exclude)
         i, d = i[keep].astype(np.int64), d[keep]
         if idx.kind in APPROXIMATE_KINDS:  # codes found the candidates; the table scores them
-            d = self.vectors_of(i) @ q
-            order = np.argsort(-d, kind="stable")
-            i, d = i[order], d[order]
             meta["reranked"] = int(len(i))
+            d = self.vectors_of(i) @ q
+            best = top_k(d, k)
+            i, d = i[best], d[best]
         r, s = i[:k], d[:k]
         return self._results(r, s, meta)
 
