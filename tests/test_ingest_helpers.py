@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import lancedb
 import numpy as np
+from PIL import Image
 
 EUROSAT_ORDER = "B01,B02,B03,B04,B05,B06,B07,B08,B09,B10,B11,B12,B8A"
 
@@ -24,3 +26,13 @@ def table_version(store: Path) -> int:
 def embeddings(df) -> np.ndarray:
     """The embedding column as a [N, D] float32 matrix."""
     return np.stack(df["embedding"].to_numpy()).astype(np.float32)
+
+
+def thumbnail_pixels(df) -> np.ndarray:
+    """The thumbnail column decoded: ``[N, h, w, 3]`` uint8.
+
+    Compare thumbnails by these pixels, not by their PNG bytes: a deflate stream is not
+    canonical (ISA-L, used when installed, picks its matches by the CPU's code path), so two
+    processes can encode the same picture to different bytes.
+    """
+    return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in df["thumbnail"]])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gated_embedder import GatedEmbedder, table_rows
-from test_ingest_helpers import embeddings, read_chips
+from test_ingest_helpers import embeddings, read_chips, thumbnail_pixels
 
 ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
 psutil = pytest.importorskip("psutil")
@@ -55,9 +55,15 @@ def _same_table(a, b) -> None:
     assert list(a.columns) == list(b.columns)
     assert a["chip_id"].tolist() == b["chip_id"].tolist()
     for col in a.columns:
-        if col in ("embedding", "patch_embeddings"):
+        if col in ("embedding", "patch_embeddings", "thumbnail"):
             continue
         assert a[col].equals(b[col]), col
+    pa, pb = thumbnail_pixels(a), thumbnail_pixels(b)  # the pictures, not their deflate streams
+    differ = np.flatnonzero((pa != pb).any(axis=(1, 2, 3)))
+    assert differ.size == 0, (
+        f"{differ.size} thumbnails differ, e.g. {a['chip_id'][differ[0]]} "
+        f"(max difference {int(np.abs(pa.astype(int) - pb.astype(int)).max())})"
+    )
     np.testing.assert_allclose(embeddings(a), embeddings(b), rtol=0, atol=1e-5)
 
 
