@@ -486,7 +486,7 @@ def main() -> None:
             frame,
             bounds=bounds,
             fit_key=f"{ss.get(S.QUERY)}|{controls.filters.describe()}|{len(frame)}|{focus}",
-            overviews=ovs.overviews if ovs is not None else (),
+            overviews=ovs.for_map if ovs is not None else (),
             thumbs=map_component.thumbnails(SP.with_images(shown, heat))
             if controls.imagery
             else (),

@@ -2,7 +2,8 @@
 
 One run, alternated ``--repeats`` times (best and median reported): model-only (the pipeline's
 own embedding step over the chips read into memory first, as in
-``bench/ingest_throughput.py``), the local engine end to end (``engine="local"``), and the Ray
+``bench/ingest_throughput.py``; on all threads, and on one thread as the Ray embedding actor
+runs it), the local engine end to end (``engine="local"``), and the Ray
 engine end to end on a local Ray cluster started here with ``num_cpus=2`` (one embedding actor +
 one read task at a time) and ``num_cpus=3`` (one actor + two read tasks). Ray's logical CPUs
 are slots, not cores: on a 2-core machine the 3-slot cluster oversubscribes. The cluster is
@@ -53,6 +54,19 @@ def ray_cluster(num_cpus: int):
     return ray
 
 
+def one_thread(embedder, chips_params) -> float:
+    """:func:`model_only_rate` with torch on one thread, as the Ray embedding actor runs it
+    (it asks Ray for one CPU and sets one thread); the process's thread count is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return model_only_rate(embedder, *chips_params)
+    finally:
+        torch.set_num_threads(before)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, default=REPO / "model" / "weights")
@@ -91,7 +105,9 @@ def main() -> None:
                 ]
             jobs[name] = (files, int(size))
         # warm-up (allocator, GDAL, patch-weight cache) and model-only, in this process
-        rates: dict = {name: {"model_only": [], "local": []} for name in jobs}
+        rates: dict = {
+            name: {"model_only": [], "model_only_1_thread": [], "local": []} for name in jobs
+        }
         chips: dict = {}
         for name, (files, size) in jobs.items():
             run([files[0]], tmp / f"warm-{name}", embedder=embedder, chip_size=size)
@@ -116,6 +132,7 @@ def main() -> None:
         for i in range(args.repeats):
             for name in jobs:
                 rates[name]["model_only"].append(model_only_rate(embedder, *chips[name]))
+                rates[name]["model_only_1_thread"].append(one_thread(embedder, chips[name]))
                 rates[name]["local"].append(e2e(name, "local", f"local-{i}"))
             for r in readers:
                 ray = ray_cluster(1 + r)
@@ -126,7 +143,7 @@ def main() -> None:
                     ray.shutdown()
             print(json.dumps({"repeat": i, "rates": rates}), file=sys.stderr, flush=True)
         for name, rs in rates.items():
-            mo = max(rs["model_only"])
+            mo, mo1 = max(rs["model_only"]), max(rs["model_only_1_thread"])
             res["workloads"][name] = {
                 "chips": len(chips[name][0]),
                 "source": f"{len(jobs[name][0])} NAIP scene(s)"
@@ -140,6 +157,8 @@ def main() -> None:
                         "ratio_to_model_only_median": round(
                             float(np.median(v)) / float(np.median(rs["model_only"])), 3
                         ),
+                        # the embedding actor's share of the machine: one core (one thread)
+                        "ratio_to_model_only_1_thread_best": round(max(v) / mo1, 3),
                     }
                     for k, v in rs.items()
                 },

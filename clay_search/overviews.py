@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,29 @@ class OverviewSet:
     overviews: list[Overview]
     sources: int  # sources with a footprint in the store
     skipped_sources: int  # sources beyond ``max_sources``
+    #: what the map draws: ``overviews`` with overlapping ones mosaicked (:func:`map_tiles`);
+    #: empty means the same as ``overviews``
+    map_images: list[Overview] = field(default_factory=list)
+
+    @property
+    def for_map(self) -> list[Overview]:
+        """The images the map draws (at most ``MAX_MAP_IMAGES`` of them)."""
+        return self.map_images or self.overviews
 
     def describe(self) -> str:
         """One line for the page."""
         text = f"{len(self.overviews)} overview image(s) from chip thumbnails"
+        if self.map_images and len(self.map_images) != len(self.overviews):
+            text += f", drawn as {len(self.map_images)} map image(s)"
         if self.skipped_sources:
             text += f"; {self.skipped_sources} smaller source(s) shown as footprints only"
         return text
+
+
+#: Most images the map gets. The browser draws each as a layer of its own; with software WebGL
+#: a layer costs ~60 ms before the map is drawn, so 182 per-source images held the overview up
+#: by ~11 s (docs/benchmarks.md). Overlapping sources are mosaicked whatever their number.
+MAX_MAP_IMAGES = 32
 
 
 def _merc_y(lat: np.ndarray | float) -> np.ndarray:
@@ -77,6 +94,7 @@ def build_overviews(
     pixel_budget: int = 8_000_000,
     max_thumbnails: int = 1500,
     batch: int = 2048,
+    max_map_images: int = MAX_MAP_IMAGES,
 ) -> OverviewSet:
     """Overview images of ``store``'s sources (a :class:`clay_search.store.Store`).
 
@@ -86,7 +104,9 @@ def build_overviews(
     its share, one chip per cell of a coarser grid stands for the cell's chips, so the cost does
     not grow with the store (a 1,000,000-chip store decodes as many as a 1,500-chip one). Reads
     ``store.attrs`` and the thumbnails of the chosen chips (``store.table``); chips without a
-    footprint or a thumbnail are left out.
+    footprint or a thumbnail are left out. For the map, overlapping sources' images are also
+    mosaicked into one, and at most ``max_map_images`` images are kept
+    (``OverviewSet.for_map``, :func:`map_tiles`).
     """
     from PIL import Image
 
@@ -195,8 +215,7 @@ def build_overviews(
                 drawn += 1
         buf = io.BytesIO()
         canvas.save(buf, format="PNG", optimize=False)
-        south = float(np.degrees(2 * np.arctan(np.exp(sy)) - np.pi / 2))
-        north = float(np.degrees(2 * np.arctan(np.exp(ny)) - np.pi / 2))
+        south, north = _merc_lat(sy), _merc_lat(ny)
         out.append(
             Overview(
                 source=str(names[code]),
@@ -208,4 +227,120 @@ def build_overviews(
                 drawn=drawn,
             )
         )
-    return OverviewSet(out, sources=len(present), skipped_sources=len(present) - len(chosen))
+    return OverviewSet(
+        out,
+        sources=len(present),
+        skipped_sources=len(present) - len(chosen),
+        map_images=map_tiles(out, max_images=max_map_images),
+    )
+
+
+def map_tiles(
+    overviews: Sequence[Overview],
+    *,
+    max_images: int = MAX_MAP_IMAGES,
+    max_side: int = 2048,
+) -> list[Overview]:
+    """``overviews`` as the images the map draws: overlapping ones mosaicked into one.
+
+    Sources whose boxes overlap (a time series of one place, neighbouring scenes) are painted,
+    in their order (the later on top), into one Web-Mercator image of their union at the
+    finest of their own resolutions, with no side over ``max_side`` pixels. Disjoint sources
+    keep their own image (a mosaic of far-apart chips would shrink each to a pixel). Where that
+    still leaves more than ``max_images`` images, groups are merged by a grid over the whole
+    extent (about ``max_images`` cells) until it does not. A single overview in a group is
+    returned as it is; every pixel keeps its place.
+    """
+    if len(overviews) <= 1:
+        return list(overviews)
+    ys = [(float(_merc_y(o.bounds[1])), float(_merc_y(o.bounds[3]))) for o in overviews]
+    boxes = np.array(
+        [(math.radians(o.bounds[0]), y0, math.radians(o.bounds[2]), y1)
+         for o, (y0, y1) in zip(overviews, ys, strict=True)]
+    )  # fmt: skip
+    groups = _overlapping(boxes)
+    cells = max(1, math.isqrt(max_images))
+    while len(groups) > max_images:
+        groups = _merge_by_grid(boxes, groups, cells)
+        cells = max(1, cells // 2)
+    return [
+        overviews[g[0]] if len(g) == 1 else _mosaic([overviews[i] for i in g], boxes[g], max_side)
+        for g in groups
+    ]
+
+
+def _overlapping(boxes: np.ndarray) -> list[list[int]]:
+    """Groups (connected components, members in input order) of boxes that overlap."""
+    n = len(boxes)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    order = np.argsort(boxes[:, 0], kind="stable")  # sweep west to east
+    active: list[int] = []
+    for i in order.tolist():
+        active = [j for j in active if boxes[j, 2] > boxes[i, 0]]
+        for j in active:
+            if boxes[j, 1] < boxes[i, 3] and boxes[i, 1] < boxes[j, 3]:
+                parent[root(i)] = root(j)
+        active.append(i)
+    out: dict[int, list[int]] = {}
+    for i in range(n):
+        out.setdefault(root(i), []).append(i)
+    return sorted(out.values(), key=lambda g: g[0])
+
+
+def _merge_by_grid(boxes: np.ndarray, groups: list[list[int]], cells: int) -> list[list[int]]:
+    """Groups whose centres fall in the same cell of a ``cells`` x ``cells`` grid, merged."""
+    lo, hi = boxes[:, :2].min(0), boxes[:, 2:].max(0)
+    span = np.maximum(hi - lo, 1e-12)
+    merged: dict[tuple[int, int], list[int]] = {}
+    for g in groups:
+        b = boxes[g]
+        centre = (np.r_[b[:, 0].min(), b[:, 1].min()] + np.r_[b[:, 2].max(), b[:, 3].max()]) / 2
+        cx, cy = np.minimum(((centre - lo) / span * cells).astype(int), cells - 1)
+        merged.setdefault((int(cx), int(cy)), []).extend(g)
+    return sorted((sorted(g) for g in merged.values()), key=lambda g: g[0])
+
+
+def _mosaic(overviews: list[Overview], boxes: np.ndarray, max_side: int) -> Overview:
+    """One image of ``overviews`` (Mercator ``boxes``: x0, y0, x1, y1 with y north-up)."""
+    from PIL import Image
+
+    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+    x1, y1 = boxes[:, 2].max(), boxes[:, 3].max()
+    span_x, span_y = max(x1 - x0, 1e-12), max(y1 - y0, 1e-12)
+    finest = min(
+        min((b[2] - b[0]) / o.width, (b[3] - b[1]) / o.height)
+        for o, b in zip(overviews, boxes, strict=True)
+    )
+    res = max(finest, span_x / max_side, span_y / max_side)  # Mercator units a pixel
+    width, height = max(1, math.ceil(span_x / res)), max(1, math.ceil(span_y / res))
+    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    for o, b in zip(overviews, boxes, strict=True):
+        c0, r0 = round((b[0] - x0) / res), round((y1 - b[3]) / res)
+        c1, r1 = max(c0 + 1, round((b[2] - x0) / res)), max(r0 + 1, round((y1 - b[1]) / res))
+        with Image.open(io.BytesIO(o.png)) as im:
+            part = im.convert("RGBA").resize((c1 - c0, r1 - r0), Image.Resampling.BILINEAR)
+        canvas.alpha_composite(part, (min(c0, width - 1), min(r0, height - 1)))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=False)
+    west, east = math.degrees(x0), math.degrees(x0 + width * res)  # the pixels' own edges
+    return Overview(
+        source=f"mosaic of {len(overviews)} sources",
+        bounds=(west, _merc_lat(y1 - height * res), east, _merc_lat(y1)),
+        png=buf.getvalue(),
+        width=width,
+        height=height,
+        chips=sum(o.chips for o in overviews),
+        drawn=sum(o.drawn for o in overviews),
+    )
+
+
+def _merc_lat(y: float) -> float:
+    """The latitude of Mercator ``y`` (the inverse of :func:`_merc_y`)."""
+    return float(np.degrees(2 * np.arctan(np.exp(y)) - np.pi / 2))

@@ -13,7 +13,7 @@ from PIL import Image
 from store_fixtures import rows_table
 
 import clay_search
-from clay_search.overviews import build_overviews
+from clay_search.overviews import Overview, build_overviews, map_tiles
 from clay_search.store import open_chips_table, open_or_create_store
 
 COLOURS = {(0, 0): (255, 0, 0), (1, 0): (0, 255, 0), (0, 1): (0, 0, 255), (1, 1): (255, 255, 0)}
@@ -96,3 +96,73 @@ def test_sample_store_overviews_are_the_chip_thumbnails(sample_store: Path) -> N
             dtype=float,
         )
         assert np.abs(small - got).mean() < 2.0  # the same picture
+
+
+def _overview(name: str, bounds: tuple[float, float, float, float], rgb, side: int = 32):
+    buf = io.BytesIO()
+    Image.new("RGBA", (side, side), (*rgb, 255)).save(buf, format="PNG")
+    return Overview(name, bounds, buf.getvalue(), side, side, chips=4, drawn=4)
+
+
+def _colour_at(images, lon: float, lat: float):
+    """The colour the map draws at (lon, lat): the last image whose box holds it."""
+    from clay_search.overviews import _merc_y
+
+    got = None
+    for o in images:
+        w, s, e, n = o.bounds
+        if w <= lon < e and s <= lat < n:
+            img = np.asarray(Image.open(io.BytesIO(o.png)).convert("RGBA"))
+            col = int((lon - w) / (e - w) * o.width)
+            row = int((_merc_y(n) - _merc_y(lat)) / (_merc_y(n) - _merc_y(s)) * o.height)
+            px = img[min(row, o.height - 1), min(col, o.width - 1)]
+            if px[3]:
+                got = tuple(int(v) for v in px[:3])
+    return got
+
+
+def test_overlapping_sources_are_drawn_as_one_mosaic_disjoint_ones_stay() -> None:
+    red = _overview("a.tif", (10.0, 50.0, 10.2, 50.2), (255, 0, 0))
+    blue = _overview("b.tif", (10.1, 50.1, 10.3, 50.3), (0, 0, 255))  # overlaps a
+    green = _overview("c.tif", (20.0, 40.0, 20.1, 40.1), (0, 255, 0))  # far away
+    images = map_tiles([red, blue, green])
+    assert len(images) == 2 and images[1] is green  # a lone source is passed as it is
+    mosaic = images[0]
+    assert mosaic.source == "mosaic of 2 sources" and mosaic.chips == 8
+    w, s, e, n = mosaic.bounds
+    assert abs(w - 10.0) < 1e-9 and abs(n - 50.3) < 1e-9 and e >= 10.3 - 1e-9 and s <= 50.0
+    assert mosaic.width == 48  # the sources' own resolution: their 32 px a 0.2 degree, over 0.3
+    assert _colour_at(images, 10.05, 50.05) == (255, 0, 0)  # a alone
+    assert _colour_at(images, 10.15, 50.15) == (0, 0, 255)  # both: the later on top
+    assert _colour_at(images, 10.25, 50.25) == (0, 0, 255)
+    assert _colour_at(images, 10.05, 50.25) is None  # in the union's box, in neither source
+    assert _colour_at(images, 20.05, 40.05) == (0, 255, 0)
+
+
+def test_many_disjoint_sources_are_merged_down_to_max_images() -> None:
+    rng = np.random.default_rng(0)
+    ovs = []
+    for i in range(40):
+        x, y = 0.5 * i, 45.0 + 0.5 * (i % 3)
+        ovs.append(_overview(f"s{i}.tif", (x, y, x + 0.1, y + 0.1), tuple(rng.integers(0, 256, 3))))
+    assert len(map_tiles(ovs, max_images=64)) == 40  # disjoint and few enough: as they are
+    images = map_tiles(ovs, max_images=8, max_side=4096)
+    assert 1 < len(images) <= 8
+    for o in ovs:  # every source still shows its own colour at its centre
+        lon, lat = (o.bounds[0] + o.bounds[2]) / 2, (o.bounds[1] + o.bounds[3]) / 2
+        want = tuple(int(v) for v in np.asarray(Image.open(io.BytesIO(o.png)))[0, 0, :3])
+        assert _colour_at(images, lon, lat) == want, o.source
+
+
+def test_store_overviews_for_the_map(tmp_path: Path) -> None:
+    store = clay_search.connect(str(_grid_store(tmp_path / "s", sources=3)))
+    ovs = build_overviews(store, max_side=64)
+    assert ovs.for_map == ovs.overviews  # three disjoint sources: their own images
+    assert "map image" not in ovs.describe()
+    few = build_overviews(store, max_side=64, max_map_images=1)
+    assert len(few.for_map) == 1 and few.for_map[0].chips == 12
+    assert "3 overview image(s) from chip thumbnails, drawn as 1 map image(s)" in few.describe()
+    for (i, j), rgb in COLOURS.items():  # each cell's colour where its chips are
+        for src in range(3):
+            lon, lat = 10.0 + src + i * 0.01 + 0.005, 50.0 + j * 0.01 + 0.005
+            assert _colour_at(few.for_map, lon, lat) == rgb, (src, i, j)
