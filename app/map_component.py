@@ -1,9 +1,10 @@
 """The map: a small Streamlit component (deck.gl, bundled at build time, no CDN at run time).
 
-It draws the per-source overview images and chip thumbnails (``clay_search.overviews``) under
-the chip footprints, and has a toolbar: *Pick* (click a chip), *Box* and *Polygon* (draw an area
-to filter by or to label the chips inside), *Use view* (send the current view as the area
-filter) and *Clear drawing*. The frontend lives in ``app/map_frontend`` (``npm run build`` writes
+It draws the overview images and chip thumbnails (``clay_search.overviews``:
+``OverviewSet.for_map``, overlapping sources mosaicked into one image) under the chip
+footprints, and has a toolbar: *Pick* (click a chip), *Box* and *Polygon* (draw an area to
+filter by or to label the chips inside), *Use view* (send the current view as the area filter)
+and *Clear drawing*. The frontend lives in ``app/map_frontend`` (``npm run build`` writes
 ``app/map_static/map.js``, which is committed and shipped in the package).
 
 The value the component returns is the last event: ``{"event": "click", "chip_id", "lonlat"}``,
