@@ -259,8 +259,9 @@ def map_tiles(
          for o, (y0, y1) in zip(overviews, ys, strict=True)]
     )  # fmt: skip
     groups = _overlapping(boxes)
-    cells = max(1, math.isqrt(max_images))
-    while len(groups) > max_images:
+    max_images = max(1, max_images)
+    cells = math.isqrt(max_images)
+    while len(groups) > max_images:  # a 1 x 1 grid merges everything: this ends
         groups = _merge_by_grid(boxes, groups, cells)
         cells = max(1, cells // 2)
     return [
