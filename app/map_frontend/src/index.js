@@ -117,25 +117,39 @@ function layers() {
       })
     );
   }
+  // chips narrower than a few pixels are also drawn as dots, so they can be seen and clicked.
+  // Outlines are a layer of their own, of the larger chips only: at a large store's first view
+  // every chip is a dot and drawing their sub-pixel outlines was most of the map's first frame
+  // with software WebGL (docs/benchmarks.md). The fill layer (what clicks are picked from)
+  // keeps every chip and the same props whatever the zoom.
+  const chips = a.chips || [];
+  const small = chips.filter((d) => chipPixels(d) < 10);
   out.push(
     new PolygonLayer({
       id: "chips",
-      data: a.chips || [],
+      data: chips,
       getPolygon: (d) => d.polygon,
       getFillColor: (d) => d.fill,
-      getLineColor: (d) => d.line,
-      getLineWidth: (d) => d.line_px,
-      lineWidthUnits: "pixels",
-      lineWidthMinPixels: 1,
-      stroked: true,
+      stroked: false,
       filled: true,
       pickable: state.mode === "pick",
       autoHighlight: true,
     })
   );
-  // chips narrower than a few pixels are also drawn as dots, so they can be seen and clicked
-  const chips = a.chips || [];
-  const small = chips.filter((d) => chipPixels(d) < 10);
+  if (small.length < chips.length) {
+    const large = small.length ? chips.filter((d) => chipPixels(d) >= 10) : chips;
+    out.push(
+      new PathLayer({
+        id: "chip-outlines",
+        data: large,
+        getPath: (d) => d.polygon,
+        getColor: (d) => d.line,
+        getWidth: (d) => d.line_px,
+        widthUnits: "pixels",
+        widthMinPixels: 1,
+      })
+    );
+  }
   if (small.length) {
     out.push(
       new ScatterplotLayer({
