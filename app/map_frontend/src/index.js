@@ -123,7 +123,9 @@ function layers() {
   // with software WebGL (docs/benchmarks.md). The fill layer (what clicks are picked from)
   // keeps every chip and the same props whatever the zoom.
   const chips = a.chips || [];
-  const small = chips.filter((d) => chipPixels(d) < 10);
+  const small = [];
+  const large = [];
+  for (const d of chips) (chipPixels(d) < 10 ? small : large).push(d);
   out.push(
     new PolygonLayer({
       id: "chips",
@@ -136,8 +138,7 @@ function layers() {
       autoHighlight: true,
     })
   );
-  if (small.length < chips.length) {
-    const large = small.length ? chips.filter((d) => chipPixels(d) >= 10) : chips;
+  if (large.length) {
     out.push(
       new PathLayer({
         id: "chip-outlines",
